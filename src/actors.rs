@@ -1,0 +1,4 @@
+//! The actors of a node. Each owns its state; others read it through calls.
+
+pub mod container_actor;
+pub mod supervisor_actor;

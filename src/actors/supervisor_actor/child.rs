@@ -1,0 +1,476 @@
+//! Children of a supervisor: how to start them (a spawn closure, so any
+//! ractor actor can be supervised), their policies, and what is known of them.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorProcessingErr, SpawnErr, SupervisionEvent};
+use serde::{Deserialize, Serialize};
+
+use super::SupervisorSpec;
+use crate::{
+    events::EventBus,
+    runtime::{ContainerId, ContainerSpec, ExitStatus, Runtime},
+    spec::{ExitRules, PanicAction, RestartType, Shutdown, SpecError},
+};
+
+/// What a spawn closure gets: where to link the child, and its policies.
+#[derive(Clone)]
+pub struct ChildContext {
+    /// The supervisor: spawn the child linked to it (`spawn_linked(.., ctx.supervisor)`).
+    pub supervisor: ActorCell,
+    /// The tree's event bus (nested supervisors publish into it).
+    pub events: EventBus,
+    /// The child's id.
+    pub id: Arc<str>,
+    /// The supervisor's name (the service, for container children).
+    pub service: Arc<str>,
+    /// How the supervisor will stop the child.
+    pub shutdown: Shutdown,
+    /// What an abnormal exit of the child leads to.
+    pub on_panic: PanicAction,
+    /// How exit codes are treated.
+    pub exit_rules: ExitRules,
+}
+
+/// The future a spawn closure returns: the new child's cell.
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, ActorProcessingErr>> + Send>>;
+
+type StartFn = Arc<dyn Fn(ChildContext) -> StartFuture + Send + Sync>;
+
+/// What kind of child this is (shown in snapshots; supervisors are asked for
+/// their own children).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildKind {
+    /// A user actor.
+    Worker,
+    /// A container or process, through a container actor.
+    Container,
+    /// A nested arbor supervisor.
+    Supervisor,
+}
+
+impl fmt::Display for ChildKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Worker => "worker",
+            Self::Container => "container",
+            Self::Supervisor => "supervisor",
+        })
+    }
+}
+
+/// How to start a child and how to treat it. Restartable children are spawn
+/// closures because ractor consumes an actor's arguments when it spawns it.
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub(crate) id: Arc<str>,
+    pub(crate) start: StartFn,
+    pub(crate) kind: ChildKind,
+    pub(crate) restart: RestartType,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) on_panic: PanicAction,
+    pub(crate) exit_rules: ExitRules,
+    /// Extra time the supervisor waits beyond the shutdown timeout before it
+    /// kills the actor: a container actor kills its own processes when the
+    /// grace period ends and needs a moment to reap and remove them.
+    pub(crate) kill_margin: Duration,
+    pub(crate) container: Option<Arc<ContainerSpec>>,
+    pub(crate) nested: Option<Arc<SupervisorSpec>>,
+}
+
+impl fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("restart", &self.restart)
+            .field("shutdown", &self.shutdown)
+            .field("on_panic", &self.on_panic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Time a container actor gets, past its grace period, to kill, reap and
+/// remove its processes before the supervisor kills the actor.
+const CONTAINER_KILL_MARGIN: Duration = Duration::from_secs(5);
+
+impl ChildSpec {
+    /// A child started by `start`, which must spawn an actor linked to
+    /// `ctx.supervisor` and return its cell. A worker: permanent, stopped
+    /// with a 5 s timeout.
+    pub fn new<F, Fut>(id: impl Into<String>, start: F) -> Self
+    where
+        F: Fn(ChildContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ActorCell, ActorProcessingErr>> + Send + 'static,
+    {
+        Self {
+            id: Arc::from(id.into()),
+            start: Arc::new(move |ctx| Box::pin(start(ctx))),
+            kind: ChildKind::Worker,
+            restart: RestartType::Permanent,
+            shutdown: Shutdown::WORKER_DEFAULT,
+            on_panic: PanicAction::Restart,
+            exit_rules: ExitRules::none(),
+            kill_margin: Duration::ZERO,
+            container: None,
+            nested: None,
+        }
+    }
+
+    /// A ractor actor: each start builds the handler with `handler()` and its
+    /// arguments with `args()`, then spawns it linked to the supervisor.
+    pub fn actor<A, H, G>(id: impl Into<String>, handler: H, args: G) -> Self
+    where
+        A: Actor,
+        H: Fn() -> A + Send + Sync + 'static,
+        G: Fn() -> A::Arguments + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        let args = Arc::new(args);
+        Self::new(id, move |ctx: ChildContext| {
+            let (handler, args) = (handler.clone(), args.clone());
+            async move {
+                let (actor, _) = A::spawn_linked(None, handler(), args(), ctx.supervisor)
+                    .await
+                    .map_err(spawn_reason)?;
+                Ok(actor.get_cell())
+            }
+        })
+    }
+
+    /// A nested supervisor: permanent, stopped with `infinity` (it stops its
+    /// own children first, however long that takes).
+    pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
+        let spec = Arc::new(spec);
+        let nested = spec.clone();
+        let mut child = Self::new(id, move |ctx: ChildContext| {
+            let spec = (*spec).clone();
+            async move {
+                let cell = super::spawn_linked(spec, ctx.supervisor, ctx.events)
+                    .await
+                    .map_err(|e| -> ActorProcessingErr { Box::new(e) })?;
+                Ok(cell)
+            }
+        });
+        child.kind = ChildKind::Supervisor;
+        child.shutdown = Shutdown::Infinity;
+        child.nested = Some(nested);
+        child
+    }
+
+    /// A container (or host process) run through `runtime`, owned by a
+    /// container actor. Its shutdown timeout is the container's grace period
+    /// (SIGTERM, then SIGKILL); `brutal_kill` kills it at once.
+    pub fn container(
+        id: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        spec: ContainerSpec,
+    ) -> Self {
+        let spec = Arc::new(spec);
+        let container = spec.clone();
+        let mut child = Self::new(id, move |ctx: ChildContext| {
+            let runtime = runtime.clone();
+            let spec = (*spec).clone();
+            async move { crate::actors::container_actor::spawn_for_child(ctx, runtime, spec).await }
+        });
+        child.kind = ChildKind::Container;
+        child.kill_margin = CONTAINER_KILL_MARGIN;
+        child.container = Some(container);
+        child
+    }
+
+    /// Sets the restart type.
+    pub fn restart(mut self, restart: RestartType) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets how the supervisor stops the child.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Sets what an abnormal exit leads to.
+    pub fn on_panic(mut self, action: PanicAction) -> Self {
+        self.on_panic = action;
+        self
+    }
+
+    /// Sets the exit-code rules.
+    pub fn exit_rules(mut self, rules: ExitRules) -> Self {
+        self.exit_rules = rules;
+        self
+    }
+
+    /// The child's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The child's kind.
+    pub fn kind(&self) -> ChildKind {
+        self.kind
+    }
+
+    /// Checks the child; field names are relative to it (`id`, `container.command`).
+    pub fn validate(&self) -> Vec<SpecError> {
+        let mut errors = Vec::new();
+        if self.id.trim().is_empty() {
+            errors.push(SpecError::new(
+                "id",
+                format!("{:?}", &*self.id),
+                "must not be empty",
+            ));
+        }
+        errors.extend(
+            self.exit_rules
+                .validate()
+                .into_iter()
+                .map(|e| e.within("exit_codes")),
+        );
+        if let Some(c) = &self.container {
+            errors.extend(c.validate().into_iter().map(|e| e.within("container")));
+        }
+        if let Some(n) = &self.nested {
+            errors.extend(n.errors().into_iter().map(|e| e.within("supervisor")));
+        }
+        errors
+    }
+
+    pub(crate) fn start(&self, ctx: ChildContext) -> StartFuture {
+        (self.start)(ctx)
+    }
+}
+
+/// The reason a spawn failed, without ractor's wrapper text.
+pub(crate) fn spawn_reason(e: SpawnErr) -> ActorProcessingErr {
+    match e {
+        SpawnErr::StartupFailed(inner) => inner,
+        other => Box::new(other),
+    }
+}
+
+/// Where a child is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    /// Its actor runs.
+    Running,
+    /// It exited or failed to start, and its restart is under way or will be
+    /// retried through the supervisor's mailbox.
+    Restarting,
+    /// It crashed too often and waits out a back-off delay before restarting.
+    CrashLoopBackOff,
+    /// It failed and was kept for debugging; never restarted automatically.
+    Isolated,
+    /// Its service was shut down by a sibling's failure.
+    Shutdown,
+    /// It finished and is not restarted.
+    Completed,
+    /// An operator stopped it; it stays stopped until `restart_child`.
+    Stopped,
+}
+
+impl fmt::Display for ChildState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::CrashLoopBackOff => "crash_loop_back_off",
+            Self::Isolated => "isolated",
+            Self::Shutdown => "shutdown",
+            Self::Completed => "completed",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
+/// How a child's actor ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChildExit {
+    /// It stopped normally.
+    Normal {
+        /// The stop reason, if one was given.
+        reason: Option<String>,
+    },
+    /// Its container's main process ended (any code, including 0).
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+        /// The container.
+        container: Option<ContainerId>,
+    },
+    /// It returned an error or panicked.
+    Failed {
+        /// The error or panic message.
+        reason: String,
+    },
+    /// Something other than its supervisor killed it.
+    Killed,
+    /// It could not be started.
+    StartFailed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ChildExit {
+    /// The exit code, for a container whose process exited with one.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Exited { status, .. } => status.code(),
+            _ => None,
+        }
+    }
+
+    /// True for exits that are failures before exit-code rules apply.
+    pub fn is_abnormal(&self) -> bool {
+        match self {
+            Self::Normal { .. } => false,
+            Self::Exited { status, .. } => !status.success(),
+            Self::Failed { .. } | Self::Killed | Self::StartFailed { .. } => true,
+        }
+    }
+}
+
+impl fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Normal { reason: None } => f.write_str("stopped normally"),
+            Self::Normal { reason: Some(r) } => write!(f, "stopped normally ({r})"),
+            Self::Exited { status, .. } => write!(f, "{status}"),
+            Self::Failed { reason } => write!(f, "failed: {reason}"),
+            Self::Killed => f.write_str("killed"),
+            Self::StartFailed { reason } => write!(f, "failed to start: {reason}"),
+        }
+    }
+}
+
+/// Something a failed child leaves for debugging (an isolated container).
+/// Released (removed) when the child is restarted or deleted, or when its
+/// supervisor stops; dropping it releases it in the background.
+pub trait Retained: Send + Sync {
+    /// Removes what was kept.
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// The error a container actor fails with when its process exits abnormally:
+/// carries the status (and the kept container when the child is isolated)
+/// to the supervisor.
+pub struct ContainerExit {
+    /// How the process ended.
+    pub status: ExitStatus,
+    /// The container.
+    pub container: ContainerId,
+    /// The container, kept for debugging (isolate).
+    pub retained: Option<Box<dyn Retained>>,
+}
+
+impl fmt::Debug for ContainerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerExit")
+            .field("status", &self.status)
+            .field("container", &self.container)
+            .field("retained", &self.retained.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for ContainerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "container {} ended: {}", self.container, self.status)
+    }
+}
+
+impl std::error::Error for ContainerExit {}
+
+/// A child's exit as read from a supervision event, with what it kept.
+pub(crate) struct ObservedExit {
+    pub(crate) exit: ChildExit,
+    pub(crate) retained: Option<Box<dyn Retained>>,
+}
+
+/// Reads the exit out of a termination or failure event.
+pub(crate) fn observe(event: SupervisionEvent) -> Option<(ActorCell, ObservedExit)> {
+    match event {
+        SupervisionEvent::ActorTerminated(cell, state, reason) => {
+            let container = state.and_then(|mut s| {
+                s.take::<crate::actors::container_actor::ContainerActorState>()
+                    .ok()
+            });
+            let exit = match container.as_ref().and_then(|c| c.exit()) {
+                Some((status, id)) => ChildExit::Exited {
+                    status,
+                    container: Some(id),
+                },
+                None if reason.as_deref() == Some("killed") => ChildExit::Killed,
+                None => ChildExit::Normal { reason },
+            };
+            Some((
+                cell,
+                ObservedExit {
+                    exit,
+                    retained: None,
+                },
+            ))
+        }
+        SupervisionEvent::ActorFailed(cell, err) => {
+            let observed = match err.downcast::<ContainerExit>() {
+                Ok(c) => {
+                    let c = *c;
+                    ObservedExit {
+                        exit: ChildExit::Exited {
+                            status: c.status,
+                            container: Some(c.container),
+                        },
+                        retained: c.retained,
+                    }
+                }
+                Err(err) => ObservedExit {
+                    exit: ChildExit::Failed {
+                        reason: err.to_string(),
+                    },
+                    retained: None,
+                },
+            };
+            Some((cell, observed))
+        }
+        _ => None,
+    }
+}
+
+/// A child as `which_children` reports it.
+#[derive(Debug, Clone)]
+pub struct ChildInfo {
+    /// Its id.
+    pub id: String,
+    /// Its kind.
+    pub kind: ChildKind,
+    /// Its state.
+    pub state: ChildState,
+    /// Its restart type.
+    pub restart: RestartType,
+    /// How many times the supervisor restarted it.
+    pub restart_count: u32,
+    /// How it last ended.
+    pub last_exit: Option<ChildExit>,
+    /// Its actor while it runs.
+    pub actor: Option<ActorCell>,
+}
+
+/// Counts as OTP's `count_children` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChildCounts {
+    /// Children with a spec (running or not).
+    pub specs: usize,
+    /// Children whose actor runs.
+    pub active: usize,
+    /// Children that are supervisors.
+    pub supervisors: usize,
+    /// Children that are workers or containers.
+    pub workers: usize,
+}

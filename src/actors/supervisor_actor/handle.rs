@@ -1,0 +1,218 @@
+//! A typed handle to a running supervisor: the programmatic API.
+
+use std::sync::Arc;
+
+use ractor::{
+    Actor, ActorCell, ActorRef, Message, RpcReplyPort, concurrency::JoinHandle, rpc::CallResult,
+};
+
+use super::{
+    ChildCounts, ChildInfo, ChildSpec, Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg,
+    SupervisorSpec, TreeNode, child::spawn_reason,
+};
+use crate::events::{EventBus, EventStream};
+
+/// A running supervisor. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SupervisorRef {
+    actor: ActorRef<SupervisorMsg>,
+    events: EventBus,
+    name: Arc<str>,
+}
+
+impl SupervisorRef {
+    /// Validates `spec` and starts it as the root of a new tree with its own
+    /// event bus. The join handle completes when the supervisor exits.
+    pub async fn start(spec: SupervisorSpec) -> Result<(Self, JoinHandle<()>), SupervisorError> {
+        Self::start_with_events(spec, EventBus::new()).await
+    }
+
+    /// Like [`SupervisorRef::start`], publishing into `events`.
+    pub async fn start_with_events(
+        spec: SupervisorSpec,
+        events: EventBus,
+    ) -> Result<(Self, JoinHandle<()>), SupervisorError> {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        check(&spec)?;
+        crate::panics::install();
+        let (actor, join) = Supervisor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                spec,
+                events: events.clone(),
+            },
+        )
+        .await
+        .map_err(|e| SupervisorError::Spawn {
+            name: name.to_string(),
+            reason: spawn_reason(e).to_string(),
+        })?;
+        Ok((
+            Self {
+                actor,
+                events,
+                name,
+            },
+            join,
+        ))
+    }
+
+    /// A handle to a supervisor cell (e.g. a nested supervisor found with
+    /// `which_children`) publishing into `events`.
+    pub fn from_cell(cell: ActorCell, name: impl Into<String>, events: EventBus) -> Self {
+        Self {
+            actor: cell.into(),
+            events,
+            name: Arc::from(name.into()),
+        }
+    }
+
+    /// The supervisor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its actor.
+    pub fn actor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.actor
+    }
+
+    /// Its cell (to link user actors to it).
+    pub fn cell(&self) -> ActorCell {
+        self.actor.get_cell()
+    }
+
+    /// The tree's event bus.
+    pub fn event_bus(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Every event of the tree from now on.
+    pub fn events(&self) -> EventStream {
+        self.events.subscribe()
+    }
+
+    async fn ask<R: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<R>) -> SupervisorMsg,
+    ) -> Result<R, SupervisorError> {
+        match self.actor.call(build, None).await {
+            Ok(CallResult::Success(r)) => Ok(r),
+            _ => Err(SupervisorError::Unavailable(self.name.to_string())),
+        }
+    }
+
+    /// Adds a child at the end and starts it. If it fails to start it is
+    /// not added (no retry, no restart counted).
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<(), SupervisorError> {
+        self.ask(|r| SupervisorMsg::StartChild(spec, Some(r)))
+            .await?
+    }
+
+    /// Like [`SupervisorRef::start_child`] without waiting for the result
+    /// (a failure is logged); for adding many children fast.
+    pub fn start_child_nowait(&self, spec: ChildSpec) -> Result<(), SupervisorError> {
+        self.actor
+            .cast(SupervisorMsg::StartChild(spec, None))
+            .map_err(|_| SupervisorError::Unavailable(self.name.to_string()))
+    }
+
+    /// Stops a child with its shutdown policy; it stays stopped until
+    /// [`SupervisorRef::restart_child`] (temporary children are removed).
+    pub async fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.ask(|r| SupervisorMsg::TerminateChild(id, r)).await?
+    }
+
+    /// Restarts a child now (stopping it first if it runs).
+    pub async fn restart_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.ask(|r| SupervisorMsg::RestartChild(id, r)).await?
+    }
+
+    /// Removes a child that is not running.
+    pub async fn delete_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.ask(|r| SupervisorMsg::DeleteChild(id, r)).await?
+    }
+
+    /// The children in start order.
+    pub async fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
+        self.ask(SupervisorMsg::WhichChildren).await
+    }
+
+    /// Child counts.
+    pub async fn count_children(&self) -> Result<ChildCounts, SupervisorError> {
+        self.ask(SupervisorMsg::CountChildren).await
+    }
+
+    /// The whole tree below this supervisor.
+    pub async fn snapshot(&self) -> Result<TreeNode, SupervisorError> {
+        self.ask(SupervisorMsg::Snapshot).await
+    }
+
+    /// The current actor of child `id` as an `ActorRef<M>` (`None` while it
+    /// does not run). Restarts replace the actor: ask again after one.
+    pub async fn child<M: Message>(
+        &self,
+        id: &str,
+    ) -> Result<Option<ActorRef<M>>, SupervisorError> {
+        Ok(self
+            .which_children()
+            .await?
+            .into_iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.actor)
+            .map(ActorRef::from))
+    }
+
+    /// The nested supervisor `id`, while it runs.
+    pub async fn child_supervisor(
+        &self,
+        id: &str,
+    ) -> Result<Option<SupervisorRef>, SupervisorError> {
+        Ok(self
+            .child::<SupervisorMsg>(id)
+            .await?
+            .map(|actor| Self::from_cell(actor.get_cell(), id, self.events.clone())))
+    }
+
+    /// Stops the supervisor: its children are stopped in reverse start order
+    /// with their shutdown policies first. Returns when it is gone.
+    pub async fn shutdown(&self) {
+        self.actor.stop(Some("shutdown".to_owned()));
+        let _ = self.actor.get_cell().wait(None).await;
+    }
+
+    /// Waits until the supervisor exits (shut down, or escalated).
+    pub async fn wait(&self) {
+        let _ = self.actor.get_cell().wait(None).await;
+    }
+}
+
+fn check(spec: &SupervisorSpec) -> Result<(), SupervisorError> {
+    spec.validate()
+        .map_err(|errors| SupervisorError::InvalidSpec {
+            name: spec.name.clone(),
+            errors,
+        })
+}
+
+/// Spawns `spec` as a child of `parent` (for nested supervisors).
+pub(crate) async fn spawn_linked(
+    spec: SupervisorSpec,
+    parent: ActorCell,
+    events: EventBus,
+) -> Result<ActorCell, SupervisorError> {
+    check(&spec)?;
+    let name = spec.name.clone();
+    let (actor, _) =
+        Supervisor::spawn_linked(None, Supervisor, SupervisorArgs { spec, events }, parent)
+            .await
+            .map_err(|e| SupervisorError::Spawn {
+                name,
+                reason: spawn_reason(e).to_string(),
+            })?;
+    Ok(actor.get_cell())
+}

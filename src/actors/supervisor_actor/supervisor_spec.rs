@@ -1,0 +1,193 @@
+//! What a supervisor is built from: its name, flags, children and hooks.
+
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use super::child::{ChildExit, ChildSpec};
+use crate::{
+    runtime::{ContainerId, ContainerSpec, Runtime},
+    spec::{BackoffPolicy, OnLimit, SpecError, SpecErrors, Strategy, SupervisorFlags},
+};
+
+/// What the isolate hook is told about an isolated child.
+#[derive(Debug, Clone)]
+pub struct Isolated {
+    /// The supervisor's name.
+    pub supervisor: String,
+    /// The child's id.
+    pub child: String,
+    /// How it failed.
+    pub exit: ChildExit,
+    /// The container kept for debugging, when the child is a container.
+    pub container: Option<ContainerId>,
+}
+
+/// Called (synchronously, inside the supervisor: keep it short) when a child
+/// is isolated.
+pub type IsolateHook = Arc<dyn Fn(&Isolated) + Send + Sync>;
+
+/// A supervisor: its flags and its children in start order.
+#[derive(Clone)]
+pub struct SupervisorSpec {
+    pub(crate) name: String,
+    pub(crate) flags: SupervisorFlags,
+    pub(crate) children: Vec<ChildSpec>,
+    pub(crate) on_isolate: Option<IsolateHook>,
+    pub(crate) max_children: Option<usize>,
+}
+
+impl fmt::Debug for SupervisorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorSpec")
+            .field("name", &self.name)
+            .field("flags", &self.flags)
+            .field("children", &self.children)
+            .field("max_children", &self.max_children)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SupervisorSpec {
+    /// A `one_for_one` supervisor with the default flags and no children.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            flags: SupervisorFlags::default(),
+            children: Vec::new(),
+            on_isolate: None,
+            max_children: None,
+        }
+    }
+
+    /// A dynamic supervisor: children are added with `start_child` and
+    /// stopped concurrently when it stops.
+    pub fn dynamic(name: impl Into<String>) -> Self {
+        Self::new(name).strategy(Strategy::Dynamic)
+    }
+
+    /// A service: `replicas` copies of `container`, named `<name>-<i>`, as
+    /// container children of a supervisor named `name`.
+    pub fn service(
+        name: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        container: ContainerSpec,
+        replicas: usize,
+    ) -> Self {
+        let name = name.into();
+        let children = (0..replicas).map(|i| {
+            let id = format!("{name}-{i}");
+            let mut spec = container.clone();
+            spec.name = id.clone();
+            spec.labels.insert("service".into(), name.clone());
+            spec.labels.insert("replica".into(), i.to_string());
+            ChildSpec::container(id, runtime.clone(), spec)
+        });
+        Self::new(name.clone()).children(children)
+    }
+
+    /// Replaces all flags.
+    pub fn flags(mut self, flags: SupervisorFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets the strategy.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.flags.strategy = strategy;
+        self
+    }
+
+    /// Allows `max_restarts` restarts within `window`.
+    pub fn intensity(mut self, max_restarts: u32, window: Duration) -> Self {
+        self.flags.max_restarts = max_restarts;
+        self.flags.restart_window = window;
+        self
+    }
+
+    /// Sets what happens past the restart limit.
+    pub fn on_limit(mut self, on_limit: OnLimit) -> Self {
+        self.flags.on_limit = on_limit;
+        self
+    }
+
+    /// Sets the back-off of crash-looping children.
+    pub fn backoff(mut self, backoff: BackoffPolicy) -> Self {
+        self.flags.backoff = backoff;
+        self
+    }
+
+    /// Adds a child (started after the ones before it).
+    pub fn child(mut self, child: ChildSpec) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    /// Adds children in order.
+    pub fn children(mut self, children: impl IntoIterator<Item = ChildSpec>) -> Self {
+        self.children.extend(children);
+        self
+    }
+
+    /// Sets the hook called when a child is isolated.
+    pub fn on_isolate(mut self, hook: impl Fn(&Isolated) + Send + Sync + 'static) -> Self {
+        self.on_isolate = Some(Arc::new(hook));
+        self
+    }
+
+    /// Refuses `start_child` past `max` children.
+    pub fn max_children(mut self, max: usize) -> Self {
+        self.max_children = Some(max);
+        self
+    }
+
+    /// The supervisor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its flags.
+    pub fn get_flags(&self) -> &SupervisorFlags {
+        &self.flags
+    }
+
+    /// Checks the spec and every child, reporting every error with its field.
+    pub fn validate(&self) -> Result<(), SpecErrors> {
+        SpecErrors(self.errors()).into_result()
+    }
+
+    pub(crate) fn errors(&self) -> Vec<SpecError> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() {
+            errors.push(SpecError::new(
+                "name",
+                format!("{:?}", self.name),
+                "must not be empty",
+            ));
+        }
+        errors.extend(self.flags.validate());
+        if let Some(max) = self.max_children
+            && self.children.len() > max
+        {
+            errors.push(SpecError::new(
+                "max_children",
+                max,
+                format!(
+                    "is below the number of children given ({})",
+                    self.children.len()
+                ),
+            ));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, child) in self.children.iter().enumerate() {
+            let at = format!("children[{i}]");
+            errors.extend(child.validate().into_iter().map(|e| e.within(&at)));
+            if let Some(first) = seen.insert(child.id(), i) {
+                errors.push(SpecError::new(
+                    format!("{at}.id"),
+                    format!("{:?}", child.id()),
+                    format!("duplicate child id (also children[{first}])"),
+                ));
+            }
+        }
+        errors
+    }
+}

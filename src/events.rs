@@ -1,0 +1,316 @@
+//! Supervision events, delivered to every subscriber and to `tracing`.
+//!
+//! Supervisors publish into an [`EventBus`] shared by a whole tree. The bus is
+//! a task that owns the list of subscribers and forwards each event to each
+//! of them through its own unbounded channel: every subscriber gets every
+//! event, in publish order, and a slow subscriber only grows its own queue,
+//! it never blocks a supervisor. With no subscriber, publishing costs one
+//! atomic load (plus the `tracing` event, filtered as usual).
+//!
+//! Every event is also emitted as a `tracing` event with the target
+//! `arbor::events` and fixed fields (`event`, `supervisor`/`service`,
+//! `child`/`id`, `exit_code`, `restart_count`, ...), so logs and metrics can
+//! be built on either.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Something a supervisor did or saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A child started (first start, restart, or operator start).
+    ChildStarted {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+    },
+    /// A child exited by itself (crash, error, panic, or clean exit).
+    ChildExited {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+        /// How it exited, as text.
+        exit: String,
+        /// Its exit code when it was a process that exited with one.
+        exit_code: Option<i32>,
+    },
+    /// A child was stopped by its supervisor (shutdown, group restart, or operator).
+    ChildStopped {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+        /// Why it was stopped.
+        reason: String,
+    },
+    /// Starting a child failed; the attempt counts as a restart.
+    ChildStartFailed {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+        /// What failed.
+        error: String,
+    },
+    /// A child was restarted by its supervisor's policy.
+    ContainerRestarted {
+        /// The child's id.
+        id: String,
+        /// The supervisor (service) name.
+        service: String,
+        /// The exit code that caused the restart, when there was one.
+        exit_code: Option<i32>,
+        /// Restarts of this child so far, this one included.
+        restart_count: u32,
+    },
+    /// A child crashed too often and waits before its next restart.
+    CrashLoopBackOff {
+        /// The child's id.
+        id: String,
+        /// The supervisor (service) name.
+        service: String,
+        /// Restarts of this child so far.
+        restart_count: u32,
+        /// How long it waits.
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+    },
+    /// A failed child was kept for debugging and will not be restarted.
+    ContainerIsolated {
+        /// The child's id.
+        id: String,
+        /// The supervisor (service) name.
+        service: String,
+        /// Its exit code, when there was one.
+        exit_code: Option<i32>,
+        /// The kept container, when the child was a container.
+        container: Option<String>,
+    },
+    /// A child's failure stopped every child of its supervisor.
+    ServiceShutdown {
+        /// The supervisor (service) name.
+        service: String,
+        /// Which child failed and how.
+        reason: String,
+    },
+    /// A child finished and will not be restarted.
+    ContainerCompleted {
+        /// The child's id.
+        id: String,
+        /// The supervisor (service) name.
+        service: String,
+        /// Its exit code, when there was one.
+        exit_code: Option<i32>,
+    },
+    /// A supervisor exceeded its restart intensity and failed to its parent.
+    SupervisorEscalated {
+        /// The supervisor's name.
+        supervisor: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The event's name as in its serialized `event` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ChildStarted { .. } => "child_started",
+            Self::ChildExited { .. } => "child_exited",
+            Self::ChildStopped { .. } => "child_stopped",
+            Self::ChildStartFailed { .. } => "child_start_failed",
+            Self::ContainerRestarted { .. } => "container_restarted",
+            Self::CrashLoopBackOff { .. } => "crash_loop_back_off",
+            Self::ContainerIsolated { .. } => "container_isolated",
+            Self::ServiceShutdown { .. } => "service_shutdown",
+            Self::ContainerCompleted { .. } => "container_completed",
+            Self::SupervisorEscalated { .. } => "supervisor_escalated",
+        }
+    }
+
+    fn trace(&self) {
+        const T: &str = "arbor::events";
+        let event = self.kind();
+        match self {
+            Self::ChildStarted { supervisor, child } => {
+                tracing::debug!(target: T, event, supervisor, child, "child started")
+            }
+            Self::ChildExited {
+                supervisor,
+                child,
+                exit,
+                exit_code,
+            } => {
+                tracing::info!(target: T, event, supervisor, child, exit, exit_code, "child exited")
+            }
+            Self::ChildStopped {
+                supervisor,
+                child,
+                reason,
+            } => tracing::debug!(target: T, event, supervisor, child, reason, "child stopped"),
+            Self::ChildStartFailed {
+                supervisor,
+                child,
+                error,
+            } => {
+                tracing::warn!(target: T, event, supervisor, child, error, "child failed to start")
+            }
+            Self::ContainerRestarted {
+                id,
+                service,
+                exit_code,
+                restart_count,
+            } => {
+                tracing::info!(target: T, event, service, id, exit_code, restart_count, "restarted")
+            }
+            Self::CrashLoopBackOff {
+                id,
+                service,
+                restart_count,
+                delay,
+            } => tracing::warn!(
+                target: T, event, service, id, restart_count,
+                delay_ms = delay.as_millis() as u64, "crash loop: backing off"
+            ),
+            Self::ContainerIsolated {
+                id,
+                service,
+                exit_code,
+                container,
+            } => tracing::warn!(target: T, event, service, id, exit_code, container, "isolated"),
+            Self::ServiceShutdown { service, reason } => {
+                tracing::warn!(target: T, event, service, reason, "service shut down")
+            }
+            Self::ContainerCompleted {
+                id,
+                service,
+                exit_code,
+            } => tracing::info!(target: T, event, service, id, exit_code, "completed"),
+            Self::SupervisorEscalated { supervisor, reason } => {
+                tracing::error!(target: T, event, supervisor, reason, "escalated to parent")
+            }
+        }
+    }
+}
+
+enum BusCmd {
+    Publish(Event),
+    Subscribe(mpsc::UnboundedSender<Event>),
+}
+
+/// Fan-out of events to any number of subscribers. Cheap to clone; clones
+/// share the subscribers.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: mpsc::UnboundedSender<BusCmd>,
+    subscribers: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for BusCmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Publish(e) => write!(f, "Publish({})", e.kind()),
+            Self::Subscribe(_) => f.write_str("Subscribe"),
+        }
+    }
+}
+
+impl EventBus {
+    /// A bus with no subscribers. Must be called inside a tokio runtime.
+    pub fn new() -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<BusCmd>();
+        let subscribers = Arc::new(AtomicUsize::new(0));
+        let count = subscribers.clone();
+        tokio::spawn(async move {
+            let mut subs: Vec<mpsc::UnboundedSender<Event>> = Vec::new();
+            while let Some(cmd) = rx.recv().await {
+                match cmd {
+                    BusCmd::Subscribe(s) => subs.push(s),
+                    BusCmd::Publish(event) => {
+                        let before = subs.len();
+                        subs.retain(|s| s.send(event.clone()).is_ok());
+                        count.fetch_sub(before - subs.len(), Ordering::AcqRel);
+                    }
+                }
+            }
+        });
+        Self { tx, subscribers }
+    }
+
+    /// Publishes `event` to every subscriber and to `tracing`.
+    pub fn publish(&self, event: Event) {
+        event.trace();
+        if self.subscribers.load(Ordering::Acquire) > 0 {
+            let _ = self.tx.send(BusCmd::Publish(event));
+        }
+    }
+
+    /// A stream of every event published from now on.
+    pub fn subscribe(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Counted before the bus task sees it, so nothing published after
+        // this call returns is skipped.
+        self.subscribers.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(BusCmd::Subscribe(tx)).is_err() {
+            self.subscribers.fetch_sub(1, Ordering::AcqRel);
+        }
+        EventStream { rx }
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The events one subscriber receives.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the bus is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits for the first event matching `pred` and returns it, discarding
+    /// the events before it; `None` when the bus is gone.
+    pub async fn wait_for(&mut self, mut pred: impl FnMut(&Event) -> bool) -> Option<Event> {
+        while let Some(e) = self.rx.recv().await {
+            if pred(&e) {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
+
+impl futures::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,443 @@
+//! The `Runtime` trait: the one boundary between arbor and the operating system.
+//!
+//! Everything arbor does to a container or a process goes through this trait,
+//! so the same supervisor, job and cron code runs unchanged on host processes
+//! ([`ProcessRuntime`], the embedded default), on OCI containers (a later
+//! runtime), on an in-memory recording fake ([`MockRuntime`]) and on a
+//! fault-injecting wrapper around any of them. It is object safe: actors hold
+//! an `Arc<dyn Runtime>` that the caller passes in explicitly, never one
+//! chosen by `cfg!(test)`.
+//!
+//! The lifecycle is the OCI one: `pull_image` -> `create` -> `start` ->
+//! (`wait` | `stop`) -> `remove`. Every error says which step failed, on which
+//! container, and why ([`RuntimeError`]).
+
+pub mod mock;
+pub mod process;
+
+mod logs;
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use logs::{LogBuffer, LogLine, LogQuery, LogStream, Logs};
+pub use mock::MockRuntime;
+pub use nix::sys::signal::Signal;
+pub use process::ProcessRuntime;
+
+use crate::spec::{SpecError, SpecErrors};
+
+/// The identifier a runtime gives a container when it creates it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ContainerId(pub String);
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ContainerId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// What to run. For the process runtime the "image" is the command itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Human name, unique among live containers of a service (`web-0`).
+    pub name: String,
+    /// OCI image reference (`name:tag`); `None` for a host command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// argv: the program and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Variables added to (or, with `inherit_env: false`, replacing) the node's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Whether the process starts from the node's environment (default true).
+    #[serde(default = "yes")]
+    pub inherit_env: bool,
+    /// Working directory (default: the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Free-form labels (service, job, replica) used for targeting and listing.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ContainerSpec {
+    /// A host command named `name` running `argv`.
+    pub fn command<I, S>(name: impl Into<String>, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            name: name.into(),
+            command: argv.into_iter().map(Into::into).collect(),
+            inherit_env: true,
+            ..Self::default()
+        }
+    }
+
+    /// `sh -c script`, a convenience for tests and examples.
+    pub fn shell(name: impl Into<String>, script: impl Into<String>) -> Self {
+        Self::command(name, ["sh".to_owned(), "-c".to_owned(), script.into()])
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks the spec; field names are relative (`command`, `env.KEY`).
+    pub fn validate(&self) -> Vec<SpecError> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() {
+            errors.push(SpecError::new(
+                "name",
+                format!("{:?}", self.name),
+                "must not be empty",
+            ));
+        }
+        if self.image.is_none() && self.command.is_empty() {
+            errors.push(SpecError::new(
+                "command",
+                "[]",
+                "must not be empty: give the program and its arguments (argv)",
+            ));
+        }
+        if self.command.first().is_some_and(|p| p.is_empty()) {
+            errors.push(SpecError::new(
+                "command[0]",
+                "\"\"",
+                "program must not be empty",
+            ));
+        }
+        for (i, arg) in self.command.iter().enumerate() {
+            if arg.contains('\0') {
+                errors.push(SpecError::new(
+                    format!("command[{i}]"),
+                    format!("{arg:?}"),
+                    "must not contain NUL bytes",
+                ));
+            }
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                errors.push(SpecError::new(
+                    format!("env.{key}"),
+                    format!("{key:?}"),
+                    "variable names must be non-empty without '=' or NUL",
+                ));
+            }
+            if value.contains('\0') {
+                errors.push(SpecError::new(
+                    format!("env.{key}"),
+                    format!("{value:?}"),
+                    "must not contain NUL bytes",
+                ));
+            }
+        }
+        errors
+    }
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was terminated by this signal number.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, Self::Code(0))
+    }
+
+    /// The exit code, if it exited rather than being killed by a signal.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Self::Code(c) => Some(*c),
+            Self::Signal(_) => None,
+        }
+    }
+
+    /// The terminating signal, if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            Self::Signal(s) => Some(*s),
+            Self::Code(_) => None,
+        }
+    }
+}
+
+impl From<std::process::ExitStatus> for ExitStatus {
+    fn from(s: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (s.code(), s.signal()) {
+            (Some(c), _) => Self::Code(c),
+            (None, Some(sig)) => Self::Signal(sig),
+            (None, None) => Self::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(c) => write!(f, "exit code {c}"),
+            Self::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "killed by {sig}"),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+        }
+    }
+}
+
+/// Where a container is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ContainerState {
+    /// Created, not started.
+    Created,
+    /// Its main process runs with this pid.
+    Running {
+        /// Pid of the main process.
+        pid: u32,
+    },
+    /// Its main process ended.
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+    },
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Created => f.write_str("created"),
+            Self::Running { pid } => write!(f, "running (pid {pid})"),
+            Self::Exited { status } => write!(f, "exited ({status})"),
+        }
+    }
+}
+
+/// The result of a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopOutcome {
+    /// How the main process ended.
+    pub status: ExitStatus,
+    /// True when the grace period ran out and the container was killed.
+    pub killed: bool,
+}
+
+/// A step of the container lifecycle, as named in errors and call records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Resolve the image (for processes: the program).
+    Pull,
+    /// Prepare a container.
+    Create,
+    /// Run its main process.
+    Start,
+    /// Stop it gracefully, then kill.
+    Stop,
+    /// Delete it and everything it left.
+    Remove,
+    /// Wait for the main process to end.
+    Wait,
+    /// Read its state.
+    State,
+    /// Read its main pid.
+    Pid,
+    /// Send it a signal.
+    Signal,
+    /// Read its logs.
+    Logs,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pull => "pull image for",
+            Self::Create => "create",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Remove => "remove",
+            Self::Wait => "wait for",
+            Self::State => "read the state of",
+            Self::Pid => "read the pid of",
+            Self::Signal => "signal",
+            Self::Logs => "read the logs of",
+        })
+    }
+}
+
+/// A failed runtime step: which one, on which container, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {op} container {target}: {cause}")]
+pub struct RuntimeError {
+    /// The step that failed.
+    pub op: Op,
+    /// The container id, or its name when it has no id yet.
+    pub target: String,
+    /// Why it failed.
+    #[source]
+    pub cause: Cause,
+}
+
+impl RuntimeError {
+    /// An error of `op` on `target`.
+    pub fn new(op: Op, target: impl fmt::Display, cause: Cause) -> Self {
+        Self {
+            op,
+            target: target.to_string(),
+            cause,
+        }
+    }
+}
+
+/// Why a runtime step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The runtime has no container with this id.
+    #[error("no such container")]
+    NotFound,
+    /// The container is not in a state that allows the step.
+    #[error("container is {state}; {expected}")]
+    InvalidState {
+        /// Its current state.
+        state: String,
+        /// What the step needs.
+        expected: &'static str,
+    },
+    /// The program of a host command could not be found.
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    /// The spec was rejected.
+    #[error("{0}")]
+    Spec(SpecErrors),
+    /// A system call or file operation failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure injected on purpose (mock and fault runtimes).
+    #[error("injected fault: {0}")]
+    Injected(String),
+    /// The runtime was shut down.
+    #[error("the runtime is shut down")]
+    Closed,
+}
+
+impl Cause {
+    /// An I/O failure with what was being done.
+    pub fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        Self::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The boundary to the operating system (or a fake of it).
+///
+/// Implementations must be cheap to call concurrently from many actors, must
+/// not block the async executor, and must make `wait` event-driven (no
+/// polling loop): a supervisor sees an exit as soon as the OS reports it.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// A short name for logs (`process`, `mock`, `oci`).
+    fn name(&self) -> &'static str;
+
+    /// Makes the image available (for host commands: resolves the program).
+    async fn pull_image(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
+
+    /// Prepares a container from `spec` without running it.
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError>;
+
+    /// Runs the container's main process.
+    async fn start(&self, id: &ContainerId) -> Result<(), RuntimeError>;
+
+    /// Sends the graceful signal (SIGTERM) to everything in the container,
+    /// then kills it (SIGKILL) if it has not exited after `grace`
+    /// (`Duration::MAX` waits forever). Returns when the main process has
+    /// exited; stopping an exited container returns its status.
+    async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<StopOutcome, RuntimeError>;
+
+    /// Deletes an exited container and waits until nothing it started is
+    /// left (no process, no zombie). Removing a running container is an error.
+    async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError>;
+
+    /// Waits for the main process to end; any number of callers may wait.
+    async fn wait(&self, id: &ContainerId) -> Result<ExitStatus, RuntimeError>;
+
+    /// The container's state.
+    async fn state(&self, id: &ContainerId) -> Result<ContainerState, RuntimeError>;
+
+    /// The pid of the main process while it runs.
+    async fn pid(&self, id: &ContainerId) -> Result<Option<u32>, RuntimeError>;
+
+    /// Sends `signal` to every process of the container.
+    async fn signal(&self, id: &ContainerId, signal: Signal) -> Result<(), RuntimeError>;
+
+    /// A bounded tail of the container's output.
+    async fn logs(&self, id: &ContainerId, query: LogQuery) -> Result<Logs, RuntimeError>;
+
+    /// The owner of this container vanished without stopping it (its actor
+    /// was killed): kill everything in it now, synchronously, and remove it
+    /// in the background. Never blocks and never fails.
+    fn abandon(&self, id: &ContainerId);
+}
+
+/// Validates `spec` for `create`, naming the container in the error.
+pub(crate) fn check_spec(spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    let errors = spec.validate();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::new(
+            Op::Create,
+            if spec.name.is_empty() {
+                "<unnamed>"
+            } else {
+                &spec.name
+            },
+            Cause::Spec(SpecErrors(errors)),
+        ))
+    }
+}

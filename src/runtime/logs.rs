@@ -1,0 +1,235 @@
+//! A bounded in-memory tail of a container's output.
+//!
+//! Each container keeps its last lines (both streams, in arrival order) up to
+//! a line and a byte budget; older lines are evicted and counted, so a tail
+//! says how much it does not show. Durable logs on disk come with the store.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The stream it came from.
+    pub stream: LogStream,
+    /// When arbor read it.
+    pub at: SystemTime,
+    /// The text, without the newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// Which lines to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Only this stream (`None`: both, interleaved as they arrived).
+    pub stream: Option<LogStream>,
+    /// At most this many of the newest lines (`None`: everything buffered).
+    pub tail: Option<usize>,
+}
+
+impl LogQuery {
+    /// The last `n` lines of both streams.
+    pub fn tail(n: usize) -> Self {
+        Self {
+            stream: None,
+            tail: Some(n),
+        }
+    }
+}
+
+/// A tail of output with what it leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Logs {
+    /// The lines, oldest first.
+    pub lines: Vec<LogLine>,
+    /// Lines of the queried streams seen since the container started.
+    pub total_lines: u64,
+    /// Lines (of any stream) evicted from the buffer by its budget.
+    pub evicted_lines: u64,
+}
+
+impl Logs {
+    /// The text of the lines, one per line.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for l in &self.lines {
+            s.push_str(&l.line);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Longest line kept; the rest of a longer line is cut and marked.
+const MAX_LINE: usize = 16 * 1024;
+
+/// A bounded ring of output lines, shared by the readers of one container's
+/// pipes and whoever asks for its logs.
+#[derive(Debug, Clone)]
+pub struct LogBuffer {
+    ring: Arc<Mutex<Ring>>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
+    evicted: u64,
+    seen: [u64; 2],
+}
+
+impl Default for LogBuffer {
+    fn default() -> Self {
+        Self::new(1000, 256 * 1024)
+    }
+}
+
+impl LogBuffer {
+    /// A buffer keeping at most `max_lines` lines and `max_bytes` bytes.
+    pub fn new(max_lines: usize, max_bytes: usize) -> Self {
+        Self {
+            ring: Arc::new(Mutex::new(Ring {
+                lines: VecDeque::new(),
+                bytes: 0,
+                max_lines: max_lines.max(1),
+                max_bytes: max_bytes.max(1),
+                evicted: 0,
+                seen: [0, 0],
+            })),
+        }
+    }
+
+    /// Appends a line, evicting the oldest past the budget.
+    pub fn push(&self, stream: LogStream, line: String) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.seen[stream as usize] += 1;
+        ring.bytes += line.len();
+        ring.lines.push_back(LogLine {
+            stream,
+            at: SystemTime::now(),
+            line,
+        });
+        while ring.lines.len() > ring.max_lines
+            || (ring.bytes > ring.max_bytes && ring.lines.len() > 1)
+        {
+            if let Some(old) = ring.lines.pop_front() {
+                ring.bytes -= old.line.len();
+                ring.evicted += 1;
+            }
+        }
+    }
+
+    /// The lines `query` asks for.
+    pub fn query(&self, query: LogQuery) -> Logs {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = |l: &&LogLine| query.stream.is_none_or(|s| s == l.stream);
+        let matching = ring.lines.iter().filter(wanted).count();
+        let skip = query.tail.map_or(0, |n| matching.saturating_sub(n));
+        Logs {
+            lines: ring
+                .lines
+                .iter()
+                .filter(wanted)
+                .skip(skip)
+                .cloned()
+                .collect(),
+            total_lines: match query.stream {
+                Some(s) => ring.seen[s as usize],
+                None => ring.seen[0] + ring.seen[1],
+            },
+            evicted_lines: ring.evicted,
+        }
+    }
+
+    /// Reads `reader` to its end, one line at a time, into this buffer.
+    pub async fn read_from(self, mut reader: impl AsyncRead + Unpin, stream: LogStream) {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 8192];
+        let mut cut = false;
+        loop {
+            let n = match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &b in &chunk[..n] {
+                if b == b'\n' {
+                    self.push_bytes(stream, &pending, cut);
+                    pending.clear();
+                    cut = false;
+                } else if pending.len() < MAX_LINE {
+                    pending.push(b);
+                } else {
+                    cut = true;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            self.push_bytes(stream, &pending, cut);
+        }
+    }
+
+    fn push_bytes(&self, stream: LogStream, bytes: &[u8], cut: bool) {
+        let mut line = String::from_utf8_lossy(bytes).into_owned();
+        if cut {
+            line.push_str(" [line truncated]");
+        }
+        self.push(stream, line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_newest_lines_and_counts_evictions() {
+        let buf = LogBuffer::new(3, 1 << 20);
+        for i in 0..5 {
+            buf.push(LogStream::Stdout, format!("out {i}"));
+        }
+        buf.push(LogStream::Stderr, "err".into());
+        let all = buf.query(LogQuery::default());
+        let text: Vec<_> = all.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(text, ["out 3", "out 4", "err"]);
+        assert_eq!(all.evicted_lines, 3);
+        assert_eq!(all.total_lines, 6);
+        let out = buf.query(LogQuery {
+            stream: Some(LogStream::Stdout),
+            tail: Some(1),
+        });
+        assert_eq!(out.lines.len(), 1);
+        assert_eq!(out.lines[0].line, "out 4");
+        assert_eq!(out.total_lines, 5);
+    }
+
+    #[tokio::test]
+    async fn reader_splits_lines_and_cuts_long_ones() {
+        let buf = LogBuffer::default();
+        let mut input = b"a\nb\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        input.extend(b"\ntail");
+        buf.clone().read_from(&input[..], LogStream::Stdout).await;
+        let logs = buf.query(LogQuery::default());
+        assert_eq!(logs.lines.len(), 4);
+        assert!(logs.lines[2].line.ends_with("[line truncated]"));
+        assert_eq!(logs.lines[3].line, "tail");
+    }
+}

@@ -1,0 +1,178 @@
+//! cgroup v2 placement, so that nothing a container starts can escape a stop.
+//!
+//! A process group is not a container: a grandchild that calls `setsid`
+//! leaves it and survives `killpg`. When the node runs as root and a cgroup v2
+//! hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+//! hybrid machines), each container gets its own cgroup below the node's,
+//! named `arbor-<node pid>-<n>/<container id>`. The child joins it before it
+//! runs the program (a `pre_exec` write of `0` to `cgroup.procs`, so nothing
+//! it forks is ever outside), and a stop ends with `cgroup.kill`. No
+//! controllers are enabled: the cgroup is used for membership only.
+//!
+//! The `pre_exec` hook makes std fork instead of `posix_spawn` (about 20%
+//! slower to spawn, measured); without root arbor uses process groups only
+//! and keeps the fast path.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::fd::{AsRawFd, RawFd},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// The node's cgroup directory for containers.
+#[derive(Debug)]
+pub(crate) struct Cgroups {
+    base: PathBuf,
+}
+
+/// One container's cgroup.
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    path: PathBuf,
+    procs: File,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Cgroups {
+    /// The cgroup v2 directory for this runtime, when running as root on a
+    /// machine with cgroup v2; `Ok(None)` when either is missing.
+    pub(crate) fn detect() -> io::Result<Option<Self>> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        let Some(own) = own_cgroup_dir() else {
+            return Ok(None);
+        };
+        remove_stale(&own);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = own.join(format!("arbor-{}-{n}", std::process::id()));
+        fs::create_dir(&base)?;
+        Ok(Some(Self { base }))
+    }
+
+    /// Creates the cgroup of container `id`.
+    pub(crate) fn create(&self, id: &str) -> io::Result<Cgroup> {
+        let path = self.base.join(id);
+        fs::create_dir(&path)?;
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))?;
+        Ok(Cgroup { path, procs })
+    }
+
+    /// Where the container cgroups live.
+    pub(crate) fn base(&self) -> &Path {
+        &self.base
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        // Container cgroups are removed as each container is drained; an
+        // undrained one keeps the base busy, which is then left for the next
+        // start-up's stale sweep.
+        let _ = fs::remove_dir(&self.base);
+    }
+}
+
+impl Cgroup {
+    /// The open `cgroup.procs` file the child writes `0` to before `exec`.
+    pub(crate) fn procs_fd(&self) -> RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    /// Kills every process in the cgroup (`cgroup.kill`, which also catches
+    /// processes forking while it runs).
+    pub(crate) fn kill(&self) {
+        if let Err(e) = fs::write(self.path.join("cgroup.kill"), "1") {
+            tracing::warn!(cgroup = %self.path.display(), error = %e, "cgroup.kill failed");
+        }
+    }
+
+    /// True while any process is in the cgroup.
+    pub(crate) fn populated(&self) -> bool {
+        self.events_flag("populated").unwrap_or(false)
+    }
+
+    /// Pids in the cgroup now.
+    pub(crate) fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes the (empty) cgroup directory.
+    pub(crate) fn remove(&self) {
+        if let Err(e) = fs::remove_dir(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(cgroup = %self.path.display(), error = %e, "failed to remove cgroup");
+        }
+    }
+
+    fn events_flag(&self, key: &str) -> Option<bool> {
+        let text = fs::read_to_string(self.path.join("cgroup.events")).ok()?;
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim() == "1")
+        })
+    }
+}
+
+/// This process's cgroup directory on the v2 hierarchy, if one is mounted.
+fn own_cgroup_dir() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (root, mount) = mountinfo.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let fields: Vec<&str> = pre.split_whitespace().collect();
+        Some((fields.get(3)?.to_string(), PathBuf::from(fields.get(4)?)))
+    })?;
+    let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let rel = rel.strip_prefix(root.as_str()).unwrap_or(rel);
+    let dir = mount.join(rel.trim_start_matches('/'));
+    dir.join("cgroup.procs").exists().then_some(dir)
+}
+
+/// Kills and removes what a crashed node left: `arbor-<pid>-<n>` directories
+/// whose node process is gone.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("arbor-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(children) = fs::read_dir(&dir) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = fs::write(child.path().join("cgroup.kill"), "1");
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+        match fs::remove_dir(&dir) {
+            Ok(()) => {
+                tracing::info!(cgroup = %dir.display(), "removed a stale cgroup left by a crashed node")
+            }
+            Err(e) => {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "stale cgroup not removed yet")
+            }
+        }
+    }
+}

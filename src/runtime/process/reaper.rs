@@ -1,0 +1,293 @@
+//! Reaps everything a container leaves behind, driven by `SIGCHLD`.
+//!
+//! tokio reaps each container's main process (the leader) itself, through a
+//! pidfd, so an exit is seen within a fraction of a millisecond. What is left
+//! are the leader's descendants. The node is a child subreaper
+//! (`PR_SET_CHILD_SUBREAPER`), so orphans are re-parented to it rather than to
+//! PID 1 (which reaps late on these machines), and this task reaps them, while
+//! the container runs and after it exits, so a service that keeps forking
+//! short-lived helpers never piles up zombies.
+//!
+//! It never calls `waitpid(-1)`, which would steal the statuses tokio and the
+//! embedding application wait for. On each `SIGCHLD` it lists the node's own
+//! children (`/proc/self/task/*/children`) and reaps a zombie only when it
+//! belongs to a container:
+//! - its process group is a container's and it is not the group leader
+//!   (leaders are tokio's), or
+//! - when running as root, its cgroup is below the runtime's cgroup directory
+//!   and it is not a live leader. This catches processes that left the group
+//!   with `setsid`; without root they are not attributable and are left alone.
+//!
+//! A container is drained when no process with its pgid exists any more
+//! (`kill(-pgid, 0)` fails with `ESRCH`; a pgid cannot be reused while any
+//! member, even a zombie, holds it) and its cgroup is empty. A member whose
+//! parent is outside the group exits without signalling the node, so while
+//! anything is draining a check also runs every 200 ms as a safety net;
+//! nothing polls when nothing drains.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::killpg,
+        wait::{WaitPidFlag, waitpid},
+    },
+    unistd::Pid,
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+use super::cgroup::Cgroup;
+
+const SAFETY_TICK: Duration = Duration::from_millis(200);
+
+/// Handle to the reaper task of one process runtime.
+#[derive(Debug, Clone)]
+pub(crate) struct Reaper {
+    tx: mpsc::UnboundedSender<Cmd>,
+    spawning: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+enum Cmd {
+    /// A leader runs: tokio owns its status.
+    Started { pid: i32 },
+    /// tokio reaped the leader; drain its group (and cgroup) now.
+    Drain(Drain),
+}
+
+#[derive(Debug)]
+struct Drain {
+    pgid: i32,
+    cgroup: Option<Arc<Cgroup>>,
+    done: oneshot::Sender<()>,
+}
+
+impl Drain {
+    fn finished(&self) -> bool {
+        group_gone(self.pgid) && self.cgroup.as_ref().is_none_or(|c| !c.populated())
+    }
+}
+
+/// Marks a spawn in progress: until it is dropped, a zombie that leads its
+/// own group could be a leader tokio has not registered yet, so it is left.
+pub(crate) struct SpawnGuard {
+    spawning: Arc<AtomicUsize>,
+}
+
+impl Drop for SpawnGuard {
+    fn drop(&mut self) {
+        self.spawning.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Task {
+    /// Live leaders (tokio reaps them).
+    leaders: HashSet<i32>,
+    /// Process groups of containers that run or drain.
+    groups: HashSet<i32>,
+    draining: Vec<Drain>,
+    /// The runtime's cgroup directory, when running as root.
+    cgroup_base: Option<PathBuf>,
+    spawning: Arc<AtomicUsize>,
+    /// A zombie was left by the last sweep because a spawn was in progress.
+    deferred: bool,
+    me: i32,
+}
+
+impl Reaper {
+    /// Starts the reaper task. Must be called inside a tokio runtime.
+    pub(crate) fn spawn(cgroup_base: Option<PathBuf>) -> std::io::Result<Self> {
+        let mut sigchld = signal(SignalKind::child())?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Cmd>();
+        let spawning = Arc::new(AtomicUsize::new(0));
+        let mut task = Task {
+            leaders: HashSet::new(),
+            groups: HashSet::new(),
+            draining: Vec::new(),
+            cgroup_base,
+            spawning: spawning.clone(),
+            deferred: false,
+            me: std::process::id() as i32,
+        };
+        tokio::spawn(async move {
+            loop {
+                let tick = !task.draining.is_empty() || task.deferred;
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(cmd) => task.apply(cmd),
+                        None => break,
+                    },
+                    _ = sigchld.recv() => {}
+                    _ = tokio::time::sleep(SAFETY_TICK), if tick => {}
+                }
+                task.sweep(&mut rx);
+            }
+            task.sweep(&mut rx);
+        });
+        Ok(Self { tx, spawning })
+    }
+
+    /// Call before spawning a leader; drop the guard after [`Reaper::started`].
+    pub(crate) fn spawning(&self) -> SpawnGuard {
+        self.spawning.fetch_add(1, Ordering::AcqRel);
+        SpawnGuard {
+            spawning: self.spawning.clone(),
+        }
+    }
+
+    /// A leader with this pid (= its pgid) runs.
+    pub(crate) fn started(&self, pid: i32) {
+        let _ = self.tx.send(Cmd::Started { pid });
+    }
+
+    /// tokio reaped leader `pgid`: reap the rest of its group (and cgroup)
+    /// until nothing is left; the receiver completes then.
+    pub(crate) fn drain(&self, pgid: i32, cgroup: Option<Arc<Cgroup>>) -> oneshot::Receiver<()> {
+        let (done, rx) = oneshot::channel();
+        let drain = Drain { pgid, cgroup, done };
+        if let Err(mpsc::error::SendError(Cmd::Drain(drain))) = self.tx.send(Cmd::Drain(drain)) {
+            // The reaper is gone (tokio is shutting down): report what is true now.
+            if drain.finished() {
+                let _ = drain.done.send(());
+            }
+        }
+        rx
+    }
+}
+
+impl Task {
+    fn apply(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Started { pid } => {
+                self.leaders.insert(pid);
+                self.groups.insert(pid);
+            }
+            Cmd::Drain(drain) => {
+                self.leaders.remove(&drain.pgid);
+                self.draining.push(drain);
+            }
+        }
+    }
+
+    /// Reaps the zombies that belong to containers, then completes the
+    /// drains that are finished.
+    fn sweep(&mut self, rx: &mut mpsc::UnboundedReceiver<Cmd>) {
+        self.deferred = false;
+        let mut caught_up = false;
+        for pid in own_children() {
+            if self.leaders.contains(&pid) {
+                continue;
+            }
+            let Some((state, ppid, pgrp)) = proc_stat(pid) else {
+                continue;
+            };
+            if state != 'Z' || ppid != self.me {
+                continue;
+            }
+            let leads_group = pid == pgrp;
+            let ours = (!leads_group && self.groups.contains(&pgrp))
+                || self
+                    .cgroup_base
+                    .as_ref()
+                    .is_some_and(|base| in_cgroup_below(pid, base));
+            if !ours {
+                continue;
+            }
+            if leads_group {
+                // A zombie leading its group may be a leader whose `Started`
+                // is still queued. Spawners send it before they drop their
+                // guard, so once no spawn is in progress, reading the queue
+                // settles it.
+                if self.spawning.load(Ordering::Acquire) > 0 {
+                    self.deferred = true;
+                    continue;
+                }
+                if !caught_up {
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.apply(cmd);
+                    }
+                    caught_up = true;
+                }
+                if self.leaders.contains(&pid) {
+                    continue;
+                }
+            }
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+        let mut i = 0;
+        while i < self.draining.len() {
+            if self.draining[i].finished() {
+                let drain = self.draining.swap_remove(i);
+                self.groups.remove(&drain.pgid);
+                if let Some(c) = &drain.cgroup {
+                    c.remove();
+                }
+                let _ = drain.done.send(());
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// True when no process (not even a zombie) is left in process group `pgid`.
+pub(crate) fn group_gone(pgid: i32) -> bool {
+    matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+}
+
+/// Pids of the node's own children (all threads), zombies included.
+fn own_children() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+/// True when `pid`'s cgroup v2 path lies below `base` (zombies keep theirs).
+fn in_cgroup_below(pid: i32, base: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    // `base` is an absolute path under the cgroup2 mount; compare by its
+    // last component, which is unique to this runtime (arbor-<pid>-<n>).
+    let Some(name) = base.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    rel.split('/').any(|part| part == name)
+}
+
+/// State letter, parent pid and process group of `pid`, from `/proc/<pid>/stat`.
+pub(crate) fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid pgrp ..."; comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
