@@ -13,6 +13,7 @@ pub mod events;
 pub mod panics;
 pub mod runtime;
 pub mod spec;
+pub mod testing;
 
 mod owned;
 

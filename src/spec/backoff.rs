@@ -57,14 +57,18 @@ impl BackoffPolicy {
     }
 
     /// The full delay at `step` for the child named `key`: the base delay plus
-    /// `jitter * base * u` where `u` in `[0, 1)` is a hash of `(key, step)`.
+    /// `jitter * base * u` where `u` in `[0, 1)` is a hash of `(key, step)`,
+    /// rounded down to whole milliseconds (the resolution of tokio's timers,
+    /// so the announced delay is the one actually waited).
     pub fn delay(&self, step: u32, key: &str) -> Duration {
         let base = self.base_delay(step);
-        if self.jitter <= 0.0 {
-            return base;
-        }
-        let u = unit_hash(key, step);
-        base + base.mul_f64(self.jitter.min(1.0) * u)
+        let jitter = if self.jitter > 0.0 {
+            base.mul_f64(self.jitter.min(1.0) * unit_hash(key, step))
+        } else {
+            Duration::ZERO
+        };
+        let total = base.saturating_add(jitter);
+        Duration::from_millis(u64::try_from(total.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Checks the fields; errors are named relative to this policy (`max`, ...).

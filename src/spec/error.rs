@@ -31,7 +31,8 @@ impl SpecError {
     /// The same error under a parent path (`backoff.max` -> `flags.backoff.max`).
     pub fn within(mut self, parent: &str) -> Self {
         if !parent.is_empty() {
-            self.field = format!("{parent}.{}", self.field);
+            let sep = if self.field.starts_with('[') { "" } else { "." };
+            self.field = format!("{parent}{sep}{}", self.field);
         }
         self
     }

@@ -127,6 +127,13 @@ impl SupervisorSpec {
         self
     }
 
+    /// Applies `f` to every child given so far (e.g. to set the panic action
+    /// of all replicas of a service).
+    pub fn map_children(mut self, f: impl FnMut(ChildSpec) -> ChildSpec) -> Self {
+        self.children = self.children.into_iter().map(f).collect();
+        self
+    }
+
     /// Sets the hook called when a child is isolated.
     pub fn on_isolate(mut self, hook: impl Fn(&Isolated) + Send + Sync + 'static) -> Self {
         self.on_isolate = Some(Arc::new(hook));

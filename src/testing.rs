@@ -1,0 +1,207 @@
+//! Helpers for testing supervision trees: a controllable actor and a journal.
+//!
+//! [`Probe`] is a ractor actor that writes `start <id>` and `stop <id>` to a
+//! shared [`Journal`] and exits on command (normally, with an error, or by
+//! panicking); it can be told to fail its next starts. With it a test can
+//! check who restarted, in which order, and what the supervisor did,
+//! without timing anything.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use crate::actors::supervisor_actor::ChildSpec;
+
+/// An ordered record of what probes did (`"start a"`, `"stop a"`, ...).
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::UnboundedSender<String>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Journal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
+
+    /// Appends an entry.
+    pub fn write(&self, entry: impl Into<String>) {
+        let _ = self.tx.send(entry.into());
+    }
+
+    /// Takes every entry written so far.
+    pub async fn take(&self) -> Vec<String> {
+        let mut rx = self.rx.lock().await;
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Waits for the next entry.
+    pub async fn next(&self) -> Option<String> {
+        self.rx.lock().await.recv().await
+    }
+
+    /// Waits until `entry` is written, returning the entries before it.
+    pub async fn wait_for(&self, entry: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        while let Some(e) = self.next().await {
+            if e == entry {
+                return before;
+            }
+            before.push(e);
+        }
+        before
+    }
+}
+
+/// How a probe ends when told to.
+#[derive(Debug, Clone)]
+pub enum ProbeExit {
+    /// `myself.stop(..)`: a normal exit.
+    Normal,
+    /// Returns an error from its handler.
+    Error(String),
+    /// Panics in its handler.
+    Panic(String),
+}
+
+/// Messages of a [`Probe`].
+pub enum ProbeMsg {
+    /// Exit as told.
+    Exit(ProbeExit),
+    /// Replies with the probe's id.
+    Ping(RpcReplyPort<String>),
+}
+
+/// Arguments of a [`Probe`].
+#[derive(Clone)]
+pub struct ProbeArgs {
+    /// Written in the journal.
+    pub id: String,
+    /// Where starts and stops are recorded.
+    pub journal: Journal,
+    /// While above zero, `pre_start` fails (and decrements it).
+    pub fail_starts: Arc<AtomicU32>,
+}
+
+/// A controllable actor for supervision tests.
+pub struct Probe;
+
+impl Actor for Probe {
+    type Msg = ProbeMsg;
+    type State = ProbeArgs;
+    type Arguments = ProbeArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ProbeArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let left = args.fail_starts.load(Ordering::Acquire);
+        if left > 0 {
+            args.fail_starts.store(left - 1, Ordering::Release);
+            args.journal.write(format!("failed start {}", args.id));
+            return Err(format!("{} refused to start", args.id).into());
+        }
+        args.journal.write(format!("start {}", args.id));
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProbeMsg::Exit(ProbeExit::Normal) => {
+                myself.stop(Some("done".into()));
+                Ok(())
+            }
+            ProbeMsg::Exit(ProbeExit::Error(e)) => Err(e.into()),
+            ProbeMsg::Exit(ProbeExit::Panic(e)) => panic!("{e}"),
+            ProbeMsg::Ping(reply) => {
+                let _ = reply.send(state.id.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.journal.write(format!("stop {}", state.id));
+        Ok(())
+    }
+}
+
+/// A child spec for a probe named `id` writing to `journal`.
+pub fn probe(id: &str, journal: &Journal) -> ChildSpec {
+    probe_failing(id, journal, Arc::new(AtomicU32::new(0)))
+}
+
+/// Like [`probe`], failing its start while `fail_starts` is above zero.
+pub fn probe_failing(id: &str, journal: &Journal, fail_starts: Arc<AtomicU32>) -> ChildSpec {
+    let args = ProbeArgs {
+        id: id.to_owned(),
+        journal: journal.clone(),
+        fail_starts,
+    };
+    ChildSpec::actor(id, || Probe, move || args.clone())
+}
+
+/// Tells the probe child `id` of `sup` to exit as `how`. Returns false when
+/// the child is not running.
+pub async fn exit_child(
+    sup: &crate::actors::supervisor_actor::SupervisorRef,
+    id: &str,
+    how: ProbeExit,
+) -> bool {
+    match sup.child::<ProbeMsg>(id).await {
+        Ok(Some(actor)) => actor.cast(ProbeMsg::Exit(how)).is_ok(),
+        _ => false,
+    }
+}
+
+/// An error exit with `reason`.
+pub fn crash(reason: &str) -> ProbeExit {
+    ProbeExit::Error(reason.to_owned())
+}
+
+/// Matches a restart of child `id` (for [`crate::EventStream::wait_for`]).
+pub fn restarted(id: &str) -> impl FnMut(&crate::Event) -> bool + '_ {
+    move |e| matches!(e, crate::Event::ContainerRestarted { id: i, .. } if i == id)
+}
+
+/// Matches an event of this kind (`"supervisor_escalated"`, ...) about `who`
+/// (a child id, or a supervisor or service name).
+pub fn event_of<'a>(kind: &'a str, who: &'a str) -> impl FnMut(&crate::Event) -> bool + 'a {
+    move |e| {
+        e.kind() == kind && {
+            let v = serde_json::to_value(e).unwrap_or_default();
+            ["id", "child", "supervisor", "service"]
+                .iter()
+                .any(|k| v.get(k).and_then(|x| x.as_str()) == Some(who))
+        }
+    }
+}
