@@ -256,6 +256,17 @@ impl EventBus {
         }
     }
 
+    /// Publishes the event `make` builds, building it only when someone
+    /// listens: a subscriber, or a `tracing` subscriber at DEBUG for
+    /// `arbor::events`. For frequent events (child started and stopped).
+    pub fn publish_debug(&self, make: impl FnOnce() -> Event) {
+        if self.subscribers.load(Ordering::Acquire) > 0
+            || tracing::enabled!(target: "arbor::events", tracing::Level::DEBUG)
+        {
+            self.publish(make());
+        }
+    }
+
     /// A stream of every event published from now on.
     pub fn subscribe(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();

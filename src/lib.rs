@@ -1,11 +1,4 @@
-//! arbor: an actor-model supervision tree runtime for node agents.
-//!
-//! Every supervised service replica and every job execution runs as an actor
-//! (on `ractor` and `tokio`) under an Erlang/OTP-style supervision tree.
-//! Start with [`SupervisorSpec`] and [`SupervisorRef::start`]; supervise your
-//! own ractor actors with [`ChildSpec::actor`], host processes with
-//! [`ChildSpec::container`] and a [`ProcessRuntime`]. DESIGN.md explains the
-//! semantics.
+#![doc = include_str!("../README.md")]
 
 pub mod actors;
 pub mod error;

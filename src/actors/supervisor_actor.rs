@@ -49,6 +49,7 @@ mod tree;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
     sync::Arc,
 };
 
@@ -86,6 +87,12 @@ pub enum SupervisorMsg {
     /// Adds a child at the end and starts it; with no reply port, a failure
     /// is only published as an event.
     StartChild(ChildSpec, Option<ChildReply>),
+    /// Adds children at the end and starts them in order, replying with one
+    /// result per child (in order).
+    StartChildren(
+        Vec<ChildSpec>,
+        RpcReplyPort<Vec<Result<(), SupervisorError>>>,
+    ),
     /// Stops a child with its shutdown policy; it stays stopped (temporary
     /// children are removed). Idempotent; never counts as a restart.
     TerminateChild(String, ChildReply),
@@ -130,7 +137,7 @@ pub struct SupervisorState {
     /// Children by start sequence: iteration order is start order.
     children: BTreeMap<u64, Slot>,
     by_id: HashMap<Arc<str>, u64>,
-    by_actor: HashMap<ActorId, u64>,
+    by_actor: HashMap<ActorId, u64, BuildHasherDefault<ActorIdHasher>>,
     next_seq: u64,
     next_token: u64,
     /// Restart times of all children (counted under `escalate`).
@@ -173,7 +180,7 @@ impl Actor for Supervisor {
             events,
             children: BTreeMap::new(),
             by_id: HashMap::new(),
-            by_actor: HashMap::new(),
+            by_actor: HashMap::default(),
             next_seq: 0,
             next_token: 0,
             restarts: VecDeque::new(),
@@ -217,6 +224,13 @@ impl Actor for Supervisor {
                         }
                     }
                 }
+            }
+            SupervisorMsg::StartChildren(specs, reply) => {
+                let mut results = Vec::with_capacity(specs.len());
+                for spec in specs {
+                    results.push(state.start_child(&myself, spec).await);
+                }
+                let _ = reply.send(results);
             }
             SupervisorMsg::TerminateChild(id, reply) => {
                 let _ = reply.send(state.terminate_child(&id).await);
@@ -329,9 +343,9 @@ impl SupervisorState {
 
     /// Spawns the child; on success it is running and mapped.
     async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, seq: u64) -> Result<(), String> {
-        let ctx = {
+        let start = {
             let slot = &self.children[&seq];
-            ChildContext {
+            slot.spec.start(ChildContext {
                 supervisor: myself.get_cell(),
                 events: self.events.clone(),
                 id: slot.spec.id.clone(),
@@ -339,24 +353,25 @@ impl SupervisorState {
                 shutdown: slot.spec.shutdown,
                 on_panic: slot.spec.on_panic,
                 exit_rules: slot.spec.exit_rules.clone(),
-            }
+            })
         };
-        let start = self.children[&seq].spec.start(ctx);
         let cell = start.await.map_err(|e| e.to_string())?;
         // A closure that spawned its actor unlinked still gets supervised.
         if cell.try_get_supervisor().map(|s| s.get_id()) != Some(myself.get_id()) {
             cell.link(myself.get_cell());
         }
         self.by_actor.insert(cell.get_id(), seq);
-        let now = Instant::now();
-        let slot = self.slot(seq);
+        let slot = self
+            .children
+            .get_mut(&seq)
+            .expect("slot of a starting child");
         slot.actor = Some(cell);
         slot.state = ChildState::Running;
-        slot.started_at = Some(now);
-        let child = slot.spec.id.to_string();
-        self.publish(Event::ChildStarted {
-            supervisor: self.name.to_string(),
-            child,
+        slot.started_at = Some(Instant::now());
+        let (name, id) = (&self.name, &slot.spec.id);
+        self.events.publish_debug(|| Event::ChildStarted {
+            supervisor: name.to_string(),
+            child: id.to_string(),
         });
         Ok(())
     }
@@ -375,7 +390,7 @@ impl SupervisorState {
         );
         self.by_actor.remove(&cell.get_id());
         terminate(&cell, policy, margin, reason).await;
-        self.publish(Event::ChildStopped {
+        self.events.publish_debug(|| Event::ChildStopped {
             supervisor: self.name.to_string(),
             child: id.to_string(),
             reason: reason.to_owned(),
@@ -417,7 +432,7 @@ impl SupervisorState {
             )
             .await;
             for (.., id) in stopping {
-                self.publish(Event::ChildStopped {
+                self.events.publish_debug(|| Event::ChildStopped {
                     supervisor: self.name.to_string(),
                     child: id.to_string(),
                     reason: reason.to_owned(),
@@ -910,5 +925,35 @@ impl SupervisorState {
             }
             let _ = reply.send(node);
         });
+    }
+}
+
+/// Hashes actor ids (small integers ractor hands out, never chosen by users)
+/// with one multiply instead of SipHash: the supervisor looks one up for
+/// every child start and exit.
+#[derive(Default)]
+struct ActorIdHasher(u64);
+
+impl Hasher for ActorIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }

@@ -127,12 +127,10 @@ impl ChildSpec {
         H: Fn() -> A + Send + Sync + 'static,
         G: Fn() -> A::Arguments + Send + Sync + 'static,
     {
-        let handler = Arc::new(handler);
-        let args = Arc::new(args);
         Self::new(id, move |ctx: ChildContext| {
-            let (handler, args) = (handler.clone(), args.clone());
+            let (handler, args) = (handler(), args());
             async move {
-                let (actor, _) = A::spawn_linked(None, handler(), args(), ctx.supervisor)
+                let (actor, _) = A::spawn_linked(None, handler, args, ctx.supervisor)
                     .await
                     .map_err(spawn_reason)?;
                 Ok(actor.get_cell())

@@ -110,6 +110,15 @@ impl SupervisorRef {
             .await?
     }
 
+    /// Adds and starts many children with one message (the fastest way to
+    /// add thousands); one result per child, in order.
+    pub async fn start_children(
+        &self,
+        specs: Vec<ChildSpec>,
+    ) -> Result<Vec<Result<(), SupervisorError>>, SupervisorError> {
+        self.ask(|r| SupervisorMsg::StartChildren(specs, r)).await
+    }
+
     /// Like [`SupervisorRef::start_child`] without waiting for the result
     /// (a failure is logged); for adding many children fast.
     pub fn start_child_nowait(&self, spec: ChildSpec) -> Result<(), SupervisorError> {

@@ -1,0 +1,510 @@
+//! Supervision benchmarks, each figure printed beside a baseline measured in
+//! the same run:
+//!
+//! ```text
+//! cargo bench --bench supervision
+//! ```
+//!
+//! One JSON line per figure:
+//! `{"figure", "value", "unit", "baseline", "baseline_value", "ratio"}`.
+//!
+//! Each side of a comparison runs in its own process (this binary re-runs
+//! itself with `--phase NAME`), so memory figures do not see each other's
+//! freed pages and panic hooks do not leak from one side to the other.
+
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arbor::{
+    ChildSpec, ContainerSpec, Event, ProcessRuntime, Runtime, SupervisorRef, SupervisorSpec,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const ACTORS: usize = 100_000;
+const FAILOVERS: usize = 5_000;
+const PROCESS_CRASHES: usize = 200;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--phase") {
+        let phase = args.get(i + 1).map(String::as_str).unwrap_or("");
+        let rt = if std::env::var("BENCH_CURRENT_THREAD").is_ok() {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        }
+        .expect("tokio runtime");
+        let out = rt.block_on(run_phase(phase));
+        println!("{out}");
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` compatibility: nothing to list
+    }
+    compare();
+}
+
+/// Runs every phase in a child process and prints the figures.
+fn compare() {
+    let spawn_raw = phase("spawn-raw", &[]);
+    let spawn_arbor = phase("spawn-arbor", &[]);
+    let spawn_arbor_call = phase("spawn-arbor-call", &[]);
+    figure(
+        "spawn_supervised_actor",
+        &spawn_arbor["us_per_actor"],
+        "us",
+        "ractor_spawn_linked",
+        &spawn_raw["us_per_actor"],
+    );
+    figure(
+        "spawn_supervised_actor_one_call_each",
+        &spawn_arbor_call["us_per_actor"],
+        "us",
+        "ractor_spawn_linked",
+        &spawn_raw["us_per_actor"],
+    );
+    figure(
+        "rss_per_supervised_actor",
+        &spawn_arbor["rss_per_actor"],
+        "bytes",
+        "ractor_actor",
+        &spawn_raw["rss_per_actor"],
+    );
+
+    let bt = [("RUST_BACKTRACE", "1")];
+    let fail_arbor = phase("failover-arbor", &bt);
+    let fail_raw = phase("failover-raw", &bt);
+    let fail_raw_hooked = phase("failover-raw-arbor-hook", &bt);
+    for q in ["p50", "p99"] {
+        figure(
+            &format!("child_failure_to_replacement_running_{q}"),
+            &fail_arbor[q],
+            "us",
+            "ractor_actor_failed_then_spawn_linked_default_hook",
+            &fail_raw[q],
+        );
+        figure(
+            &format!("child_failure_to_replacement_running_{q}_same_hook"),
+            &fail_arbor[q],
+            "us",
+            "ractor_actor_failed_then_spawn_linked_arbor_hook",
+            &fail_raw_hooked[q],
+        );
+    }
+    let hook = phase("panic-hook", &bt);
+    figure(
+        "panic_cost_arbor_hook",
+        &hook["arbor_us"],
+        "us",
+        "panic_cost_default_hook",
+        &hook["default_us"],
+    );
+
+    let procs = phase("process", &[]);
+    figure(
+        "process_crash_detected_p50",
+        &procs["detect_p50"],
+        "us",
+        "tokio_child_wait_after_kill_p50",
+        &procs["raw_detect_p50"],
+    );
+    figure(
+        "process_crash_to_replacement_running_p50",
+        &procs["replace_p50"],
+        "us",
+        "tokio_wait_then_spawn_same_command_p50",
+        &procs["raw_replace_p50"],
+    );
+    figure(
+        "process_crash_to_replacement_running_p99",
+        &procs["replace_p99"],
+        "us",
+        "tokio_wait_then_spawn_same_command_p99",
+        &procs["raw_replace_p99"],
+    );
+    eprintln!(
+        "process runtime: cgroups {}",
+        if procs["cgroups"].as_bool() == Some(true) {
+            "on (root: pre_exec joins the cgroup, fork path)"
+        } else {
+            "off (posix_spawn path)"
+        }
+    );
+}
+
+fn phase(name: &str, env: &[(&str, &str)]) -> Value {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .args(["--phase", name])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run phase");
+    if !out.status.success() {
+        panic!(
+            "phase {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("{}");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("phase {name} printed {last:?}: {e}"))
+}
+
+fn figure(name: &str, value: &Value, unit: &str, baseline: &str, baseline_value: &Value) {
+    let (v, b) = (
+        value.as_f64().unwrap_or(f64::NAN),
+        baseline_value.as_f64().unwrap_or(f64::NAN),
+    );
+    let line = json!({
+        "figure": name,
+        "value": round(v),
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": round(b),
+        "ratio": round(v / b),
+    });
+    println!("{line}");
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+async fn run_phase(name: &str) -> Value {
+    match name {
+        "spawn-raw" => spawn_raw().await,
+        "spawn-arbor" => spawn_arbor(false).await,
+        "spawn-arbor-call" => spawn_arbor(true).await,
+        "failover-arbor" => failover_arbor().await,
+        "failover-raw" => failover_raw().await,
+        "failover-raw-arbor-hook" => {
+            arbor::panics::install();
+            failover_raw().await
+        }
+        "panic-hook" => panic_hook().await,
+        "process" => process().await,
+        other => panic!("unknown phase {other}"),
+    }
+}
+
+fn rss_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0
+}
+
+/// The smallest useful actor: no state, ignores its messages.
+struct Noop;
+
+impl Actor for Noop {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// A ractor supervisor that ignores its children's events.
+struct PlainSupervisor;
+
+impl Actor for PlainSupervisor {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<()>,
+        _: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+async fn spawn_raw() -> Value {
+    let (sup, _) = PlainSupervisor::spawn(None, PlainSupervisor, ())
+        .await
+        .unwrap();
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    let mut children = Vec::with_capacity(ACTORS);
+    for _ in 0..ACTORS {
+        let (child, _) = Noop::spawn_linked(None, Noop, (), sup.get_cell())
+            .await
+            .unwrap();
+        children.push(child);
+    }
+    let elapsed = t0.elapsed();
+    let rss = rss_bytes() - rss0;
+    json!({"us_per_actor": micros(elapsed) / ACTORS as f64, "rss_per_actor": rss / ACTORS as f64})
+}
+
+async fn spawn_arbor(one_call_each: bool) -> Value {
+    let (sup, _) = SupervisorRef::start(SupervisorSpec::dynamic("pool"))
+        .await
+        .unwrap();
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    for i in 0..ACTORS {
+        let child = ChildSpec::actor(format!("w{i}"), || Noop, || ());
+        if one_call_each {
+            sup.start_child(child).await.unwrap();
+        } else {
+            sup.start_child_nowait(child).unwrap();
+        }
+    }
+    let counts = sup.count_children().await.unwrap();
+    let elapsed = t0.elapsed();
+    let rss = rss_bytes() - rss0;
+    assert_eq!(counts.active, ACTORS);
+    json!({"us_per_actor": micros(elapsed) / ACTORS as f64, "rss_per_actor": rss / ACTORS as f64})
+}
+
+/// Panics on any message; reports itself running from `post_start`.
+struct Bomb;
+
+impl Actor for Bomb {
+    type Msg = ();
+    type State = ();
+    type Arguments = mpsc::UnboundedSender<ActorRef<()>>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<()>,
+        _: Self::Arguments,
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn post_start(&self, myself: ActorRef<()>, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        let _ = RUNNING.get().expect("channel set").send(myself);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<()>, _: (), _: &mut ()) -> Result<(), ActorProcessingErr> {
+        panic!("bomb went off");
+    }
+}
+
+static RUNNING: std::sync::OnceLock<mpsc::UnboundedSender<ActorRef<()>>> =
+    std::sync::OnceLock::new();
+
+fn running_channel() -> mpsc::UnboundedReceiver<ActorRef<()>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    RUNNING.set(tx).expect("set once per process");
+    rx
+}
+
+async fn measure_failovers(mut rx: mpsc::UnboundedReceiver<ActorRef<()>>) -> Value {
+    let mut current = rx.recv().await.expect("first bomb");
+    let mut samples = Vec::with_capacity(FAILOVERS);
+    for i in 0..FAILOVERS + 500 {
+        let t0 = Instant::now();
+        current.cast(()).unwrap();
+        current = rx.recv().await.expect("replacement");
+        if i >= 500 {
+            samples.push(micros(t0.elapsed()));
+        }
+    }
+    json!({"p50": quantile(&mut samples, 0.5), "p99": quantile(&mut samples, 0.99)})
+}
+
+async fn failover_arbor() -> Value {
+    let rx = running_channel();
+    let tx = RUNNING.get().unwrap().clone();
+    let spec = SupervisorSpec::new("bench")
+        .intensity(u32::MAX, Duration::from_secs(1))
+        .child(ChildSpec::actor("bomb", || Bomb, move || tx.clone()));
+    let (_sup, _) = SupervisorRef::start(spec).await.unwrap();
+    measure_failovers(rx).await
+}
+
+/// A ractor supervisor that respawns a `Bomb` when one fails.
+struct Respawner;
+
+impl Actor for Respawner {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        let tx = RUNNING.get().unwrap().clone();
+        Bomb::spawn_linked(None, Bomb, tx, myself.get_cell()).await?;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        e: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(..) = e {
+            let tx = RUNNING.get().unwrap().clone();
+            Bomb::spawn_linked(None, Bomb, tx, myself.get_cell()).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn failover_raw() -> Value {
+    let rx = running_channel();
+    let (_sup, _) = Respawner::spawn(None, Respawner, ()).await.unwrap();
+    measure_failovers(rx).await
+}
+
+/// The cost of one caught panic under the default hook, then under arbor's.
+async fn panic_hook() -> Value {
+    let cost = |n: usize| {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let _ = std::panic::catch_unwind(|| panic!("measured"));
+        }
+        micros(t0.elapsed()) / n as f64
+    };
+    // The default hook prints every panic with its backtrace to stderr.
+    let default_us = cost(200);
+    arbor::panics::install();
+    cost(100); // past the burst of full reports
+    let arbor_us = cost(10_000);
+    json!({"default_us": default_us, "arbor_us": arbor_us})
+}
+
+async fn process() -> Value {
+    let rt = ProcessRuntime::new().unwrap();
+    let cgroups = rt.uses_cgroups();
+    let spec = ContainerSpec::command("sleeper", ["sleep", "1000"]);
+
+    // Detection: the runtime's wait returns after SIGKILL, vs tokio's child.wait().
+    let mut detect = Vec::new();
+    let mut raw_detect = Vec::new();
+    for _ in 0..PROCESS_CRASHES {
+        let id = rt.create(&spec).await.unwrap();
+        rt.start(&id).await.unwrap();
+        let pid = rt.pid(&id).await.unwrap().unwrap();
+        let waiter = {
+            let (rt, id) = (rt.clone(), id.clone());
+            tokio::spawn(async move {
+                rt.wait(&id).await.unwrap();
+                Instant::now()
+            })
+        };
+        tokio::task::yield_now().await;
+        let t0 = Instant::now();
+        kill(pid);
+        detect.push(micros(waiter.await.unwrap() - t0));
+        rt.remove(&id).await.unwrap();
+
+        let mut child = tokio::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let t0 = Instant::now();
+        kill(pid);
+        child.wait().await.unwrap();
+        raw_detect.push(micros(t0.elapsed()));
+    }
+
+    // Replacement: a supervised process killed until its replacement runs,
+    // vs tokio: wait for the killed child, then spawn the same command.
+    let runtime: Arc<dyn Runtime> = Arc::new(rt.clone());
+    let sup_spec = SupervisorSpec::new("bench")
+        .intensity(u32::MAX, Duration::from_secs(1))
+        .child(ChildSpec::container(
+            "sleeper",
+            runtime.clone(),
+            spec.clone(),
+        ));
+    let (sup, _) = SupervisorRef::start(sup_spec).await.unwrap();
+    let mut events = sup.events();
+    let mut replace = Vec::new();
+    for _ in 0..PROCESS_CRASHES {
+        let pid = current_pid(&sup, &rt).await;
+        let t0 = Instant::now();
+        kill(pid);
+        events
+            .wait_for(|e| matches!(e, Event::ContainerRestarted { .. }))
+            .await
+            .unwrap();
+        replace.push(micros(t0.elapsed()));
+    }
+    sup.shutdown().await;
+
+    let mut raw_replace = Vec::new();
+    let mut child = tokio::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    for _ in 0..PROCESS_CRASHES {
+        let t0 = Instant::now();
+        kill(child.id().unwrap());
+        child.wait().await.unwrap();
+        child = tokio::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        raw_replace.push(micros(t0.elapsed()));
+    }
+    kill(child.id().unwrap());
+    child.wait().await.unwrap();
+
+    json!({
+        "cgroups": cgroups,
+        "detect_p50": quantile(&mut detect, 0.5),
+        "raw_detect_p50": quantile(&mut raw_detect, 0.5),
+        "replace_p50": quantile(&mut replace, 0.5),
+        "replace_p99": quantile(&mut replace, 0.99),
+        "raw_replace_p50": quantile(&mut raw_replace, 0.5),
+        "raw_replace_p99": quantile(&mut raw_replace, 0.99),
+    })
+}
+
+async fn current_pid(sup: &SupervisorRef, rt: &ProcessRuntime) -> u32 {
+    loop {
+        if let Some(actor) = sup.child::<arbor::ContainerMsg>("sleeper").await.unwrap() {
+            let (id, _) = ractor::call!(actor, arbor::ContainerMsg::Info).unwrap();
+            if let Ok(Some(pid)) = rt.pid(&id).await {
+                return pid;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn kill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn quantile(samples: &mut [f64], q: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[((samples.len() as f64 - 1.0) * q).round() as usize]
+}

@@ -1,0 +1,234 @@
+//! The `arbor` command line.
+//!
+//! `arbor supervise -- CMD [ARGS...]` runs a command as a supervised service
+//! in the foreground, with arbor's restart policies, and prints what the
+//! supervisor does. The node agent (`arbor agent`) and its API come next.
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use arbor::{
+    BackoffPolicy, ChildSpec, ContainerSpec, Event, OnLimit, PanicAction, ProcessRuntime,
+    RestartType, Runtime, Shutdown, SupervisorRef, SupervisorSpec,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "arbor", version, about = "Supervision trees for node agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command as a supervised service in the foreground.
+    ///
+    /// The service restarts by its policy; SIGINT or SIGTERM stops it
+    /// (SIGTERM to the process group, SIGKILL after --grace). Exits 0 after
+    /// a requested stop, 1 if the supervisor gave up (restart limit
+    /// exceeded with --on-limit escalate), 2 on bad arguments.
+    Supervise(Supervise),
+}
+
+#[derive(Parser)]
+struct Supervise {
+    /// Service name (default: the program's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// How many copies to run.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// When to restart: permanent (always), transient (after failures), temporary (never).
+    #[arg(long, value_enum, default_value_t = Restart::Permanent)]
+    restart: Restart,
+    /// What a failure leads to: restart, isolate (keep it, never restart), shutdown (stop every replica).
+    #[arg(long, value_enum, default_value_t = OnPanic::Restart)]
+    on_panic: OnPanic,
+    /// Restarts allowed within --window before --on-limit applies.
+    #[arg(long, default_value_t = 5)]
+    max_restarts: u32,
+    /// Sliding window restarts are counted in (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    window: Duration,
+    /// Past the limit: escalate (give up and exit 1) or backoff (crash-loop back-off).
+    #[arg(long, value_enum, default_value_t = Limit::Backoff)]
+    on_limit: Limit,
+    /// First back-off delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    backoff_initial: Duration,
+    /// Longest back-off delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    backoff_max: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    grace: Duration,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Restart {
+    Permanent,
+    Transient,
+    Temporary,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnPanic {
+    Restart,
+    Isolate,
+    Shutdown,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Limit {
+    Escalate,
+    Backoff,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("arbor: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Supervise(args) => runtime.block_on(supervise(args)),
+    }
+}
+
+async fn supervise(args: Supervise) -> ExitCode {
+    let name = args.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(&args.command[0])
+            .file_name()
+            .map_or("service".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let process = match ProcessRuntime::new() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("arbor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime: Arc<dyn Runtime> = Arc::new(process.clone());
+    let restart = match args.restart {
+        Restart::Permanent => RestartType::Permanent,
+        Restart::Transient => RestartType::Transient,
+        Restart::Temporary => RestartType::Temporary,
+    };
+    let on_panic = match args.on_panic {
+        OnPanic::Restart => PanicAction::Restart,
+        OnPanic::Isolate => PanicAction::Isolate,
+        OnPanic::Shutdown => PanicAction::Shutdown,
+    };
+    let spec = SupervisorSpec::service(
+        name.clone(),
+        runtime,
+        ContainerSpec::command(name.clone(), args.command.clone()),
+        args.replicas,
+    )
+    .map_children(|c: ChildSpec| {
+        c.restart(restart)
+            .on_panic(on_panic)
+            .shutdown(Shutdown::Timeout(args.grace))
+    })
+    .intensity(args.max_restarts, args.window)
+    .on_limit(match args.on_limit {
+        Limit::Escalate => OnLimit::Escalate,
+        Limit::Backoff => OnLimit::Backoff,
+    })
+    .backoff(BackoffPolicy {
+        initial: args.backoff_initial,
+        max: args.backoff_max,
+        ..BackoffPolicy::default()
+    });
+
+    let bus = arbor::EventBus::new();
+    let mut events = bus.subscribe();
+    let (sup, mut done) = match SupervisorRef::start_with_events(spec, bus).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("arbor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("arbor: failed to listen for SIGTERM: {e}");
+            sup.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    let say = |e: &Event| {
+        if args.json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else if let Some(line) = describe(e) {
+            println!("{line}");
+        }
+    };
+    let gave_up = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = sigterm.recv() => break false,
+            _ = &mut done => break true,
+            Some(e) = events.recv() => say(&e),
+        }
+    };
+    if !gave_up {
+        sup.shutdown().await;
+    }
+    while let Some(e) = events.try_recv() {
+        say(&e);
+    }
+    process.shutdown(args.grace).await;
+    if gave_up {
+        eprintln!("arbor: {name} gave up: restart limit exceeded");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn describe(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::ChildStarted { child, .. } => format!("{child}: started"),
+        Event::ChildExited { child, exit, .. } => format!("{child}: exited ({exit})"),
+        Event::ChildStopped { child, reason, .. } => format!("{child}: stopped ({reason})"),
+        Event::ChildStartFailed { child, error, .. } => {
+            format!("{child}: failed to start: {error}")
+        }
+        Event::ContainerRestarted {
+            id, restart_count, ..
+        } => format!("{id}: restarted (#{restart_count})"),
+        Event::CrashLoopBackOff { id, delay, .. } => {
+            format!(
+                "{id}: crash loop, next start in {}",
+                humantime::format_duration(*delay)
+            )
+        }
+        Event::ContainerIsolated { id, container, .. } => {
+            format!(
+                "{id}: isolated (container {} kept)",
+                container.as_deref().unwrap_or("-")
+            )
+        }
+        Event::ServiceShutdown { service, reason } => format!("{service}: shut down ({reason})"),
+        Event::ContainerCompleted { id, .. } => format!("{id}: completed"),
+        Event::SupervisorEscalated { supervisor, reason } => format!("{supervisor}: {reason}"),
+    })
+}
