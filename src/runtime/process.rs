@@ -208,13 +208,25 @@ impl ProcessRuntime {
     fn spawn_command(&self, entry: &Arc<Entry>) -> Result<(), RuntimeError> {
         let id = &entry.id;
         let spec = &entry.spec;
+        let Some(program) = spec.command.first() else {
+            // `create` rejects this; never index an empty argv.
+            return Err(RuntimeError::new(
+                Op::Start,
+                id,
+                Cause::Spec(SpecErrors::from(SpecError::new(
+                    "command",
+                    "[]",
+                    "must not be empty: give the program and its arguments (argv)",
+                ))),
+            ));
+        };
         let cgroup = match &self.shared.cgroups {
             Some(c) => Some(Arc::new(c.create(&id.0).map_err(|e| {
                 RuntimeError::new(Op::Start, id, Cause::io("failed to create its cgroup", e))
             })?)),
             None => None,
         };
-        let mut cmd = Command::new(&spec.command[0]);
+        let mut cmd = Command::new(program);
         cmd.args(&spec.command[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -247,10 +259,14 @@ impl ProcessRuntime {
             if let Some(cg) = &cgroup {
                 cg.remove();
             }
-            let cause = if e.kind() == std::io::ErrorKind::NotFound {
-                Cause::CommandNotFound(spec.command[0].clone())
-            } else {
-                Cause::io(format!("failed to spawn {:?}", spec.command[0]), e)
+            let cause = match &spec.cwd {
+                // The working directory vanished after `create` checked it:
+                // exec reports ENOENT, which is not about the program.
+                Some(dir) if !dir.is_dir() => missing_cwd(dir),
+                _ if e.kind() == std::io::ErrorKind::NotFound => {
+                    Cause::CommandNotFound(program.clone())
+                }
+                _ => Cause::io(format!("failed to spawn {program:?}"), e),
             };
             RuntimeError::new(Op::Start, id, cause)
         })?;
@@ -315,8 +331,9 @@ impl ProcessRuntime {
                 }
             };
             if !entry.stopping.load(Ordering::Acquire) {
-                // The container ends with its main process.
-                kill_group(pid, cgroup.as_deref(), Signal::SIGKILL);
+                // The container ends with its main process. The leader was
+                // reaped a moment ago: its group id cannot have been reused.
+                kill_group(Some(pid), cgroup.as_deref(), Signal::SIGKILL);
             }
             entry.state.send_replace(ProcState::Exited { status });
             let _ = reaper.drain(pid, cgroup).await;
@@ -409,15 +426,29 @@ impl Entry {
     /// Kills everything in the container now, without waiting.
     fn kill_now(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Some(run) = self.run.get()
-            && matches!(
-                *self.state.borrow(),
-                ProcState::Running { .. } | ProcState::Exited { .. }
-            )
-            && !*self.drained.borrow()
-        {
-            kill_group(run.pgid, run.cgroup.as_deref(), Signal::SIGKILL);
+        let state = *self.state.borrow();
+        let drained = *self.drained.borrow();
+        if matches!(state, ProcState::Running { .. } | ProcState::Exited { .. }) && !drained {
+            self.kill(Signal::SIGKILL);
         }
+    }
+
+    /// Sends `signal` to every process of the container.
+    ///
+    /// Once the leader is reaped, a container with a cgroup is signalled
+    /// through the cgroup only: its process group may be empty by then, and
+    /// an empty group's id is a free pid that may already lead an unrelated
+    /// group (pids are reused once they wrap at `pid_max`), while the cgroup
+    /// holds every member of the group anyway. Without a cgroup the group is
+    /// all there is; the container is then drained (and no longer signalled)
+    /// within a sweep of the group becoming empty.
+    fn kill(&self, signal: Signal) {
+        let Some(run) = self.run.get() else {
+            return;
+        };
+        let leader_reaped = matches!(*self.state.borrow(), ProcState::Exited { .. });
+        let pgid = (run.cgroup.is_none() || !leader_reaped).then_some(run.pgid);
+        kill_group(pgid, run.cgroup.as_deref(), signal);
     }
 }
 
@@ -425,20 +456,23 @@ impl Drop for Entry {
     fn drop(&mut self) {
         // Last line of defence when the tokio runtime is torn down with
         // containers still running: their processes must not outlive it.
-        if let Some(run) = self.run.get()
-            && !*self.drained.borrow()
-        {
-            kill_group(run.pgid, run.cgroup.as_deref(), Signal::SIGKILL);
+        let drained = *self.drained.borrow();
+        if !drained {
+            self.kill(Signal::SIGKILL);
         }
     }
 }
 
-/// Sends `signal` to the process group and, with a cgroup, to every process
-/// in it (SIGKILL through `cgroup.kill`).
-fn kill_group(pgid: i32, cgroup: Option<&Cgroup>, signal: Signal) {
-    match killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid, %signal, error = %e, "failed to signal process group"),
+/// Sends `signal` to the process group (when given) and, with a cgroup, to
+/// every process in it (SIGKILL through `cgroup.kill`).
+fn kill_group(pgid: Option<i32>, cgroup: Option<&Cgroup>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        match killpg(Pid::from_raw(pgid), signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!(pgid, %signal, error = %e, "failed to signal process group")
+            }
+        }
     }
     if let Some(cg) = cgroup {
         if signal == Signal::SIGKILL {
@@ -491,6 +525,24 @@ fn resolve_program(spec: &ContainerSpec) -> Result<PathBuf, Cause> {
         .ok_or_else(|| Cause::CommandNotFound(format!("{program} (searched PATH={search})")))
 }
 
+/// The process runtime runs host commands only.
+fn image_refused(image: &str) -> Cause {
+    Cause::Spec(SpecErrors::from(SpecError::new(
+        "image",
+        image,
+        "the process runtime runs host commands; images need the OCI runtime",
+    )))
+}
+
+/// The working directory does not exist (or is not a directory).
+fn missing_cwd(dir: &Path) -> Cause {
+    Cause::Spec(SpecErrors::from(SpecError::new(
+        "cwd",
+        dir.display(),
+        "must be an existing directory",
+    )))
+}
+
 fn new_id(name: &str) -> ContainerId {
     let clean: String = name
         .chars()
@@ -516,30 +568,27 @@ impl Runtime for ProcessRuntime {
     async fn pull_image(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         let fail = |cause| RuntimeError::new(Op::Pull, &spec.name, cause);
         if let Some(image) = &spec.image {
-            return Err(fail(Cause::Spec(SpecErrors::from(SpecError::new(
-                "image",
-                image,
-                "the process runtime runs host commands; images need the OCI runtime",
-            )))));
+            return Err(fail(image_refused(image)));
         }
         check_spec(spec).map_err(|e| fail(e.cause))?;
         resolve_program(spec).map(|_| ()).map_err(fail)
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
+        if let Some(image) = &spec.image {
+            // Without this an image spec with no argv would be accepted and
+            // only fail (or worse) at `start`.
+            return Err(RuntimeError::new(
+                Op::Create,
+                &spec.name,
+                image_refused(image),
+            ));
+        }
         check_spec(spec)?;
         if let Some(dir) = &spec.cwd
             && !dir.is_dir()
         {
-            return Err(RuntimeError::new(
-                Op::Create,
-                &spec.name,
-                Cause::Spec(SpecErrors::from(SpecError::new(
-                    "cwd",
-                    dir.display(),
-                    "must be an existing directory",
-                ))),
-            ));
+            return Err(RuntimeError::new(Op::Create, &spec.name, missing_cwd(dir)));
         }
         let id = new_id(&spec.name);
         let entry = Arc::new(Entry {
@@ -606,13 +655,22 @@ impl Runtime for ProcessRuntime {
             }
             ProcState::Running { .. } => {
                 entry.stopping.store(true, Ordering::Release);
-                let Some(run) = entry.run.get() else {
+                if entry.run.get().is_none() {
                     return Err(RuntimeError::new(Op::Stop, id, Cause::NotFound));
-                };
-                kill_group(run.pgid, run.cgroup.as_deref(), Signal::SIGTERM);
+                }
+                // No grace (`brutal_kill`): kill at once. A SIGTERM sent
+                // first would decide the exit status (a pending fatal signal
+                // ends the process with that signal) and start shutdown
+                // handlers that SIGKILL then cuts short.
+                if !grace.is_zero() {
+                    entry.kill(Signal::SIGTERM);
+                    // A stopped process (SIGSTOP, SIGTSTP) acts on TERM only
+                    // once continued; without this it could only be killed.
+                    entry.kill(Signal::SIGCONT);
+                }
                 let mut killed = false;
-                if !entry.wait_drained(grace).await {
-                    kill_group(run.pgid, run.cgroup.as_deref(), Signal::SIGKILL);
+                if grace.is_zero() || !entry.wait_drained(grace).await {
+                    entry.kill(Signal::SIGKILL);
                     killed = true;
                     if !entry.wait_drained(DRAIN_LIMIT).await {
                         tracing::warn!(container = %id, "processes of the container outlived SIGKILL by {DRAIN_LIMIT:?}");
@@ -694,9 +752,13 @@ impl Runtime for ProcessRuntime {
 
     async fn signal(&self, id: &ContainerId, signal: Signal) -> Result<(), RuntimeError> {
         let entry = self.entry(Op::Signal, id).await?;
-        match (*entry.state.borrow(), entry.run.get()) {
-            (ProcState::Running { .. }, Some(run)) => {
-                kill_group(run.pgid, run.cgroup.as_deref(), signal);
+        // Copy the state out first: a `borrow()` in the match scrutinee would
+        // hold the read lock through the arms, and `state_name` takes it
+        // again, which deadlocks if a writer queued in between.
+        let state = *entry.state.borrow();
+        match (state, entry.run.get()) {
+            (ProcState::Running { .. }, Some(_)) => {
+                entry.kill(signal);
                 Ok(())
             }
             _ => Err(RuntimeError::new(
@@ -730,7 +792,16 @@ impl Runtime for ProcessRuntime {
             };
             entry.kill_now();
             tokio::spawn(async move {
-                entry.wait_drained(DRAIN_LIMIT).await;
+                // A start in progress finishes first, and what it started is
+                // killed too; a container that never ran has nothing to drain
+                // (waiting for it would keep it for the whole drain limit).
+                if matches!(
+                    entry.settled().await,
+                    ProcState::Running { .. } | ProcState::Exited { .. }
+                ) {
+                    entry.kill_now();
+                    entry.wait_drained(DRAIN_LIMIT).await;
+                }
                 if let Some(run) = entry.run.get() {
                     for reader in &run.readers {
                         reader.abort();

@@ -31,6 +31,9 @@ pub(crate) struct Cgroups {
 #[derive(Debug)]
 pub(crate) struct Cgroup {
     path: PathBuf,
+    /// The end of its path as `/proc/<pid>/cgroup` shows it:
+    /// `/arbor-<node pid>-<n>/<container id>`.
+    suffix: String,
     procs: File,
 }
 
@@ -60,7 +63,16 @@ impl Cgroups {
         let procs = OpenOptions::new()
             .write(true)
             .open(path.join("cgroup.procs"))?;
-        Ok(Cgroup { path, procs })
+        let base_name = self
+            .base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Cgroup {
+            path,
+            suffix: format!("/{base_name}/{id}"),
+            procs,
+        })
     }
 
     /// Where the container cgroups live.
@@ -95,6 +107,13 @@ impl Cgroup {
     /// True while any process is in the cgroup.
     pub(crate) fn populated(&self) -> bool {
         self.events_flag("populated").unwrap_or(false)
+    }
+
+    /// True when `path`, a process's cgroup as `/proc/<pid>/cgroup` shows
+    /// it, is this cgroup. A process keeps it until it is reaped, while it
+    /// leaves `cgroup.procs` (and `populated`) early in `exit`.
+    pub(crate) fn is_path(&self, path: &str) -> bool {
+        path.ends_with(&self.suffix)
     }
 
     /// Pids in the cgroup now.

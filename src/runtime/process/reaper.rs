@@ -20,7 +20,8 @@
 //!
 //! A container is drained when no process with its pgid exists any more
 //! (`kill(-pgid, 0)` fails with `ESRCH`; a pgid cannot be reused while any
-//! member, even a zombie, holds it) and its cgroup is empty. A member whose
+//! member, even a zombie, holds it) and, with a cgroup, when the cgroup is
+//! empty and no child of the node (exiting or zombie) is in it. A member whose
 //! parent is outside the group exits without signalling the node, so while
 //! anything is draining a check also runs every 200 ms as a safety net;
 //! nothing polls when nothing drains.
@@ -75,8 +76,33 @@ struct Drain {
 }
 
 impl Drain {
-    fn finished(&self) -> bool {
-        group_gone(self.pgid) && self.cgroup.as_ref().is_none_or(|c| !c.populated())
+    /// True when nothing of the container is left, not even a zombie.
+    ///
+    /// A process leaves its cgroup's task list (so `populated` drops to 0)
+    /// early in `exit`, before it becomes a zombie and long before it is
+    /// reaped, so an empty cgroup does not mean that its processes are gone:
+    /// one that left the process group (`setsid`) could still be exiting or
+    /// wait to be reaped. Every container process that still exists has an
+    /// ancestor chain of container processes up to a child of the node (the
+    /// leader is reaped, and orphans are re-parented to the node), so none
+    /// exists once no child of the node is in the cgroup.
+    fn finished(&self, children: &mut ChildCgroups) -> bool {
+        group_gone(self.pgid)
+            && self.cgroup.as_ref().is_none_or(|c| {
+                !c.populated() && !children.get().iter().any(|path| c.is_path(path))
+            })
+    }
+}
+
+/// The cgroup paths of the node's children, read once per sweep and only
+/// when a drain needs them.
+#[derive(Default)]
+struct ChildCgroups(Option<Vec<String>>);
+
+impl ChildCgroups {
+    fn get(&mut self) -> &[String] {
+        self.0
+            .get_or_insert_with(|| own_children().into_iter().filter_map(cgroup_path).collect())
     }
 }
 
@@ -159,7 +185,7 @@ impl Reaper {
         let drain = Drain { pgid, cgroup, done };
         if let Err(mpsc::error::SendError(Cmd::Drain(drain))) = self.tx.send(Cmd::Drain(drain)) {
             // The reaper is gone (tokio is shutting down): report what is true now.
-            if drain.finished() {
+            if drain.finished(&mut ChildCgroups::default()) {
                 let _ = drain.done.send(());
             }
         }
@@ -226,9 +252,10 @@ impl Task {
             }
             let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
         }
+        let mut children = ChildCgroups::default();
         let mut i = 0;
         while i < self.draining.len() {
-            if self.draining[i].finished() {
+            if self.draining[i].finished(&mut children) {
                 let drain = self.draining.swap_remove(i);
                 self.groups.remove(&drain.pgid);
                 if let Some(c) = &drain.cgroup {
@@ -266,10 +293,7 @@ fn own_children() -> Vec<i32> {
 
 /// True when `pid`'s cgroup v2 path lies below `base` (zombies keep theirs).
 fn in_cgroup_below(pid: i32, base: &std::path::Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+    let Some(rel) = cgroup_path(pid) else {
         return false;
     };
     // `base` is an absolute path under the cgroup2 mount; compare by its
@@ -278,6 +302,15 @@ fn in_cgroup_below(pid: i32, base: &std::path::Path) -> bool {
         return false;
     };
     rel.split('/').any(|part| part == name)
+}
+
+/// The cgroup v2 path of `pid` (the `0::` line of `/proc/<pid>/cgroup`),
+/// which an exiting process and a zombie keep.
+fn cgroup_path(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|rel| rel.trim_end().to_owned())
 }
 
 /// State letter, parent pid and process group of `pid`, from `/proc/<pid>/stat`.
