@@ -10,7 +10,10 @@
 //!
 //! Each side of a comparison runs in its own process (this binary re-runs
 //! itself with `--phase NAME`), so memory figures do not see each other's
-//! freed pages and panic hooks do not leak from one side to the other.
+//! freed pages and panic hooks do not leak from one side to the other. All
+//! phases run in five interleaved rounds and each figure is the median.
+//! Process figures are given for both placements: process groups (no root)
+//! and cgroups (root only; skipped otherwise).
 
 use std::{
     process::Command,
@@ -56,35 +59,80 @@ fn main() {
 
 /// Runs every phase in a child process and prints the figures.
 fn compare() {
-    let spawn_raw = phase("spawn-raw", &[]);
-    let spawn_arbor = phase("spawn-arbor", &[]);
-    let spawn_arbor_call = phase("spawn-arbor-call", &[]);
+    let bt = [("RUST_BACKTRACE", "1")];
+    let groups = [("BENCH_CGROUPS", "0")];
+    let cgroups = [("BENCH_CGROUPS", "1")];
+    let m = measure(&[
+        ("spawn-raw", &[]),
+        ("spawn-raw-handler", &[]),
+        ("spawn-arbor-init", &[]),
+        ("spawn-arbor-batch", &[]),
+        ("spawn-arbor", &[]),
+        ("spawn-arbor-call", &[]),
+        ("failover-arbor", &bt),
+        ("failover-raw", &bt),
+        ("failover-raw-arbor-hook", &bt),
+        ("panic-hook", &bt),
+        ("process", &groups),
+        ("process-cgroups", &cgroups),
+    ]);
+    let (raw, raw_handler, init, batch, nowait, call) = (
+        &m["spawn-raw"],
+        &m["spawn-raw-handler"],
+        &m["spawn-arbor-init"],
+        &m["spawn-arbor-batch"],
+        &m["spawn-arbor"],
+        &m["spawn-arbor-call"],
+    );
+    let us = "us_per_actor";
     figure(
         "spawn_supervised_actor",
-        &spawn_arbor["us_per_actor"],
+        &init[us],
         "us",
         "ractor_spawn_linked",
-        &spawn_raw["us_per_actor"],
+        &raw[us],
     );
     figure(
-        "spawn_supervised_actor_one_call_each",
-        &spawn_arbor_call["us_per_actor"],
+        "spawn_supervised_actor_start_children",
+        &batch[us],
         "us",
         "ractor_spawn_linked",
-        &spawn_raw["us_per_actor"],
+        &raw[us],
+    );
+    figure(
+        "spawn_supervised_actor_start_children",
+        &batch[us],
+        "us",
+        "ractor_spawn_linked_inside_a_handler",
+        &raw_handler[us],
+    );
+    figure(
+        "spawn_supervised_actor_start_child_nowait",
+        &nowait[us],
+        "us",
+        "ractor_spawn_linked",
+        &raw[us],
+    );
+    figure(
+        "spawn_supervised_actor_start_child",
+        &call[us],
+        "us",
+        "ractor_spawn_linked",
+        &raw[us],
     );
     figure(
         "rss_per_supervised_actor",
-        &spawn_arbor["rss_per_actor"],
+        &init["rss_per_actor"],
         "bytes",
         "ractor_actor",
-        &spawn_raw["rss_per_actor"],
+        &raw["rss_per_actor"],
     );
 
-    let bt = [("RUST_BACKTRACE", "1")];
-    let fail_arbor = phase("failover-arbor", &bt);
-    let fail_raw = phase("failover-raw", &bt);
-    let fail_raw_hooked = phase("failover-raw-arbor-hook", &bt);
+    let (fail_arbor, fail_raw, fail_raw_hooked) = (
+        &m["failover-arbor"],
+        &m["failover-raw"],
+        &m["failover-raw-arbor-hook"],
+    );
     for q in ["p50", "p99"] {
         figure(
             &format!("child_failure_to_replacement_running_{q}"),
@@ -94,14 +142,14 @@ fn compare() {
             &fail_raw[q],
         );
         figure(
-            &format!("child_failure_to_replacement_running_{q}_same_hook"),
+            &format!("child_failure_to_replacement_running_{q}"),
             &fail_arbor[q],
             "us",
             "ractor_actor_failed_then_spawn_linked_arbor_hook",
             &fail_raw_hooked[q],
         );
     }
-    let hook = phase("panic-hook", &bt);
+    let hook = &m["panic-hook"];
     figure(
         "panic_cost_arbor_hook",
         &hook["arbor_us"],
@@ -110,39 +158,66 @@ fn compare() {
         &hook["default_us"],
     );
 
-    let procs = phase("process", &[]);
-    figure(
-        "process_crash_detected_p50",
-        &procs["detect_p50"],
-        "us",
-        "tokio_child_wait_after_kill_p50",
-        &procs["raw_detect_p50"],
-    );
-    figure(
-        "process_crash_to_replacement_running_p50",
-        &procs["replace_p50"],
-        "us",
-        "tokio_wait_then_spawn_same_command_p50",
-        &procs["raw_replace_p50"],
-    );
-    figure(
-        "process_crash_to_replacement_running_p99",
-        &procs["replace_p99"],
-        "us",
-        "tokio_wait_then_spawn_same_command_p99",
-        &procs["raw_replace_p99"],
-    );
-    eprintln!(
-        "process runtime: cgroups {}",
-        if procs["cgroups"].as_bool() == Some(true) {
-            "on (root: pre_exec joins the cgroup, fork path)"
-        } else {
-            "off (posix_spawn path)"
+    for (mode, procs) in [
+        ("process_groups", &m["process"]),
+        ("cgroups", &m["process-cgroups"]),
+    ] {
+        if mode == "cgroups" && procs["cgroups"].as_bool() != Some(true) {
+            eprintln!(
+                "cgroup figures skipped: not root or no cgroup v2 (run as root to measure them)"
+            );
+            continue;
         }
-    );
+        figure(
+            &format!("process_crash_detected_p50_{mode}"),
+            &procs["detect_p50"],
+            "us",
+            "tokio_child_wait_after_kill_p50",
+            &procs["raw_detect_p50"],
+        );
+        for q in ["p50", "p99"] {
+            figure(
+                &format!("process_crash_to_replacement_running_{q}_{mode}"),
+                &procs[format!("replace_{q}").as_str()],
+                "us",
+                &format!("tokio_wait_then_spawn_same_command_{q}"),
+                &procs[format!("raw_replace_{q}").as_str()],
+            );
+        }
+    }
 }
 
-fn phase(name: &str, env: &[(&str, &str)]) -> Value {
+/// Runs every phase `ROUNDS` times, each run in its own process, in
+/// interleaved rounds (so drift on a shared machine hits every phase alike),
+/// and keeps the median of each figure.
+fn measure(phases: &[(&str, &[(&str, &str)])]) -> std::collections::HashMap<String, Value> {
+    const ROUNDS: usize = 5;
+    let mut runs: std::collections::HashMap<&str, Vec<Value>> = Default::default();
+    for _ in 0..ROUNDS {
+        for (name, env) in phases {
+            runs.entry(name).or_default().push(phase_once(name, env));
+        }
+    }
+    runs.into_iter()
+        .map(|(name, runs)| {
+            let mut out = serde_json::Map::new();
+            if let Some(first) = runs[0].as_object() {
+                for (key, v) in first {
+                    let mut xs: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+                    let value = if xs.len() == runs.len() {
+                        json!(quantile(&mut xs, 0.5))
+                    } else {
+                        v.clone()
+                    };
+                    out.insert(key.clone(), value);
+                }
+            }
+            (name.to_owned(), Value::Object(out))
+        })
+        .collect()
+}
+
+fn phase_once(name: &str, env: &[(&str, &str)]) -> Value {
     let exe = std::env::current_exe().expect("own path");
     let out = Command::new(exe)
         .args(["--phase", name])
@@ -183,6 +258,9 @@ fn round(x: f64) -> f64 {
 async fn run_phase(name: &str) -> Value {
     match name {
         "spawn-raw" => spawn_raw().await,
+        "spawn-raw-handler" => spawn_raw_handler().await,
+        "spawn-arbor-init" => spawn_arbor_init().await,
+        "spawn-arbor-batch" => spawn_arbor_batch().await,
         "spawn-arbor" => spawn_arbor(false).await,
         "spawn-arbor-call" => spawn_arbor(true).await,
         "failover-arbor" => failover_arbor().await,
@@ -192,7 +270,7 @@ async fn run_phase(name: &str) -> Value {
             failover_raw().await
         }
         "panic-hook" => panic_hook().await,
-        "process" => process().await,
+        "process" | "process-cgroups" => process().await,
         other => panic!("unknown phase {other}"),
     }
 }
@@ -260,6 +338,86 @@ async fn spawn_raw() -> Value {
     json!({"us_per_actor": micros(elapsed) / ACTORS as f64, "rss_per_actor": rss / ACTORS as f64})
 }
 
+/// A plain ractor actor that spawns a linked `Noop` for each message.
+struct Spawner;
+
+impl Actor for Spawner {
+    type Msg = Option<ractor::RpcReplyPort<()>>;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            None => {
+                Noop::spawn_linked(None, Noop, (), myself.get_cell()).await?;
+            }
+            Some(done) => {
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        _: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+async fn spawn_raw_handler() -> Value {
+    let (spawner, _) = Spawner::spawn(None, Spawner, ()).await.unwrap();
+    let t0 = Instant::now();
+    for _ in 0..ACTORS {
+        spawner.cast(None).unwrap();
+    }
+    ractor::call!(spawner, Some).unwrap();
+    json!({"us_per_actor": micros(t0.elapsed()) / ACTORS as f64})
+}
+
+fn noop_children() -> Vec<ChildSpec> {
+    (0..ACTORS)
+        .map(|i| ChildSpec::actor(format!("w{i}"), || Noop, || ()))
+        .collect()
+}
+
+/// A dynamic supervisor started with its 100k children in its spec.
+async fn spawn_arbor_init() -> Value {
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    let spec = SupervisorSpec::dynamic("pool").children(noop_children());
+    let (sup, _) = SupervisorRef::start(spec).await.unwrap();
+    let elapsed = t0.elapsed();
+    let rss = rss_bytes() - rss0;
+    assert_eq!(sup.count_children().await.unwrap().active, ACTORS);
+    json!({"us_per_actor": micros(elapsed) / ACTORS as f64, "rss_per_actor": rss / ACTORS as f64})
+}
+
+/// 100k children added with one `start_children` call.
+async fn spawn_arbor_batch() -> Value {
+    let (sup, _) = SupervisorRef::start(SupervisorSpec::dynamic("pool"))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let results = sup.start_children(noop_children()).await.unwrap();
+    let elapsed = t0.elapsed();
+    assert!(results.iter().all(Result::is_ok));
+    json!({"us_per_actor": micros(elapsed) / ACTORS as f64})
+}
+
+/// 100k `start_child` calls, awaited one by one or cast without waiting.
 async fn spawn_arbor(one_call_each: bool) -> Value {
     let (sup, _) = SupervisorRef::start(SupervisorSpec::dynamic("pool"))
         .await
@@ -392,7 +550,8 @@ async fn panic_hook() -> Value {
 }
 
 async fn process() -> Value {
-    let rt = ProcessRuntime::new().unwrap();
+    let cgroups = std::env::var("BENCH_CGROUPS").is_ok_and(|v| v == "1");
+    let rt = ProcessRuntime::builder().cgroups(cgroups).build().unwrap();
     let cgroups = rt.uses_cgroups();
     let spec = ContainerSpec::command("sleeper", ["sleep", "1000"]);
 

@@ -21,7 +21,7 @@ use arbor::{
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run_for = parse_for()?;
-    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new()?);
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::builder().echo_output(true).build()?);
     let grace = |c: arbor::ChildSpec| c.shutdown(Shutdown::Timeout(Duration::from_secs(3)));
 
     let web = SupervisorSpec::service(

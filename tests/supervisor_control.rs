@@ -199,3 +199,48 @@ async fn children_added_without_waiting_all_start() {
     assert_eq!(sup.count_children().await.unwrap().active, 100);
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dynamic_supervisor_with_churn_keeps_finding_its_children() {
+    let j = Journal::new();
+    let (sup, _) = SupervisorRef::start(
+        SupervisorSpec::dynamic("pool").intensity(1000, Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let mut ev = sup.events();
+    let specs = (0..300).map(|i| probe(&format!("t{i}"), &j).restart(RestartType::Temporary));
+    assert!(
+        sup.start_children(specs.collect())
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    sup.start_child(probe("keeper", &j)).await.unwrap();
+    for i in 0..250 {
+        exit_child(&sup, &format!("t{i}"), crash("done")).await;
+        ev.wait_for(event_of("child_exited", &format!("t{i}")))
+            .await
+            .unwrap();
+    }
+    let ids: Vec<String> = sup
+        .which_children()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids.len(), 51);
+    assert_eq!(
+        (ids[0].as_str(), ids[49].as_str(), ids[50].as_str()),
+        ("t250", "t299", "keeper")
+    );
+
+    // After the slab was compacted, exits and operator calls still find their child.
+    exit_child(&sup, "keeper", crash("again")).await;
+    ev.wait_for(restarted("keeper")).await.unwrap();
+    sup.terminate_child("t299").await.unwrap();
+    assert_eq!(sup.count_children().await.unwrap().specs, 50);
+    sup.shutdown().await;
+}

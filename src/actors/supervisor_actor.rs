@@ -43,12 +43,13 @@ mod child;
 pub mod decision;
 mod error;
 mod handle;
+mod slots;
 mod supervisor_spec;
 mod terminate;
 mod tree;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
     sync::Arc,
 };
@@ -72,6 +73,7 @@ pub use tree::TreeNode;
 use self::{
     child::{ObservedExit, observe},
     decision::{ChildPolicy, Decision, ExitClass, History, classify, decide, prune, restart_scope},
+    slots::Slots,
     terminate::terminate,
 };
 use crate::{
@@ -135,10 +137,9 @@ pub struct SupervisorState {
     max_children: Option<usize>,
     events: EventBus,
     /// Children by start sequence: iteration order is start order.
-    children: BTreeMap<u64, Slot>,
+    children: Slots<Slot>,
     by_id: HashMap<Arc<str>, u64>,
     by_actor: HashMap<ActorId, u64, BuildHasherDefault<ActorIdHasher>>,
-    next_seq: u64,
     next_token: u64,
     /// Restart times of all children (counted under `escalate`).
     restarts: VecDeque<Instant>,
@@ -178,17 +179,17 @@ impl Actor for Supervisor {
             on_isolate: spec.on_isolate,
             max_children: spec.max_children,
             events,
-            children: BTreeMap::new(),
-            by_id: HashMap::new(),
-            by_actor: HashMap::default(),
-            next_seq: 0,
+            children: Slots::default(),
+            by_id: HashMap::with_capacity(spec.children.len()),
+            by_actor: HashMap::with_capacity_and_hasher(spec.children.len(), Default::default()),
             next_token: 0,
             restarts: VecDeque::new(),
         };
+        state.children.reserve(spec.children.len());
         for child in spec.children {
             state.insert(child);
         }
-        let order: Vec<u64> = state.children.keys().copied().collect();
+        let order: Vec<u64> = state.children.seqs().collect();
         let independent = matches!(
             state.flags.strategy,
             Strategy::OneForOne | Strategy::Dynamic
@@ -260,6 +261,7 @@ impl Actor for Supervisor {
                 state.restart_scope(&myself, seq).await?;
             }
         }
+        state.compact();
         Ok(())
     }
 
@@ -279,7 +281,9 @@ impl Actor for Supervisor {
         let Some(seq) = state.by_actor.remove(&cell.get_id()) else {
             return Ok(());
         };
-        state.on_exit(&myself, seq, observed).await
+        state.on_exit(&myself, seq, observed).await?;
+        state.compact();
+        Ok(())
     }
 
     async fn post_stop(
@@ -290,7 +294,7 @@ impl Actor for Supervisor {
         state.stop_all("shutdown", None).await;
         let retained: Vec<_> = state
             .children
-            .values_mut()
+            .iter_mut()
             .filter_map(|s| s.retained.take())
             .collect();
         futures::future::join_all(retained.into_iter().map(|r| r.release())).await;
@@ -301,7 +305,7 @@ impl Actor for Supervisor {
 impl SupervisorState {
     fn slot(&mut self, seq: u64) -> &mut Slot {
         self.children
-            .get_mut(&seq)
+            .get_mut(seq)
             .expect("supervisor slot vanished")
     }
 
@@ -311,29 +315,43 @@ impl SupervisorState {
 
     /// Adds a child at the end, not started.
     fn insert(&mut self, spec: ChildSpec) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.by_id.insert(spec.id.clone(), seq);
-        self.children.insert(
-            seq,
-            Slot {
-                spec,
-                state: ChildState::Restarting,
-                actor: None,
-                restart_count: 0,
-                last_exit: None,
-                started_at: None,
-                restarts: VecDeque::new(),
-                backoff_step: 0,
-                retry: None,
-                retained: None,
-            },
-        );
+        let id = spec.id.clone();
+        let seq = self.children.push(Slot {
+            spec,
+            state: ChildState::Restarting,
+            actor: None,
+            restart_count: 0,
+            last_exit: None,
+            started_at: None,
+            restarts: VecDeque::new(),
+            backoff_step: 0,
+            retry: None,
+            retained: None,
+        });
+        self.by_id.insert(id, seq);
         seq
     }
 
+    /// Squeezes removed children out of the slab once they are the majority
+    /// (a dynamic supervisor with churn); renumbers and re-indexes the rest.
+    /// Only called between operations, when no sequence number is held.
+    fn compact(&mut self) {
+        if !self.children.needs_compaction() {
+            return;
+        }
+        let (by_id, by_actor) = (&mut self.by_id, &mut self.by_actor);
+        by_id.clear();
+        by_actor.clear();
+        self.children.compact(|slot, seq| {
+            by_id.insert(slot.spec.id.clone(), seq);
+            if let Some(cell) = &slot.actor {
+                by_actor.insert(cell.get_id(), seq);
+            }
+        });
+    }
+
     fn remove(&mut self, seq: u64) -> Option<Slot> {
-        let slot = self.children.remove(&seq)?;
+        let slot = self.children.remove(seq)?;
         self.by_id.remove(&slot.spec.id);
         if let Some(cell) = &slot.actor {
             self.by_actor.remove(&cell.get_id());
@@ -344,7 +362,7 @@ impl SupervisorState {
     /// Spawns the child; on success it is running and mapped.
     async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, seq: u64) -> Result<(), String> {
         let start = {
-            let slot = &self.children[&seq];
+            let slot = &self.children[seq];
             slot.spec.start(ChildContext {
                 supervisor: myself.get_cell(),
                 events: self.events.clone(),
@@ -363,7 +381,7 @@ impl SupervisorState {
         self.by_actor.insert(cell.get_id(), seq);
         let slot = self
             .children
-            .get_mut(&seq)
+            .get_mut(seq)
             .expect("slot of a starting child");
         slot.actor = Some(cell);
         slot.state = ChildState::Running;
@@ -401,7 +419,7 @@ impl SupervisorState {
     /// Stops every running child: in reverse start order, or all at once
     /// for `dynamic`. Each stopped child's state becomes `to` (unchanged if `None`).
     async fn stop_all(&mut self, reason: &str, to: Option<ChildState>) {
-        let order: Vec<u64> = self.children.keys().rev().copied().collect();
+        let order: Vec<u64> = self.children.seqs().rev().collect();
         for &seq in &order {
             let slot = self.slot(seq);
             slot.retry = None;
@@ -446,7 +464,7 @@ impl SupervisorState {
     }
 
     fn history(&self, seq: u64) -> History<'_> {
-        let slot = &self.children[&seq];
+        let slot = &self.children[seq];
         History {
             restarts: match self.flags.on_limit {
                 OnLimit::Escalate => &self.restarts,
@@ -458,7 +476,7 @@ impl SupervisorState {
     }
 
     fn decide(&self, seq: u64, exit: &ChildExit) -> Decision {
-        let slot = &self.children[&seq];
+        let slot = &self.children[seq];
         let policy = ChildPolicy {
             id: &slot.spec.id,
             restart: slot.spec.restart,
@@ -480,7 +498,7 @@ impl SupervisorState {
         let window = self.flags.restart_window;
         let restarts = match self.flags.on_limit {
             OnLimit::Escalate => &mut self.restarts,
-            OnLimit::Backoff => &mut self.children.get_mut(&seq).expect("slot").restarts,
+            OnLimit::Backoff => &mut self.children.get_mut(seq).expect("slot").restarts,
         };
         restarts.push_back(now);
         prune(restarts, window, now);
@@ -516,7 +534,7 @@ impl SupervisorState {
                 });
             }
             Decision::Drop => {
-                let class = classify(&exit, &self.children[&seq].spec.exit_rules);
+                let class = classify(&exit, &self.children[seq].spec.exit_rules);
                 self.remove(seq);
                 if class != ExitClass::Abnormal {
                     self.publish(Event::ContainerCompleted {
@@ -609,7 +627,7 @@ impl SupervisorState {
     }
 
     fn scope(&self, seq: u64) -> Vec<u64> {
-        let order: Vec<u64> = self.children.keys().copied().collect();
+        let order: Vec<u64> = self.children.seqs().collect();
         restart_scope(self.flags.strategy, &order, seq)
     }
 
@@ -647,7 +665,7 @@ impl SupervisorState {
         self.stop_scope_siblings(seq).await;
         self.slot(seq).state = ChildState::Restarting;
         for s in self.scope(seq) {
-            let Some(slot) = self.children.get(&s) else {
+            let Some(slot) = self.children.get(s) else {
                 continue;
             };
             if !matches!(
@@ -738,7 +756,7 @@ impl SupervisorState {
         self.stop_all("escalate", None).await;
         let retained: Vec<_> = self
             .children
-            .values_mut()
+            .iter_mut()
             .filter_map(|s| s.retained.take())
             .collect();
         futures::future::join_all(retained.into_iter().map(|r| r.release())).await;
@@ -831,7 +849,7 @@ impl SupervisorState {
 
     async fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
         let seq = self.find(id)?;
-        if self.children[&seq].actor.is_some() {
+        if self.children[seq].actor.is_some() {
             return Err(SupervisorError::Running(id.to_owned()));
         }
         if let Some(slot) = self.remove(seq)
@@ -844,7 +862,7 @@ impl SupervisorState {
 
     fn which_children(&self) -> Vec<ChildInfo> {
         self.children
-            .values()
+            .iter()
             .map(|s| ChildInfo {
                 id: s.spec.id.to_string(),
                 kind: s.spec.kind,
@@ -862,7 +880,7 @@ impl SupervisorState {
             specs: self.children.len(),
             ..ChildCounts::default()
         };
-        for s in self.children.values() {
+        for s in self.children.iter() {
             if s.actor.is_some() {
                 counts.active += 1;
             }
@@ -888,7 +906,7 @@ impl SupervisorState {
             children: Vec::new(),
         };
         let mut nested = Vec::new();
-        for (i, s) in self.children.values().enumerate() {
+        for (i, s) in self.children.iter().enumerate() {
             node.children.push(TreeNode {
                 name: s.spec.id.to_string(),
                 kind: s.spec.kind,

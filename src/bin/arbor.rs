@@ -116,7 +116,7 @@ async fn supervise(args: Supervise) -> ExitCode {
             .file_name()
             .map_or("service".into(), |n| n.to_string_lossy().into_owned())
     });
-    let process = match ProcessRuntime::new() {
+    let process = match ProcessRuntime::builder().echo_output(!args.json).build() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("arbor: {e}");
@@ -192,7 +192,8 @@ async fn supervise(args: Supervise) -> ExitCode {
     if !gave_up {
         sup.shutdown().await;
     }
-    while let Some(e) = events.try_recv() {
+    // The bus delivers asynchronously: print what is still on its way.
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
         say(&e);
     }
     process.shutdown(args.grace).await;

@@ -159,8 +159,15 @@ impl LogBuffer {
         }
     }
 
-    /// Reads `reader` to its end, one line at a time, into this buffer.
-    pub async fn read_from(self, mut reader: impl AsyncRead + Unpin, stream: LogStream) {
+    /// Reads `reader` to its end, one line at a time, into this buffer; with
+    /// `echo`, also writes each line to the node's own stdout or stderr
+    /// (matching `stream`) behind that prefix.
+    pub async fn read_from(
+        self,
+        mut reader: impl AsyncRead + Unpin,
+        stream: LogStream,
+        echo: Option<Arc<str>>,
+    ) {
         let mut pending: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 8192];
         let mut cut = false;
@@ -171,7 +178,7 @@ impl LogBuffer {
             };
             for &b in &chunk[..n] {
                 if b == b'\n' {
-                    self.push_bytes(stream, &pending, cut);
+                    self.push_bytes(stream, &pending, cut, echo.as_deref());
                     pending.clear();
                     cut = false;
                 } else if pending.len() < MAX_LINE {
@@ -182,14 +189,21 @@ impl LogBuffer {
             }
         }
         if !pending.is_empty() {
-            self.push_bytes(stream, &pending, cut);
+            self.push_bytes(stream, &pending, cut, echo.as_deref());
         }
     }
 
-    fn push_bytes(&self, stream: LogStream, bytes: &[u8], cut: bool) {
+    fn push_bytes(&self, stream: LogStream, bytes: &[u8], cut: bool, echo: Option<&str>) {
         let mut line = String::from_utf8_lossy(bytes).into_owned();
         if cut {
             line.push_str(" [line truncated]");
+        }
+        if let Some(prefix) = echo {
+            use std::io::Write;
+            let _ = match stream {
+                LogStream::Stdout => writeln!(std::io::stdout().lock(), "{prefix} | {line}"),
+                LogStream::Stderr => writeln!(std::io::stderr().lock(), "{prefix} | {line}"),
+            };
         }
         self.push(stream, line);
     }
@@ -226,7 +240,9 @@ mod tests {
         let mut input = b"a\nb\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
         input.extend(b"\ntail");
-        buf.clone().read_from(&input[..], LogStream::Stdout).await;
+        buf.clone()
+            .read_from(&input[..], LogStream::Stdout, None)
+            .await;
         let logs = buf.query(LogQuery::default());
         assert_eq!(logs.lines.len(), 4);
         assert!(logs.lines[2].line.ends_with("[line truncated]"));

@@ -77,6 +77,7 @@ struct Shared {
     cgroups: Option<Cgroups>,
     log_lines: usize,
     log_bytes: usize,
+    echo_output: bool,
 }
 
 /// Options of a [`ProcessRuntime`].
@@ -85,6 +86,7 @@ pub struct ProcessRuntimeBuilder {
     cgroups: bool,
     log_lines: usize,
     log_bytes: usize,
+    echo_output: bool,
 }
 
 impl Default for ProcessRuntimeBuilder {
@@ -93,6 +95,7 @@ impl Default for ProcessRuntimeBuilder {
             cgroups: true,
             log_lines: 1000,
             log_bytes: 256 * 1024,
+            echo_output: false,
         }
     }
 }
@@ -108,6 +111,14 @@ impl ProcessRuntimeBuilder {
     pub fn log_limits(mut self, lines: usize, bytes: usize) -> Self {
         self.log_lines = lines;
         self.log_bytes = bytes;
+        self
+    }
+
+    /// Also copies every line the containers write to the node's own stdout
+    /// and stderr, behind `<container name> | ` (for foreground tools and
+    /// examples; default false: output is only kept in the log tail).
+    pub fn echo_output(mut self, enabled: bool) -> Self {
+        self.echo_output = enabled;
         self
     }
 
@@ -141,6 +152,7 @@ impl ProcessRuntimeBuilder {
                 cgroups,
                 log_lines: self.log_lines,
                 log_bytes: self.log_bytes,
+                echo_output: self.echo_output,
             }),
         })
     }
@@ -301,9 +313,13 @@ impl ProcessRuntime {
         {
             let logs = entry.logs.clone();
             let eof = eof_tx.clone();
+            let echo = self
+                .shared
+                .echo_output
+                .then(|| Arc::from(spec.name.as_str()));
             let task = tokio::spawn(async move {
                 if let Some(pipe) = pipe {
-                    logs.read_from(pipe, stream).await;
+                    logs.read_from(pipe, stream, echo).await;
                 }
                 eof.send_modify(|n| *n += 1);
             });
