@@ -257,12 +257,19 @@ impl EventBus {
     }
 
     /// Publishes the event `make` builds, building it only when someone
-    /// listens: a subscriber, or a `tracing` subscriber at DEBUG for
-    /// `arbor::events`. For frequent events (child started and stopped).
-    pub fn publish_debug(&self, make: impl FnOnce() -> Event) {
-        if self.subscribers.load(Ordering::Acquire) > 0
-            || tracing::enabled!(target: "arbor::events", tracing::Level::DEBUG)
-        {
+    /// listens: a subscriber, or a `tracing` subscriber enabled for
+    /// `arbor::events` at the event's `level`. For events on hot paths
+    /// (every start, stop, exit and restart).
+    pub fn publish_lazy(&self, level: tracing::Level, make: impl FnOnce() -> Event) {
+        const T: &str = "arbor::events";
+        let traced = match level {
+            tracing::Level::TRACE | tracing::Level::DEBUG => {
+                tracing::enabled!(target: T, tracing::Level::DEBUG)
+            }
+            tracing::Level::INFO => tracing::enabled!(target: T, tracing::Level::INFO),
+            _ => true,
+        };
+        if traced || self.subscribers.load(Ordering::Acquire) > 0 {
             self.publish(make());
         }
     }

@@ -58,6 +58,7 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use tokio::time::Instant;
+use tracing::Level;
 
 pub(crate) use child::spawn_reason;
 pub use child::{
@@ -387,10 +388,11 @@ impl SupervisorState {
         slot.state = ChildState::Running;
         slot.started_at = Some(Instant::now());
         let (name, id) = (&self.name, &slot.spec.id);
-        self.events.publish_debug(|| Event::ChildStarted {
-            supervisor: name.to_string(),
-            child: id.to_string(),
-        });
+        self.events
+            .publish_lazy(Level::DEBUG, || Event::ChildStarted {
+                supervisor: name.to_string(),
+                child: id.to_string(),
+            });
         Ok(())
     }
 
@@ -408,11 +410,12 @@ impl SupervisorState {
         );
         self.by_actor.remove(&cell.get_id());
         terminate(&cell, policy, margin, reason).await;
-        self.events.publish_debug(|| Event::ChildStopped {
-            supervisor: self.name.to_string(),
-            child: id.to_string(),
-            reason: reason.to_owned(),
-        });
+        self.events
+            .publish_lazy(Level::DEBUG, || Event::ChildStopped {
+                supervisor: self.name.to_string(),
+                child: id.to_string(),
+                reason: reason.to_owned(),
+            });
         true
     }
 
@@ -450,11 +453,12 @@ impl SupervisorState {
             )
             .await;
             for (.., id) in stopping {
-                self.events.publish_debug(|| Event::ChildStopped {
-                    supervisor: self.name.to_string(),
-                    child: id.to_string(),
-                    reason: reason.to_owned(),
-                });
+                self.events
+                    .publish_lazy(Level::DEBUG, || Event::ChildStopped {
+                        supervisor: self.name.to_string(),
+                        child: id.to_string(),
+                        reason: reason.to_owned(),
+                    });
             }
         } else {
             for seq in order {
@@ -516,12 +520,13 @@ impl SupervisorState {
         slot.actor = None;
         slot.last_exit = Some(exit.clone());
         let id = slot.spec.id.clone();
-        self.publish(Event::ChildExited {
-            supervisor: self.name.to_string(),
-            child: id.to_string(),
-            exit: exit.to_string(),
-            exit_code: exit.exit_code(),
-        });
+        self.events
+            .publish_lazy(Level::INFO, || Event::ChildExited {
+                supervisor: self.name.to_string(),
+                child: id.to_string(),
+                exit: exit.to_string(),
+                exit_code: exit.exit_code(),
+            });
         let decision = self.decide(seq, &exit);
         let service = self.name.to_string();
         match decision {
@@ -626,9 +631,16 @@ impl SupervisorState {
         self.next_token
     }
 
+    /// The children restarted with `seq`, in start order.
     fn scope(&self, seq: u64) -> Vec<u64> {
-        let order: Vec<u64> = self.children.seqs().collect();
-        restart_scope(self.flags.strategy, &order, seq)
+        match self.flags.strategy {
+            // No need to list every child (a dynamic supervisor may have 100k).
+            Strategy::OneForOne | Strategy::Dynamic => vec![seq],
+            strategy => {
+                let order: Vec<u64> = self.children.seqs().collect();
+                restart_scope(strategy, &order, seq)
+            }
+        }
     }
 
     /// Stops the running siblings in `seq`'s restart scope (reverse start
@@ -681,15 +693,16 @@ impl SupervisorState {
             };
             match self.start(myself, s).await {
                 Ok(()) => {
-                    let slot = self.slot(s);
+                    let slot = self.children.get_mut(s).expect("slot of a restarted child");
                     slot.restart_count += 1;
-                    let (id, restart_count) = (slot.spec.id.to_string(), slot.restart_count);
-                    self.publish(Event::ContainerRestarted {
-                        id,
-                        service: self.name.to_string(),
-                        exit_code,
-                        restart_count,
-                    });
+                    let (name, id, restart_count) = (&self.name, &slot.spec.id, slot.restart_count);
+                    self.events
+                        .publish_lazy(Level::INFO, || Event::ContainerRestarted {
+                            id: id.to_string(),
+                            service: name.to_string(),
+                            exit_code,
+                            restart_count,
+                        });
                 }
                 Err(reason) => return self.on_start_failure(myself, s, reason).await,
             }

@@ -238,7 +238,16 @@ impl ProcessRuntime {
             })?)),
             None => None,
         };
-        let mut cmd = Command::new(program);
+        // The program as resolved at `create`: exec'ing a path skips the
+        // PATH search (one failed execve per PATH entry on every start).
+        let mut cmd = match &entry.program {
+            Some(path) => {
+                let mut cmd = Command::new(path);
+                cmd.arg0(program);
+                cmd
+            }
+            None => Command::new(program),
+        };
         cmd.args(&spec.command[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -366,6 +375,9 @@ impl<T: tokio::io::AsyncRead + Send + Unpin> AsyncReadSend for T {}
 struct Entry {
     id: ContainerId,
     spec: ContainerSpec,
+    /// The program found at `create` (`None`: not found then; `start` then
+    /// searches again and reports it missing).
+    program: Option<PathBuf>,
     state: watch::Sender<ProcState>,
     /// True once the main process exited and nothing of the container is left.
     drained: watch::Sender<bool>,
@@ -609,6 +621,7 @@ impl Runtime for ProcessRuntime {
         let id = new_id(&spec.name);
         let entry = Arc::new(Entry {
             id: id.clone(),
+            program: resolve_program(spec).ok(),
             spec: spec.clone(),
             state: watch::Sender::new(ProcState::Created),
             drained: watch::Sender::new(false),

@@ -150,15 +150,17 @@ impl Reaper {
         tokio::spawn(async move {
             loop {
                 let tick = !task.draining.is_empty() || task.deferred;
-                tokio::select! {
+                let sweep = tokio::select! {
                     cmd = rx.recv() => match cmd {
                         Some(cmd) => task.apply(cmd),
                         None => break,
                     },
-                    _ = sigchld.recv() => {}
-                    _ = tokio::time::sleep(SAFETY_TICK), if tick => {}
+                    _ = sigchld.recv() => true,
+                    _ = tokio::time::sleep(SAFETY_TICK), if tick => true,
+                };
+                if sweep {
+                    task.sweep(&mut rx);
                 }
-                task.sweep(&mut rx);
             }
             task.sweep(&mut rx);
         });
@@ -194,15 +196,18 @@ impl Reaper {
 }
 
 impl Task {
-    fn apply(&mut self, cmd: Cmd) {
+    /// Applies a command; true when a sweep is due (a start reaps nothing).
+    fn apply(&mut self, cmd: Cmd) -> bool {
         match cmd {
             Cmd::Started { pid } => {
                 self.leaders.insert(pid);
                 self.groups.insert(pid);
+                false
             }
             Cmd::Drain(drain) => {
                 self.leaders.remove(&drain.pgid);
                 self.draining.push(drain);
+                true
             }
         }
     }
