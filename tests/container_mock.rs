@@ -369,3 +369,23 @@ async fn a_lost_exit_notification_stops_removes_and_restarts_the_container() {
     assert_eq!(rt.containers().await.len(), 1);
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_isolate_hook_does_not_take_the_supervisor_down() {
+    let rt = MockRuntime::new();
+    rt.runs("web-0", [MockRun::exit_code(2)]);
+    let spec = web(&rt, 1)
+        .map_children(|c| c.on_panic(PanicAction::Isolate))
+        .on_isolate(|_| panic!("hook bug"));
+    let (sup, _) = SupervisorRef::start(spec).await.unwrap();
+    let mut ev = sup.events();
+    ev.wait_for(event_of("container_isolated", "web-0"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sup.which_children().await.unwrap()[0].state,
+        ChildState::Isolated
+    );
+    sup.shutdown().await;
+    assert!(rt.containers().await.is_empty());
+}

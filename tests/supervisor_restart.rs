@@ -297,3 +297,38 @@ async fn exits_are_published_with_their_cause() {
     assert_eq!(exit_code, None);
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spawn_closure_that_panics_is_a_failed_start_not_a_crash_of_the_supervisor() {
+    let j = Journal::new();
+    let spec = SupervisorSpec::new("app")
+        .intensity(2, Duration::from_secs(60))
+        .child(probe("a", &j))
+        .child(ChildSpec::new(
+            "bad",
+            |_ctx| -> std::future::Ready<Result<ractor::ActorCell, ractor::ActorProcessingErr>> {
+                panic!("no handler for you")
+            },
+        ));
+    let (sup, _) = SupervisorRef::start(spec)
+        .await
+        .expect("the supervisor starts");
+    let mut ev = sup.events();
+    let e = ev
+        .wait_for(event_of("child_start_failed", "bad"))
+        .await
+        .unwrap();
+    let Event::ChildStartFailed { error, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(error, "panicked: no handler for you");
+    ev.wait_for(event_of("supervisor_escalated", "app"))
+        .await
+        .unwrap();
+    sup.wait().await;
+    assert_eq!(
+        j.take().await,
+        ["start a", "stop a"],
+        "a was stopped in order, not killed"
+    );
+}

@@ -51,8 +51,11 @@ mod tree;
 use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
+    panic::AssertUnwindSafe,
     sync::Arc,
 };
+
+use futures::FutureExt;
 
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -173,6 +176,7 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        crate::panics::install();
         let SupervisorArgs { spec, events } = args;
         let mut state = SupervisorState {
             name: Arc::from(spec.name),
@@ -360,11 +364,12 @@ impl SupervisorState {
         Some(slot)
     }
 
-    /// Spawns the child; on success it is running and mapped.
+    /// Spawns the child; on success it is running and mapped. A spawn
+    /// closure that panics is a failed start, not a crash of the supervisor.
     async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, seq: u64) -> Result<(), String> {
         let start = {
             let slot = &self.children[seq];
-            slot.spec.start(ChildContext {
+            let ctx = ChildContext {
                 supervisor: myself.get_cell(),
                 events: self.events.clone(),
                 id: slot.spec.id.clone(),
@@ -372,9 +377,15 @@ impl SupervisorState {
                 shutdown: slot.spec.shutdown,
                 on_panic: slot.spec.on_panic,
                 exit_rules: slot.spec.exit_rules.clone(),
-            })
+            };
+            std::panic::catch_unwind(AssertUnwindSafe(|| slot.spec.start(ctx)))
+                .map_err(panic_message)?
         };
-        let cell = start.await.map_err(|e| e.to_string())?;
+        let cell = AssertUnwindSafe(start)
+            .catch_unwind()
+            .await
+            .map_err(panic_message)?
+            .map_err(|e| e.to_string())?;
         // A closure that spawned its actor unlinked still gets supervised.
         if cell.try_get_supervisor().map(|s| s.get_id()) != Some(myself.get_id()) {
             cell.link(myself.get_cell());
@@ -558,12 +569,15 @@ impl SupervisorState {
                     _ => None,
                 };
                 if let Some(hook) = &self.on_isolate {
-                    hook(&Isolated {
+                    let isolated = Isolated {
                         supervisor: service.clone(),
                         child: id.to_string(),
                         exit: exit.clone(),
                         container: container.clone(),
-                    });
+                    };
+                    if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&isolated))) {
+                        tracing::error!(supervisor = %service, child = %id, panic = %panic_message(p), "isolate hook panicked");
+                    }
                 }
                 self.publish(Event::ContainerIsolated {
                     id: id.to_string(),
@@ -987,4 +1001,14 @@ impl Hasher for ActorIdHasher {
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("panicked: {text}")
 }

@@ -34,7 +34,6 @@ impl SupervisorRef {
     ) -> Result<(Self, JoinHandle<()>), SupervisorError> {
         let name: Arc<str> = Arc::from(spec.name.as_str());
         check(&spec)?;
-        crate::panics::install();
         let (actor, join) = Supervisor::spawn(
             None,
             Supervisor,
