@@ -205,3 +205,68 @@ pub fn event_of<'a>(kind: &'a str, who: &'a str) -> impl FnMut(&crate::Event) ->
         }
     }
 }
+
+/// How long [`eventually`] and friends wait before failing the test.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(10);
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Polls `cond` every 10 ms until it holds; panics (fails the test) naming
+/// `what` after [`EVENTUALLY`]. For conditions on the real OS (/proc, files)
+/// that no event announces; never a fixed sleep.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    eventually_some(what, || cond().then_some(())).await
+}
+
+/// Like [`eventually`], returning the first `Some`.
+pub async fn eventually_some<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    eventually_some_async(what, || std::future::ready(f())).await
+}
+
+/// Like [`eventually`] for a condition that must be awaited.
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_some_async(what, || {
+        let fut = cond();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Like [`eventually_some`] for a value that must be awaited.
+pub async fn eventually_some_async<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {EVENTUALLY:?} waiting until {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `fut`'s output, or a failed test naming `what` after [`EVENTUALLY`].
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(EVENTUALLY, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {EVENTUALLY:?} waiting for {what}"))
+}
+
+/// Fails the test unless nothing of a container is left: no process (not
+/// even a zombie) in process group `pgid`, and none of `recorded`.
+pub fn assert_nothing_left(pgid: i32, recorded: &[crate::runtime::process::procfs::ProcStat]) {
+    let left = crate::runtime::process::procfs::leftovers(pgid, recorded);
+    assert!(
+        left.is_empty(),
+        "processes of the container are left: {left:?}"
+    );
+}

@@ -10,158 +10,16 @@
 //! Waiting is always bounded: a poll of a condition or an event with a time
 //! limit, never a fixed sleep.
 
-use std::{
-    future::Future,
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use arbor::runtime::process::procfs;
+use arbor::testing::{assert_nothing_left, eventually_some, eventually_some_async, within};
 use arbor::{
     ChildExit, ChildSpec, ChildState, ContainerSpec, ContainerState, Event, ExitStatus,
     ProcessRuntime, RestartType, Shutdown, SupervisorRef, SupervisorSpec,
 };
 
-/// How long any condition may take before a test fails.
-const LIMIT: Duration = Duration::from_secs(10);
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(10);
-
 const SIGTERM: i32 = 15;
-
-// ---------------------------------------------------------------- /proc --
-
-/// A process as /proc shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Proc {
-    pid: i32,
-    state: char,
-    ppid: i32,
-    pgrp: i32,
-    /// Start time in clock ticks since boot: (pid, start) names one process.
-    start: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Proc> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid pgrp session tty tpgid flags ... starttime(22) ..."
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(Proc {
-        pid,
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
-
-/// Every process (zombies included) in process group `pgid`.
-fn group(pgid: i32) -> Vec<Proc> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(proc_stat)
-        .filter(|p| p.pgrp == pgid)
-        .collect()
-}
-
-fn still_there(p: &Proc) -> bool {
-    proc_stat(p.pid).is_some_and(|q| q.start == p.start)
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .trim_end_matches('\0')
-                .replace('\0', " ")
-        })
-        .unwrap_or_default()
-}
-
-/// True when `pid` ignores signal `sig` (SigIgn of /proc/<pid>/status).
-fn ignores(pid: i32, sig: i32) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
-}
-
-/// Live processes whose environment holds `KEY=VALUE` (a zombie has none).
-fn with_env(key: &str, value: &str) -> Vec<i32> {
-    let needle = format!("{key}={value}");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
-        })
-        .collect()
-}
-
-/// Fails unless nothing of the container is left: no member of its group
-/// (not even a zombie), and none of the recorded processes.
-fn assert_nothing_left(pgid: i32, recorded: &[Proc]) {
-    let members = group(pgid);
-    assert!(
-        members.is_empty(),
-        "processes of group {pgid} are left: {members:?}"
-    );
-    let left: Vec<_> = recorded.iter().filter(|p| still_there(p)).collect();
-    assert!(left.is_empty(), "recorded processes are left: {left:?}");
-}
-
-// ------------------------------------------------------------- waiting --
-
-/// Polls `f` until it returns `Some`; fails the test after [`LIMIT`].
-async fn eventually_some<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting until {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Polls the async `f` until it returns `Some`; fails the test after [`LIMIT`].
-async fn eventually_some_async<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting until {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// `fut`, or a failed test after [`LIMIT`].
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {LIMIT:?} waiting for {what}"))
-}
 
 // ------------------------------------------------------------- helpers --
 
@@ -254,7 +112,7 @@ async fn a_crashing_command_is_restarted() {
     let leader = running_leaders(&rt, 1).await[0];
     assert_eq!(rt.containers().await.len(), 1);
     eventually_some("the restarted process runs sleep", || {
-        (cmdline(leader) == "sleep 100").then_some(())
+        (procfs::cmdline(leader) == "sleep 100").then_some(())
     })
     .await;
 
@@ -306,7 +164,7 @@ async fn a_command_that_always_crashes_escalates_and_leaves_nothing_behind() {
     }
     within("the supervisor to exit", sup.wait()).await;
     // Every run's container was removed, with its background sleeper.
-    let left = with_env("ARBOR_TEST_MARK", &mark);
+    let left = procfs::with_env("ARBOR_TEST_MARK", &mark);
     assert!(left.is_empty(), "processes of the runs are left: {left:?}");
     assert!(
         rt.containers().await.is_empty(),
@@ -329,10 +187,10 @@ async fn a_process_ignoring_sigterm_is_killed_when_its_supervisor_shuts_down() {
         .expect("start");
     let leader = running_leaders(&rt, 1).await[0];
     eventually_some("the leader ignores SIGTERM", || {
-        ignores(leader, SIGTERM).then_some(())
+        procfs::ignores_signal(leader, SIGTERM).then_some(())
     })
     .await;
-    let recorded = group(leader);
+    let recorded = procfs::group(leader);
 
     within("the shutdown", sup.shutdown()).await;
     assert!(
@@ -360,10 +218,10 @@ async fn a_supervised_process_tree_is_gone_after_shutdown() {
     for &leader in &leaders {
         recorded.extend(
             eventually_some("a whole tree runs", || {
-                let members = group(leader);
+                let members = procfs::group(leader);
                 let sleeps = members
                     .iter()
-                    .filter(|p| cmdline(p.pid) == "sleep 100")
+                    .filter(|p| procfs::cmdline(p.pid) == "sleep 100")
                     .count();
                 (members.len() == 5 && sleeps == 3).then_some(members)
             })
@@ -378,7 +236,7 @@ async fn a_supervised_process_tree_is_gone_after_shutdown() {
     }
     let zombies: Vec<_> = recorded
         .iter()
-        .filter_map(|p| proc_stat(p.pid).filter(|q| q.start == p.start && q.state == 'Z'))
+        .filter_map(|p| procfs::stat(p.pid).filter(|q| q.start == p.start && q.state == 'Z'))
         .collect();
     assert!(zombies.is_empty(), "{zombies:?}");
 }
@@ -406,7 +264,7 @@ async fn terminate_child_stops_the_process_and_restart_child_starts_a_new_one() 
     sup.restart_child("sleeper").await.expect("restart");
     let second = running_leaders(&rt, 1).await[0];
     assert_ne!(first, second, "a new process");
-    assert!(proc_stat(second).is_some_and(|p| p.pgrp == second && p.state != 'Z'));
+    assert!(procfs::stat(second).is_some_and(|p| p.pgrp == second && p.state != 'Z'));
 
     sup.shutdown().await;
     assert!(rt.containers().await.is_empty());

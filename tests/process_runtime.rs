@@ -10,153 +10,25 @@
 //! Waiting is always a bounded poll of a condition, never a fixed sleep.
 
 use std::{
-    future::Future,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
+use arbor::runtime::process::procfs::{self, ProcStat as Proc};
 use arbor::runtime::{
     Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogQuery, LogStream, Op,
     ProcessRuntime, Runtime, Signal, StopOutcome,
 };
-
-/// How long any condition may take before a test fails.
-const LIMIT: Duration = Duration::from_secs(10);
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(10);
+use arbor::testing::{assert_nothing_left, eventually, eventually_async, eventually_some};
 
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
 
-// ---------------------------------------------------------------- /proc --
+// ------------------------------------------------------------- helpers --
 
-/// A process as /proc shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Proc {
-    pid: i32,
-    state: char,
-    ppid: i32,
-    pgrp: i32,
-    session: i32,
-    /// Start time in clock ticks since boot: (pid, start) names one process.
-    start: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Proc> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid pgrp session tty tpgid flags ... starttime(22) ..."
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(Proc {
-        pid,
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        session: f.get(3)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
-
-fn all_procs() -> Vec<Proc> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(proc_stat)
-        .collect()
-}
-
-/// Every process (zombies included) in process group `pgid`.
-fn group(pgid: i32) -> Vec<Proc> {
-    all_procs().into_iter().filter(|p| p.pgrp == pgid).collect()
-}
-
-/// True while the very process `p` (same pid, same start time) exists, even
-/// as a zombie.
-fn still_there(p: &Proc) -> bool {
-    proc_stat(p.pid).is_some_and(|q| q.start == p.start)
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .trim_end_matches('\0')
-                .replace('\0', " ")
-        })
-        .unwrap_or_default()
-}
-
-/// The cgroup v2 path of `pid` ("0::<path>").
-fn cgroup_of(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_owned)
-}
-
-/// True when `pid` ignores signal `sig` (SigIgn of /proc/<pid>/status).
-fn ignores(pid: i32, sig: i32) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
-}
-
-fn me() -> i32 {
+fn my_pid() -> i32 {
     std::process::id() as i32
 }
-
-// ------------------------------------------------------------- waiting --
-
-/// Polls `cond` until it holds; fails the test after [`LIMIT`].
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting until {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Like [`eventually`] for an async condition.
-async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + LIMIT;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting until {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Polls `f` until it returns `Some`; fails the test after [`LIMIT`].
-async fn eventually_some<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting until {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-// ------------------------------------------------------------- helpers --
 
 fn runtime() -> ProcessRuntime {
     ProcessRuntime::new().expect("process runtime")
@@ -190,24 +62,6 @@ fn scratch(name: &str) -> PathBuf {
     ))
 }
 
-/// Fails unless nothing of the container is left: no member of its group
-/// (not even a zombie), and none of the recorded processes.
-fn assert_nothing_left(pgid: i32, recorded: &[Proc]) {
-    let members = group(pgid);
-    assert!(
-        members.is_empty(),
-        "processes of group {pgid} left after remove: {members:?}"
-    );
-    let left: Vec<_> = recorded.iter().filter(|p| still_there(p)).collect();
-    assert!(
-        left.is_empty(),
-        "recorded processes left after remove (zombies of ours: {:?}): {left:?}",
-        left.iter()
-            .filter(|p| proc_stat(p.pid).is_some_and(|q| q.state == 'Z' && q.ppid == me()))
-            .collect::<Vec<_>>()
-    );
-}
-
 // --------------------------------------------------------------- tests --
 
 async fn check_process_tree_is_gone(rt: ProcessRuntime) {
@@ -219,10 +73,10 @@ async fn check_process_tree_is_gone(rt: ProcessRuntime) {
 
     // outer sh (leader) + inner sh + 3 sleeps, all in the leader's group.
     let tree = eventually_some("the whole tree runs", || {
-        let members = group(pgid);
+        let members = procfs::group(pgid);
         let sleeps = members
             .iter()
-            .filter(|p| cmdline(p.pid) == "sleep 100")
+            .filter(|p| procfs::cmdline(p.pid) == "sleep 100")
             .count();
         (members.len() == 5 && sleeps == 3).then_some(members)
     })
@@ -232,7 +86,7 @@ async fn check_process_tree_is_gone(rt: ProcessRuntime) {
         "the leader leads the group"
     );
     assert!(
-        tree.iter().any(|p| p.ppid != pgid && p.ppid != me()),
+        tree.iter().any(|p| p.ppid != pgid && p.ppid != my_pid()),
         "some process is a grandchild of the leader: {tree:?}"
     );
 
@@ -276,9 +130,9 @@ async fn a_leader_that_exits_takes_its_whole_group_with_it() {
     .env("GO", go.display().to_string());
     let (id, pgid) = run(&rt, spec).await;
     let sleepers = eventually_some("both sleepers run", || {
-        let s: Vec<_> = group(pgid)
+        let s: Vec<_> = procfs::group(pgid)
             .into_iter()
-            .filter(|p| cmdline(p.pid) == "sleep 100")
+            .filter(|p| procfs::cmdline(p.pid) == "sleep 100")
             .collect();
         (s.len() == 2).then_some(s)
     })
@@ -296,14 +150,17 @@ async fn check_sigterm_ignorer_is_killed(rt: ProcessRuntime) {
     // TERM and only SIGKILL ends it.
     let spec = ContainerSpec::shell("stubborn", "trap '' TERM; while :; do sleep 0.05; done");
     let (id, pgid) = run(&rt, spec).await;
-    eventually("the leader ignores SIGTERM", || ignores(pgid, SIGTERM)).await;
+    eventually("the leader ignores SIGTERM", || {
+        procfs::ignores_signal(pgid, SIGTERM)
+    })
+    .await;
     let sleeper = eventually_some("a sleep of the leader ignores SIGTERM too", || {
-        group(pgid).into_iter().find(|p| {
+        procfs::group(pgid).into_iter().find(|p| {
             p.pid != pgid
                 && p.state != 'Z'
-                && cmdline(p.pid).starts_with("sleep")
-                && ignores(p.pid, SIGTERM)
-                && still_there(p)
+                && procfs::cmdline(p.pid).starts_with("sleep")
+                && procfs::ignores_signal(p.pid, SIGTERM)
+                && p.exists()
         })
     })
     .await;
@@ -370,7 +227,7 @@ async fn a_stopped_process_is_continued_so_that_it_exits_on_sigterm() {
     let (id, pgid) = run(&rt, ContainerSpec::command("paused", ["sleep", "100"])).await;
     rt.signal(&id, Signal::SIGSTOP).await.expect("signal");
     eventually("the process is stopped", || {
-        proc_stat(pgid).is_some_and(|p| p.state == 'T')
+        procfs::stat(pgid).is_some_and(|p| p.state == 'T')
     })
     .await;
     // A stopped process keeps SIGTERM pending until it is continued: unless
@@ -421,9 +278,9 @@ async fn check_orphans_are_reaped(rt: ProcessRuntime) {
     let (id, pgid) = run(&rt, spec).await;
 
     let orphans = eventually_some("five orphans are re-parented to the test process", || {
-        let o: Vec<_> = group(pgid)
+        let o: Vec<_> = procfs::group(pgid)
             .into_iter()
-            .filter(|p| p.pid != pgid && p.ppid == me())
+            .filter(|p| p.pid != pgid && p.ppid == my_pid())
             .collect();
         (o.len() == 5).then_some(o)
     })
@@ -431,10 +288,10 @@ async fn check_orphans_are_reaped(rt: ProcessRuntime) {
 
     std::fs::write(&go, b"").expect("create the go file");
     eventually("the orphans have exited and been reaped", || {
-        !orphans.iter().any(still_there)
+        !orphans.iter().any(Proc::exists)
     })
     .await;
-    let members = group(pgid);
+    let members = procfs::group(pgid);
     assert!(
         members.iter().all(|p| p.state != 'Z'),
         "no zombie in the group: {members:?}"
@@ -447,7 +304,7 @@ async fn check_orphans_are_reaped(rt: ProcessRuntime) {
         "the leader still runs"
     );
     assert!(
-        proc_stat(pgid).is_some_and(|p| p.state != 'Z'),
+        procfs::stat(pgid).is_some_and(|p| p.state != 'Z'),
         "the leader still runs"
     );
 
@@ -732,9 +589,9 @@ exit 5"#;
     })
     .await;
     eventually("the background child runs", || {
-        group(pgid)
+        procfs::group(pgid)
             .iter()
-            .any(|p| p.ppid == pgid && cmdline(p.pid) == "sleep 100")
+            .any(|p| p.ppid == pgid && procfs::cmdline(p.pid) == "sleep 100")
     })
     .await;
 
@@ -782,7 +639,7 @@ async fn state_and_pid_report_created_running_then_exited() {
         rt.state(&id).await.expect("state"),
         ContainerState::Running { pid }
     );
-    assert!(proc_stat(pid as i32).is_some_and(|p| p.pgrp == pid as i32));
+    assert!(procfs::stat(pid as i32).is_some_and(|p| p.pgrp == pid as i32));
     assert_eq!(
         rt.containers().await,
         vec![(id.clone(), ContainerState::Running { pid })]
@@ -834,22 +691,24 @@ async fn with_cgroups_a_grandchild_that_calls_setsid_is_killed_and_reaped() {
     let script =
         format!(r#"{setsid} sh -c "trap '' TERM; while :; do sleep 0.05; done" & sleep 100"#);
     let (id, pgid) = run(&rt, ContainerSpec::shell("escaper", script)).await;
-    let cgroup = cgroup_of(pgid).expect("the leader's cgroup");
+    let cgroup = procfs::cgroup_path(pgid).expect("the leader's cgroup");
     assert!(cgroup.ends_with(&id.0), "{cgroup} is the container's");
 
     let (escaper, members) = eventually_some("the escaper has left the group", || {
-        let members: Vec<Proc> = all_procs()
+        let members: Vec<Proc> = procfs::all()
             .into_iter()
-            .filter(|p| cgroup_of(p.pid).as_deref() == Some(cgroup.as_str()))
+            .filter(|p| procfs::cgroup_path(p.pid).as_deref() == Some(cgroup.as_str()))
             .collect();
         let escaper = members
             .iter()
-            .find(|p| p.pgrp != pgid && p.session == p.pid && ignores(p.pid, SIGTERM))
+            .find(|p| {
+                p.pgrp != pgid && p.session == p.pid && procfs::ignores_signal(p.pid, SIGTERM)
+            })
             .copied()?;
         Some((escaper, members))
     })
     .await;
-    assert!(group(pgid).iter().all(|p| p.pid != escaper.pid));
+    assert!(procfs::group(pgid).iter().all(|p| p.pid != escaper.pid));
 
     let outcome = rt
         .stop(&id, Duration::from_millis(300))
@@ -861,10 +720,10 @@ async fn with_cgroups_a_grandchild_that_calls_setsid_is_killed_and_reaped() {
     rt.remove(&id).await.expect("remove");
 
     assert_nothing_left(pgid, &members);
-    assert!(!still_there(&escaper), "the escaper is gone: {escaper:?}");
-    let left: Vec<_> = all_procs()
+    assert!(!escaper.exists(), "the escaper is gone: {escaper:?}");
+    let left: Vec<_> = procfs::all()
         .into_iter()
-        .filter(|p| cgroup_of(p.pid).is_some_and(|c| c.contains(&id.0)))
+        .filter(|p| procfs::cgroup_path(p.pid).is_some_and(|c| c.contains(&id.0)))
         .collect();
     assert!(
         left.is_empty(),
@@ -884,10 +743,10 @@ async fn abandon_kills_everything_at_once_and_removes_the_container() {
     )
     .await;
     let recorded = eventually_some("both sleepers run", || {
-        let members = group(pgid);
+        let members = procfs::group(pgid);
         let sleepers = members
             .iter()
-            .filter(|p| cmdline(p.pid) == "sleep 100")
+            .filter(|p| procfs::cmdline(p.pid) == "sleep 100")
             .count();
         (sleepers == 2).then_some(members)
     })
@@ -910,14 +769,14 @@ async fn abandoning_a_container_that_never_ran_removes_it() {
     rt.abandon(&id);
     // Removal is immediate: there is nothing to drain. The bound is half the
     // runtime's 10 s drain limit, which a wrong wait for a drain would hit.
-    let deadline = Instant::now() + LIMIT / 2;
+    let deadline = Instant::now() + arbor::testing::EVENTUALLY / 2;
     while !rt.containers().await.is_empty() {
         assert!(
             Instant::now() < deadline,
             "the abandoned container was not removed within {:?}",
-            LIMIT / 2
+            arbor::testing::EVENTUALLY / 2
         );
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(matches!(
         rt.state(&id).await.map_err(|e| e.cause),
@@ -945,10 +804,13 @@ async fn shutdown_stops_and_removes_every_container() {
         .await
         .expect("create");
     eventually("the stubborn leader ignores SIGTERM", || {
-        ignores(stubborn, SIGTERM)
+        procfs::ignores_signal(stubborn, SIGTERM)
     })
     .await;
-    let recorded: Vec<Proc> = [calm, stubborn].into_iter().flat_map(group).collect();
+    let recorded: Vec<Proc> = [calm, stubborn]
+        .into_iter()
+        .flat_map(procfs::group)
+        .collect();
     assert_eq!(rt.containers().await.len(), 4);
 
     assert_eq!(rt.shutdown(Duration::from_millis(300)).await, 4);

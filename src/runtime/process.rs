@@ -25,6 +25,7 @@
 //! to.
 
 mod cgroup;
+pub mod procfs;
 mod reaper;
 
 use std::{

@@ -49,7 +49,10 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::cgroup::Cgroup;
+use super::{
+    cgroup::Cgroup,
+    procfs::{cgroup_path, own_children, stat},
+};
 
 const SAFETY_TICK: Duration = Duration::from_millis(200);
 
@@ -221,12 +224,13 @@ impl Task {
             if self.leaders.contains(&pid) {
                 continue;
             }
-            let Some((state, ppid, pgrp)) = proc_stat(pid) else {
+            let Some(p) = stat(pid) else {
                 continue;
             };
-            if state != 'Z' || ppid != self.me {
+            if !p.is_zombie() || p.ppid != self.me {
                 continue;
             }
+            let pgrp = p.pgrp;
             let leads_group = pid == pgrp;
             let ours = (!leads_group && self.groups.contains(&pgrp))
                 || self
@@ -279,23 +283,6 @@ pub(crate) fn group_gone(pgid: i32) -> bool {
     matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
 }
 
-/// Pids of the node's own children (all threads), zombies included.
-fn own_children() -> Vec<i32> {
-    let mut pids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return pids;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    pids
-}
-
 /// True when `pid`'s cgroup v2 path lies below `base` (zombies keep theirs).
 fn in_cgroup_below(pid: i32, base: &std::path::Path) -> bool {
     let Some(rel) = cgroup_path(pid) else {
@@ -307,25 +294,4 @@ fn in_cgroup_below(pid: i32, base: &std::path::Path) -> bool {
         return false;
     };
     rel.split('/').any(|part| part == name)
-}
-
-/// The cgroup v2 path of `pid` (the `0::` line of `/proc/<pid>/cgroup`),
-/// which an exiting process and a zombie keep.
-fn cgroup_path(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|rel| rel.trim_end().to_owned())
-}
-
-/// State letter, parent pid and process group of `pid`, from `/proc/<pid>/stat`.
-pub(crate) fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid pgrp ..."; comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, ppid, pgrp))
 }
