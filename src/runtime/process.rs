@@ -25,14 +25,13 @@
 //! to.
 
 mod cgroup;
+mod entry;
 pub mod procfs;
 mod reaper;
+mod spawn;
 
 use std::{
     collections::BTreeMap,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::Stdio,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -41,21 +40,19 @@ use std::{
 };
 
 use async_trait::async_trait;
-use nix::{errno::Errno, sys::signal::killpg, unistd::Pid};
-use tokio::{process::Command, sync::watch, task::AbortHandle};
+use tokio::sync::watch;
 
 use self::{
-    cgroup::{Cgroup, Cgroups},
+    cgroup::Cgroups,
+    entry::{Entry, ProcState},
     reaper::Reaper,
+    spawn::{image_refused, missing_cwd, resolve_program},
 };
 use super::{
-    Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, LogStream,
-    Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
+    Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, Logs, Op,
+    Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
-use crate::{
-    owned::Owned,
-    spec::{SpecError, SpecErrors},
-};
+use crate::owned::Owned;
 
 /// How long `remove` waits for a container's last processes to be reaped
 /// before it gives up on them (they are then held by a process outside the
@@ -217,359 +214,6 @@ impl ProcessRuntime {
             .ok_or_else(|| RuntimeError::new(op, id, Cause::Closed))?
             .ok_or_else(|| RuntimeError::new(op, id, Cause::NotFound))
     }
-
-    fn spawn_command(&self, entry: &Arc<Entry>) -> Result<(), RuntimeError> {
-        let id = &entry.id;
-        let spec = &entry.spec;
-        let Some(program) = spec.command.first() else {
-            // `create` rejects this; never index an empty argv.
-            return Err(RuntimeError::new(
-                Op::Start,
-                id,
-                Cause::Spec(SpecErrors::from(SpecError::new(
-                    "command",
-                    "[]",
-                    "must not be empty: give the program and its arguments (argv)",
-                ))),
-            ));
-        };
-        let cgroup = match &self.shared.cgroups {
-            Some(c) => Some(Arc::new(c.create(&id.0).map_err(|e| {
-                RuntimeError::new(Op::Start, id, Cause::io("failed to create its cgroup", e))
-            })?)),
-            None => None,
-        };
-        // The program as resolved at `create`: exec'ing a path skips the
-        // PATH search (one failed execve per PATH entry on every start).
-        let mut cmd = match &entry.program {
-            Some(path) => {
-                let mut cmd = Command::new(path);
-                cmd.arg0(program);
-                cmd
-            }
-            None => Command::new(program),
-        };
-        cmd.args(&spec.command[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        if !spec.inherit_env {
-            cmd.env_clear();
-        }
-        cmd.envs(&spec.env);
-        if let Some(dir) = &spec.cwd {
-            cmd.current_dir(dir);
-        }
-        if let Some(cg) = &cgroup {
-            let fd = cg.procs_fd();
-            // SAFETY: runs in the forked child before exec; write(2) is
-            // async-signal-safe and `fd` stays open (the parent holds it).
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        let guard = self.shared.reaper.spawning();
-        let mut child = cmd.spawn().map_err(|e| {
-            if let Some(cg) = &cgroup {
-                cg.remove();
-            }
-            let cause = match &spec.cwd {
-                // The working directory vanished after `create` checked it:
-                // exec reports ENOENT, which is not about the program.
-                Some(dir) if !dir.is_dir() => missing_cwd(dir),
-                _ if e.kind() == std::io::ErrorKind::NotFound => {
-                    Cause::CommandNotFound(program.clone())
-                }
-                _ => Cause::io(format!("failed to spawn {program:?}"), e),
-            };
-            RuntimeError::new(Op::Start, id, cause)
-        })?;
-        let Some(pid) = child.id() else {
-            // Unreachable for a child that was not waited on; treat it as gone.
-            return Err(RuntimeError::new(
-                Op::Start,
-                id,
-                Cause::io("spawned process has no pid", Errno::ESRCH),
-            ));
-        };
-        let pid = pid as i32;
-        self.shared.reaper.started(pid);
-        drop(guard);
-
-        let (eof_tx, _) = watch::channel(0u8);
-        let eof_tx = Arc::new(eof_tx);
-        let mut readers = Vec::with_capacity(2);
-        let streams = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
-        ];
-        for (pipe, stream) in streams
-            .into_iter()
-            .zip([LogStream::Stdout, LogStream::Stderr])
-        {
-            let logs = entry.logs.clone();
-            let eof = eof_tx.clone();
-            let echo = self
-                .shared
-                .echo_output
-                .then(|| Arc::from(spec.name.as_str()));
-            let task = tokio::spawn(async move {
-                if let Some(pipe) = pipe {
-                    logs.read_from(pipe, stream, echo).await;
-                }
-                eof.send_modify(|n| *n += 1);
-            });
-            readers.push(task.abort_handle());
-        }
-        let _ = entry.run.set(Run {
-            pgid: pid,
-            cgroup: cgroup.clone(),
-            readers,
-            eof: eof_tx.subscribe(),
-        });
-        entry
-            .state
-            .send_replace(ProcState::Running { pid: pid as u32 });
-
-        let monitor_entry = entry.clone();
-        let reaper = self.shared.reaper.clone();
-        tokio::spawn(async move {
-            let entry = monitor_entry;
-            let status = match child.wait().await {
-                Ok(s) => ExitStatus::from(s),
-                Err(e) => {
-                    tracing::warn!(container = %entry.id, error = %e, "failed to wait for the main process");
-                    ExitStatus::Signal(Signal::SIGKILL as i32)
-                }
-            };
-            if !entry.stopping.load(Ordering::Acquire) {
-                // The container ends with its main process. The leader was
-                // reaped a moment ago: its group id cannot have been reused.
-                kill_group(Some(pid), cgroup.as_deref(), Signal::SIGKILL);
-            }
-            entry.state.send_replace(ProcState::Exited { status });
-            let _ = reaper.drain(pid, cgroup).await;
-            entry.drained.send_replace(true);
-        });
-        Ok(())
-    }
-}
-
-trait AsyncReadSend: tokio::io::AsyncRead + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + Send + Unpin> AsyncReadSend for T {}
-
-/// One container: its spec, its lifecycle, and its output.
-struct Entry {
-    id: ContainerId,
-    spec: ContainerSpec,
-    /// The program found at `create` (`None`: not found then; `start` then
-    /// searches again and reports it missing).
-    program: Option<PathBuf>,
-    state: watch::Sender<ProcState>,
-    /// True once the main process exited and nothing of the container is left.
-    drained: watch::Sender<bool>,
-    /// Set by `stop` and `abandon`: the exit is expected, the group is being
-    /// stopped by them.
-    stopping: AtomicBool,
-    logs: LogBuffer,
-    run: OnceLock<Run>,
-}
-
-struct Run {
-    pgid: i32,
-    cgroup: Option<Arc<Cgroup>>,
-    readers: Vec<AbortHandle>,
-    /// Counts pipes read to their end (2 when both are done).
-    eof: watch::Receiver<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProcState {
-    Created,
-    Starting,
-    Running { pid: u32 },
-    Exited { status: ExitStatus },
-}
-
-impl Entry {
-    fn container_state(&self) -> ContainerState {
-        match *self.state.borrow() {
-            ProcState::Created | ProcState::Starting => ContainerState::Created,
-            ProcState::Running { pid } => ContainerState::Running { pid },
-            ProcState::Exited { status } => ContainerState::Exited { status },
-        }
-    }
-
-    fn state_name(&self) -> String {
-        match *self.state.borrow() {
-            ProcState::Created => "created".into(),
-            ProcState::Starting => "starting".into(),
-            ProcState::Running { .. } => "running".into(),
-            ProcState::Exited { status } => format!("exited ({status})"),
-        }
-    }
-
-    /// The state once any start in progress has finished.
-    async fn settled(&self) -> ProcState {
-        let mut rx = self.state.subscribe();
-        match rx.wait_for(|s| *s != ProcState::Starting).await {
-            Ok(s) => *s,
-            Err(_) => *self.state.borrow(),
-        }
-    }
-
-    async fn exited(&self) -> Option<ExitStatus> {
-        let mut rx = self.state.subscribe();
-        match rx
-            .wait_for(|s| matches!(s, ProcState::Exited { .. }))
-            .await
-            .ok()
-            .map(|s| *s)
-        {
-            Some(ProcState::Exited { status }) => Some(status),
-            _ => None,
-        }
-    }
-
-    async fn wait_drained(&self, limit: Duration) -> bool {
-        let mut rx = self.drained.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|d| *d))
-            .await
-            .is_ok()
-    }
-
-    /// Kills everything in the container now, without waiting.
-    fn kill_now(&self) {
-        self.stopping.store(true, Ordering::Release);
-        let state = *self.state.borrow();
-        let drained = *self.drained.borrow();
-        if matches!(state, ProcState::Running { .. } | ProcState::Exited { .. }) && !drained {
-            self.kill(Signal::SIGKILL);
-        }
-    }
-
-    /// Sends `signal` to every process of the container.
-    ///
-    /// Once the leader is reaped, a container with a cgroup is signalled
-    /// through the cgroup only: its process group may be empty by then, and
-    /// an empty group's id is a free pid that may already lead an unrelated
-    /// group (pids are reused once they wrap at `pid_max`), while the cgroup
-    /// holds every member of the group anyway. Without a cgroup the group is
-    /// all there is; the container is then drained (and no longer signalled)
-    /// within a sweep of the group becoming empty.
-    fn kill(&self, signal: Signal) {
-        let Some(run) = self.run.get() else {
-            return;
-        };
-        let leader_reaped = matches!(*self.state.borrow(), ProcState::Exited { .. });
-        let pgid = (run.cgroup.is_none() || !leader_reaped).then_some(run.pgid);
-        kill_group(pgid, run.cgroup.as_deref(), signal);
-    }
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        // Last line of defence when the tokio runtime is torn down with
-        // containers still running: their processes must not outlive it.
-        let drained = *self.drained.borrow();
-        if !drained {
-            self.kill(Signal::SIGKILL);
-        }
-    }
-}
-
-/// Sends `signal` to the process group (when given) and, with a cgroup, to
-/// every process in it (SIGKILL through `cgroup.kill`).
-fn kill_group(pgid: Option<i32>, cgroup: Option<&Cgroup>, signal: Signal) {
-    if let Some(pgid) = pgid {
-        match killpg(Pid::from_raw(pgid), signal) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(e) => {
-                tracing::warn!(pgid, %signal, error = %e, "failed to signal process group")
-            }
-        }
-    }
-    if let Some(cg) = cgroup {
-        if signal == Signal::SIGKILL {
-            cg.kill();
-        } else {
-            for pid in cg.pids() {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
-            }
-        }
-    }
-}
-
-/// Finds `program` the way `execvp` would, or says where it looked.
-fn resolve_program(spec: &ContainerSpec) -> Result<PathBuf, Cause> {
-    let program = &spec.command[0];
-    let executable = |p: &Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if program.contains('/') {
-        let path = match &spec.cwd {
-            Some(dir) if Path::new(program).is_relative() => dir.join(program),
-            _ => PathBuf::from(program),
-        };
-        return if executable(&path) {
-            Ok(path)
-        } else {
-            Err(Cause::CommandNotFound(format!(
-                "{program} (no executable file at {})",
-                path.display()
-            )))
-        };
-    }
-    let search = spec
-        .env
-        .get("PATH")
-        .cloned()
-        .or_else(|| {
-            spec.inherit_env
-                .then(|| std::env::var("PATH").ok())
-                .flatten()
-        })
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
-    search
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| Cause::CommandNotFound(format!("{program} (searched PATH={search})")))
-}
-
-/// The process runtime runs host commands only.
-fn image_refused(image: &str) -> Cause {
-    Cause::Spec(SpecErrors::from(SpecError::new(
-        "image",
-        image,
-        "the process runtime runs host commands; images need the OCI runtime",
-    )))
-}
-
-/// The working directory does not exist (or is not a directory).
-fn missing_cwd(dir: &Path) -> Cause {
-    Cause::Spec(SpecErrors::from(SpecError::new(
-        "cwd",
-        dir.display(),
-        "must be an existing directory",
-    )))
 }
 
 fn new_id(name: &str) -> ContainerId {

@@ -1,0 +1,234 @@
+//! Starting a container's main process: the command, its process group and
+//! cgroup, its output readers, and the task that sees it exit.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, atomic::Ordering},
+};
+
+use nix::errno::Errno;
+use tokio::{process::Command, sync::watch};
+
+use super::{
+    ProcessRuntime,
+    entry::{Entry, ProcState, Run, kill_group},
+};
+use crate::{
+    runtime::{Cause, ContainerSpec, ExitStatus, LogStream, Op, RuntimeError, Signal},
+    spec::{SpecError, SpecErrors},
+};
+
+impl ProcessRuntime {
+    pub(super) fn spawn_command(&self, entry: &Arc<Entry>) -> Result<(), RuntimeError> {
+        let id = &entry.id;
+        let spec = &entry.spec;
+        let Some(program) = spec.command.first() else {
+            // `create` rejects this; never index an empty argv.
+            return Err(RuntimeError::new(
+                Op::Start,
+                id,
+                Cause::Spec(SpecErrors::from(SpecError::new(
+                    "command",
+                    "[]",
+                    "must not be empty: give the program and its arguments (argv)",
+                ))),
+            ));
+        };
+        let cgroup = match &self.shared.cgroups {
+            Some(c) => Some(Arc::new(c.create(&id.0).map_err(|e| {
+                RuntimeError::new(Op::Start, id, Cause::io("failed to create its cgroup", e))
+            })?)),
+            None => None,
+        };
+        // The program as resolved at `create`: exec'ing a path skips the
+        // PATH search (one failed execve per PATH entry on every start).
+        let mut cmd = match &entry.program {
+            Some(path) => {
+                let mut cmd = Command::new(path);
+                cmd.arg0(program);
+                cmd
+            }
+            None => Command::new(program),
+        };
+        cmd.args(&spec.command[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        if !spec.inherit_env {
+            cmd.env_clear();
+        }
+        cmd.envs(&spec.env);
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
+        if let Some(cg) = &cgroup {
+            let fd = cg.procs_fd();
+            // SAFETY: runs in the forked child before exec; write(2) is
+            // async-signal-safe and `fd` stays open (the parent holds it).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let guard = self.shared.reaper.spawning();
+        let mut child = cmd.spawn().map_err(|e| {
+            if let Some(cg) = &cgroup {
+                cg.remove();
+            }
+            let cause = match &spec.cwd {
+                // The working directory vanished after `create` checked it:
+                // exec reports ENOENT, which is not about the program.
+                Some(dir) if !dir.is_dir() => missing_cwd(dir),
+                _ if e.kind() == std::io::ErrorKind::NotFound => {
+                    Cause::CommandNotFound(program.clone())
+                }
+                _ => Cause::io(format!("failed to spawn {program:?}"), e),
+            };
+            RuntimeError::new(Op::Start, id, cause)
+        })?;
+        let Some(pid) = child.id() else {
+            // Unreachable for a child that was not waited on; treat it as gone.
+            return Err(RuntimeError::new(
+                Op::Start,
+                id,
+                Cause::io("spawned process has no pid", Errno::ESRCH),
+            ));
+        };
+        let pid = pid as i32;
+        self.shared.reaper.started(pid);
+        drop(guard);
+
+        let (eof_tx, _) = watch::channel(0u8);
+        let eof_tx = Arc::new(eof_tx);
+        let mut readers = Vec::with_capacity(2);
+        let streams = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
+        ];
+        for (pipe, stream) in streams
+            .into_iter()
+            .zip([LogStream::Stdout, LogStream::Stderr])
+        {
+            let logs = entry.logs.clone();
+            let eof = eof_tx.clone();
+            let echo = self
+                .shared
+                .echo_output
+                .then(|| Arc::from(spec.name.as_str()));
+            let task = tokio::spawn(async move {
+                if let Some(pipe) = pipe {
+                    logs.read_from(pipe, stream, echo).await;
+                }
+                eof.send_modify(|n| *n += 1);
+            });
+            readers.push(task.abort_handle());
+        }
+        let _ = entry.run.set(Run {
+            pgid: pid,
+            cgroup: cgroup.clone(),
+            readers,
+            eof: eof_tx.subscribe(),
+        });
+        entry
+            .state
+            .send_replace(ProcState::Running { pid: pid as u32 });
+
+        let monitor_entry = entry.clone();
+        let reaper = self.shared.reaper.clone();
+        tokio::spawn(async move {
+            let entry = monitor_entry;
+            let status = match child.wait().await {
+                Ok(s) => ExitStatus::from(s),
+                Err(e) => {
+                    tracing::warn!(container = %entry.id, error = %e, "failed to wait for the main process");
+                    ExitStatus::Signal(Signal::SIGKILL as i32)
+                }
+            };
+            if !entry.stopping.load(Ordering::Acquire) {
+                // The container ends with its main process. The leader was
+                // reaped a moment ago: its group id cannot have been reused.
+                kill_group(Some(pid), cgroup.as_deref(), Signal::SIGKILL);
+            }
+            entry.state.send_replace(ProcState::Exited { status });
+            let _ = reaper.drain(pid, cgroup).await;
+            entry.drained.send_replace(true);
+        });
+        Ok(())
+    }
+}
+
+trait AsyncReadSend: tokio::io::AsyncRead + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + Send + Unpin> AsyncReadSend for T {}
+
+/// Finds `program` the way `execvp` would, or says where it looked.
+pub(super) fn resolve_program(spec: &ContainerSpec) -> Result<PathBuf, Cause> {
+    let program = &spec.command[0];
+    let executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = match &spec.cwd {
+            Some(dir) if Path::new(program).is_relative() => dir.join(program),
+            _ => PathBuf::from(program),
+        };
+        return if executable(&path) {
+            Ok(path)
+        } else {
+            Err(Cause::CommandNotFound(format!(
+                "{program} (no executable file at {})",
+                path.display()
+            )))
+        };
+    }
+    let search = spec
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| {
+            spec.inherit_env
+                .then(|| std::env::var("PATH").ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    search
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| Cause::CommandNotFound(format!("{program} (searched PATH={search})")))
+}
+
+/// The process runtime runs host commands only.
+pub(super) fn image_refused(image: &str) -> Cause {
+    Cause::Spec(SpecErrors::from(SpecError::new(
+        "image",
+        image,
+        "the process runtime runs host commands; images need the OCI runtime",
+    )))
+}
+
+/// The working directory does not exist (or is not a directory).
+pub(super) fn missing_cwd(dir: &Path) -> Cause {
+    Cause::Spec(SpecErrors::from(SpecError::new(
+        "cwd",
+        dir.display(),
+        "must be an existing directory",
+    )))
+}
