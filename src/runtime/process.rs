@@ -11,16 +11,16 @@
 //!   no loop polls for it;
 //! - **nothing outlives its container**: when the main process exits on its
 //!   own, what it left in its group is killed (as a container's processes die
-//!   with its init), and every orphan is reaped by the [`reaper`] (the node
+//!   with its init), and every orphan is reaped by the reaper (`process/reaper.rs`) (the node
 //!   makes itself a child subreaper), so no zombie is left;
-//! - **as root**, each container also gets its own cgroup v2 ([`cgroup`]), and
+//! - **as root**, each container also gets its own cgroup v2 (`process/cgroup.rs`), and
 //!   stops end with `cgroup.kill`, so even a grandchild that called `setsid`
 //!   is killed. Without root such a grandchild escapes the group: it survives
 //!   the stop and is not reaped (run as root, or do not daemonize).
 //!
 //! stdout and stderr are read line by line into a bounded [`LogBuffer`].
 //!
-//! The container table is owned by one task ([`Owned`]); each container's
+//! The container table is owned by one task (`owned.rs`); each container's
 //! lifecycle is a `watch` channel that `wait`, `stop` and `remove` subscribe
 //! to.
 
