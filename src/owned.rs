@@ -1,7 +1,7 @@
 //! State owned by exactly one task and changed only by messages sent to it.
 //!
 //! The runtimes keep tables (containers by id, scripted behaviours, call
-//! records). Instead of `Arc<Mutex<HashMap<..>>>` each table lives inside one
+//! records). Instead of a map behind a shared lock, each table lives inside one
 //! task; callers send it closures, which run one at a time on that task, and
 //! get the result back through a oneshot. Nothing else can hold a reference
 //! into the table, no lock can be held across an `.await`, and a caller that
