@@ -117,7 +117,7 @@ fn every_cell_of_the_restart_table() {
                     "{restart:?} child, exit {exit}, {strategy}"
                 );
                 if expected == Restart {
-                    assert_eq!(&restart_scope(*strategy, &order, "b"), scope, "{strategy}");
+                    assert_eq!(&restart_scope(*strategy, order, "b"), scope, "{strategy}");
                 }
                 cells += 1;
             }
@@ -385,7 +385,7 @@ fn backoff_step_resets_after_a_stable_run() {
 #[test]
 fn rest_for_one_restarts_exactly_the_later_siblings() {
     let order = [1, 2, 3, 4, 5];
-    assert_eq!(restart_scope(Strategy::RestForOne, &order, 3), [3, 4, 5]);
-    assert_eq!(restart_scope(Strategy::RestForOne, &order, 5), [5]);
-    assert_eq!(restart_scope(Strategy::RestForOne, &order, 1), order);
+    assert_eq!(restart_scope(Strategy::RestForOne, order, 3), [3, 4, 5]);
+    assert_eq!(restart_scope(Strategy::RestForOne, order, 5), [5]);
+    assert_eq!(restart_scope(Strategy::RestForOne, order, 1), order);
 }

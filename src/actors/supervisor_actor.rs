@@ -88,7 +88,7 @@ pub type ChildReply = RpcReplyPort<Result<(), SupervisorError>>;
 /// Messages a supervisor handles.
 pub enum SupervisorMsg {
     /// Adds a child at the end and starts it; with no reply port, a failure
-    /// is only published as an event.
+    /// is only logged.
     StartChild(ChildSpec, Option<ChildReply>),
     /// Adds children at the end and starts them in order, replying with one
     /// result per child (in order).
@@ -293,13 +293,7 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.stop_all("shutdown", None).await;
-        let retained: Vec<_> = state
-            .children
-            .iter_mut()
-            .filter_map(|s| s.retained.take())
-            .collect();
-        futures::future::join_all(retained.into_iter().map(|r| r.release())).await;
+        state.stop_everything("shutdown").await;
         Ok(())
     }
 }
@@ -425,6 +419,18 @@ impl SupervisorState {
                 reason: reason.to_owned(),
             });
         true
+    }
+
+    /// Before the supervisor exits (stopped, or escalating): stops every
+    /// child and removes what isolated children kept.
+    async fn stop_everything(&mut self, reason: &str) {
+        self.stop_all(reason, None).await;
+        let retained: Vec<_> = self
+            .children
+            .iter_mut()
+            .filter_map(|s| s.retained.take())
+            .collect();
+        futures::future::join_all(retained.into_iter().map(|r| r.release())).await;
     }
 
     /// Stops every running child: in reverse start order, or all at once

@@ -179,14 +179,19 @@ pub fn prune(restarts: &mut VecDeque<Instant>, window: Duration, now: Instant) {
 
 /// The children restarted with `failed`, in start order: itself
 /// (`one_for_one`, `dynamic`), everyone (`one_for_all`), or itself and every
-/// child started after it (`rest_for_one`). `order` is the start order.
-pub fn restart_scope<K: PartialEq + Copy>(strategy: Strategy, order: &[K], failed: K) -> Vec<K> {
+/// child started after it (`rest_for_one`). `order` is the start order; it
+/// is only walked when the strategy needs it.
+pub fn restart_scope<K: PartialEq + Copy>(
+    strategy: Strategy,
+    order: impl IntoIterator<Item = K>,
+    failed: K,
+) -> Vec<K> {
     match strategy {
         Strategy::OneForOne | Strategy::Dynamic => vec![failed],
-        Strategy::OneForAll => order.to_vec(),
-        Strategy::RestForOne => match order.iter().position(|k| *k == failed) {
-            Some(i) => order[i..].to_vec(),
-            None => vec![failed],
-        },
+        Strategy::OneForAll => order.into_iter().collect(),
+        Strategy::RestForOne => {
+            let rest: Vec<K> = order.into_iter().skip_while(|k| *k != failed).collect();
+            if rest.is_empty() { vec![failed] } else { rest }
+        }
     }
 }

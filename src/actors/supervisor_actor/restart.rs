@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     events::Event,
-    spec::{OnLimit, RestartType, Strategy},
+    spec::{OnLimit, RestartType},
 };
 
 impl SupervisorState {
@@ -190,14 +190,7 @@ impl SupervisorState {
 
     /// The children restarted with `seq`, in start order.
     pub(super) fn scope(&self, seq: u64) -> Vec<u64> {
-        match self.flags.strategy {
-            // No need to list every child (a dynamic supervisor may have 100k).
-            Strategy::OneForOne | Strategy::Dynamic => vec![seq],
-            strategy => {
-                let order: Vec<u64> = self.children.seqs().collect();
-                restart_scope(strategy, &order, seq)
-            }
-        }
+        restart_scope(self.flags.strategy, self.children.seqs(), seq)
     }
 
     /// Stops the running siblings in `seq`'s restart scope (reverse start
@@ -323,13 +316,7 @@ impl SupervisorState {
             supervisor: self.name.to_string(),
             reason: error.to_string(),
         });
-        self.stop_all("escalate", None).await;
-        let retained: Vec<_> = self
-            .children
-            .iter_mut()
-            .filter_map(|s| s.retained.take())
-            .collect();
-        futures::future::join_all(retained.into_iter().map(|r| r.release())).await;
+        self.stop_everything("escalate").await;
         Box::new(error)
     }
 }
