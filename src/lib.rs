@@ -3,6 +3,7 @@
 pub mod actors;
 pub mod error;
 pub mod events;
+pub mod execution;
 pub mod panics;
 pub mod runtime;
 pub mod spec;
@@ -20,11 +21,14 @@ pub use actors::{
 };
 pub use error::{Error, Result};
 pub use events::{Event, EventBus, EventStream};
+pub use execution::{
+    ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState, JobTrigger,
+};
 pub use runtime::{
-    ContainerId, ContainerSpec, ContainerState, ExitStatus, MockRuntime, ProcessRuntime, Runtime,
-    RuntimeError,
+    ContainerId, ContainerSpec, ContainerState, ExitStatus, MockRuntime, Output, OutputSink,
+    ProcessRuntime, Runtime, RuntimeError,
 };
 pub use spec::{
-    BackoffPolicy, ExitAction, ExitRules, OnLimit, PanicAction, RestartType, Shutdown, SpecError,
-    SpecErrors, Strategy, SupervisorFlags,
+    BackoffPolicy, ExitAction, ExitRules, History, InitStep, JobSpec, NotifySpec, OnLimit, Overlap,
+    PanicAction, RestartType, Shutdown, SpecError, SpecErrors, Strategy, SupervisorFlags,
 };

@@ -70,7 +70,51 @@ pub struct ContainerSpec {
     /// Free-form labels (service, job, replica) used for targeting and listing.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Where the output goes instead of the runtime's in-memory tail (a job
+    /// execution's log files). Not part of the serialized spec.
+    #[serde(skip)]
+    pub output: Option<Output>,
 }
+
+/// Receives a container's output as the runtime reads it.
+///
+/// Chunks arrive as read from the pipes (not split into lines), from one
+/// reader per stream, possibly concurrently; `close` is called once per
+/// stream when it reaches its end. Implementations must be quick (they run on
+/// the reader's task) and must not fail: a sink that cannot write records
+/// that itself.
+pub trait OutputSink: Send + Sync + 'static {
+    /// A chunk of `stream`.
+    fn write(&self, stream: LogStream, bytes: &[u8]);
+    /// `stream` ended (the process and everything that held the pipe exited).
+    fn close(&self, stream: LogStream);
+}
+
+/// A shared [`OutputSink`] attached to a [`ContainerSpec`]; two are equal
+/// when they are the same sink.
+#[derive(Clone)]
+pub struct Output(pub std::sync::Arc<dyn OutputSink>);
+
+impl Output {
+    /// Wraps a sink.
+    pub fn new(sink: impl OutputSink) -> Self {
+        Self(std::sync::Arc::new(sink))
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Output(..)")
+    }
+}
+
+impl PartialEq for Output {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Output {}
 
 fn yes() -> bool {
     true
@@ -105,6 +149,12 @@ impl ContainerSpec {
     /// Sets the working directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sends the output to `sink` instead of the in-memory tail.
+    pub fn output(mut self, sink: Output) -> Self {
+        self.output = Some(sink);
         self
     }
 

@@ -5,6 +5,7 @@
 mod backoff;
 mod error;
 mod flags;
+mod job;
 
 pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;
@@ -13,3 +14,4 @@ pub use flags::{
     ExitAction, ExitRule, ExitRules, OnLimit, PanicAction, RestartType, Shutdown, Strategy,
     SupervisorFlags,
 };
+pub use job::{History, InitStep, JobSpec, NotifySpec, Overlap};

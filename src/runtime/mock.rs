@@ -21,7 +21,7 @@ use tokio::{sync::watch, task::AbortHandle};
 
 use super::{
     Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, LogStream,
-    Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
+    Logs, Op, Output, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
 use crate::owned::Owned;
 
@@ -132,6 +132,7 @@ struct Container {
     state: watch::Sender<ContainerState>,
     timer: Option<AbortHandle>,
     logs: LogBuffer,
+    output: Option<Output>,
 }
 
 #[derive(Default)]
@@ -182,6 +183,10 @@ impl State {
                 t.abort();
             }
             c.state.send_replace(ContainerState::Exited { status });
+            if let Some(out) = &c.output {
+                out.0.close(LogStream::Stdout);
+                out.0.close(LogStream::Stderr);
+            }
         }
     }
 }
@@ -272,7 +277,10 @@ impl MockRuntime {
         let (name, line) = (name.to_owned(), line.to_owned());
         self.state.cast(move |s| {
             if let Some(c) = s.containers.values().rev().find(|c| c.name == name) {
-                c.logs.push(stream, line);
+                match &c.output {
+                    Some(out) => out.0.write(stream, format!("{line}\n").as_bytes()),
+                    None => c.logs.push(stream, line),
+                }
             }
         });
     }
@@ -384,6 +392,7 @@ impl Runtime for MockRuntime {
                     state: watch::Sender::new(ContainerState::Created),
                     timer: None,
                     logs: LogBuffer::default(),
+                    output: spec.output,
                 },
             );
             Ok(id)

@@ -16,7 +16,7 @@ use super::{
     entry::{Entry, ProcState, Run, kill_group},
 };
 use crate::{
-    runtime::{Cause, ContainerSpec, ExitStatus, LogStream, Op, RuntimeError, Signal},
+    runtime::{Cause, ContainerSpec, ExitStatus, LogStream, Op, OutputSink, RuntimeError, Signal},
     spec::{SpecError, SpecErrors},
 };
 
@@ -130,9 +130,13 @@ impl ProcessRuntime {
                 .shared
                 .echo_output
                 .then(|| Arc::from(spec.name.as_str()));
+            let sink = spec.output.clone();
             let task = tokio::spawn(async move {
-                if let Some(pipe) = pipe {
-                    logs.read_from(pipe, stream, echo).await;
+                match (pipe, sink) {
+                    (Some(pipe), Some(sink)) => pump(pipe, &*sink.0, stream).await,
+                    (Some(pipe), None) => logs.read_from(pipe, stream, echo).await,
+                    (None, Some(sink)) => sink.0.close(stream),
+                    (None, None) => {}
                 }
                 eof.send_modify(|n| *n += 1);
             });
@@ -170,6 +174,20 @@ impl ProcessRuntime {
         });
         Ok(())
     }
+}
+
+/// Copies `pipe` to `sink` in chunks as they are read, then closes the stream.
+async fn pump(mut pipe: Box<dyn AsyncReadSend>, sink: &dyn OutputSink, stream: LogStream) {
+    use tokio::io::AsyncReadExt;
+    // A pipe holds 64 KiB by default: one read can drain it.
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink.write(stream, &chunk[..n]),
+        }
+    }
+    sink.close(stream);
 }
 
 trait AsyncReadSend: tokio::io::AsyncRead + Send + Unpin {}
