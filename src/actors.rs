@@ -2,3 +2,6 @@
 
 pub mod container_actor;
 pub mod supervisor_actor;
+pub mod overlay_actor;
+pub mod executor_actor;
+pub mod job_actor;

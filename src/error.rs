@@ -14,6 +14,15 @@ pub enum Error {
     /// A supervisor failed or refused a call.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// Durable records could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A job request was refused.
+    #[error(transparent)]
+    Executor(#[from] crate::actors::executor_actor::ExecutorError),
+    /// An actor could not be started.
+    #[error("{0}")]
+    Start(String),
 }
 
 /// `Result` with arbor's [`Error`].

@@ -7,12 +7,17 @@ pub mod execution;
 pub mod panics;
 pub mod runtime;
 pub mod spec;
+pub mod store;
 pub mod testing;
+pub mod tokens;
 
 mod owned;
 
 pub use actors::{
     container_actor::{ContainerActor, ContainerArgs, ContainerMsg},
+    executor_actor::{Executor, ExecutorConfig, ExecutorError},
+    job_actor::{JobActor, JobMsg, TaskContext},
+    overlay_actor::{Disabled, Overlay, OverlayBackend, OverlayError, RecordingOverlay},
     supervisor_actor::{
         ChildContext, ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState,
         Isolated, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef, SupervisorSpec,
@@ -20,6 +25,7 @@ pub use actors::{
     },
 };
 pub use error::{Error, Result};
+pub use tokens::{NoTokens, RecordingTokens, TokenSink};
 pub use events::{Event, EventBus, EventStream};
 pub use execution::{
     ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState, JobTrigger,

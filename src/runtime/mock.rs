@@ -23,7 +23,7 @@ use super::{
     Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, LogStream,
     Logs, Op, Output, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
-use crate::owned::Owned;
+use crate::{owned::Owned, testing::Journal};
 
 /// One call the runtime received, with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,24 @@ pub enum Call {
     Logs { id: ContainerId },
     /// `abandon`.
     Abandon { id: ContainerId },
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pull { name } => write!(f, "runtime pull {name}"),
+            Self::Create { name } => write!(f, "runtime create {name}"),
+            Self::Start { id } => write!(f, "runtime start {id}"),
+            Self::Stop { id, .. } => write!(f, "runtime stop {id}"),
+            Self::Remove { id } => write!(f, "runtime remove {id}"),
+            Self::Wait { id } => write!(f, "runtime wait {id}"),
+            Self::State { id } => write!(f, "runtime state {id}"),
+            Self::Pid { id } => write!(f, "runtime pid {id}"),
+            Self::Signal { id, signal } => write!(f, "runtime signal {id} {signal}"),
+            Self::Logs { id } => write!(f, "runtime logs {id}"),
+            Self::Abandon { id } => write!(f, "runtime abandon {id}"),
+        }
+    }
 }
 
 impl Call {
@@ -141,9 +159,17 @@ struct State {
     containers: BTreeMap<ContainerId, Container>,
     behaviors: HashMap<String, Behavior>,
     next: u64,
+    journal: Option<Journal>,
 }
 
 impl State {
+    fn record(&mut self, call: Call) {
+        if let Some(j) = &self.journal {
+            j.write(call.to_string());
+        }
+        self.calls.push(call);
+    }
+
     fn behavior(&mut self, name: &str) -> &mut Behavior {
         self.behaviors.entry(name.to_owned()).or_default()
     }
@@ -165,7 +191,7 @@ impl State {
         op: Op,
         id: &ContainerId,
     ) -> Result<&mut Container, RuntimeError> {
-        self.calls.push(call);
+        self.record(call);
         let Some(name) = self.name_of(id) else {
             return Err(RuntimeError::new(op, id, Cause::NotFound));
         };
@@ -285,6 +311,12 @@ impl MockRuntime {
         });
     }
 
+    /// Also writes every call to `journal` (as `runtime remove ID`, ...), so
+    /// a test can order them against other fakes writing to it.
+    pub fn journal(&self, journal: Journal) {
+        self.state.cast(move |s| s.journal = Some(journal));
+    }
+
     /// Every call so far, in order.
     pub async fn calls(&self) -> Vec<Call> {
         self.state
@@ -359,7 +391,7 @@ impl Runtime for MockRuntime {
         let name = spec.name.clone();
         let id = ContainerId(name.clone());
         self.ask(Op::Pull, &id, move |s| {
-            s.calls.push(Call::Pull { name: name.clone() });
+            s.record(Call::Pull { name: name.clone() });
             match s.injected(&name, Op::Pull) {
                 Some(msg) => Err(RuntimeError::new(Op::Pull, &name, Cause::Injected(msg))),
                 None => Ok(()),
@@ -372,7 +404,7 @@ impl Runtime for MockRuntime {
         let spec = spec.clone();
         let placeholder = ContainerId(spec.name.clone());
         self.ask(Op::Create, &placeholder, move |s| {
-            s.calls.push(Call::Create {
+            s.record(Call::Create {
                 name: spec.name.clone(),
             });
             check_spec(&spec)?;
@@ -619,7 +651,7 @@ impl Runtime for MockRuntime {
     fn abandon(&self, id: &ContainerId) {
         let key = id.clone();
         self.state.cast(move |s| {
-            s.calls.push(Call::Abandon { id: key.clone() });
+            s.record(Call::Abandon { id: key.clone() });
             s.exit(&key, ExitStatus::Signal(Signal::SIGKILL as i32));
             s.containers.remove(&key);
         });

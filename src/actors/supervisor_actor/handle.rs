@@ -57,6 +57,36 @@ impl SupervisorRef {
         ))
     }
 
+    /// Like [`SupervisorRef::start_with_events`], linked to `parent`: the
+    /// parent receives the supervisor's exit as a supervision event.
+    pub async fn start_linked(
+        spec: SupervisorSpec,
+        events: EventBus,
+        parent: ActorCell,
+    ) -> Result<Self, SupervisorError> {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        check(&spec)?;
+        let (actor, _) = Supervisor::spawn_linked(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                spec,
+                events: events.clone(),
+            },
+            parent,
+        )
+        .await
+        .map_err(|e| SupervisorError::Spawn {
+            name: name.to_string(),
+            reason: spawn_reason(e).to_string(),
+        })?;
+        Ok(Self {
+            actor,
+            events,
+            name,
+        })
+    }
+
     /// A handle to a supervisor cell (e.g. a nested supervisor found with
     /// `which_children`) publishing into `events`.
     pub fn from_cell(cell: ActorCell, name: impl Into<String>, events: EventBus) -> Self {

@@ -1,0 +1,927 @@
+//! One job execution as an actor, from `Pending` to exactly one terminal
+//! state, with its cleanup run exactly once on every path.
+//!
+//! The steps are messages the actor sends itself (`Next`), so a cancel, a
+//! deadline or a signal is handled between any two steps; the only long
+//! waits (an init step or the main command running) happen in small waiter
+//! tasks that report the exit back as a message. The order is the OCI one:
+//! pull, create, acquire the segment and attach the container, run the init
+//! steps to completion, start, wait (with the run's deadline), collect the
+//! output, then clean up: detach, release the segment, remove the
+//! container, revoke its token. Every transition is reported to the
+//! executor (which owns the table of executions) and written to
+//! `state.json` before the next step.
+//!
+//! In-process jobs ([`Work::Task`]) skip the container steps: the future
+//! runs in a task of its own with a [`TaskContext`] for output and
+//! cancellation.
+//!
+//! Failure: no handler returns an error (every failure becomes the
+//! execution's `Failed` state). If the actor dies anyway (a panic), its state
+//! is dropped without `post_stop`; the drop abandons the container (kills it
+//! synchronously), releases the segment and reports the execution failed,
+//! so nothing leaks and the execution still ends exactly once. When its
+//! supervisor stops it (node shutdown), `post_stop` stops what runs with the
+//! job's grace and finishes the execution as `Cancelled`.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+
+use crate::{
+    actors::{executor_actor::ExecutorMsg, overlay_actor::Overlay},
+    execution::{ExecutionId, ExecutionMeta, ExecutionStatus, FailReason, JobState},
+    runtime::{
+        ContainerId, ContainerSpec, ExitStatus, LogStream, Output, OutputSink, Runtime, Signal,
+        process::procfs,
+    },
+    spec::JobSpec,
+    store::{
+        CompletionEvent, ExecutionFiles, ExecutionOutput, Store, deliver,
+    },
+    tokens::TokenSink,
+};
+
+/// How long the output of an exited command may take to drain before the
+/// execution finishes without the rest.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Messages to a job actor. The public ones come from the executor.
+pub enum JobMsg {
+    /// Stop what runs (graceful signal, then kill after `grace`, default the
+    /// job's `stop_timeout`); the execution ends `Cancelled`.
+    Cancel {
+        /// Grace before the kill.
+        grace: Option<Duration>,
+    },
+    /// Sends a signal to the main command's process group.
+    Signal(Signal, RpcReplyPort<Result<(), String>>),
+    /// Stops (SIGSTOP) or continues (SIGCONT) the process group.
+    Pause(bool, RpcReplyPort<Result<(), String>>),
+    /// Internal: run the next step.
+    Next,
+    /// Internal: a container this actor waits on exited.
+    Exited(ContainerId, Result<ExitStatus, String>),
+    /// Internal: the in-process task returned.
+    TaskDone(Result<(), String>),
+    /// Internal: the run's deadline passed.
+    Deadline,
+    /// Internal: a cancelled task did not stop within its grace.
+    AbortTask,
+}
+
+/// What an execution runs.
+pub enum Work {
+    /// The job spec's command (or image), as a container.
+    Command,
+    /// A future in this process.
+    Task(TaskFn),
+}
+
+impl fmt::Debug for Work {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Command => f.write_str("Command"),
+            Self::Task(_) => f.write_str("Task(..)"),
+        }
+    }
+}
+
+/// The body of an in-process job.
+pub type TaskFn = Box<dyn FnOnce(TaskContext) -> BoxFuture<'static, Result<(), String>> + Send>;
+
+/// What an in-process job gets: its id, its output and its cancellation.
+#[derive(Clone)]
+pub struct TaskContext {
+    id: ExecutionId,
+    output: ExecutionOutput,
+    cancelled: watch::Receiver<bool>,
+}
+
+impl TaskContext {
+    /// The execution's id.
+    pub fn id(&self) -> ExecutionId {
+        self.id
+    }
+
+    /// Writes a line to the execution's stdout.
+    pub fn stdout(&self, line: &str) {
+        self.output.write_line(LogStream::Stdout, line);
+    }
+
+    /// Writes a line to the execution's stderr.
+    pub fn stderr(&self, line: &str) {
+        self.output.write_line(LogStream::Stderr, line);
+    }
+
+    /// True once the execution was cancelled (or its deadline passed).
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+
+    /// Resolves when the execution is cancelled: return soon after, or be
+    /// aborted when the grace runs out.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancelled.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+}
+
+/// What every job actor of a node shares.
+#[derive(Clone)]
+pub struct JobServices {
+    /// Where containers run.
+    pub runtime: Arc<dyn Runtime>,
+    /// Network segments.
+    pub overlay: Overlay,
+    /// Told when a container is removed.
+    pub tokens: Arc<dyn TokenSink>,
+    /// Durable records and logs (`None`: in memory only).
+    pub store: Option<Store>,
+    /// Longest a completion sink may run.
+    pub notify_timeout: Duration,
+}
+
+/// What a job actor starts with.
+pub struct JobArgs {
+    /// The execution's record (id, job, trigger, masked env).
+    pub meta: ExecutionMeta,
+    /// The job as registered when triggered.
+    pub spec: Arc<JobSpec>,
+    /// The environment with real values (env files applied).
+    pub env: BTreeMap<String, String>,
+    /// What to run.
+    pub work: Work,
+    /// Shared services.
+    pub services: JobServices,
+    /// Where to report transitions.
+    pub executor: ActorRef<ExecutorMsg>,
+}
+
+/// Why the run is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    Cancel,
+    Deadline,
+}
+
+/// Where the steps are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Setup,
+    Init(usize),
+    Start,
+    Running,
+}
+
+/// The state of one execution.
+pub struct Execution {
+    meta: ExecutionMeta,
+    spec: Arc<JobSpec>,
+    env: BTreeMap<String, String>,
+    work: Option<TaskFn>,
+    is_task: bool,
+    services: JobServices,
+    executor: ActorRef<ExecutorMsg>,
+    myself: ActorRef<JobMsg>,
+    status: ExecutionStatus,
+    phase: Phase,
+    files: Option<ExecutionFiles>,
+    output: ExecutionOutput,
+    main: Option<ContainerId>,
+    main_started: bool,
+    init: Option<ContainerId>,
+    segment: Option<String>,
+    attached: Option<ContainerId>,
+    stopping: Option<Stopping>,
+    grace: Duration,
+    started: Option<Instant>,
+    deadline: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<()>>,
+    task_cancel: watch::Sender<bool>,
+    finished: bool,
+}
+
+/// The job actor.
+pub struct JobActor;
+
+impl Actor for JobActor {
+    type Msg = JobMsg;
+    type State = Execution;
+    type Arguments = JobArgs;
+
+    /// Never fails: the first step runs from `post_start`.
+    async fn pre_start(
+        &self,
+        myself: ActorRef<JobMsg>,
+        args: JobArgs,
+    ) -> Result<Execution, ActorProcessingErr> {
+        let JobArgs {
+            meta,
+            spec,
+            env,
+            work,
+            services,
+            executor,
+        } = args;
+        let (is_task, work) = match work {
+            Work::Command => (false, None),
+            Work::Task(f) => (true, Some(f)),
+        };
+        let output = ExecutionOutput::in_memory(spec.max_log_size.as_u64());
+        Ok(Execution {
+            status: ExecutionStatus::pending(meta.created_at),
+            grace: spec.stop_timeout,
+            meta,
+            spec,
+            env,
+            work,
+            is_task,
+            services,
+            executor,
+            myself,
+            phase: Phase::Setup,
+            files: None,
+            output,
+            main: None,
+            main_started: false,
+            init: None,
+            segment: None,
+            attached: None,
+            stopping: None,
+            started: None,
+            deadline: None,
+            task: None,
+            task_cancel: watch::Sender::new(false),
+            finished: false,
+        })
+    }
+
+    /// Tells the executor where to reach this execution, then starts the steps.
+    async fn post_start(
+        &self,
+        myself: ActorRef<JobMsg>,
+        state: &mut Execution,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.executor.cast(ExecutorMsg::JobAttached {
+            id: state.meta.id,
+            actor: myself.clone(),
+        });
+        let _ = myself.cast(JobMsg::Next);
+        Ok(())
+    }
+
+    /// Every outcome, failures included, becomes a state; never returns an error.
+    async fn handle(
+        &self,
+        myself: ActorRef<JobMsg>,
+        msg: JobMsg,
+        state: &mut Execution,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.finished {
+            match msg {
+                JobMsg::Signal(_, reply) | JobMsg::Pause(_, reply) => {
+                    let _ = reply.send(Err(format!("execution is {}", state.status.state)));
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match msg {
+            JobMsg::Next => state.next().await,
+            JobMsg::Cancel { grace } => {
+                if let Some(g) = grace {
+                    state.grace = g;
+                }
+                state.stop(Stopping::Cancel).await;
+            }
+            JobMsg::Deadline => state.stop(Stopping::Deadline).await,
+            JobMsg::Exited(id, status) => state.exited(id, status).await,
+            JobMsg::TaskDone(result) => state.task_done(result).await,
+            JobMsg::AbortTask => {
+                if let Some(t) = state.task.take() {
+                    t.abort();
+                }
+                state.task_done(Err("aborted".into())).await;
+            }
+            JobMsg::Signal(signal, reply) => {
+                let _ = reply.send(state.signal(signal).await);
+            }
+            JobMsg::Pause(pause, reply) => {
+                let signal = if pause {
+                    Signal::SIGSTOP
+                } else {
+                    Signal::SIGCONT
+                };
+                let result = state.signal(signal).await;
+                if result.is_ok() && state.status.paused != pause {
+                    state.status.paused = pause;
+                    state.publish().await;
+                }
+                let _ = reply.send(result);
+            }
+        }
+        if state.finished {
+            myself.stop(None);
+        }
+        Ok(())
+    }
+
+    /// Stopped by its supervisor before the end (node shutdown): stops what
+    /// runs with the job's grace and finishes as `Cancelled`.
+    async fn post_stop(
+        &self,
+        _: ActorRef<JobMsg>,
+        state: &mut Execution,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.finished {
+            state.stopping = Some(Stopping::Cancel);
+            let _ = state.task_cancel.send(true);
+            if let Some(t) = state.task.take() {
+                t.abort();
+            }
+            let rt = state.services.runtime.clone();
+            for id in [state.init.clone(), state.main.clone()].into_iter().flatten() {
+                let _ = rt.stop(&id, state.grace).await;
+            }
+            state.finish(JobState::Cancelled).await;
+        }
+        Ok(())
+    }
+}
+
+impl Execution {
+    /// Runs the step the phase is at.
+    async fn next(&mut self) {
+        match self.phase {
+            Phase::Setup => self.setup().await,
+            Phase::Init(i) => self.run_init(i).await,
+            Phase::Start => self.start_main().await,
+            Phase::Running => {}
+        }
+    }
+
+    /// Records, output, then (for commands) pull, create, segment, attach.
+    async fn setup(&mut self) {
+        if let Some(store) = &self.services.store {
+            let (store, meta, status) = (store.clone(), self.meta.clone(), self.status.clone());
+            let max = self.spec.max_log_size.as_u64();
+            let made = tokio::task::spawn_blocking(move || {
+                let files = store.create(&meta, &status)?;
+                let output = files.output(max)?;
+                Ok::<_, crate::store::StoreError>((files, output))
+            })
+            .await;
+            match made {
+                Ok(Ok((files, output))) => {
+                    self.files = Some(files);
+                    self.output = output;
+                }
+                Ok(Err(e)) => {
+                    return self
+                        .fail(FailReason::ContainerCreate {
+                            message: format!("failed to create the execution's records: {e}"),
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    return self
+                        .fail(FailReason::ContainerCreate {
+                            message: format!("failed to create the execution's records: {e}"),
+                        })
+                        .await;
+                }
+            }
+        }
+        self.set(JobState::Initializing).await;
+        if self.is_task {
+            return self.start_task().await;
+        }
+        let rt = self.services.runtime.clone();
+        let spec = self.container_spec(self.container_name(None), self.spec.command.clone());
+        if let Err(e) = rt.pull_image(&spec).await {
+            return self
+                .fail(FailReason::ImagePull {
+                    message: e.to_string(),
+                })
+                .await;
+        }
+        let spec = spec.output(Output::new(self.output.clone()));
+        match rt.create(&spec).await {
+            Ok(id) => self.main = Some(id),
+            Err(e) => {
+                return self
+                    .fail(FailReason::ContainerCreate {
+                        message: e.to_string(),
+                    })
+                    .await;
+            }
+        }
+        let segment = self.spec.segment.clone().unwrap_or_else(|| self.spec.name.clone());
+        if let Err(e) = self.services.overlay.acquire(&segment).await {
+            return self
+                .fail(FailReason::OverlayAttach {
+                    message: e.to_string(),
+                })
+                .await;
+        }
+        self.segment = Some(segment.clone());
+        let main = self.main.clone().expect("created above");
+        if let Err(e) = self.services.overlay.attach(&main, &segment).await {
+            return self
+                .fail(FailReason::OverlayAttach {
+                    message: e.to_string(),
+                })
+                .await;
+        }
+        self.attached = Some(main);
+        self.advance(Phase::Init(0));
+    }
+
+    /// Starts init step `i` (or the main command after the last one).
+    async fn run_init(&mut self, i: usize) {
+        let Some(step) = self.spec.init.get(i) else {
+            return self.advance(Phase::Start);
+        };
+        let rt = self.services.runtime.clone();
+        let spec = self
+            .container_spec(self.container_name(Some(i + 1)), step.command.clone())
+            .output(Output::new(Unclosed(self.output.clone())));
+        let fail = |message: String| FailReason::InitStep {
+            step: i + 1,
+            message,
+        };
+        if let Err(e) = rt.pull_image(&spec).await {
+            return self.fail(fail(e.to_string())).await;
+        }
+        let id = match rt.create(&spec).await {
+            Ok(id) => id,
+            Err(e) => return self.fail(fail(e.to_string())).await,
+        };
+        self.init = Some(id.clone());
+        if let Err(e) = rt.start(&id).await {
+            return self.fail(fail(e.to_string())).await;
+        }
+        self.watch(id);
+    }
+
+    /// Starts the main command and arms the deadline.
+    async fn start_main(&mut self) {
+        let Some(id) = self.main.clone() else {
+            return;
+        };
+        let rt = self.services.runtime.clone();
+        if let Err(e) = rt.start(&id).await {
+            return self
+                .fail(FailReason::Start {
+                    message: e.to_string(),
+                })
+                .await;
+        }
+        self.main_started = true;
+        self.started = Some(Instant::now());
+        self.status.started_at = Some(Utc::now());
+        if let Ok(Some(pid)) = rt.pid(&id).await {
+            self.status.pid = Some(pid);
+            self.status.pid_start_ticks = procfs::stat(pid as i32).map(|s| s.start);
+        }
+        self.phase = Phase::Running;
+        self.arm_deadline();
+        self.set(JobState::Running).await;
+        self.watch(id);
+    }
+
+    /// Runs the in-process task.
+    async fn start_task(&mut self) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        let ctx = TaskContext {
+            id: self.meta.id,
+            output: self.output.clone(),
+            cancelled: self.task_cancel.subscribe(),
+        };
+        let me = self.myself.clone();
+        let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(ctx)));
+        let fut = match fut {
+            Ok(f) => f,
+            Err(p) => {
+                return self
+                    .fail(FailReason::Task {
+                        message: panic_message(&p),
+                    })
+                    .await;
+            }
+        };
+        self.main_started = true;
+        self.started = Some(Instant::now());
+        self.status.started_at = Some(Utc::now());
+        self.phase = Phase::Running;
+        let inner = tokio::spawn(fut);
+        self.task = Some(tokio::spawn(async move {
+            let result = match inner.await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(&e.into_panic()))),
+                Err(_) => Err("aborted".into()),
+            };
+            let _ = me.cast(JobMsg::TaskDone(result));
+        }));
+        self.arm_deadline();
+        self.set(JobState::Running).await;
+    }
+
+    /// A watched container exited.
+    async fn exited(&mut self, id: ContainerId, status: Result<ExitStatus, String>) {
+        if self.init.as_ref() == Some(&id) {
+            self.init = None;
+            let rt = self.services.runtime.clone();
+            if let Err(e) = rt.remove(&id).await {
+                tracing::warn!(container = %id, error = %e, "failed to remove an init container");
+            }
+            let Phase::Init(i) = self.phase else { return };
+            if self.stopping.is_some() {
+                return self.finish_stopped(None).await;
+            }
+            return match status {
+                Ok(ExitStatus::Code(0)) => self.advance(Phase::Init(i + 1)),
+                Ok(other) => {
+                    self.fail(FailReason::InitStep {
+                        step: i + 1,
+                        message: other.to_string(),
+                    })
+                    .await
+                }
+                Err(message) => {
+                    self.fail(FailReason::InitStep {
+                        step: i + 1,
+                        message,
+                    })
+                    .await
+                }
+            };
+        }
+        if self.main.as_ref() != Some(&id) {
+            return;
+        }
+        let status = match status {
+            Ok(s) => s,
+            Err(message) => {
+                // The command may still run: make sure it does not.
+                let _ = self.services.runtime.stop(&id, Duration::ZERO).await;
+                return self.fail(FailReason::Wait { message }).await;
+            }
+        };
+        self.status.signal = status.signal();
+        if self.stopping.is_some() {
+            return self.finish_stopped(status.code()).await;
+        }
+        let state = match status {
+            ExitStatus::Code(0) => JobState::Completed {
+                exit_code: 0,
+                duration: self.elapsed(),
+            },
+            ExitStatus::Code(code) => JobState::Failed {
+                reason: FailReason::NonZeroExit { code },
+                exit_code: Some(code),
+            },
+            ExitStatus::Signal(signal) => JobState::Failed {
+                reason: FailReason::KilledBySignal { signal },
+                exit_code: None,
+            },
+        };
+        self.finish(state).await;
+    }
+
+    async fn task_done(&mut self, result: Result<(), String>) {
+        self.task = None;
+        self.output.close(LogStream::Stdout);
+        self.output.close(LogStream::Stderr);
+        if self.stopping.is_some() {
+            return self.finish_stopped(None).await;
+        }
+        let state = match result {
+            Ok(()) => JobState::Completed {
+                exit_code: 0,
+                duration: self.elapsed(),
+            },
+            Err(message) => JobState::Failed {
+                reason: FailReason::Task { message },
+                exit_code: None,
+            },
+        };
+        self.finish(state).await;
+    }
+
+    /// Cancel or deadline: stop whatever runs; finish now if nothing does.
+    async fn stop(&mut self, why: Stopping) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if why == Stopping::Deadline && self.phase != Phase::Running {
+            // A deadline only counts once the main command runs.
+        }
+        self.stopping = Some(why);
+        if self.is_task {
+            if self.task.is_some() {
+                let _ = self.task_cancel.send(true);
+                let me = self.myself.clone();
+                let grace = self.grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let _ = me.cast(JobMsg::AbortTask);
+                });
+                return;
+            }
+            return self.finish_stopped(None).await;
+        }
+        let running = match self.phase {
+            Phase::Running => self.main.clone(),
+            Phase::Init(_) => self.init.clone(),
+            _ => None,
+        };
+        match running {
+            Some(id) => {
+                let rt = self.services.runtime.clone();
+                let grace = self.grace;
+                tokio::spawn(async move {
+                    if let Err(e) = rt.stop(&id, grace).await {
+                        tracing::warn!(container = %id, error = %e, "failed to stop a job container");
+                    }
+                });
+            }
+            None => self.finish_stopped(None).await,
+        }
+    }
+
+    /// The end of a cancelled or timed-out run.
+    async fn finish_stopped(&mut self, exit_code: Option<i32>) {
+        let state = match self.stopping {
+            Some(Stopping::Deadline) => JobState::Failed {
+                reason: FailReason::DeadlineExceeded {
+                    deadline: self.spec.deadline.unwrap_or_default(),
+                },
+                exit_code,
+            },
+            _ => JobState::Cancelled,
+        };
+        self.finish(state).await;
+    }
+
+    async fn signal(&mut self, signal: Signal) -> Result<(), String> {
+        if self.is_task {
+            return Err("an in-process job cannot be signalled".into());
+        }
+        let id = match self.phase {
+            Phase::Running => self.main.clone(),
+            Phase::Init(_) => self.init.clone(),
+            _ => None,
+        }
+        .ok_or_else(|| format!("execution is {}: nothing runs yet", self.status.state))?;
+        self.services
+            .runtime
+            .signal(&id, signal)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn fail(&mut self, reason: FailReason) {
+        self.finish(JobState::Failed {
+            reason,
+            exit_code: None,
+        })
+        .await;
+    }
+
+    /// The one way out: output, cleanup, final record, report, sinks.
+    async fn finish(&mut self, state: JobState) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Some(t) = self.deadline.take() {
+            t.abort();
+        }
+        if self.main_started && !self.is_task {
+            let _ = tokio::time::timeout(OUTPUT_DRAIN, self.output.wait_closed()).await;
+        }
+        if let Err(e) = self.output.finish() {
+            tracing::warn!(execution = %self.meta.id, error = %e, "failed to write the execution's logs");
+        }
+        self.cleanup().await;
+        self.status.paused = false;
+        self.status.finished_at = Some(Utc::now());
+        self.status.state = state;
+        self.publish().await;
+        let _ = self.executor.cast(ExecutorMsg::JobFinished {
+            id: self.meta.id,
+            status: self.status.clone(),
+        });
+        self.notify().await;
+    }
+
+    /// Detach, release the segment, remove the containers, revoke the token:
+    /// each at most once, whatever was reached.
+    async fn cleanup(&mut self) {
+        let rt = self.services.runtime.clone();
+        if let Some(id) = self.init.take() {
+            let _ = rt.stop(&id, Duration::ZERO).await;
+            if let Err(e) = rt.remove(&id).await {
+                tracing::warn!(container = %id, error = %e, "failed to remove an init container");
+            }
+        }
+        if let Some(id) = self.attached.take()
+            && let Err(e) = self.services.overlay.detach(&id).await
+        {
+            tracing::warn!(container = %id, error = %e, "failed to detach a job container");
+        }
+        if let Some(segment) = self.segment.take()
+            && let Err(e) = self.services.overlay.release(&segment).await
+        {
+            tracing::warn!(%segment, error = %e, "failed to release a job segment");
+        }
+        if let Some(id) = self.main.take() {
+            if self.main_started
+                && let Ok(crate::runtime::ContainerState::Running { .. }) = rt.state(&id).await
+            {
+                let _ = rt.stop(&id, Duration::ZERO).await;
+            }
+            if let Err(e) = rt.remove(&id).await {
+                tracing::warn!(container = %id, error = %e, "failed to remove a job container");
+            }
+            self.services.tokens.revoke(self.meta.id, &id);
+        }
+    }
+
+    /// Completion event to `completion_event.json` and the job's sinks.
+    async fn notify(&mut self) {
+        let Some(files) = self.files.clone() else {
+            return;
+        };
+        let event = CompletionEvent::new(&self.meta, &self.status, files.dir());
+        let record = deliver(
+            &self.spec.notify,
+            &event,
+            &files,
+            self.services.notify_timeout,
+        )
+        .await;
+        let _ = tokio::task::spawn_blocking(move || files.write_completion(&record)).await;
+    }
+
+    /// Moves to `state`, reports it and writes it down.
+    async fn set(&mut self, state: JobState) {
+        self.status.state = state;
+        self.publish().await;
+    }
+
+    /// Reports the status to the executor and writes `state.json`.
+    async fn publish(&mut self) {
+        self.status.updated_at = Utc::now();
+        let _ = self.executor.cast(ExecutorMsg::JobUpdate {
+            id: self.meta.id,
+            status: self.status.clone(),
+            output: Some(self.output.clone()),
+        });
+        if let Some(files) = self.files.clone() {
+            let status = self.status.clone();
+            match tokio::task::spawn_blocking(move || files.write_state(&status)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json"),
+                Err(e) => tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json"),
+            }
+        }
+    }
+
+    fn advance(&mut self, phase: Phase) {
+        self.phase = phase;
+        let _ = self.myself.cast(JobMsg::Next);
+    }
+
+    /// Waits for `id` to exit in a task that reports back.
+    fn watch(&self, id: ContainerId) {
+        let rt = self.services.runtime.clone();
+        let me = self.myself.clone();
+        tokio::spawn(async move {
+            let status = rt.wait(&id).await.map_err(|e| e.to_string());
+            let _ = me.cast(JobMsg::Exited(id, status));
+        });
+    }
+
+    fn arm_deadline(&mut self) {
+        if let Some(d) = self.spec.deadline {
+            let me = self.myself.clone();
+            self.deadline = Some(tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                let _ = me.cast(JobMsg::Deadline);
+            }));
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    /// Containers are named after the job (`backup`, `backup-init-1`); the
+    /// runtime's ids tell executions apart, the `execution` label says which.
+    fn container_name(&self, init: Option<usize>) -> String {
+        match init {
+            Some(n) => format!("{}-init-{n}", self.spec.name),
+            None => self.spec.name.clone(),
+        }
+    }
+
+    fn container_spec(&self, name: String, command: Vec<String>) -> ContainerSpec {
+        let mut spec = ContainerSpec::command(name, command);
+        spec.image = self.spec.image.clone();
+        spec.env = self.env.clone();
+        spec.inherit_env = self.spec.inherit_env;
+        spec.cwd = self.spec.cwd.clone();
+        spec.labels = self.spec.labels.clone();
+        spec.labels.insert("job".into(), self.spec.name.clone());
+        spec.labels.insert("execution".into(), self.meta.id.to_string());
+        spec
+    }
+}
+
+impl Drop for Execution {
+    /// The actor died without finishing (a panic): kill the container now,
+    /// give the segment back, and report the execution failed.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        for id in [self.init.take(), self.main.take()].into_iter().flatten() {
+            self.services.runtime.abandon(&id);
+            self.services.tokens.revoke(self.meta.id, &id);
+        }
+        if let Some(c) = self.attached.take() {
+            let (tx, _) = tokio::sync::oneshot::channel();
+            let _ = self
+                .services
+                .overlay
+                .actor()
+                .cast(crate::actors::overlay_actor::OverlayMsg::Detach(c, tx.into()));
+        }
+        if let Some(s) = self.segment.take() {
+            let (tx, _) = tokio::sync::oneshot::channel();
+            let _ = self
+                .services
+                .overlay
+                .actor()
+                .cast(crate::actors::overlay_actor::OverlayMsg::Release(s, tx.into()));
+        }
+        self.status.state = JobState::Failed {
+            reason: FailReason::Task {
+                message: "the job actor died".into(),
+            },
+            exit_code: None,
+        };
+        self.status.finished_at = Some(Utc::now());
+        if let Some(files) = &self.files {
+            let _ = files.write_state(&self.status);
+        }
+        let _ = self.executor.cast(ExecutorMsg::JobFinished {
+            id: self.meta.id,
+            status: self.status.clone(),
+        });
+    }
+}
+
+/// Forwards an init container's output but not its end: the execution's
+/// streams close when the main command's do.
+struct Unclosed(ExecutionOutput);
+
+impl OutputSink for Unclosed {
+    fn write(&self, stream: LogStream, bytes: &[u8]) {
+        self.0.write(stream, bytes);
+    }
+    fn close(&self, _: LogStream) {}
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// Hands `args` to the first start only (job actors are temporary children:
+/// never restarted).
+pub(crate) fn once<T>(value: T) -> impl Fn() -> Option<T> + Send + Sync + 'static
+where
+    T: Send + 'static,
+{
+    let cell = Mutex::new(Some(value));
+    move || cell.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
