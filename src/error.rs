@@ -1,6 +1,9 @@
 //! The crate's error: one enum per module, rolled up here.
 
-use crate::{actors::supervisor_actor::SupervisorError, runtime::RuntimeError, spec::SpecErrors};
+use crate::{
+    actors::supervisor_actor::SupervisorError, runtime::RuntimeError, spec::SpecErrors,
+    store::StoreError,
+};
 
 /// Any arbor error.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,9 @@ pub enum Error {
     /// A supervisor failed or refused a call.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// The durable store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// `Result` with arbor's [`Error`].

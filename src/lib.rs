@@ -7,6 +7,7 @@ pub mod execution;
 pub mod panics;
 pub mod runtime;
 pub mod spec;
+pub mod store;
 pub mod testing;
 
 mod owned;
@@ -27,6 +28,10 @@ pub use execution::{
 pub use runtime::{
     ContainerId, ContainerSpec, ContainerState, ExitStatus, MockRuntime, Output, OutputSink,
     ProcessRuntime, Runtime, RuntimeError,
+};
+pub use store::{
+    CompletionEvent, CompletionRecord, Delivery, ExecutionFiles, ExecutionOutput, LogSnapshot,
+    LogSnapshotQuery, SnapshotStream, Store, StoreError,
 };
 pub use spec::{
     BackoffPolicy, ExitAction, ExitRules, History, InitStep, JobSpec, NotifySpec, OnLimit, Overlap,
