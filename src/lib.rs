@@ -29,11 +29,11 @@ pub use runtime::{
     ContainerId, ContainerSpec, ContainerState, ExitStatus, MockRuntime, Output, OutputSink,
     ProcessRuntime, Runtime, RuntimeError,
 };
-pub use store::{
-    CompletionEvent, CompletionRecord, Delivery, ExecutionFiles, ExecutionOutput, LogSnapshot,
-    LogSnapshotQuery, SnapshotStream, Store, StoreError,
-};
 pub use spec::{
     BackoffPolicy, ExitAction, ExitRules, History, InitStep, JobSpec, NotifySpec, OnLimit, Overlap,
     PanicAction, RestartType, Shutdown, SpecError, SpecErrors, Strategy, SupervisorFlags,
+};
+pub use store::{
+    CompletionEvent, CompletionRecord, Delivery, ExecutionFiles, ExecutionOutput, LogSnapshot,
+    LogSnapshotQuery, SnapshotStream, Store, StoreError,
 };

@@ -161,10 +161,9 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
         source,
     })?;
     bytes.push(b'\n');
-    let name = path.file_name().map_or_else(
-        || "file".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
     // Unique per call, so that concurrent writers never share a temp file.
     let tmp = path.with_file_name(format!(
         "{name}{TMP_MARK}{}-{}",

@@ -17,7 +17,9 @@ use super::{
     files::{TMP_MARK, read_json},
 };
 use crate::{
-    execution::{ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState},
+    execution::{
+        ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState,
+    },
     runtime::process::procfs,
 };
 
@@ -150,7 +152,7 @@ pub(crate) fn load_all(store: &Store) -> Result<Loaded, StoreError> {
     }
     loaded
         .records
-        .sort_by(|a, b| (a.meta.created_at, a.meta.id).cmp(&(b.meta.created_at, b.meta.id)));
+        .sort_by_key(|r| (r.meta.created_at, r.meta.id));
     Ok(loaded)
 }
 

@@ -1,12 +1,7 @@
 //! Tail snapshots of a log, from the live in-memory tail or from the files
 //! on disk, with what they leave out.
 
-use std::{
-    fs::File,
-    io,
-    os::unix::fs::FileExt,
-    path::Path,
-};
+use std::{fs::File, io, os::unix::fs::FileExt, path::Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -213,7 +208,9 @@ fn read_tail(file: &File, query: LogSnapshotQuery) -> io::Result<LogSnapshot> {
         {
             break;
         }
-        let len = block.min(cap - total).min(start.try_into().unwrap_or(usize::MAX));
+        let len = block
+            .min(cap - total)
+            .min(start.try_into().unwrap_or(usize::MAX));
         let at = start - len as u64;
         let mut buf = vec![0; len];
         file.read_exact_at(&mut buf, at)?;
