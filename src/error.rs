@@ -1,6 +1,9 @@
 //! The crate's error: one enum per module, rolled up here.
 
-use crate::{actors::supervisor_actor::SupervisorError, runtime::RuntimeError, spec::SpecErrors};
+use crate::{
+    actors::supervisor_actor::SupervisorError, runtime::RuntimeError, spec::SpecErrors,
+    store::StoreError,
+};
 
 /// Any arbor error.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +19,7 @@ pub enum Error {
     Supervisor(#[from] SupervisorError),
     /// Durable records could not be read or written.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     /// A job request was refused.
     #[error(transparent)]
     Executor(#[from] crate::actors::executor_actor::ExecutorError),

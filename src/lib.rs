@@ -38,3 +38,7 @@ pub use spec::{
     BackoffPolicy, ExitAction, ExitRules, History, InitStep, JobSpec, NotifySpec, OnLimit, Overlap,
     PanicAction, RestartType, Shutdown, SpecError, SpecErrors, Strategy, SupervisorFlags,
 };
+pub use store::{
+    CompletionEvent, CompletionRecord, Delivery, ExecutionFiles, ExecutionOutput, LogSnapshot,
+    LogSnapshotQuery, SnapshotStream, Store, StoreError,
+};

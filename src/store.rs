@@ -1,185 +1,278 @@
-//! PLACEHOLDER until the store branch lands: the API the job actor and the
-//! executor are written against.
-#![allow(missing_docs, dead_code, unused_variables)]
+//! The durable store: every execution's record and logs on disk, so that
+//! they survive a restart of the node.
+//!
+//! Layout, one directory per execution under `<state_dir>/executions/<id>/`:
+//!
+//! | file | what | written |
+//! | --- | --- | --- |
+//! | `meta.json` | [`ExecutionMeta`] | once, at create |
+//! | `state.json` | [`ExecutionStatus`] | atomically (temp file, fsync, rename) on every change |
+//! | `stdout.log`, `stderr.log` | the raw bytes of each stream | as they are read |
+//! | `full.log` | both streams line by line, `<RFC 3339 time> [STDOUT] line` | as lines complete |
+//! | `completion_event.json` | the [`CompletionEvent`] and each sink's [`Delivery`] | at the end |
+//!
+//! [`Store::load_all`] reads everything back at start-up. An execution that
+//! was still active when the node died is marked failed (`node restarted`),
+//! and its process group is killed when the recorded pid is still the very
+//! process that was recorded (same start time), never a reused pid.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
-
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    execution::{ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, JobState, JobTrigger},
-    runtime::{LogStream, OutputSink},
-    spec::NotifySpec,
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use crate::execution::{ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus};
+
+mod completion;
+mod env;
+mod files;
+mod output;
+mod recovery;
+mod snapshot;
+
+pub use completion::{
+    CompletionEvent, CompletionRecord, DEFAULT_NOTIFY_TIMEOUT, Delivery, DeliverySink, deliver,
+};
+pub use env::{MASK, mask_env, parse_env, read_env_files};
+pub use files::ExecutionFiles;
+pub use output::ExecutionOutput;
+pub use recovery::{KillOutcome, Loaded, Recovered};
+pub use snapshot::{
+    DEFAULT_DISK_SNAPSHOT_BYTES, LogSnapshot, LogSnapshotQuery, SnapshotStream, read_snapshot,
+};
+
+/// `meta.json`.
+pub const META_FILE: &str = "meta.json";
+/// `state.json`.
+pub const STATE_FILE: &str = "state.json";
+/// `stdout.log`.
+pub const STDOUT_FILE: &str = "stdout.log";
+/// `stderr.log`.
+pub const STDERR_FILE: &str = "stderr.log";
+/// `full.log`.
+pub const FULL_LOG_FILE: &str = "full.log";
+/// `completion_event.json`.
+pub const COMPLETION_FILE: &str = "completion_event.json";
+
+/// A failed store operation, naming the file or directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("failed to {0}")]
-    Io(String),
+    /// A directory could not be created.
+    #[error("failed to create directory {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file or directory could not be read (or opened).
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file could not be written (or opened for writing, or synced).
+    #[error("failed to write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file or directory could not be removed.
+    #[error("failed to remove {}: {source}", path.display())]
+    Remove {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON file does not hold what it should.
+    #[error("failed to parse {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be turned into JSON.
+    #[error("failed to serialize {}: {source}", path.display())]
+    Serialize {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A line of an env file is not `KEY=VALUE`.
+    #[error("failed to parse env file {}: line {line}: {message}", path.display())]
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An execution directory is not what the store writes (a name that is
+    /// no execution id, a `meta.json` of another execution).
+    #[error("failed to load {}: {reason}", path.display())]
+    Invalid {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An execution has no directory.
+    #[error("failed to find execution {id}: no directory {}", path.display())]
+    NotFound {
+        /// The execution.
+        id: ExecutionId,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    root: PathBuf,
-}
+impl StoreError {
+    pub(crate) fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Read {
+            path: path.into(),
+            source,
+        }
+    }
 
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub records: Vec<ExecutionRecord>,
-    pub skipped: Vec<(PathBuf, String)>,
-}
-
-impl Store {
-    pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        Ok(Store { root: dir.into() })
-    }
-    pub fn create(&self, meta: &ExecutionMeta, status: &ExecutionStatus) -> Result<ExecutionFiles, StoreError> {
-        Ok(ExecutionFiles { dir: self.root.join(meta.id.to_string()) })
-    }
-    pub fn load_all(&self) -> Result<Loaded, StoreError> {
-        Ok(Loaded::default())
-    }
-    pub fn remove(&self, id: ExecutionId) -> Result<(), StoreError> {
-        Ok(())
-    }
-    pub fn dir(&self, id: ExecutionId) -> PathBuf {
-        self.root.join(id.to_string())
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ExecutionFiles {
-    dir: PathBuf,
-}
-
-impl ExecutionFiles {
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-    pub fn write_state(&self, status: &ExecutionStatus) -> Result<(), StoreError> {
-        Ok(())
-    }
-    pub fn output(&self, max_log_size: u64) -> Result<ExecutionOutput, StoreError> {
-        Ok(ExecutionOutput::default())
-    }
-    pub fn write_completion(&self, record: &CompletionRecord) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default)]
-pub struct ExecutionOutput {
-    closed: Arc<tokio::sync::watch::Sender<u8>>,
-}
-
-impl OutputSink for ExecutionOutput {
-    fn write(&self, stream: LogStream, bytes: &[u8]) {}
-    fn close(&self, stream: LogStream) {
-        self.closed.send_modify(|n| *n += 1);
-    }
-}
-
-impl ExecutionOutput {
-    pub fn in_memory(max_log_size: u64) -> Self {
-        Self::default()
-    }
-    pub fn write_line(&self, stream: LogStream, line: &str) {}
-    pub fn closed(&self) -> bool {
-        *self.closed.borrow() >= 2
-    }
-    pub async fn wait_closed(&self) {
-        let mut rx = self.closed.subscribe();
-        let _ = rx.wait_for(|n| *n >= 2).await;
-    }
-    pub fn finish(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    pub fn snapshot(&self, query: LogSnapshotQuery) -> LogSnapshot {
-        LogSnapshot::default()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotStream {
-    Stdout,
-    Stderr,
-    #[default]
-    Full,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct LogSnapshotQuery {
-    pub stream: SnapshotStream,
-    pub tail_lines: Option<usize>,
-    pub max_bytes: Option<usize>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LogSnapshot {
-    pub text: String,
-    pub observed_bytes: u64,
-    pub included_bytes: u64,
-    pub truncated: bool,
-    pub lines: usize,
-}
-
-pub fn read_snapshot(dir: &std::path::Path, query: LogSnapshotQuery) -> Result<LogSnapshot, StoreError> {
-    Ok(LogSnapshot::default())
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompletionEvent {
-    pub event_type: String,
-    pub execution_id: ExecutionId,
-    pub job: String,
-    pub attempt: u32,
-    pub trigger: JobTrigger,
-    pub state: JobState,
-    pub exit_code: Option<i32>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<u64>,
-    pub stdout_path: PathBuf,
-    pub stderr_path: PathBuf,
-}
-
-impl CompletionEvent {
-    pub fn new(meta: &ExecutionMeta, status: &ExecutionStatus, dir: &std::path::Path) -> Self {
-        Self {
-            event_type: status.state.name().into(),
-            execution_id: meta.id,
-            job: meta.job.clone(),
-            attempt: meta.attempt,
-            trigger: meta.trigger.clone(),
-            state: status.state.clone(),
-            exit_code: status.state.exit_code(),
-            started_at: status.started_at,
-            finished_at: status.finished_at,
-            duration_ms: None,
-            stdout_path: dir.join("stdout.log"),
-            stderr_path: dir.join("stderr.log"),
+    pub(crate) fn write(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Write {
+            path: path.into(),
+            source,
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompletionRecord {
-    pub event: CompletionEvent,
-    pub deliveries: Vec<serde_json::Value>,
+/// The store: a directory of execution directories. Cheap to clone.
+///
+/// Its methods do blocking file I/O (small files, except [`Store::remove`]
+/// of a big log); async callers on a busy executor may wrap them in
+/// `spawn_blocking`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: Arc<StoreRoot>,
 }
 
-pub async fn deliver(notify: &NotifySpec, event: &CompletionEvent, files: &ExecutionFiles, timeout: Duration) -> CompletionRecord {
-    CompletionRecord { event: event.clone(), deliveries: vec![] }
+#[derive(Debug)]
+struct StoreRoot {
+    state_dir: PathBuf,
+    executions: PathBuf,
 }
 
-pub fn read_env_files(paths: &[PathBuf]) -> Result<BTreeMap<String, String>, StoreError> {
-    Ok(BTreeMap::new())
-}
+impl Store {
+    /// Opens (creating it when missing) the store under `state_dir`: its
+    /// executions live in `state_dir/executions/`.
+    pub fn open(state_dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let state_dir = state_dir.into();
+        let executions = state_dir.join("executions");
+        fs::create_dir_all(&executions).map_err(|source| StoreError::CreateDir {
+            path: executions.clone(),
+            source,
+        })?;
+        Ok(Store {
+            root: Arc::new(StoreRoot {
+                state_dir,
+                executions,
+            }),
+        })
+    }
 
-pub fn mask_env(env: &BTreeMap<String, String>, mask: &[String]) -> BTreeMap<String, String> {
-    env.iter()
-        .map(|(k, v)| (k.clone(), if mask.contains(k) { "***".into() } else { v.clone() }))
-        .collect()
+    /// The state directory the store was opened on.
+    pub fn state_dir(&self) -> &Path {
+        &self.root.state_dir
+    }
+
+    /// `state_dir/executions`.
+    pub fn executions_dir(&self) -> &Path {
+        &self.root.executions
+    }
+
+    /// The directory of execution `id` (whether or not it exists).
+    pub fn dir(&self, id: ExecutionId) -> PathBuf {
+        self.root.executions.join(id.to_string())
+    }
+
+    /// Creates the directory of a new execution with its `meta.json` and
+    /// first `state.json` (both written atomically and synced).
+    pub fn create(
+        &self,
+        meta: &ExecutionMeta,
+        status: &ExecutionStatus,
+    ) -> Result<ExecutionFiles, StoreError> {
+        let dir = self.dir(meta.id);
+        fs::create_dir(&dir).map_err(|source| StoreError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let files = ExecutionFiles::new(meta.id, dir);
+        files::write_json_atomic(&files.meta_path(), meta)?;
+        files.write_state(status)?;
+        files::sync_dir(&self.root.executions)?;
+        Ok(files)
+    }
+
+    /// The files of an existing execution (after [`Store::load_all`]).
+    pub fn files(&self, id: ExecutionId) -> Result<ExecutionFiles, StoreError> {
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound { id, path: dir });
+        }
+        Ok(ExecutionFiles::new(id, dir))
+    }
+
+    /// Reads one execution's record back, as is (no recovery).
+    pub fn load(&self, id: ExecutionId) -> Result<ExecutionRecord, StoreError> {
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound { id, path: dir });
+        }
+        recovery::read_record(&dir)
+    }
+
+    /// Reads every execution back, sorted by `created_at`, recovering the
+    /// ones that were active when the node died; see [`Loaded`].
+    ///
+    /// A directory that cannot be read is skipped and reported in
+    /// [`Loaded::skipped`]; only an unreadable `executions/` fails the call.
+    pub fn load_all(&self) -> Result<Loaded, StoreError> {
+        recovery::load_all(self)
+    }
+
+    /// A snapshot of a log of execution `id` read from its files.
+    pub fn read_snapshot(
+        &self,
+        id: ExecutionId,
+        query: LogSnapshotQuery,
+    ) -> Result<LogSnapshot, StoreError> {
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound { id, path: dir });
+        }
+        read_snapshot(&dir, query)
+    }
+
+    /// Deletes the directory of execution `id` and everything in it (a
+    /// missing directory is not an error).
+    pub fn remove(&self, id: ExecutionId) -> Result<(), StoreError> {
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Remove { path: dir, source }),
+        }
+    }
 }

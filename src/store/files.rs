@@ -1,0 +1,190 @@
+//! One execution's directory: its paths, atomic JSON writes of its state
+//! and completion record, and the opening of its logs.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    COMPLETION_FILE, CompletionRecord, ExecutionOutput, FULL_LOG_FILE, META_FILE, STATE_FILE,
+    STDERR_FILE, STDOUT_FILE, StoreError,
+};
+use crate::execution::{ExecutionId, ExecutionStatus};
+
+/// Suffix of the temporary files of atomic writes (`state.json.tmp-...`);
+/// leftovers of a crash are removed by `load_all`.
+pub(crate) const TMP_MARK: &str = ".tmp-";
+
+/// The directory of one execution. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ExecutionFiles {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: ExecutionId,
+    dir: PathBuf,
+    /// The directory was synced after a rename into it.
+    dir_synced: AtomicBool,
+}
+
+impl ExecutionFiles {
+    pub(crate) fn new(id: ExecutionId, dir: PathBuf) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                dir,
+                dir_synced: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The execution's id.
+    pub fn id(&self) -> ExecutionId {
+        self.inner.id
+    }
+
+    /// `<state_dir>/executions/<id>`.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// `meta.json`.
+    pub fn meta_path(&self) -> PathBuf {
+        self.inner.dir.join(META_FILE)
+    }
+
+    /// `state.json`.
+    pub fn state_path(&self) -> PathBuf {
+        self.inner.dir.join(STATE_FILE)
+    }
+
+    /// `stdout.log`.
+    pub fn stdout_path(&self) -> PathBuf {
+        self.inner.dir.join(STDOUT_FILE)
+    }
+
+    /// `stderr.log`.
+    pub fn stderr_path(&self) -> PathBuf {
+        self.inner.dir.join(STDERR_FILE)
+    }
+
+    /// `full.log`.
+    pub fn full_log_path(&self) -> PathBuf {
+        self.inner.dir.join(FULL_LOG_FILE)
+    }
+
+    /// `completion_event.json`.
+    pub fn completion_path(&self) -> PathBuf {
+        self.inner.dir.join(COMPLETION_FILE)
+    }
+
+    /// Replaces `state.json` atomically: a reader (or a node restarted at any
+    /// instant) sees the old status or the new one, never a mix.
+    ///
+    /// Blocking (a write, an fsync and a rename; the first call also syncs
+    /// the directory): from async code, call it from `spawn_blocking`, or
+    /// accept a stall of the worker thread of about one fsync.
+    pub fn write_state(&self, status: &ExecutionStatus) -> Result<(), StoreError> {
+        write_json_atomic(&self.state_path(), status)?;
+        if !self.inner.dir_synced.swap(true, Ordering::AcqRel) {
+            sync_dir(&self.inner.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `state.json`.
+    pub fn read_state(&self) -> Result<ExecutionStatus, StoreError> {
+        read_json(&self.state_path())
+    }
+
+    /// Opens (creating, appending to) the three logs for capture, with a
+    /// live tail of `max_log_size` bytes per stream in memory.
+    pub fn output(&self, max_log_size: u64) -> Result<ExecutionOutput, StoreError> {
+        let open = |path: PathBuf| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map(|f| (f, path.clone()))
+                .map_err(|e| StoreError::write(path, e))
+        };
+        let stdout = open(self.stdout_path())?;
+        let stderr = open(self.stderr_path())?;
+        let full = open(self.full_log_path())?;
+        Ok(ExecutionOutput::with_files(
+            max_log_size,
+            Some([stdout, stderr, full]),
+        ))
+    }
+
+    /// Writes `completion_event.json` atomically (blocking, like
+    /// [`ExecutionFiles::write_state`]).
+    pub fn write_completion(&self, record: &CompletionRecord) -> Result<(), StoreError> {
+        write_json_atomic(&self.completion_path(), record)
+    }
+
+    /// Reads `completion_event.json`, `None` when there is none yet.
+    pub fn read_completion(&self) -> Result<Option<CompletionRecord>, StoreError> {
+        let path = self.completion_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+}
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let bytes = fs::read(path).map_err(|e| StoreError::read(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| StoreError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `value` as JSON to a temporary file beside `path`, syncs it and
+/// renames it over `path`.
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Serialize {
+        path: path.to_owned(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    // Unique per call, so that concurrent writers never share a temp file.
+    let tmp = path.with_file_name(format!(
+        "{name}{TMP_MARK}{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        StoreError::write(path, e)
+    })
+}
+
+/// fsyncs a directory, so that a rename or create in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::write(dir, e))
+}
