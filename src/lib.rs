@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod actors;
+pub mod cron;
 pub mod error;
 pub mod events;
 pub mod panics;
@@ -12,11 +13,16 @@ mod owned;
 
 pub use actors::{
     container_actor::{ContainerActor, ContainerArgs, ContainerMsg},
+    cron_actor::{CronActor, CronArgs, CronMsg, CronStats},
     supervisor_actor::{
         ChildContext, ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState,
         Isolated, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef, SupervisorSpec,
         TreeNode,
     },
+};
+pub use cron::{
+    Clock, CronError, CronFire, CronRef, CronSchedule, CronTarget, FireRecorder, ScheduleInfo,
+    ScheduleSpec, SystemClock, TokioClock, jitter_offset,
 };
 pub use error::{Error, Result};
 pub use events::{Event, EventBus, EventStream};
