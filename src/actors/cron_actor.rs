@@ -38,11 +38,7 @@
 //! - A panic in this actor is a bug; ractor reports it to the supervisor,
 //!   which restarts it empty, as above.
 
-use std::{
-    panic::AssertUnwindSafe,
-    sync::Arc,
-    time::Duration,
-};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};

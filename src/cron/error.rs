@@ -44,11 +44,27 @@ pub enum CronError {
     Unavailable,
 }
 
+/// The longest expression quoted in full in an error.
+const QUOTE_MAX: usize = 200;
+
 impl CronError {
     pub(crate) fn expression(expr: &str, reason: impl Into<String>) -> Self {
         Self::Expression {
-            expr: expr.to_owned(),
+            expr: quotable(expr),
             reason: reason.into(),
         }
     }
+}
+
+/// `text`, cut to its first [`QUOTE_MAX`] bytes (on a character boundary)
+/// with `...` appended when longer.
+pub(crate) fn quotable(text: &str) -> String {
+    if text.len() <= QUOTE_MAX {
+        return text.to_owned();
+    }
+    let mut end = QUOTE_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }

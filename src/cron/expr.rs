@@ -84,6 +84,9 @@ const YEAR: Field = Field {
     names: &[],
 };
 
+/// The longest expression accepted, in bytes.
+pub(crate) const MAX_LEN: usize = 1024;
+
 const FIELD_COUNT_HELP: &str = "expected 5 fields (minute hour day-of-month month day-of-week), \
      6 (seconds first) or 7 (seconds first, year last)";
 
@@ -94,6 +97,12 @@ pub(crate) fn canonical(expr: &str) -> Result<Canonical, String> {
     if trimmed.is_empty() {
         return Err("the expression is empty".into());
     }
+    if trimmed.len() > MAX_LEN {
+        return Err(format!(
+            "the expression is {} bytes long; at most {MAX_LEN} are accepted",
+            trimmed.len()
+        ));
+    }
     let expanded;
     let text = if trimmed.starts_with('@') {
         expanded = expand_macro(trimmed)?;
@@ -103,7 +112,11 @@ pub(crate) fn canonical(expr: &str) -> Result<Canonical, String> {
     };
     let parts: Vec<&str> = text.split_whitespace().collect();
     let (fields, with_seconds, with_year): (&[Field], bool, bool) = match parts.len() {
-        5 => (&[MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK], false, false),
+        5 => (
+            &[MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK],
+            false,
+            false,
+        ),
         6 => (
             &[SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK],
             true,
@@ -224,14 +237,10 @@ fn parse_step(step: &str, item: &str, field: Field) -> Result<u32, String> {
     let label = field.label;
     let span = field.max - field.min + 1;
     if step.is_empty() || !step.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{label} step {step:?} in {item:?} is not a number"
-        ));
+        return Err(format!("{label} step {step:?} in {item:?} is not a number"));
     }
     match step.parse::<u32>() {
-        Ok(0) => Err(format!(
-            "{label} step 0 in {item:?} must be at least 1"
-        )),
+        Ok(0) => Err(format!("{label} step 0 in {item:?} must be at least 1")),
         Ok(s) if s <= span => Ok(s),
         _ => Err(format!(
             "{label} step {step} in {item:?} is out of range 1-{span}"

@@ -9,7 +9,7 @@ use croner::{
     parser::{CronParser, Seconds, Year},
 };
 
-use super::{CronError, expr};
+use super::{CronError, error::quotable, expr};
 
 /// A cron expression bound to a time zone.
 ///
@@ -56,8 +56,8 @@ impl CronSchedule {
         let zone = match time_zone {
             None => Tz::UTC,
             Some(name) => Tz::from_str(name).map_err(|_| CronError::TimeZone {
-                expr: expr.to_owned(),
-                zone: name.to_owned(),
+                expr: quotable(expr),
+                zone: quotable(name),
                 reason: "not an IANA time zone name (such as UTC, Europe/Berlin or \
                          America/New_York)"
                     .into(),

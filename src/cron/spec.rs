@@ -118,8 +118,7 @@ impl ScheduleSpec {
         if self.starting_deadline == Some(Duration::ZERO) {
             return Err(spec_error(
                 "starting_deadline",
-                "must be greater than zero (leave it out to start missed runs however late)"
-                    .into(),
+                "must be greater than zero (leave it out to start missed runs however late)".into(),
             ));
         }
         for (field, d) in [

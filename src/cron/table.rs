@@ -66,7 +66,11 @@ impl Table {
     /// from now; with `last_run`, from that time (missed runs after it are
     /// settled by the missed-run rule at the next [`Table::settle_next`]).
     /// A replaced schedule keeps its `last_run` and skip counts.
-    pub(crate) fn upsert(&mut self, spec: ScheduleSpec, now: DateTime<Utc>) -> Result<(), CronError> {
+    pub(crate) fn upsert(
+        &mut self,
+        spec: ScheduleSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(), CronError> {
         let schedule = spec.validate()?;
         let job: Arc<str> = Arc::from(spec.job.as_str());
         let offset = jitter_offset(&job, spec.jitter.unwrap_or_default());
@@ -242,7 +246,10 @@ impl Entry {
             }
         };
         self.next = next;
-        let late = now - latest.checked_add_signed(self.offset_delta).unwrap_or(latest);
+        let late = now
+            - latest
+                .checked_add_signed(self.offset_delta)
+                .unwrap_or(latest);
         if self.deadline.is_some_and(|deadline| late > deadline) {
             let count = missed.saturating_add(1);
             self.pending_skipped = self.pending_skipped.saturating_add(count);
