@@ -399,3 +399,17 @@ fn a_single_list_value_a_range_and_the_whole_field_agree() {
     assert_eq!(first("*/1 * * * *", after, 5), first("* * * * *", after, 5));
     assert_eq!(first("0-0 0 * * *", after, 3), first("0 0 * * *", after, 3));
 }
+
+#[test]
+fn a_schedule_that_ends_stops_at_its_last_run() {
+    let s = CronSchedule::parse("0 0 0 1 1 * 2027-2028", Some("Pacific/Auckland")).unwrap();
+    // Midnight of New Year in Auckland (NZDT, UTC+13) is 11:00 UTC the day before.
+    let runs: Vec<_> = s.upcoming(utc(2026, 6, 1, 0, 0, 0)).collect();
+    assert_eq!(
+        runs,
+        [utc(2026, 12, 31, 11, 0, 0), utc(2027, 12, 31, 11, 0, 0)]
+    );
+    assert_eq!(s.next_after(utc(2027, 12, 31, 10, 59, 59)), Some(runs[1]));
+    assert_eq!(s.next_after(runs[1]), None);
+    assert_eq!(s.next_after(utc(2099, 1, 1, 0, 0, 0)), None);
+}

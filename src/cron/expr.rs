@@ -26,14 +26,16 @@ pub(crate) struct Canonical {
     /// Whether day of month and day of week are AND-ed (Vixie: either field
     /// starts with `*`) rather than OR-ed.
     pub(crate) dom_and_dow: bool,
+    /// Whether a year field limits the years (so the schedule ends).
+    pub(crate) year_restricted: bool,
 }
 
 /// One field of an expression: its name in errors and its bounds.
 #[derive(Debug, Clone, Copy)]
-struct Field {
+pub(crate) struct Field {
     label: &'static str,
-    min: u32,
-    max: u32,
+    pub(crate) min: u32,
+    pub(crate) max: u32,
     /// Three-letter names, the first standing for `min`.
     names: &'static [&'static str],
 }
@@ -77,7 +79,7 @@ const DAY_OF_WEEK: Field = Field {
     names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
 };
 /// Years a seven-field expression may name (Quartz's range).
-const YEAR: Field = Field {
+pub(crate) const YEAR: Field = Field {
     label: "year",
     min: 1970,
     max: 2099,
@@ -142,9 +144,11 @@ pub(crate) fn canonical(expr: &str) -> Result<Canonical, String> {
     let first = usize::from(with_seconds);
     let (dom, dow) = (parts[first + 2], parts[first + 4]);
     let dom_and_dow = dom.starts_with('*') || dow.starts_with('*');
+    let year_restricted = out.last().is_some_and(|y| y != "*");
     Ok(Canonical {
         text: out.join(" "),
         dom_and_dow,
+        year_restricted,
     })
 }
 

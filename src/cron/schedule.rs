@@ -1,11 +1,11 @@
 //! A parsed cron expression in a time zone: when does it fire next?
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::OnceLock};
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::{
-    Cron,
+    Cron, CronComponent,
     parser::{CronParser, Seconds, Year},
 };
 
@@ -21,6 +21,10 @@ pub struct CronSchedule {
     expr: String,
     zone: Tz,
     cron: Cron,
+    /// The final run, when a year field ends the schedule: past it,
+    /// `next_after` answers at once instead of searching to croner's limit
+    /// (year 5000).
+    last: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for CronSchedule {
@@ -63,26 +67,45 @@ impl CronSchedule {
                     .into(),
             })?,
         };
-        let cron = CronParser::builder()
+        let parser = CronParser::builder()
             .seconds(Seconds::Required)
             .year(Year::Required)
             .dom_and_dow(canonical.dom_and_dow)
-            .build()
-            .parse(&canonical.text)
-            .map_err(|e| CronError::expression(expr, e.to_string()))?;
-        // A day of month that the chosen months never have (`0 0 30 2 *`).
+            .build();
+        let croner_error =
+            |e: croner::errors::CronError| CronError::expression(expr, e.to_string());
+        let cron = parser.parse(&canonical.text).map_err(croner_error)?;
+        // A day of month that the chosen months never have (`0 0 30 2 *`),
+        // searched for within 1970-2099 so that a refusal stays cheap:
+        // every combination of day, month and weekday that ever occurs does
+        // within those years (the calendar repeats every 28 years there).
+        let mut bounded = cron.clone();
+        if let Some(years) = bounded_years().filter(|_| !canonical.year_restricted) {
+            bounded.pattern.years = years.clone();
+        }
         let epoch = Utc.timestamp_opt(0, 0).single().unwrap_or_default();
-        if cron.find_next_occurrence(&epoch, true).is_err() {
+        if bounded.find_next_occurrence(&epoch, true).is_err() {
             return Err(CronError::expression(
                 expr,
                 "it matches no date: the chosen days of month never occur in the chosen \
                  months (and years)",
             ));
         }
+        // Every local time of year 2099 is before 2100-01-02 UTC.
+        let last = canonical
+            .year_restricted
+            .then(|| Utc.with_ymd_and_hms(2100, 1, 2, 0, 0, 0).single())
+            .flatten()
+            .and_then(|end| {
+                cron.find_previous_occurrence(&end.with_timezone(&zone), true)
+                    .ok()
+            })
+            .map(|t| t.with_timezone(&Utc));
         Ok(Self {
             expr: expr.to_owned(),
             zone,
             cron,
+            last,
         })
     }
 
@@ -99,6 +122,9 @@ impl CronSchedule {
     /// The first time it fires strictly after `after`, or `None` if it never
     /// fires again (a year field in the past, or past croner's year 5000).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.last.is_some_and(|last| after >= last) {
+            return None;
+        }
         let local = after.with_timezone(&self.zone);
         self.cron
             .find_next_occurrence(&local, false)
@@ -122,4 +148,21 @@ impl CronSchedule {
     pub fn upcoming(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         std::iter::successors(self.next_after(after), move |t| self.next_after(*t))
     }
+}
+
+/// A year component holding 1970-2099, parsed once.
+fn bounded_years() -> Option<&'static CronComponent> {
+    static YEARS: OnceLock<Option<CronComponent>> = OnceLock::new();
+    YEARS
+        .get_or_init(|| {
+            let text = format!("0 0 0 * * * {}-{}", expr::YEAR.min, expr::YEAR.max);
+            CronParser::builder()
+                .seconds(Seconds::Required)
+                .year(Year::Required)
+                .build()
+                .parse(&text)
+                .ok()
+                .map(|c| c.pattern.years)
+        })
+        .as_ref()
 }
