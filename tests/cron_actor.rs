@@ -4,7 +4,13 @@
 //! Time only moves when every task waits (auto-advance) or when a test
 //! calls `tokio::time::advance`; nothing waits for real time.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use arbor::{
     Clock, CronActor, CronError, CronFire, CronMsg, CronRef, FireRecorder, ScheduleSpec,
@@ -170,6 +176,54 @@ async fn a_clock_jump_is_settled_like_downtime() {
     assert_eq!(
         stats.ticks, 3,
         "12:05, the late 12:10 tick, 15:10: {stats:?}"
+    );
+}
+
+/// A wall clock that can be stepped (NTP) while tokio time runs on.
+struct SteppedClock {
+    tokio: TokioClock,
+    step_ms: AtomicI64,
+}
+
+impl Clock for SteppedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.tokio.now() + TimeDelta::milliseconds(self.step_ms.load(Ordering::SeqCst))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_stepped_back_or_forward_never_fires_a_run_twice() {
+    let recorder = Arc::new(FireRecorder::new());
+    let clock = Arc::new(SteppedClock {
+        tokio: TokioClock::starting_at(at(12, 0, 30)),
+        step_ms: AtomicI64::new(0),
+    });
+    let (cron, _) = CronRef::start(recorder.clone(), clock.clone())
+        .await
+        .unwrap();
+    cron.upsert(ScheduleSpec::new("a", "*/5 * * * *"))
+        .await
+        .unwrap();
+    assert_eq!(recorder.next().await.unwrap().scheduled_for, at(12, 5, 0));
+    // Back ten minutes: the timer set for 12:10 wakes at 12:00 wall time,
+    // finds nothing due and waits again; 12:00 and 12:05 do not run again.
+    clock.step_ms.store(-600_000, Ordering::SeqCst);
+    let f = recorder.next().await.unwrap();
+    assert_eq!(
+        (f.scheduled_for, f.fired_at, f.skipped),
+        (at(12, 10, 0), at(12, 10, 0), 0)
+    );
+    assert_eq!(
+        cron.stats().await.unwrap().ticks,
+        3,
+        "12:05, the early wake-up, 12:10"
+    );
+    // Forward an hour: the timer set for 12:15 wakes at 13:15 wall time.
+    clock.step_ms.store(-600_000 + 3_600_000, Ordering::SeqCst);
+    let f = recorder.next().await.unwrap();
+    assert_eq!(
+        (f.scheduled_for, f.fired_at, f.skipped),
+        (at(13, 15, 0), at(13, 15, 0), 12)
     );
 }
 

@@ -15,7 +15,7 @@ const SCHEDULES: usize = 1_000;
 /// minute of its own; one in eight of the daily ones has a 5-minute jitter.
 fn spec(i: usize) -> ScheduleSpec {
     let job = format!("job-{i:04}");
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         ScheduleSpec::new(job, "*/15 * * * *")
     } else {
         let spec = ScheduleSpec::new(job, format!("{} {} * * *", i % 60, (i / 60) % 24));
@@ -45,7 +45,7 @@ async fn a_thousand_schedules_fire_correctly_over_a_simulated_day_with_one_timer
     // parser under test.
     let mut expected: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
     for (i, s) in specs.iter().enumerate() {
-        let times = if i % 4 == 0 {
+        let times = if i.is_multiple_of(4) {
             (1..=96)
                 .map(|k| {
                     Utc.with_ymd_and_hms(2026, 1, 10, 0, 0, 0).unwrap() + TimeDelta::minutes(15 * k)

@@ -23,7 +23,9 @@
 //! **Time.** Timers run on tokio time; the [`Clock`] gives the wall time
 //! they are computed from. A wall-clock step (NTP, a suspended machine) is
 //! noticed when the pending timer fires: everything is then recomputed
-//! from the clock, and runs passed over are settled by the missed-run rule.
+//! from the clock. Forward, the runs passed over are settled by the
+//! missed-run rule; backward, nothing is due yet and the timer is re-armed
+//! for the time left (a run never fires twice).
 //!
 //! On failure, hook by hook:
 //! - `pre_start`: cannot fail; the actor starts with no schedules.
@@ -84,14 +86,6 @@ pub enum CronMsg {
     Tick(u64),
 }
 
-/// What the cron actor is spawned with.
-pub struct CronArgs {
-    /// Receives every run.
-    pub target: Arc<dyn CronTarget>,
-    /// The wall clock schedules are read against.
-    pub clock: Arc<dyn Clock>,
-}
-
 /// Counters of the cron actor, for introspection and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CronStats {
@@ -112,6 +106,14 @@ pub struct CronStats {
     /// Runs skipped past their starting deadline (settlements that fired
     /// nothing).
     pub deadline_skips: u64,
+}
+
+/// What the cron actor is spawned with.
+pub struct CronArgs {
+    /// Receives every run.
+    pub target: Arc<dyn CronTarget>,
+    /// The wall clock schedules are read against.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The cron actor.

@@ -51,9 +51,3 @@ impl Clock for TokioClock {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
-
-impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
-    fn now(&self) -> DateTime<Utc> {
-        (**self).now()
-    }
-}
