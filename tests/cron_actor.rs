@@ -478,7 +478,7 @@ async fn upserting_again_keeps_history_and_never_fires_a_run_twice() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stale_ticks_are_ignored_when_the_earliest_changes() {
+async fn each_earlier_schedule_re_arms_the_single_timer() {
     let (cron, recorder, _) = start(at(12, 0, 30)).await;
     cron.upsert(ScheduleSpec::new("late", "0 13 * * *"))
         .await
