@@ -1,6 +1,7 @@
 //! The actors of a node. Each owns its state; others read it through calls.
 
 pub mod container_actor;
+pub mod cron_actor;
 pub mod supervisor_actor;
 pub mod overlay_actor;
 pub mod executor_actor;

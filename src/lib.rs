@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod actors;
+pub mod cron;
 pub mod error;
 pub mod events;
 pub mod execution;
@@ -15,6 +16,7 @@ mod owned;
 
 pub use actors::{
     container_actor::{ContainerActor, ContainerArgs, ContainerMsg},
+    cron_actor::{CronActor, CronArgs, CronMsg, CronStats},
     executor_actor::{Executor, ExecutorConfig, ExecutorError},
     job_actor::{JobActor, JobMsg, TaskContext},
     overlay_actor::{Disabled, Overlay, OverlayBackend, OverlayError, RecordingOverlay},
@@ -23,6 +25,10 @@ pub use actors::{
         Isolated, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef, SupervisorSpec,
         TreeNode,
     },
+};
+pub use cron::{
+    Clock, CronError, CronFire, CronRef, CronSchedule, CronTarget, FireRecorder, ScheduleInfo,
+    ScheduleSpec, SystemClock, TokioClock, jitter_offset,
 };
 pub use error::{Error, Result};
 pub use tokens::{NoTokens, RecordingTokens, TokenSink};

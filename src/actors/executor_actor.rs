@@ -52,7 +52,7 @@ use crate::{
     },
     runtime::Signal,
     spec::{JobSpec, Overlap, RestartType, Shutdown},
-    store::{ExecutionOutput, LogSnapshot, LogSnapshotQuery, Store, mask_env, read_env_files, read_snapshot},
+    store::{ExecutionOutput, LogSnapshot, LogSnapshotQuery, mask_env, read_env_files, read_snapshot},
 };
 
 /// Extra time a job actor gets, past its job's grace, to clean up before

@@ -765,7 +765,11 @@ impl Execution {
         let Some(files) = self.files.clone() else {
             return;
         };
-        let event = CompletionEvent::new(&self.meta, &self.status, files.dir());
+        let record = crate::execution::ExecutionRecord {
+            meta: self.meta.clone(),
+            status: self.status.clone(),
+        };
+        let event = CompletionEvent::new(&record, &files);
         let record = deliver(
             &self.spec.notify,
             &event,
