@@ -31,7 +31,6 @@ pub use cron::{
     ScheduleSpec, SystemClock, TokioClock, jitter_offset,
 };
 pub use error::{Error, Result};
-pub use tokens::{NoTokens, RecordingTokens, TokenSink};
 pub use events::{Event, EventBus, EventStream};
 pub use execution::{
     ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState, JobTrigger,
@@ -48,3 +47,4 @@ pub use store::{
     CompletionEvent, CompletionRecord, Delivery, ExecutionFiles, ExecutionOutput, LogSnapshot,
     LogSnapshotQuery, SnapshotStream, Store, StoreError,
 };
+pub use tokens::{NoTokens, RecordingTokens, TokenSink};

@@ -41,7 +41,11 @@ async fn setup() -> Setup {
 /// Runs `spec` once and returns its final state and the journal.
 async fn run(s: &Setup, spec: JobSpec) -> (JobState, Vec<String>) {
     s.executor.register(spec.clone()).await.unwrap();
-    let id = s.executor.trigger(&spec.name, JobTrigger::Cli).await.unwrap();
+    let id = s
+        .executor
+        .trigger(&spec.name, JobTrigger::Cli)
+        .await
+        .unwrap();
     let record = s.executor.wait(id).await.unwrap();
     (record.status.state, s.journal.take().await)
 }
@@ -74,7 +78,10 @@ async fn a_successful_run_completes_and_cleans_up_once_in_order() {
     let s = setup().await;
     s.mock.default_run("backup", MockRun::exit_code(0));
     let (state, journal) = run(&s, JobSpec::command("backup", ["true"])).await;
-    assert!(matches!(state, JobState::Completed { exit_code: 0, .. }), "{state:?}");
+    assert!(
+        matches!(state, JobState::Completed { exit_code: 0, .. }),
+        "{state:?}"
+    );
     assert_eq!(cleanup(&journal), full_cleanup("backup#1", "backup"));
     // Attach happens after create and before start.
     let pos = |e: &str| journal.iter().position(|x| x == e).unwrap();
@@ -189,7 +196,8 @@ async fn init_steps_run_in_order_before_the_main_command() {
 #[tokio::test(start_paused = true)]
 async fn a_start_failure_fails_at_start_and_cleans_up_once() {
     let s = setup().await;
-    s.mock.fail_next("backup", Op::Start, 1, "exec format error");
+    s.mock
+        .fail_next("backup", Op::Start, 1, "exec format error");
     let (state, journal) = run(&s, JobSpec::command("backup", ["true"])).await;
     assert!(
         matches!(&state, JobState::Failed { reason: FailReason::Start { message }, .. } if message.contains("exec format error")),
@@ -267,7 +275,11 @@ async fn the_record_is_queryable_as_soon_as_trigger_returns() {
 #[tokio::test(start_paused = true)]
 async fn unknown_jobs_and_invalid_specs_are_refused_with_clear_errors() {
     let s = setup().await;
-    let err = s.executor.trigger("nope", JobTrigger::Cli).await.unwrap_err();
+    let err = s
+        .executor
+        .trigger("nope", JobTrigger::Cli)
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "no job named \"nope\" is registered");
     assert_eq!(err.status(), 404);
     let mut spec = JobSpec::command("bad", Vec::<String>::new());

@@ -47,12 +47,14 @@ use crate::{
     },
     events::EventBus,
     execution::{
-        ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, JobState, JobTrigger,
-        FailReason,
+        ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState,
+        JobTrigger,
     },
     runtime::Signal,
     spec::{JobSpec, Overlap, RestartType, Shutdown},
-    store::{ExecutionOutput, LogSnapshot, LogSnapshotQuery, mask_env, read_env_files, read_snapshot},
+    store::{
+        ExecutionOutput, LogSnapshot, LogSnapshotQuery, mask_env, read_env_files, read_snapshot,
+    },
 };
 
 /// Extra time a job actor gets, past its job's grace, to clean up before
@@ -70,7 +72,11 @@ pub enum ExecutorMsg {
     /// Registered job names, sorted.
     Jobs(RpcReplyPort<Vec<String>>),
     /// Starts an execution of a registered job.
-    Trigger(String, JobTrigger, RpcReplyPort<Result<ExecutionId, ExecutorError>>),
+    Trigger(
+        String,
+        JobTrigger,
+        RpcReplyPort<Result<ExecutionId, ExecutorError>>,
+    ),
     /// Starts an execution of an unregistered spec (ad-hoc runs) or an
     /// in-process task.
     Run(
@@ -104,7 +110,10 @@ pub enum ExecutorMsg {
         RpcReplyPort<Result<LogSnapshot, ExecutorError>>,
     ),
     /// Replies when the execution has ended.
-    Wait(ExecutionId, RpcReplyPort<Result<ExecutionRecord, ExecutorError>>),
+    Wait(
+        ExecutionId,
+        RpcReplyPort<Result<ExecutionRecord, ExecutorError>>,
+    ),
     /// Replies when no execution is active.
     WaitAll(RpcReplyPort<()>),
     /// Refuses new work, drains within the deadline, cancels the rest, stops.
@@ -311,7 +320,10 @@ impl Actor for ExecutorActor {
                 match &mut state.shutdown {
                     Some(waiters) => waiters.push(reply),
                     None => {
-                        tracing::info!(active = state.table.active_count(), "executor shutting down");
+                        tracing::info!(
+                            active = state.table.active_count(),
+                            "executor shutting down"
+                        );
                         state.shutdown = Some(vec![reply]);
                         let me = myself.clone();
                         tokio::spawn(async move {
@@ -342,8 +354,11 @@ impl Actor for ExecutorActor {
                 }
             }
             ExecutorMsg::JobUpdate { id, status, output } => {
+                // A terminal status comes with JobFinished, which also
+                // wakes waiters and applies retries and history.
                 if let Some(exec) = state.table.execs.get_mut(&id)
                     && exec.record.status.state.is_active()
+                    && status.state.is_active()
                 {
                     exec.record.status = status;
                     if output.is_some() {
@@ -362,7 +377,14 @@ impl Actor for ExecutorActor {
                 }
                 if state.shutdown.is_none() {
                     let first = meta.retry_of.unwrap_or(meta.id);
-                    if let Err(e) = state.start(&myself, spec, meta.trigger.clone(), Work::Command, meta.attempt + 1, Some(first)) {
+                    if let Err(e) = state.start(
+                        &myself,
+                        spec,
+                        meta.trigger.clone(),
+                        Work::Command,
+                        meta.attempt + 1,
+                        Some(first),
+                    ) {
                         tracing::warn!(job = %meta.job, error = %e, "failed to start a retry");
                     }
                 }
@@ -387,7 +409,8 @@ impl Actor for ExecutorActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason)
-                if cell.get_id() == state.supervisor.cell().get_id() && state.shutdown.is_none() =>
+                if cell.get_id() == state.supervisor.cell().get_id()
+                    && state.shutdown.is_none() =>
             {
                 Err(format!("the job supervisor stopped: {}", reason.unwrap_or_default()).into())
             }
@@ -438,7 +461,11 @@ impl ExecutorState {
             return Err(ExecutorError::ShuttingDown);
         }
         let active = self.table.counted_active(&spec.name);
-        let retries = self.table.jobs.get(&spec.name).map_or(0, |i| i.pending_retries);
+        let retries = self
+            .table
+            .jobs
+            .get(&spec.name)
+            .map_or(0, |i| i.pending_retries);
         match spec.concurrency {
             Overlap::Forbid => {
                 if let Some(&first) = active.first() {
@@ -515,7 +542,8 @@ impl ExecutorState {
             let args = args();
             async move {
                 let args = args.ok_or("a job actor is never restarted")?;
-                let (actor, _) = JobActor::spawn_linked(None, JobActor, args, ctx.supervisor).await?;
+                let (actor, _) =
+                    JobActor::spawn_linked(None, JobActor, args, ctx.supervisor).await?;
                 Ok(actor.get_cell())
             }
         })
@@ -536,7 +564,12 @@ impl ExecutorState {
         Ok(id)
     }
 
-    fn job_finished(&mut self, myself: &ActorRef<ExecutorMsg>, id: ExecutionId, status: ExecutionStatus) {
+    fn job_finished(
+        &mut self,
+        myself: &ActorRef<ExecutorMsg>,
+        id: ExecutionId,
+        status: ExecutionStatus,
+    ) {
         let Some(exec) = self.table.execs.get_mut(&id) else {
             return;
         };
@@ -724,8 +757,12 @@ impl ExecutorState {
                 })
                 .unwrap_or_default(),
             None => {
-                let mut all: Vec<ExecutionRecord> =
-                    self.table.execs.values().map(|e| e.record.clone()).collect();
+                let mut all: Vec<ExecutionRecord> = self
+                    .table
+                    .execs
+                    .values()
+                    .map(|e| e.record.clone())
+                    .collect();
                 all.sort_by(|a, b| a.meta.created_at.cmp(&b.meta.created_at));
                 all
             }

@@ -44,9 +44,7 @@ use crate::{
         process::procfs,
     },
     spec::JobSpec,
-    store::{
-        CompletionEvent, ExecutionFiles, ExecutionOutput, Store, deliver,
-    },
+    store::{CompletionEvent, ExecutionFiles, ExecutionOutput, Store, deliver},
     tokens::TokenSink,
 };
 
@@ -296,7 +294,10 @@ impl Actor for JobActor {
             return Ok(());
         }
         match msg {
-            JobMsg::Next => state.next().await,
+            JobMsg::Next => {
+                tracing::debug!(phase = ?state.phase, "next");
+                state.next().await
+            }
             JobMsg::Cancel { grace } => {
                 if let Some(g) = grace {
                     state.grace = g;
@@ -349,7 +350,10 @@ impl Actor for JobActor {
                 t.abort();
             }
             let rt = state.services.runtime.clone();
-            for id in [state.init.clone(), state.main.clone()].into_iter().flatten() {
+            for id in [state.init.clone(), state.main.clone()]
+                .into_iter()
+                .flatten()
+            {
                 let _ = rt.stop(&id, state.grace).await;
             }
             state.finish(JobState::Cancelled).await;
@@ -425,7 +429,11 @@ impl Execution {
                     .await;
             }
         }
-        let segment = self.spec.segment.clone().unwrap_or_else(|| self.spec.name.clone());
+        let segment = self
+            .spec
+            .segment
+            .clone()
+            .unwrap_or_else(|| self.spec.name.clone());
         if let Err(e) = self.services.overlay.acquire(&segment).await {
             return self
                 .fail(FailReason::OverlayAttach {
@@ -529,7 +537,9 @@ impl Execution {
         self.task = Some(tokio::spawn(async move {
             let result = match inner.await {
                 Ok(r) => r,
-                Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(&e.into_panic()))),
+                Err(e) if e.is_panic() => {
+                    Err(format!("panicked: {}", panic_message(&e.into_panic())))
+                }
                 Err(_) => Err("aborted".into()),
             };
             let _ = me.cast(JobMsg::TaskDone(result));
@@ -705,6 +715,7 @@ impl Execution {
         if self.finished {
             return;
         }
+        tracing::debug!(execution = %self.meta.id, ?state, "finishing");
         self.finished = true;
         if let Some(t) = self.deadline.take() {
             t.abort();
@@ -798,8 +809,12 @@ impl Execution {
             let status = self.status.clone();
             match tokio::task::spawn_blocking(move || files.write_state(&status)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json"),
-                Err(e) => tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json"),
+                Ok(Err(e)) => {
+                    tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json")
+                }
+                Err(e) => {
+                    tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json")
+                }
             }
         }
     }
@@ -850,7 +865,8 @@ impl Execution {
         spec.cwd = self.spec.cwd.clone();
         spec.labels = self.spec.labels.clone();
         spec.labels.insert("job".into(), self.spec.name.clone());
-        spec.labels.insert("execution".into(), self.meta.id.to_string());
+        spec.labels
+            .insert("execution".into(), self.meta.id.to_string());
         spec
     }
 }
@@ -871,19 +887,15 @@ impl Drop for Execution {
         }
         if let Some(c) = self.attached.take() {
             let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self
-                .services
-                .overlay
-                .actor()
-                .cast(crate::actors::overlay_actor::OverlayMsg::Detach(c, tx.into()));
+            let _ = self.services.overlay.actor().cast(
+                crate::actors::overlay_actor::OverlayMsg::Detach(c, tx.into()),
+            );
         }
         if let Some(s) = self.segment.take() {
             let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self
-                .services
-                .overlay
-                .actor()
-                .cast(crate::actors::overlay_actor::OverlayMsg::Release(s, tx.into()));
+            let _ = self.services.overlay.actor().cast(
+                crate::actors::overlay_actor::OverlayMsg::Release(s, tx.into()),
+            );
         }
         self.status.state = JobState::Failed {
             reason: FailReason::Task {

@@ -69,8 +69,11 @@ pub trait OverlayBackend: Send + Sync + 'static {
     /// Removes the segment.
     async fn teardown_segment(&self, segment: &str) -> Result<(), String>;
     /// Connects `container` to `segment`; returns its address, if any.
-    async fn attach(&self, container: &ContainerId, segment: &str)
-    -> Result<Option<IpAddr>, String>;
+    async fn attach(
+        &self,
+        container: &ContainerId,
+        segment: &str,
+    ) -> Result<Option<IpAddr>, String>;
     /// Disconnects `container` from `segment`.
     async fn detach(&self, container: &ContainerId, segment: &str) -> Result<(), String>;
 }

@@ -85,9 +85,9 @@ impl Executor {
     pub async fn start(config: ExecutorConfig) -> Result<Self, crate::Error> {
         let overlay = match config.overlay {
             Some(o) => o,
-            None => Overlay::start(Disabled)
-                .await
-                .map_err(|e| crate::Error::Start(format!("failed to start the overlay actor: {e}")))?,
+            None => Overlay::start(Disabled).await.map_err(|e| {
+                crate::Error::Start(format!("failed to start the overlay actor: {e}"))
+            })?,
         };
         let store = match config.state_dir {
             Some(dir) => Some(Store::open(dir)?),
@@ -156,7 +156,11 @@ impl Executor {
     }
 
     /// Runs `spec` once without registering it (an ad-hoc run).
-    pub async fn run(&self, spec: JobSpec, trigger: JobTrigger) -> Result<ExecutionId, ExecutorError> {
+    pub async fn run(
+        &self,
+        spec: JobSpec,
+        trigger: JobTrigger,
+    ) -> Result<ExecutionId, ExecutorError> {
         self.ask(|r| ExecutorMsg::Run(Box::new(spec), trigger, Work::Command, r))
             .await?
     }
@@ -229,7 +233,11 @@ impl Executor {
 
     /// Cancels an execution: graceful signal, kill after `grace` (default:
     /// the job's `stop_timeout`); it ends `Cancelled` after its cleanup.
-    pub async fn cancel(&self, id: ExecutionId, grace: Option<Duration>) -> Result<(), ExecutorError> {
+    pub async fn cancel(
+        &self,
+        id: ExecutionId,
+        grace: Option<Duration>,
+    ) -> Result<(), ExecutorError> {
         self.ask(|r| ExecutorMsg::Cancel(id, grace, r)).await?
     }
 
