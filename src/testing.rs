@@ -270,3 +270,70 @@ pub fn assert_nothing_left(pgid: i32, recorded: &[crate::runtime::process::procf
         "processes of the container are left: {left:?}"
     );
 }
+
+/// An executor on a [`MockRuntime`](crate::MockRuntime) whose runtime
+/// calls, overlay calls and token revocations all land in one [`Journal`],
+/// in order (`runtime remove ID`, `overlay detach ID SEG`, `overlay
+/// teardown SEG`, `token revoke ID`), for job tests.
+pub struct JobHarness {
+    /// The executor under test.
+    pub executor: crate::Executor,
+    /// Its runtime.
+    pub mock: crate::MockRuntime,
+    /// Its overlay actor.
+    pub overlay: crate::Overlay,
+    /// Every call, in order.
+    pub journal: Journal,
+}
+
+impl JobHarness {
+    /// A harness reading schedules on `clock` (a [`crate::TokioClock`] under
+    /// a paused tokio clock).
+    pub async fn start(clock: impl crate::Clock) -> Self {
+        let journal = Journal::new();
+        let mock = crate::MockRuntime::new();
+        mock.journal(journal.clone());
+        let overlay = crate::Overlay::start(crate::RecordingOverlay::new(journal.clone()))
+            .await
+            .expect("overlay actor starts");
+        let executor = crate::Executor::start(
+            crate::ExecutorConfig::new(Arc::new(mock.clone()))
+                .overlay(overlay.clone())
+                .tokens(crate::RecordingTokens::new(journal.clone()))
+                .clock(clock),
+        )
+        .await
+        .expect("executor starts");
+        Self {
+            executor,
+            mock,
+            overlay,
+            journal,
+        }
+    }
+
+    /// Registers `spec`, triggers it from the CLI and waits for its end.
+    pub async fn run_once(&self, spec: crate::JobSpec) -> crate::ExecutionRecord {
+        let name = spec.name.clone();
+        self.executor.register(spec).await.expect("valid spec");
+        let id = self
+            .executor
+            .trigger(&name, crate::JobTrigger::Cli)
+            .await
+            .expect("triggered");
+        self.executor.wait(id).await.expect("ends")
+    }
+
+    /// Waits until the execution is in a state named `state` (`running`, ...).
+    pub async fn wait_state(&self, id: crate::ExecutionId, state: &str) -> crate::ExecutionRecord {
+        eventually_some_async(&format!("execution {id} {state}"), || async {
+            self.executor
+                .get(id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.status.state.name() == state)
+        })
+        .await
+    }
+}

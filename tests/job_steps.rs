@@ -1,45 +1,19 @@
 //! Each step of a job execution, on the mock runtime: the state it ends in,
 //! and the cleanup calls it makes, each exactly once and in order.
 
-use std::sync::Arc;
-
 use arbor::{
-    Executor, ExecutorConfig, FailReason, JobSpec, JobState, JobTrigger, MockRuntime, Overlay,
-    RecordingOverlay, RecordingTokens,
+    FailReason, JobSpec, JobState, JobTrigger,
     runtime::{ExitStatus, Op, mock::MockRun},
     spec::InitStep,
-    testing::Journal,
+    testing::JobHarness,
 };
 
-struct Setup {
-    executor: Executor,
-    mock: MockRuntime,
-    journal: Journal,
-}
-
-async fn setup() -> Setup {
-    let journal = Journal::new();
-    let mock = MockRuntime::new();
-    mock.journal(journal.clone());
-    let overlay = Overlay::start(RecordingOverlay::new(journal.clone()))
-        .await
-        .unwrap();
-    let executor = Executor::start(
-        ExecutorConfig::new(Arc::new(mock.clone()))
-            .overlay(overlay)
-            .tokens(RecordingTokens::new(journal.clone())),
-    )
-    .await
-    .unwrap();
-    Setup {
-        executor,
-        mock,
-        journal,
-    }
+async fn setup() -> JobHarness {
+    JobHarness::start(arbor::SystemClock).await
 }
 
 /// Runs `spec` once and returns its final state and the journal.
-async fn run(s: &Setup, spec: JobSpec) -> (JobState, Vec<String>) {
+async fn run(s: &JobHarness, spec: JobSpec) -> (JobState, Vec<String>) {
     s.executor.register(spec.clone()).await.unwrap();
     let id = s
         .executor

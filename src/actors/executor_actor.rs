@@ -45,13 +45,14 @@ use crate::{
         job_actor::{JobActor, JobArgs, JobMsg, JobServices, Work, once},
         supervisor_actor::{ChildSpec, SupervisorRef, SupervisorSpec},
     },
+    cron::{CronFire, CronRef, CronSchedule, ScheduleSpec},
     events::EventBus,
     execution::{
         ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState,
         JobTrigger,
     },
     runtime::Signal,
-    spec::{JobSpec, Overlap, RestartType, Shutdown},
+    spec::{JobSpec, Overlap, RestartType, Shutdown, SpecError, SpecErrors},
     store::{
         ExecutionOutput, LogSnapshot, LogSnapshotQuery, mask_env, read_env_files, read_snapshot,
     },
@@ -148,6 +149,10 @@ pub enum ExecutorMsg {
     DrainDeadline,
     /// Internal: retention may have expired something.
     Expire,
+    /// The cron actor to keep schedules in (set once at start).
+    SetCron(CronRef, RpcReplyPort<()>),
+    /// From the cron actor: a scheduled run is due.
+    Scheduled(CronFire),
 }
 
 /// A failed execution to run again.
@@ -176,6 +181,7 @@ pub struct ExecutorState {
     expiry_timer: Option<(Instant, tokio::task::JoinHandle<()>)>,
     /// Retention of jobs no longer (or not yet) registered.
     default_spec: Arc<JobSpec>,
+    cron: Option<CronRef>,
 }
 
 /// The executor actor.
@@ -208,6 +214,7 @@ impl Actor for ExecutorActor {
             idle_waiters: Vec::new(),
             expiry_timer: None,
             default_spec: Arc::new(JobSpec::command("-", ["-"])),
+            cron: None,
         };
         if let Some(store) = state.services.store.clone() {
             let loaded = tokio::task::spawn_blocking(move || store.load_all()).await??;
@@ -247,13 +254,45 @@ impl Actor for ExecutorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ExecutorMsg::Register(spec, reply) => {
-                let _ = reply.send(state.register(spec));
+                let _ = reply.send(state.register(spec).await);
             }
             ExecutorMsg::Unregister(name, reply) => {
-                let _ = reply.send(match state.specs.remove(&name) {
-                    Some(_) => Ok(()),
+                let result = match state.specs.remove(&name) {
+                    Some(spec) => {
+                        if spec.schedule.is_some()
+                            && let Some(cron) = &state.cron
+                        {
+                            let _ = cron.remove(&name).await;
+                        }
+                        Ok(())
+                    }
                     None => Err(ExecutorError::UnknownJob(name)),
-                });
+                };
+                let _ = reply.send(result);
+            }
+            ExecutorMsg::SetCron(cron, reply) => {
+                state.cron = Some(cron);
+                let _ = reply.send(());
+            }
+            ExecutorMsg::Scheduled(fire) => {
+                let trigger = JobTrigger::Scheduler {
+                    scheduled_for: Some(fire.scheduled_for),
+                };
+                let result = match state.specs.get(&fire.job) {
+                    Some(spec) => {
+                        let spec = spec.clone();
+                        state.trigger(&myself, spec, trigger, Work::Command)
+                    }
+                    None => Err(ExecutorError::UnknownJob(fire.job.clone())),
+                };
+                match result {
+                    Ok(id) => {
+                        tracing::info!(job = %fire.job, execution = %id, scheduled_for = %fire.scheduled_for.to_rfc3339(), skipped = fire.skipped, "scheduled run started")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %fire.job, scheduled_for = %fire.scheduled_for.to_rfc3339(), error = %e, "scheduled run not started")
+                    }
+                }
             }
             ExecutorMsg::Spec(name, reply) => {
                 let _ = reply.send(state.specs.get(&name).map(|s| (**s).clone()));
@@ -432,16 +471,50 @@ impl Actor for ExecutorActor {
         if let Some((_, t)) = state.expiry_timer.take() {
             t.abort();
         }
+        if let Some(cron) = state.cron.take() {
+            cron.stop();
+        }
         state.supervisor.shutdown().await;
         Ok(())
     }
 }
 
 impl ExecutorState {
-    fn register(&mut self, spec: JobSpec) -> Result<(), ExecutorError> {
+    async fn register(&mut self, spec: JobSpec) -> Result<(), ExecutorError> {
         spec.validate().map_err(ExecutorError::Invalid)?;
         let history = spec.history;
         let name = spec.name.clone();
+        let had_schedule = self.specs.get(&name).is_some_and(|s| s.schedule.is_some());
+        match (&spec.schedule, &self.cron) {
+            (Some(expr), Some(cron)) => {
+                let mut schedule = ScheduleSpec::new(&name, expr);
+                schedule.time_zone = spec.time_zone.clone();
+                schedule.starting_deadline = spec.starting_deadline;
+                schedule.jitter = spec.jitter;
+                schedule.suspend = spec.suspend;
+                schedule.last_run = self.last_scheduled(&name);
+                cron.upsert(schedule).await.map_err(|e| {
+                    ExecutorError::Invalid(SpecErrors::from(SpecError::new(
+                        "schedule",
+                        format!("{expr:?}"),
+                        e.to_string(),
+                    )))
+                })?;
+            }
+            (Some(expr), None) => {
+                CronSchedule::parse(expr, spec.time_zone.as_deref()).map_err(|e| {
+                    ExecutorError::Invalid(SpecErrors::from(SpecError::new(
+                        "schedule",
+                        format!("{expr:?}"),
+                        e.to_string(),
+                    )))
+                })?;
+            }
+            (None, Some(cron)) if had_schedule => {
+                let _ = cron.remove(&name).await;
+            }
+            (None, _) => {}
+        }
         self.specs.insert(name.clone(), Arc::new(spec));
         for id in self.table.enforce_history(&name, history) {
             self.delete_files(id);
@@ -529,7 +602,7 @@ impl ExecutorState {
             meta: meta.clone(),
             status: ExecutionStatus::pending(now),
         };
-        self.table.insert(record);
+        let cancelled = self.table.insert(record);
         let args = once(JobArgs {
             meta,
             spec: spec.clone(),
@@ -537,6 +610,7 @@ impl ExecutorState {
             work,
             services: self.services.clone(),
             executor: myself.clone(),
+            cancelled,
         });
         let child = ChildSpec::new(id.to_string(), move |ctx| {
             let args = args();
@@ -629,6 +703,20 @@ impl ExecutorState {
         self.maybe_idle();
     }
 
+    /// The scheduled time of the newest scheduled run of `job`, so a
+    /// restarted node knows what it missed.
+    fn last_scheduled(&self, job: &str) -> Option<chrono::DateTime<Utc>> {
+        let index = self.table.jobs.get(job)?;
+        index
+            .all
+            .iter()
+            .rev()
+            .find_map(|id| match &self.table.execs.get(id)?.record.meta.trigger {
+                JobTrigger::Scheduler { scheduled_for } => *scheduled_for,
+                _ => None,
+            })
+    }
+
     fn pending_retries(&self) -> usize {
         self.table.jobs.values().map(|i| i.pending_retries).sum()
     }
@@ -666,6 +754,7 @@ impl ExecutorState {
                 state: exec.record.status.state.to_string(),
             });
         }
+        exec.cancel.send_replace(true);
         match &exec.actor {
             Some(actor) => {
                 let _ = actor.cast(JobMsg::Cancel { grace });

@@ -162,6 +162,9 @@ pub struct JobArgs {
     pub services: JobServices,
     /// Where to report transitions.
     pub executor: ActorRef<ExecutorMsg>,
+    /// Set by the executor when a cancel is asked, even before this actor
+    /// exists: checked before every step.
+    pub cancelled: watch::Receiver<bool>,
 }
 
 /// Why the run is being stopped.
@@ -189,6 +192,7 @@ pub struct Execution {
     is_task: bool,
     services: JobServices,
     executor: ActorRef<ExecutorMsg>,
+    cancelled: watch::Receiver<bool>,
     myself: ActorRef<JobMsg>,
     status: ExecutionStatus,
     phase: Phase,
@@ -229,6 +233,7 @@ impl Actor for JobActor {
             work,
             services,
             executor,
+            cancelled,
         } = args;
         let (is_task, work) = match work {
             Work::Command => (false, None),
@@ -245,6 +250,7 @@ impl Actor for JobActor {
             is_task,
             services,
             executor,
+            cancelled,
             myself,
             phase: Phase::Setup,
             files: None,
@@ -365,6 +371,9 @@ impl Actor for JobActor {
 impl Execution {
     /// Runs the step the phase is at.
     async fn next(&mut self) {
+        if *self.cancelled.borrow() && self.stopping.is_none() {
+            return self.stop(Stopping::Cancel).await;
+        }
         match self.phase {
             Phase::Setup => self.setup().await,
             Phase::Init(i) => self.run_init(i).await,
@@ -634,9 +643,6 @@ impl Execution {
     async fn stop(&mut self, why: Stopping) {
         if self.stopping.is_some() {
             return;
-        }
-        if why == Stopping::Deadline && self.phase != Phase::Running {
-            // A deadline only counts once the main command runs.
         }
         self.stopping = Some(why);
         if self.is_task {

@@ -11,6 +11,7 @@ use crate::{
         job_actor::{JobServices, TaskContext, Work},
         overlay_actor::{Disabled, Overlay},
     },
+    cron::{Clock, CronRef, SystemClock},
     events::EventBus,
     execution::{ExecutionId, ExecutionRecord, JobTrigger},
     runtime::{Runtime, Signal},
@@ -33,6 +34,9 @@ pub struct ExecutorConfig {
     pub events: Option<EventBus>,
     /// Longest a completion sink may run (default 30 s).
     pub notify_timeout: Duration,
+    /// The wall clock schedules are read on (default the system's; tests
+    /// use [`TokioClock`](crate::cron::TokioClock) under a paused clock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ExecutorConfig {
@@ -45,7 +49,14 @@ impl ExecutorConfig {
             state_dir: None,
             events: None,
             notify_timeout: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads schedules on this clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Keeps records and logs under `dir`.
@@ -110,7 +121,22 @@ impl Executor {
         )
         .await
         .map_err(|e| crate::Error::Start(format!("failed to start the executor: {e}")))?;
-        Ok(Self { actor })
+        // Scheduled runs come back to the executor as messages.
+        let target = actor.clone();
+        let (cron, _) = CronRef::start(
+            Arc::new(move |fire| {
+                let _ = target.cast(ExecutorMsg::Scheduled(fire));
+            }),
+            config.clock,
+        )
+        .await
+        .map_err(|e| crate::Error::Start(format!("failed to start the cron actor: {e}")))?;
+        let executor = Self { actor };
+        executor
+            .ask(|r| ExecutorMsg::SetCron(cron, r))
+            .await
+            .map_err(|e| crate::Error::Start(e.to_string()))?;
+        Ok(executor)
     }
 
     /// A handle to a running executor actor.

@@ -28,6 +28,8 @@ pub(super) struct Exec {
     pub cancel_pending: Option<Option<std::time::Duration>>,
     /// Replaced by a newer run (`concurrency: replace`): no longer counted.
     pub replaced: bool,
+    /// Tells the job actor a cancel was asked, even before it reported in.
+    pub cancel: tokio::sync::watch::Sender<bool>,
 }
 
 /// The executions of one job.
@@ -52,8 +54,9 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub fn insert(&mut self, record: ExecutionRecord) {
+    pub fn insert(&mut self, record: ExecutionRecord) -> tokio::sync::watch::Receiver<bool> {
         let id = record.meta.id;
+        let cancel = tokio::sync::watch::Sender::new(false);
         let index = self.jobs.entry(record.meta.job.clone()).or_default();
         index.all.push_back(id);
         if record.status.state.is_active() {
@@ -67,8 +70,10 @@ impl Table {
                 output: None,
                 cancel_pending: None,
                 replaced: false,
+                cancel: cancel.clone(),
             },
         );
+        cancel.subscribe()
     }
 
     /// Records a finished execution (loaded or just ended): history bucket
