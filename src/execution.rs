@@ -163,7 +163,7 @@ impl fmt::Display for JobState {
             } => write!(
                 f,
                 "completed (exit code {exit_code}, {})",
-                crate::spec::fmt_duration(*duration)
+                crate::spec::fmt_duration(Duration::from_millis(duration.as_millis() as u64))
             ),
             Self::Failed { reason, .. } => write!(f, "failed: {reason}"),
             other => f.write_str(other.name()),

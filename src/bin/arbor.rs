@@ -2,13 +2,15 @@
 //!
 //! `arbor supervise -- CMD [ARGS...]` runs a command as a supervised service
 //! in the foreground, with arbor's restart policies, and prints what the
-//! supervisor does. The node agent (`arbor agent`) and its API come next.
+//! supervisor does. `arbor run -- CMD` runs a command once as a job with
+//! durable records and logs. The node agent (`arbor agent`) and its API come next.
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use arbor::{
-    BackoffPolicy, ChildSpec, ContainerSpec, Event, OnLimit, PanicAction, ProcessRuntime,
-    RestartType, Runtime, Shutdown, SupervisorRef, SupervisorSpec,
+    BackoffPolicy, ChildSpec, ContainerSpec, Event, Executor, ExecutorConfig, JobSpec, JobState,
+    JobTrigger, LogSnapshotQuery, OnLimit, PanicAction, ProcessRuntime, RestartType, Runtime,
+    Shutdown, SnapshotStream, SupervisorRef, SupervisorSpec,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -28,6 +30,52 @@ enum Command {
     /// a requested stop, 1 if the supervisor gave up (restart limit
     /// exceeded with --on-limit escalate), 2 on bad arguments.
     Supervise(Supervise),
+    /// Run a command once as a job, with durable records and logs.
+    ///
+    /// Prints the execution id and where its records are, waits for it, then
+    /// prints its final state and the tail of its output. SIGINT or SIGTERM
+    /// cancels it (SIGTERM to its process group, SIGKILL after
+    /// --stop-timeout). Exits with the command's exit code, 1 if it failed
+    /// otherwise, 130 if cancelled, 2 on bad arguments.
+    Run(Run),
+}
+
+#[derive(Parser)]
+struct Run {
+    /// Job name (default: the program's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Directory for records and logs (default: $ARBOR_STATE_DIR, else
+    /// $HOME/.local/state/arbor).
+    #[arg(long, env = "ARBOR_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Environment variable for the command (KEY=VALUE, repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// File of KEY=VALUE lines (repeatable).
+    #[arg(long)]
+    env_file: Vec<std::path::PathBuf>,
+    /// Key whose value is shown as *** in records (repeatable).
+    #[arg(long)]
+    mask: Vec<String>,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<std::path::PathBuf>,
+    /// Stop and fail the run after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// Grace between SIGTERM and SIGKILL on cancel or deadline.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    stop_timeout: Duration,
+    /// Lines of output to print at the end (0: none).
+    #[arg(long, default_value_t = 20)]
+    tail: usize,
+    /// Print the final record as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
 }
 
 #[derive(Parser)]
@@ -107,6 +155,123 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Supervise(args) => runtime.block_on(supervise(args)),
+        Command::Run(args) => runtime.block_on(run(args)),
+    }
+}
+
+async fn run(args: Run) -> ExitCode {
+    let name = args.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(&args.command[0])
+            .file_name()
+            .map_or("job".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let mut spec = JobSpec::command(name, args.command.clone());
+    for kv in &args.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            eprintln!("arbor: --env {kv:?}: expected KEY=VALUE");
+            return ExitCode::from(2);
+        };
+        spec.env.insert(k.to_owned(), v.to_owned());
+    }
+    spec.env_file = args.env_file.clone();
+    spec.mask = args.mask.clone();
+    spec.cwd = args.cwd.clone();
+    spec.deadline = args.deadline;
+    spec.stop_timeout = args.stop_timeout;
+    if let Err(e) = spec.validate() {
+        eprintln!("arbor: invalid job: {e}");
+        return ExitCode::from(2);
+    }
+    let Some(state_dir) = args.state_dir.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/arbor"))
+    }) else {
+        eprintln!("arbor: no --state-dir given and HOME is not set");
+        return ExitCode::from(2);
+    };
+    let process = match ProcessRuntime::builder().build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("arbor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let executor =
+        match Executor::start(ExecutorConfig::new(Arc::new(process.clone())).state_dir(&state_dir))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("arbor: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let id = match executor.run(spec, JobTrigger::Cli).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("arbor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.json {
+        eprintln!(
+            "arbor: execution {id} (records in {})",
+            state_dir.join("executions").join(id.to_string()).display()
+        );
+    }
+    let record = tokio::select! {
+        r = executor.wait(id) => r,
+        _ = stop_requested() => {
+            let _ = executor.cancel(id, None).await;
+            executor.wait(id).await
+        }
+    };
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("arbor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).unwrap_or_default()
+        );
+    } else {
+        if args.tail > 0
+            && let Ok(out) = executor
+                .logs(id, LogSnapshotQuery::tail(SnapshotStream::Full, args.tail))
+                .await
+        {
+            print!("{}", out.text);
+        }
+        eprintln!("arbor: {}", record.status.state);
+    }
+    executor.shutdown(Duration::from_secs(5)).await;
+    process.shutdown(Duration::from_secs(5)).await;
+    match &record.status.state {
+        JobState::Completed { .. } => ExitCode::SUCCESS,
+        JobState::Cancelled => ExitCode::from(130),
+        JobState::Failed {
+            exit_code: Some(c), ..
+        } => ExitCode::from((*c).clamp(1, 255) as u8),
+        JobState::Failed { .. } => ExitCode::FAILURE,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_requested() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
     }
 }
 
