@@ -533,7 +533,7 @@ impl Execution {
             Err(p) => {
                 return self
                     .fail(FailReason::Task {
-                        message: panic_message(&p),
+                        message: panic_message(&*p),
                     })
                     .await;
             }
@@ -547,7 +547,7 @@ impl Execution {
             let result = match inner.await {
                 Ok(r) => r,
                 Err(e) if e.is_panic() => {
-                    Err(format!("panicked: {}", panic_message(&e.into_panic())))
+                    Err(format!("panicked: {}", panic_message(&*e.into_panic())))
                 }
                 Err(_) => Err("aborted".into()),
             };
