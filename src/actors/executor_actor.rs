@@ -65,7 +65,7 @@ const CLEANUP_MARGIN: Duration = Duration::from_secs(10);
 /// Requests to the executor (use [`Executor`] rather than these).
 pub enum ExecutorMsg {
     /// Adds or replaces a job.
-    Register(JobSpec, RpcReplyPort<Result<(), ExecutorError>>),
+    Register(Box<JobSpec>, RpcReplyPort<Result<(), ExecutorError>>),
     /// Removes a job (its executions and history stay until retention).
     Unregister(String, RpcReplyPort<Result<(), ExecutorError>>),
     /// A job's spec.
@@ -254,7 +254,7 @@ impl Actor for ExecutorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ExecutorMsg::Register(spec, reply) => {
-                let _ = reply.send(state.register(spec).await);
+                let _ = reply.send(state.register(*spec).await);
             }
             ExecutorMsg::Unregister(name, reply) => {
                 let result = match state.specs.remove(&name) {
@@ -852,7 +852,7 @@ impl ExecutorState {
                     .values()
                     .map(|e| e.record.clone())
                     .collect();
-                all.sort_by(|a, b| a.meta.created_at.cmp(&b.meta.created_at));
+                all.sort_by_key(|r| r.meta.created_at);
                 all
             }
         }

@@ -151,7 +151,8 @@ impl Executor {
 
     /// Adds or replaces a job; an invalid spec is refused with every error.
     pub async fn register(&self, spec: JobSpec) -> Result<(), ExecutorError> {
-        self.ask(|r| ExecutorMsg::Register(spec, r)).await?
+        self.ask(|r| ExecutorMsg::Register(Box::new(spec), r))
+            .await?
     }
 
     /// Removes a job; its history stays until retention.
