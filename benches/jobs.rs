@@ -624,7 +624,9 @@ async fn status_arbor() -> Value {
         .await
         .expect("executor");
     let reload_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
     let loaded = exec.list_all().await.expect("list_all").len();
+    let list_all_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let ids: Vec<ExecutionId> = records.iter().map(|r| r.meta.id).collect();
     let get_us = per_call_us(|i| {
@@ -638,13 +640,21 @@ async fn status_arbor() -> Value {
         async move { exec.latest(job).await.expect("latest").is_some() }
     })
     .await;
+    let t0 = Instant::now();
     exec.shutdown(Duration::from_secs(10)).await;
+    let shutdown_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
+    drop(dir);
+    let cleanup_s = t0.elapsed().as_secs_f64();
     json!({
+        "shutdown_ms": shutdown_ms,
+        "cleanup_s": cleanup_s,
         "populate_s": populate_s,
         "raw_read_ms": raw_read_ms,
         "raw_parse_ms": raw_parse_ms,
         "reload_ms": reload_ms,
         "loaded": loaded,
+        "list_all_ms": list_all_ms,
         "get_us": get_us,
         "latest_us": latest_us,
     })

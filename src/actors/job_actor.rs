@@ -26,25 +26,28 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use chrono::Utc;
-use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
+mod finish;
+mod task;
+
+use finish::Unclosed;
+pub use task::{TaskContext, TaskFn, Work};
+
 use crate::{
     actors::{executor_actor::ExecutorMsg, overlay_actor::Overlay},
-    execution::{ExecutionId, ExecutionMeta, ExecutionStatus, FailReason, JobState},
+    execution::{ExecutionMeta, ExecutionStatus, FailReason, JobState},
     runtime::{
-        ContainerId, ContainerSpec, ExitStatus, LogStream, Output, OutputSink, Runtime, Signal,
-        process::procfs,
+        ContainerId, ContainerSpec, ExitStatus, LogStream, Output, Runtime, Signal, process::procfs,
     },
     spec::JobSpec,
-    store::{CompletionEvent, ExecutionFiles, ExecutionOutput, Store, deliver},
+    store::{ExecutionFiles, ExecutionOutput, Store},
     tokens::TokenSink,
 };
 
@@ -74,63 +77,6 @@ pub enum JobMsg {
     Deadline,
     /// Internal: a cancelled task did not stop within its grace.
     AbortTask,
-}
-
-/// What an execution runs.
-pub enum Work {
-    /// The job spec's command (or image), as a container.
-    Command,
-    /// A future in this process.
-    Task(TaskFn),
-}
-
-impl fmt::Debug for Work {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Command => f.write_str("Command"),
-            Self::Task(_) => f.write_str("Task(..)"),
-        }
-    }
-}
-
-/// The body of an in-process job.
-pub type TaskFn = Box<dyn FnOnce(TaskContext) -> BoxFuture<'static, Result<(), String>> + Send>;
-
-/// What an in-process job gets: its id, its output and its cancellation.
-#[derive(Clone)]
-pub struct TaskContext {
-    id: ExecutionId,
-    output: ExecutionOutput,
-    cancelled: watch::Receiver<bool>,
-}
-
-impl TaskContext {
-    /// The execution's id.
-    pub fn id(&self) -> ExecutionId {
-        self.id
-    }
-
-    /// Writes a line to the execution's stdout.
-    pub fn stdout(&self, line: &str) {
-        self.output.write_line(LogStream::Stdout, line);
-    }
-
-    /// Writes a line to the execution's stderr.
-    pub fn stderr(&self, line: &str) {
-        self.output.write_line(LogStream::Stderr, line);
-    }
-
-    /// True once the execution was cancelled (or its deadline passed).
-    pub fn is_cancelled(&self) -> bool {
-        *self.cancelled.borrow()
-    }
-
-    /// Resolves when the execution is cancelled: return soon after, or be
-    /// aborted when the grace runs out.
-    pub async fn cancelled(&self) {
-        let mut rx = self.cancelled.clone();
-        let _ = rx.wait_for(|c| *c).await;
-    }
 }
 
 /// What every job actor of a node shares.
@@ -716,87 +662,6 @@ impl Execution {
         .await;
     }
 
-    /// The one way out: output, cleanup, final record, report, sinks.
-    async fn finish(&mut self, state: JobState) {
-        if self.finished {
-            return;
-        }
-        tracing::debug!(execution = %self.meta.id, ?state, "finishing");
-        self.finished = true;
-        if let Some(t) = self.deadline.take() {
-            t.abort();
-        }
-        if self.main_started && !self.is_task {
-            let _ = tokio::time::timeout(OUTPUT_DRAIN, self.output.wait_closed()).await;
-        }
-        if let Err(e) = self.output.finish() {
-            tracing::warn!(execution = %self.meta.id, error = %e, "failed to write the execution's logs");
-        }
-        self.cleanup().await;
-        self.status.paused = false;
-        self.status.finished_at = Some(Utc::now());
-        self.status.state = state;
-        self.publish().await;
-        let _ = self.executor.cast(ExecutorMsg::JobFinished {
-            id: self.meta.id,
-            status: self.status.clone(),
-        });
-        self.notify().await;
-    }
-
-    /// Detach, release the segment, remove the containers, revoke the token:
-    /// each at most once, whatever was reached.
-    async fn cleanup(&mut self) {
-        let rt = self.services.runtime.clone();
-        if let Some(id) = self.init.take() {
-            let _ = rt.stop(&id, Duration::ZERO).await;
-            if let Err(e) = rt.remove(&id).await {
-                tracing::warn!(container = %id, error = %e, "failed to remove an init container");
-            }
-        }
-        if let Some(id) = self.attached.take()
-            && let Err(e) = self.services.overlay.detach(&id).await
-        {
-            tracing::warn!(container = %id, error = %e, "failed to detach a job container");
-        }
-        if let Some(segment) = self.segment.take()
-            && let Err(e) = self.services.overlay.release(&segment).await
-        {
-            tracing::warn!(%segment, error = %e, "failed to release a job segment");
-        }
-        if let Some(id) = self.main.take() {
-            if self.main_started
-                && let Ok(crate::runtime::ContainerState::Running { .. }) = rt.state(&id).await
-            {
-                let _ = rt.stop(&id, Duration::ZERO).await;
-            }
-            if let Err(e) = rt.remove(&id).await {
-                tracing::warn!(container = %id, error = %e, "failed to remove a job container");
-            }
-            self.services.tokens.revoke(self.meta.id, &id);
-        }
-    }
-
-    /// Completion event to `completion_event.json` and the job's sinks.
-    async fn notify(&mut self) {
-        let Some(files) = self.files.clone() else {
-            return;
-        };
-        let record = crate::execution::ExecutionRecord {
-            meta: self.meta.clone(),
-            status: self.status.clone(),
-        };
-        let event = CompletionEvent::new(&record, &files);
-        let record = deliver(
-            &self.spec.notify,
-            &event,
-            &files,
-            self.services.notify_timeout,
-        )
-        .await;
-        let _ = tokio::task::spawn_blocking(move || files.write_completion(&record)).await;
-    }
-
     /// Moves to `state`, reports it and writes it down.
     async fn set(&mut self, state: JobState) {
         self.status.state = state;
@@ -875,60 +740,6 @@ impl Execution {
             .insert("execution".into(), self.meta.id.to_string());
         spec
     }
-}
-
-impl Drop for Execution {
-    /// The actor died without finishing (a panic): kill the container now,
-    /// give the segment back, and report the execution failed.
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-        for id in [self.init.take(), self.main.take()].into_iter().flatten() {
-            self.services.runtime.abandon(&id);
-            self.services.tokens.revoke(self.meta.id, &id);
-        }
-        if let Some(c) = self.attached.take() {
-            let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self.services.overlay.actor().cast(
-                crate::actors::overlay_actor::OverlayMsg::Detach(c, tx.into()),
-            );
-        }
-        if let Some(s) = self.segment.take() {
-            let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self.services.overlay.actor().cast(
-                crate::actors::overlay_actor::OverlayMsg::Release(s, tx.into()),
-            );
-        }
-        self.status.state = JobState::Failed {
-            reason: FailReason::Task {
-                message: "the job actor died".into(),
-            },
-            exit_code: None,
-        };
-        self.status.finished_at = Some(Utc::now());
-        if let Some(files) = &self.files {
-            let _ = files.write_state(&self.status);
-        }
-        let _ = self.executor.cast(ExecutorMsg::JobFinished {
-            id: self.meta.id,
-            status: self.status.clone(),
-        });
-    }
-}
-
-/// Forwards an init container's output but not its end: the execution's
-/// streams close when the main command's do.
-struct Unclosed(ExecutionOutput);
-
-impl OutputSink for Unclosed {
-    fn write(&self, stream: LogStream, bytes: &[u8]) {
-        self.0.write(stream, bytes);
-    }
-    fn close(&self, _: LogStream) {}
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
