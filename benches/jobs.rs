@@ -14,18 +14,24 @@
 //! `--phase NAME`) on a two-worker tokio runtime. The throughput phases run
 //! in three interleaved rounds and each figure is the median; the 1 GiB
 //! capture and the 100k-record phases run once. State dirs are temp dirs
-//! under `/tmp`, deleted at the end of each phase. About two to three
-//! minutes in all on a 2-core machine.
+//! under `/tmp` (`BENCH_TMPDIR` overrides it) unless said otherwise,
+//! deleted at the end of each phase. Each phase's raw output (with more
+//! detail than the figures) goes to stderr. About two minutes in all on a
+//! 2-core machine.
 //!
 //! - **Throughput**: 2,000 runs of `/bin/true` with 64 in flight (64 tokio
 //!   tasks each looping `trigger` + `wait` on one job with
 //!   `max_concurrent: 64`), through an executor with a state dir: every run
 //!   gets its durable records (`meta.json`, `state.json` rewritten at each
-//!   transition, synced) and its three log files, and the job's history
+//!   transition, `completion_event.json`, each synced) and its three log
+//!   files, and the job's history
 //!   limit (the default: 3 successful runs kept) prunes the records of
 //!   older runs as newer ones finish, deleting their directories: that is
 //!   part of the real cost and is measured. Given for both placements,
-//!   process groups and cgroups (root only; skipped otherwise). Baseline:
+//!   process groups and cgroups (root only; skipped otherwise), and, to
+//!   show where the time goes, with process groups and the state dir on a
+//!   tmpfs (`/dev/shm`: the syncs cost nothing) and with no state dir at
+//!   all (records in memory, no log files). Baseline:
 //!   `tokio::process::Command::new("/bin/true")` spawn + wait, 64 in flight.
 //!   Unit: jobs/s.
 //! - **Log capture**: one job writing 1 GiB of 80-byte lines to stdout
@@ -37,14 +43,17 @@
 //!   `std::io::copy` (which splices pipe to file in the kernel on Linux) and
 //!   with a plain 64 KiB read/write loop. Unit: MB/s of stdout.
 //! - **Status lookup**: 100,000 finished records (100 jobs x 1,000) written
-//!   with the public store API (`Store::create`), reloaded by
-//!   `Executor::start`; then 10,000 sequential `get(id)` (random ids) and
+//!   with the public store API (`Store::create`, 16 threads) into a state
+//!   dir on `/dev/shm` (see [`records_base`]: on this machine's disk the
+//!   syncs make writing them take 20-40 s and deleting them 30 s), reloaded
+//!   by `Executor::start`; then 10,000 sequential `get(id)` (random ids) and
 //!   10,000 `latest(job)` (random jobs), three times, median of the mean.
 //!   Baseline: a ractor call round trip to a plain actor holding the same
 //!   records in a `HashMap`. The reload at start is a figure too, beside
 //!   reading the same 200,000 small files (`meta.json`, `state.json`) raw,
 //!   and reading and parsing them with serde_json, on one thread (the page
-//!   cache is warm for all three: the files were just written).
+//!   cache is warm for all: the files were just written); the store's
+//!   `load_all` alone is given too, to tell its share from the executor's.
 
 use std::{
     collections::HashMap,
@@ -98,19 +107,34 @@ fn main() {
 fn compare() {
     let groups = [("BENCH_CGROUPS", "0")];
     let cgroups = [("BENCH_CGROUPS", "1")];
-    let m = measure(
-        &[
-            ("throughput-arbor", &groups),
-            ("throughput-raw", &[]),
-            ("throughput-arbor-cgroups", &cgroups),
-        ],
-        ROUNDS,
-    );
+    let tmpfs = [("BENCH_CGROUPS", "0"), ("BENCH_TMPDIR", "/dev/shm")];
+    let memory = [("BENCH_CGROUPS", "0"), ("BENCH_NO_STATE", "1")];
+    let mut phases: Vec<(&str, &[(&str, &str)])> = vec![
+        ("throughput-arbor", &groups),
+        ("throughput-raw", &[]),
+        ("throughput-arbor-cgroups", &cgroups),
+        ("throughput-arbor-memory", &memory),
+    ];
+    if std::path::Path::new("/dev/shm").is_dir() {
+        phases.push(("throughput-arbor-tmpfs", &tmpfs));
+    }
+    let m = measure(&phases, ROUNDS);
     let raw = &m["throughput-raw"];
+    let none = Value::Null;
     for (mode, arbor) in [
         ("process_groups", &m["throughput-arbor"]),
         ("cgroups", &m["throughput-arbor-cgroups"]),
+        // Where the time goes: the same runs with the state dir on a tmpfs
+        // (fsync costs nothing), and with no state dir at all.
+        (
+            "process_groups_state_dir_on_tmpfs",
+            m.get("throughput-arbor-tmpfs").unwrap_or(&none),
+        ),
+        ("process_groups_no_state_dir", &m["throughput-arbor-memory"]),
     ] {
+        if arbor.is_null() {
+            continue;
+        }
         if mode == "cgroups" && arbor["cgroups"].as_bool() != Some(true) {
             eprintln!(
                 "cgroup figures skipped: not root or no cgroup v2 (run as root to measure them)"
@@ -142,7 +166,8 @@ fn compare() {
         1,
     );
     let arbor = &m["capture-arbor"];
-    if arbor["stdout_bytes"].as_u64() != Some(CAPTURE_BYTES) || arbor["state"] != "completed" {
+    if arbor["stdout_bytes"].as_f64() != Some(CAPTURE_BYTES as f64) || arbor["state"] != "completed"
+    {
         error_figure(
             "log_capture_1gib_stdout_log_size_wrong",
             &arbor["stdout_bytes"],
@@ -167,7 +192,7 @@ fn compare() {
 
     let m = measure(&[("status-arbor", &[]), ("status-raw", &[])], 1);
     let (arbor, raw) = (&m["status-arbor"], &m["status-raw"]);
-    if arbor["loaded"].as_u64() != Some(RECORDS as u64) {
+    if arbor["loaded"].as_f64() != Some(RECORDS as f64) {
         error_figure(
             "executor_reload_records_missing",
             &arbor["loaded"],
@@ -202,6 +227,14 @@ fn compare() {
         "read_and_parse_200k_json_files",
         &arbor["raw_parse_ms"],
     );
+    // Where the reload goes: the store's `load_all` alone.
+    figure(
+        "store_load_all_100k_records",
+        &arbor["store_load_all_ms"],
+        "ms",
+        "read_and_parse_200k_json_files",
+        &arbor["raw_parse_ms"],
+    );
 }
 
 /// Runs every phase `rounds` times, each run in its own process, in
@@ -223,7 +256,7 @@ fn measure(phases: &[(&str, &[(&str, &str)])], rounds: usize) -> HashMap<String,
             if let Some(first) = runs[0].as_object() {
                 for (key, v) in first {
                     let mut xs: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
-                    let value = if xs.len() == runs.len() && v.is_number() {
+                    let value = if runs.len() > 1 && xs.len() == runs.len() && v.is_number() {
                         json!(median(&mut xs))
                     } else {
                         v.clone()
@@ -294,7 +327,10 @@ fn median(xs: &mut [f64]) -> f64 {
 
 async fn run_phase(name: &str) -> Value {
     match name {
-        "throughput-arbor" | "throughput-arbor-cgroups" => throughput_arbor().await,
+        "throughput-arbor"
+        | "throughput-arbor-cgroups"
+        | "throughput-arbor-memory"
+        | "throughput-arbor-tmpfs" => throughput_arbor().await,
         "throughput-raw" => throughput_raw().await,
         "capture-arbor" => capture_arbor().await,
         "capture-raw-copy" => capture_raw(true).await,
@@ -305,11 +341,28 @@ async fn run_phase(name: &str) -> Value {
     }
 }
 
+/// A temp dir under `/tmp` (`BENCH_TMPDIR` overrides it).
 fn temp_dir() -> tempfile::TempDir {
+    temp_dir_in(&std::env::var("BENCH_TMPDIR").unwrap_or_else(|_| "/tmp".into()))
+}
+
+fn temp_dir_in(base: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("arbor-bench-jobs-")
-        .tempdir_in("/tmp")
-        .expect("temp dir under /tmp")
+        .tempdir_in(base)
+        .unwrap_or_else(|e| panic!("temp dir under {base}: {e}"))
+}
+
+/// Where the 100k records are written: a tmpfs (`/dev/shm`) when there is
+/// one, since on a disk each record costs a few fsyncs to write and the
+/// whole lot tens of seconds to write and to delete (`BENCH_RECORDS_DIR`
+/// overrides it, e.g. `/tmp`). The reload reads from the page cache either
+/// way (the files were just written).
+fn records_base() -> String {
+    std::env::var("BENCH_RECORDS_DIR").unwrap_or_else(|_| {
+        let shm = std::path::Path::new("/dev/shm");
+        if shm.is_dir() { "/dev/shm" } else { "/tmp" }.to_owned()
+    })
 }
 
 fn runtime() -> ProcessRuntime {
@@ -364,9 +417,11 @@ async fn throughput_arbor() -> Value {
     let cgroups = rt.uses_cgroups();
     let dir = temp_dir();
     let state = dir.path().join("state");
-    let exec = Executor::start(ExecutorConfig::new(Arc::new(rt)).state_dir(&state))
-        .await
-        .expect("executor");
+    let mut config = ExecutorConfig::new(Arc::new(rt)).state_dir(&state);
+    if std::env::var("BENCH_NO_STATE").is_ok() {
+        config.state_dir = None;
+    }
+    let exec = Executor::start(config).await.expect("executor");
     let mut spec = JobSpec::command("true", ["/bin/true"]);
     spec.max_concurrent = Some(IN_FLIGHT);
     exec.register(spec).await.expect("register");
@@ -575,7 +630,7 @@ where
 }
 
 async fn status_arbor() -> Value {
-    let dir = temp_dir();
+    let dir = temp_dir_in(&records_base());
     let state = dir.path().join("state");
     let store = Store::open(&state).expect("store");
     let records = records();
@@ -618,6 +673,11 @@ async fn status_arbor() -> Value {
     };
     let raw_read_ms = read_all(false);
     let raw_parse_ms = read_all(true);
+    // The store's own reading, without the executor's table.
+    let t0 = Instant::now();
+    let n = store.load_all().expect("load_all").records.len();
+    let load_all_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(n, RECORDS);
 
     let t0 = Instant::now();
     let exec = Executor::start(ExecutorConfig::new(Arc::new(runtime())).state_dir(&state))
@@ -652,6 +712,7 @@ async fn status_arbor() -> Value {
         "populate_s": populate_s,
         "raw_read_ms": raw_read_ms,
         "raw_parse_ms": raw_parse_ms,
+        "store_load_all_ms": load_all_ms,
         "reload_ms": reload_ms,
         "loaded": loaded,
         "list_all_ms": list_all_ms,

@@ -219,9 +219,9 @@ impl Store {
             source,
         })?;
         let files = ExecutionFiles::new(meta.id, dir);
-        files::write_json_atomic(&files.meta_path(), meta)?;
+        // Made durable with the terminal status (see `write_state`).
+        files::write_json_atomic(&files.meta_path(), meta, false)?;
         files.write_state(status)?;
-        files::sync_dir(&self.root.executions)?;
         Ok(files)
     }
 

@@ -330,6 +330,9 @@ impl Execution {
 
     /// Records, output, then (for commands) pull, create, segment, attach.
     async fn setup(&mut self) {
+        // The records start out Initializing: one synced write fewer.
+        self.status.state = JobState::Initializing;
+        self.status.updated_at = Utc::now();
         if let Some(store) = &self.services.store {
             let (store, meta, status) = (store.clone(), self.meta.clone(), self.status.clone());
             let max = self.spec.max_log_size.as_u64();
@@ -360,7 +363,11 @@ impl Execution {
                 }
             }
         }
-        self.set(JobState::Initializing).await;
+        if self.files.is_some() {
+            self.report();
+        } else {
+            self.set(JobState::Initializing).await;
+        }
         if self.is_task {
             return self.start_task().await;
         }
@@ -671,11 +678,7 @@ impl Execution {
     /// Reports the status to the executor and writes `state.json`.
     async fn publish(&mut self) {
         self.status.updated_at = Utc::now();
-        let _ = self.executor.cast(ExecutorMsg::JobUpdate {
-            id: self.meta.id,
-            status: self.status.clone(),
-            output: Some(self.output.clone()),
-        });
+        self.report();
         if let Some(files) = self.files.clone() {
             let status = self.status.clone();
             match tokio::task::spawn_blocking(move || files.write_state(&status)).await {
@@ -688,6 +691,15 @@ impl Execution {
                 }
             }
         }
+    }
+
+    /// Tells the executor the current status (and where the live output is).
+    fn report(&self) {
+        let _ = self.executor.cast(ExecutorMsg::JobUpdate {
+            id: self.meta.id,
+            status: self.status.clone(),
+            output: Some(self.output.clone()),
+        });
     }
 
     fn advance(&mut self, phase: Phase) {

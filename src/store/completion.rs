@@ -209,6 +209,10 @@ pub async fn deliver(
     );
     record.deliveries.extend(command);
     record.deliveries.extend(file);
+    if record.deliveries.is_empty() {
+        // No sinks: the record written above is already the final one.
+        return record;
+    }
     for d in record.deliveries.iter().filter(|d| !d.ok) {
         tracing::warn!(
             execution = %event.execution_id,

@@ -86,14 +86,14 @@ impl Execution {
             status: self.status.clone(),
         };
         let event = CompletionEvent::new(&record, &files);
-        let record = deliver(
+        // `deliver` writes completion_event.json itself, with the results.
+        deliver(
             &self.spec.notify,
             &event,
             &files,
             self.services.notify_timeout,
         )
         .await;
-        let _ = tokio::task::spawn_blocking(move || files.write_completion(&record)).await;
     }
 }
 
