@@ -26,6 +26,9 @@ pub enum Error {
     /// An actor could not be started.
     #[error("{0}")]
     Start(String),
+    /// The node is shutting down and takes no new work.
+    #[error("the node is shutting down: no new work is accepted")]
+    ShuttingDown,
 }
 
 /// `Result` with arbor's [`Error`].

@@ -120,6 +120,30 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A job execution was accepted.
+    ExecutionStarted {
+        /// The execution id.
+        id: String,
+        /// The job.
+        job: String,
+        /// What triggered it, as text.
+        trigger: String,
+        /// 1 for the first attempt.
+        attempt: u32,
+    },
+    /// A job execution reached its terminal state.
+    ExecutionFinished {
+        /// The execution id.
+        id: String,
+        /// The job.
+        job: String,
+        /// `completed`, `failed` or `cancelled`.
+        state: String,
+        /// The terminal state, as text (`failed: non-zero exit: exit code 3`).
+        detail: String,
+        /// The main command's exit code, when it exited.
+        exit_code: Option<i32>,
+    },
 }
 
 impl Event {
@@ -136,6 +160,8 @@ impl Event {
             Self::ServiceShutdown { .. } => "service_shutdown",
             Self::ContainerCompleted { .. } => "container_completed",
             Self::SupervisorEscalated { .. } => "supervisor_escalated",
+            Self::ExecutionStarted { .. } => "execution_started",
+            Self::ExecutionFinished { .. } => "execution_finished",
         }
     }
 
@@ -199,6 +225,21 @@ impl Event {
             } => tracing::info!(target: T, event, service, id, exit_code, "completed"),
             Self::SupervisorEscalated { supervisor, reason } => {
                 tracing::error!(target: T, event, supervisor, reason, "escalated to parent")
+            }
+            Self::ExecutionStarted {
+                id,
+                job,
+                trigger,
+                attempt,
+            } => tracing::debug!(target: T, event, id, job, trigger, attempt, "execution started"),
+            Self::ExecutionFinished {
+                id,
+                job,
+                state,
+                detail,
+                exit_code,
+            } => {
+                tracing::info!(target: T, event, id, job, state, exit_code, detail, "execution finished")
             }
         }
     }

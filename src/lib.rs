@@ -5,6 +5,7 @@ pub mod cron;
 pub mod error;
 pub mod events;
 pub mod execution;
+pub mod node;
 pub mod panics;
 pub mod runtime;
 pub mod spec;
@@ -35,6 +36,7 @@ pub use events::{Event, EventBus, EventStream};
 pub use execution::{
     ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState, JobTrigger,
 };
+pub use node::{Health, Node, NodeConfig, ServiceInfo};
 pub use runtime::{
     ContainerId, ContainerSpec, ContainerState, ExitStatus, MockRuntime, Output, OutputSink,
     ProcessRuntime, Runtime, RuntimeError,

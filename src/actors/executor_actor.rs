@@ -150,6 +150,10 @@ pub enum ExecutorMsg {
     DrainDeadline,
     /// Internal: retention may have expired something.
     Expire,
+    /// The job supervisor (for tree snapshots).
+    JobSupervisor(RpcReplyPort<SupervisorRef>),
+    /// The schedules (next runs) of every scheduled job.
+    Schedules(RpcReplyPort<Vec<crate::cron::ScheduleInfo>>),
     /// The cron actor to keep schedules in (set once at start).
     SetCron(CronRef, RpcReplyPort<()>),
     /// From the cron actor: a scheduled run is due.
@@ -183,6 +187,7 @@ pub struct ExecutorState {
     /// Retention of jobs no longer (or not yet) registered.
     default_spec: Arc<JobSpec>,
     cron: Option<CronRef>,
+    events: EventBus,
 }
 
 /// The executor actor.
@@ -199,6 +204,7 @@ impl Actor for ExecutorActor {
         myself: ActorRef<ExecutorMsg>,
         args: ExecutorArgs,
     ) -> Result<ExecutorState, ActorProcessingErr> {
+        let events = args.events.clone();
         let supervisor = SupervisorRef::start_linked(
             SupervisorSpec::dynamic("jobs"),
             args.events,
@@ -216,6 +222,7 @@ impl Actor for ExecutorActor {
             expiry_timer: None,
             default_spec: Arc::new(JobSpec::command("-", ["-"])),
             cron: None,
+            events,
         };
         if let Some(store) = state.services.store.clone() {
             let loaded = tokio::task::spawn_blocking(move || store.load_all()).await??;
@@ -270,6 +277,16 @@ impl Actor for ExecutorActor {
                     None => Err(ExecutorError::UnknownJob(name)),
                 };
                 let _ = reply.send(result);
+            }
+            ExecutorMsg::JobSupervisor(reply) => {
+                let _ = reply.send(state.supervisor.clone());
+            }
+            ExecutorMsg::Schedules(reply) => {
+                let list = match &state.cron {
+                    Some(cron) => cron.list().await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let _ = reply.send(list);
             }
             ExecutorMsg::SetCron(cron, reply) => {
                 state.cron = Some(cron);

@@ -396,5 +396,9 @@ fn describe(e: &Event) -> Option<String> {
         Event::ServiceShutdown { service, reason } => format!("{service}: shut down ({reason})"),
         Event::ContainerCompleted { id, .. } => format!("{id}: completed"),
         Event::SupervisorEscalated { supervisor, reason } => format!("{supervisor}: {reason}"),
+        Event::ExecutionStarted { id, job, .. } => format!("{job} {id}: started"),
+        Event::ExecutionFinished {
+            id, job, detail, ..
+        } => format!("{job} {id}: {detail}"),
     })
 }

@@ -302,6 +302,16 @@ impl Executor {
         self.ask(ExecutorMsg::WaitAll).await
     }
 
+    /// The job supervisor, under which every execution runs.
+    pub async fn job_supervisor(&self) -> Result<crate::SupervisorRef, ExecutorError> {
+        self.ask(ExecutorMsg::JobSupervisor).await
+    }
+
+    /// Every schedule with its next run.
+    pub async fn schedules(&self) -> Result<Vec<crate::cron::ScheduleInfo>, ExecutorError> {
+        self.ask(ExecutorMsg::Schedules).await
+    }
+
     /// Refuses new executions, lets active ones finish within `deadline`,
     /// cancels the rest (each with its grace), and stops the executor.
     pub async fn shutdown(&self, deadline: Duration) {

@@ -4,6 +4,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::events::Event;
 
 impl ExecutorState {
     pub(super) async fn register(&mut self, spec: JobSpec) -> Result<(), ExecutorError> {
@@ -112,6 +113,7 @@ impl ExecutorState {
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let now = Utc::now();
         let id = ExecutionId::new();
+        let trigger_text = trigger.to_string();
         let meta = ExecutionMeta {
             id,
             job: spec.name.clone(),
@@ -160,7 +162,13 @@ impl ExecutorState {
             status.finished_at = Some(now);
             self.job_finished(myself, id, status);
         }
-        tracing::debug!(execution = %id, job = %spec.name, attempt, "execution accepted");
+        self.events
+            .publish_lazy(tracing::Level::DEBUG, || Event::ExecutionStarted {
+                id: id.to_string(),
+                job: spec.name.clone(),
+                trigger: trigger_text,
+                attempt,
+            });
         Ok(id)
     }
 
@@ -187,7 +195,14 @@ impl ExecutorState {
             .get(&record.meta.job)
             .cloned()
             .unwrap_or_else(|| self.default_spec.clone());
-        tracing::info!(execution = %id, job = %record.meta.job, state = %record.status.state, "execution ended");
+        self.events
+            .publish_lazy(tracing::Level::INFO, || Event::ExecutionFinished {
+                id: id.to_string(),
+                job: record.meta.job.clone(),
+                state: record.status.state.name().to_owned(),
+                detail: record.status.state.to_string(),
+                exit_code: record.status.state.exit_code(),
+            });
         for w in self.waiters.remove(&id).unwrap_or_default() {
             let _ = w.send(Ok(record.clone()));
         }

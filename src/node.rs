@@ -1,0 +1,374 @@
+//! [`Node`]: the facade an application embeds, and the whole of what the
+//! agent, its HTTP API and the CLI use.
+//!
+//! A node is a root supervisor with one service supervisor per service
+//! (started in dependency order, stopped in reverse), the executor with its
+//! job supervisor and cron actor, and the overlay actor. Build it with a
+//! runtime and a state dir, deploy services and jobs (from a spec file or
+//! from code), trigger and control executions, follow events, read the
+//! tree, and shut it down gracefully.
+//!
+//! The executor and the overlay actor are started beside the root
+//! supervisor rather than as its children: job actors and handles hold
+//! their addresses, which a restart would change. Their failure is reported
+//! by [`Node::health`].
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::{
+    actors::{
+        executor_actor::{Executor, ExecutorConfig},
+        overlay_actor::{Disabled, Overlay},
+        supervisor_actor::{
+            ChildKind, ChildSpec, ChildState, SupervisorRef, SupervisorSpec, TreeNode,
+        },
+    },
+    cron::{Clock, SystemClock},
+    error::Error,
+    events::{EventBus, EventStream},
+    runtime::Runtime,
+    spec::{Strategy, SupervisorFlags},
+    tokens::{NoTokens, TokenSink},
+};
+
+/// How to build a node.
+pub struct NodeConfig {
+    /// Where services and jobs run.
+    pub runtime: Arc<dyn Runtime>,
+    /// Durable execution records and logs (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// The overlay actor (default: networking disabled).
+    pub overlay: Option<Overlay>,
+    /// Told when a job container is removed.
+    pub tokens: Arc<dyn TokenSink>,
+    /// The wall clock for schedules.
+    pub clock: Arc<dyn Clock>,
+    /// Flags of the root supervisor (the strategy is always one_for_one:
+    /// services are independent; order comes from `depends_on`).
+    pub flags: SupervisorFlags,
+    /// The node's name (the root of the tree).
+    pub name: String,
+}
+
+impl NodeConfig {
+    /// Defaults around `runtime`: in memory, no networking, system clock.
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        Self {
+            runtime,
+            state_dir: None,
+            overlay: None,
+            tokens: Arc::new(NoTokens),
+            clock: Arc::new(SystemClock),
+            flags: SupervisorFlags::default(),
+            name: "node".into(),
+        }
+    }
+
+    /// Keeps execution records and logs under `dir`.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Uses this overlay actor.
+    pub fn overlay(mut self, overlay: Overlay) -> Self {
+        self.overlay = Some(overlay);
+        self
+    }
+
+    /// Reads schedules on this clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Root supervisor flags.
+    pub fn flags(mut self, flags: SupervisorFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The node's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+/// A service as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its supervisor's state.
+    pub state: ChildState,
+    /// Replicas whose container runs.
+    pub running: usize,
+    /// Replicas in all.
+    pub replicas: usize,
+    /// Restarts of its replicas (and of the service supervisor itself).
+    pub restarts: u32,
+    /// The service's subtree.
+    pub tree: TreeNode,
+}
+
+/// Whether the node's parts are up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// True when every part answers and the node is not shutting down.
+    pub ok: bool,
+    /// True once a shutdown began.
+    pub shutting_down: bool,
+    /// Each part and whether it answers.
+    pub parts: BTreeMap<String, bool>,
+}
+
+/// A running node. Cheap to clone; clones drive the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    root: SupervisorRef,
+    executor: Executor,
+    overlay: Overlay,
+    events: EventBus,
+    runtime: Arc<dyn Runtime>,
+    /// Serializes deploys and reloads; holds the names of the services in
+    /// start order.
+    services: Mutex<Vec<String>>,
+    shutting_down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Node {
+    /// Starts the root supervisor, the overlay actor and the executor (which
+    /// reloads the history kept in the state dir).
+    pub async fn start(config: NodeConfig) -> Result<Self, Error> {
+        let events = EventBus::new();
+        let overlay = match config.overlay {
+            Some(o) => o,
+            None => Overlay::start(Disabled)
+                .await
+                .map_err(|e| Error::Start(format!("failed to start the overlay actor: {e}")))?,
+        };
+        let mut exec = ExecutorConfig::new(config.runtime.clone())
+            .overlay(overlay.clone())
+            .events(events.clone());
+        exec.tokens = config.tokens;
+        exec.clock = config.clock;
+        exec.state_dir = config.state_dir;
+        let executor = Executor::start(exec).await?;
+        let mut flags = config.flags;
+        flags.strategy = Strategy::OneForOne;
+        let (root, _) = SupervisorRef::start_with_events(
+            SupervisorSpec::new(&config.name).flags(flags),
+            events.clone(),
+        )
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: config.name,
+                root,
+                executor,
+                overlay,
+                events,
+                runtime: config.runtime,
+                services: Mutex::new(Vec::new()),
+                shutting_down: tokio::sync::watch::Sender::new(false),
+            }),
+        })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The executor: jobs, executions, schedules.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// The overlay actor.
+    pub fn overlay(&self) -> &Overlay {
+        &self.inner.overlay
+    }
+
+    /// The runtime services and jobs run on.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.inner.runtime
+    }
+
+    /// The root supervisor.
+    pub fn root(&self) -> &SupervisorRef {
+        &self.inner.root
+    }
+
+    /// Every supervisor and job event from now on.
+    pub fn events(&self) -> EventStream {
+        self.inner.events.subscribe()
+    }
+
+    /// The event bus (to publish into, or subscribe).
+    pub fn event_bus(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Starts a service: a supervisor named `name` under the root, after the
+    /// services already running.
+    pub async fn start_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
+        self.refuse_when_stopping()?;
+        let mut services = self.inner.services.lock().await;
+        self.start_service_locked(&mut services, name, spec).await
+    }
+
+    /// Stops a service (its replicas in reverse order, each with its grace)
+    /// and forgets it.
+    pub async fn stop_service(&self, name: &str) -> Result<(), Error> {
+        let mut services = self.inner.services.lock().await;
+        self.stop_service_locked(&mut services, name).await
+    }
+
+    /// Restarts every replica of a service (stop in reverse order, start again).
+    pub async fn restart_service(&self, name: &str) -> Result<(), Error> {
+        self.refuse_when_stopping()?;
+        self.inner.root.restart_child(name).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn start_service_locked(
+        &self,
+        services: &mut Vec<String>,
+        name: &str,
+        spec: SupervisorSpec,
+    ) -> Result<(), Error> {
+        self.inner
+            .root
+            .start_child(ChildSpec::supervisor(name, spec))
+            .await?;
+        services.retain(|s| s != name);
+        services.push(name.to_owned());
+        Ok(())
+    }
+
+    pub(crate) async fn stop_service_locked(
+        &self,
+        services: &mut Vec<String>,
+        name: &str,
+    ) -> Result<(), Error> {
+        self.inner.root.terminate_child(name).await?;
+        self.inner.root.delete_child(name).await?;
+        services.retain(|s| s != name);
+        Ok(())
+    }
+
+    /// The services, in start order.
+    pub async fn services(&self) -> Result<Vec<ServiceInfo>, Error> {
+        let tree = self.inner.root.snapshot().await?;
+        Ok(tree.children.into_iter().map(service_info).collect())
+    }
+
+    /// One service.
+    pub async fn service(&self, name: &str) -> Result<Option<ServiceInfo>, Error> {
+        let tree = self.inner.root.snapshot().await?;
+        Ok(tree
+            .children
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(service_info))
+    }
+
+    /// The whole tree: the root with its services, and the executor's job
+    /// supervisor with one child per running execution.
+    pub async fn tree(&self) -> Result<TreeNode, Error> {
+        let mut tree = self.inner.root.snapshot().await?;
+        let jobs = self.inner.executor.job_supervisor().await?;
+        let mut jobs = jobs.snapshot().await?;
+        jobs.name = "executor/jobs".into();
+        tree.children.push(jobs);
+        Ok(tree)
+    }
+
+    /// Whether every part answers.
+    pub async fn health(&self) -> Health {
+        let mut parts = BTreeMap::new();
+        parts.insert(
+            "supervisor".into(),
+            self.inner.root.count_children().await.is_ok(),
+        );
+        parts.insert(
+            "executor".into(),
+            self.inner.executor.active_count().await.is_ok(),
+        );
+        parts.insert("overlay".into(), self.inner.overlay.list().await.is_ok());
+        let shutting_down = *self.inner.shutting_down.borrow();
+        Health {
+            ok: !shutting_down && parts.values().all(|v| *v),
+            shutting_down,
+            parts,
+        }
+    }
+
+    /// True once [`Node::shutdown`] began.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutting_down.borrow()
+    }
+
+    /// Refuses new work, lets running executions finish within `deadline`
+    /// (then cancels them), stops the services in reverse start order with
+    /// each replica's grace, then the overlay actor. Later calls wait for
+    /// the first.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let first = !self.inner.shutting_down.send_replace(true);
+        if !first {
+            self.inner.root.wait().await;
+            return;
+        }
+        tracing::info!(node = %self.inner.name, "shutting down");
+        let mut services = self.inner.services.lock().await;
+        self.inner.executor.shutdown(deadline).await;
+        for name in services.clone().iter().rev() {
+            if let Err(e) = self.stop_service_locked(&mut services, name).await {
+                tracing::warn!(service = %name, error = %e, "failed to stop a service");
+            }
+        }
+        self.inner.root.shutdown().await;
+        self.inner.overlay.shutdown().await;
+        tracing::info!(node = %self.inner.name, "stopped");
+    }
+
+    fn refuse_when_stopping(&self) -> Result<(), Error> {
+        if self.is_shutting_down() {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn service_info(tree: TreeNode) -> ServiceInfo {
+    let replicas = tree
+        .children
+        .iter()
+        .filter(|c| c.kind == ChildKind::Container || c.kind == ChildKind::Worker)
+        .count();
+    let running = tree
+        .children
+        .iter()
+        .filter(|c| c.state == ChildState::Running)
+        .count();
+    let restarts = tree.restarts + tree.children.iter().map(|c| c.restarts).sum::<u32>();
+    ServiceInfo {
+        name: tree.name.clone(),
+        state: tree.state,
+        running,
+        replicas,
+        restarts,
+        tree,
+    }
+}
