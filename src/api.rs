@@ -1,0 +1,208 @@
+//! The node's HTTP API: JSON under `/v1`, Server-Sent Events, Prometheus
+//! metrics. [`router`] builds it around a [`Node`]; [`serve`] runs it on a
+//! listener until a shutdown future resolves.
+//!
+//! # Design
+//!
+//! The API is a thin shell over [`Node`]: every handler calls one or two
+//! methods of the node (or of its [`Executor`](crate::Executor)) and turns
+//! the answer into JSON. It owns no table of services or executions; the
+//! actors own them and are asked through `call`. One file per family of
+//! routes:
+//!
+//! | file | routes |
+//! | --- | --- |
+//! | `api/node.rs` | `GET /v1/health`, `GET /v1/tree` |
+//! | `api/services.rs` | `GET /v1/services`, `GET /v1/services/{name}`, `POST /v1/services/{name}/restart` |
+//! | `api/jobs.rs` | `GET /v1/jobs`, `GET /v1/jobs/{name}`, `POST /v1/jobs/{name}/trigger` |
+//! | `api/executions.rs` | `GET /v1/executions[?job=NAME]`, `GET /v1/executions/{id}`, `GET .../{id}/logs`, `GET .../{id}/wait`, `POST .../{id}/cancel`, `POST .../{id}/signal`, `POST .../{id}/pause`, `POST .../{id}/resume` |
+//! | `api/runs.rs` | `POST /v1/runs` (an ad-hoc command, as `arbor run`) |
+//! | `api/events.rs` | `GET /v1/events` (Server-Sent Events) |
+//! | `api/metrics.rs` | `GET /metrics` (Prometheus text) |
+//! | `api/guard.rs` | the token, same-origin and shutting-down checks of mutating requests |
+//! | `api/extract.rs` | JSON bodies, query strings, path values and the caller's address, each refusing bad input with a JSON error |
+//! | `api/error.rs` | [`ApiError`]: `{"error": {"code", "message", "fields"?}}` and the status of each failure |
+//!
+//! # Errors
+//!
+//! Every failure is JSON, `{"error": {"code": "...", "message": "..."}}`,
+//! with the status of its code: `bad_request` 400, `unauthorized` 401,
+//! `forbidden` 403, `not_found` 404, `method_not_allowed` 405, `conflict`
+//! 409, `payload_too_large` 413, `unsupported_media_type` 415,
+//! `unavailable` 503, `internal` 500. Messages name the field or the value
+//! that is wrong (`invalid JSON body: command[1]: invalid type: integer
+//! `1`, expected a string`); an invalid job spec also lists every error
+//! under `fields`. axum's own plain-text rejections (bad JSON, a bad query
+//! string, an oversized body) and unknown routes are turned into this
+//! shape. A bad request changes nothing: the node keeps serving.
+//!
+//! # Security
+//!
+//! The agent binds to loopback by default. Reading (`GET`) is open to
+//! anyone who can reach the socket. When [`ApiConfig::token`] is set, every
+//! mutating request (any method but `GET`, `HEAD`, `OPTIONS`) must carry
+//! `Authorization: Bearer <token>` or gets 401; the token is compared in
+//! constant time. Independently of the token, a mutating request that
+//! carries an `Origin` header naming another host than its `Host` header is
+//! refused with 403, and a request body must be JSON (`Content-Type:
+//! application/json`, or no content type): a web page in a browser on the
+//! same machine can therefore neither trigger jobs nor start commands
+//! through the API (cross-site request forgery). Bodies are limited to
+//! [`ApiConfig::max_body_bytes`] (413 above). While the node shuts down,
+//! mutating requests get 503 and `GET /v1/health` answers 503.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{get, post},
+};
+use tokio::sync::watch;
+
+use crate::node::Node;
+
+mod error;
+mod events;
+mod executions;
+mod extract;
+mod guard;
+mod jobs;
+mod metrics;
+mod node;
+mod runs;
+mod services;
+
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, FieldError};
+pub use executions::{CancelRequest, LogsResponse, SignalRequest, SignalValue};
+pub use jobs::{JobInfo, LatestExecution, TriggerResponse};
+pub use runs::{RunRequest, RunResponse};
+
+/// How the API behaves.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// When set, mutating requests need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Largest request body accepted (default 1 MiB); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// The node's state dir (as given to
+    /// [`NodeConfig::state_dir`](crate::NodeConfig::state_dir)), to report
+    /// where an execution's logs are; `None`: paths are reported as `null`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            max_body_bytes: 1 << 20,
+            state_dir: None,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Requires this bearer token on mutating requests.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Limits request bodies to `bytes`.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Reports log paths under `dir`.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) node: Node,
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) metrics: metrics::MetricsHandle,
+    /// Turns true when [`serve`] is asked to stop: event streams end, so
+    /// that the graceful shutdown does not wait for them.
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+/// The API around `node`. Starts the task that counts events for
+/// `/metrics` (it ends when the router and its clones are dropped), so it
+/// must be called inside a tokio runtime.
+///
+/// Handlers that record the caller's address need
+/// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo): serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (as [`serve`]
+/// does); without it the address is recorded as `unknown`.
+pub fn router(node: Node, config: ApiConfig) -> Router {
+    // Nothing stops it: event streams run until their client leaves.
+    let (_, rx) = watch::channel(false);
+    build(node, config, rx)
+}
+
+/// Serves the API of `node` on `listener` until `shutdown` resolves, then
+/// stops accepting, ends the event streams and waits for the requests in
+/// flight.
+pub async fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = build(node, config, rx);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
+    .await
+}
+
+fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Router {
+    let metrics = metrics::MetricsHandle::start(node.events());
+    let max_body = config.max_body_bytes;
+    let state = AppState {
+        node,
+        config: Arc::new(config),
+        metrics,
+        stopping,
+    };
+    let v1 = Router::new()
+        .route("/health", get(node::health))
+        .route("/tree", get(node::tree))
+        .route("/services", get(services::list))
+        .route("/services/{name}", get(services::get))
+        .route("/services/{name}/restart", post(services::restart))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{name}", get(jobs::get))
+        .route("/jobs/{name}/trigger", post(jobs::trigger))
+        .route("/executions", get(executions::list))
+        .route("/executions/{id}", get(executions::get))
+        .route("/executions/{id}/logs", get(executions::logs))
+        .route("/executions/{id}/wait", get(executions::wait))
+        .route("/executions/{id}/cancel", post(executions::cancel))
+        .route("/executions/{id}/signal", post(executions::signal))
+        .route("/executions/{id}/pause", post(executions::pause))
+        .route("/executions/{id}/resume", post(executions::resume))
+        .route("/runs", post(runs::run))
+        .route("/events", get(events::stream));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(metrics::render))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::check))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

@@ -1,0 +1,123 @@
+//! Checks on every mutating request (any method but `GET`, `HEAD`,
+//! `OPTIONS`) before its handler runs: the bearer token when one is
+//! configured, the same-origin rule, and refusal while the node shuts down.
+//! Reads stay open: the agent binds to loopback by default.
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    AppState,
+    error::{ApiError, ErrorCode},
+};
+
+pub(crate) async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    if let Some(token) = &state.config.token
+        && let Err(e) = authorize(req.headers(), token)
+    {
+        let mut res = e.into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"arbor\""),
+        );
+        return res;
+    }
+    if let Err(e) = same_origin(req.headers()) {
+        return e.into_response();
+    }
+    if state.node.is_shutting_down() {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the node is shutting down: {} {} is refused",
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing Authorization header: this agent requires \"Authorization: Bearer <token>\" on mutating requests",
+        ));
+    };
+    let value = value.as_bytes();
+    let given = match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => value[7..].trim_ascii(),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "invalid Authorization header: expected \"Bearer <token>\"",
+            ));
+        }
+    };
+    if constant_time_eq(given, token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "invalid bearer token in the Authorization header",
+        ))
+    }
+}
+
+/// Equality whose time depends on the lengths only, not on where the
+/// inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(std::hint::black_box(x ^ y));
+    }
+    diff == 0
+}
+
+/// A request a browser sends from a page of another site carries its
+/// `Origin`; command-line clients send none.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("(not text)");
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (authority, host) {
+        (Some(a), Some(h)) if a.eq_ignore_ascii_case(h) => Ok(()),
+        _ => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "cross-origin request refused: Origin {origin:?} is not this agent ({})",
+                host.unwrap_or("no Host header")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

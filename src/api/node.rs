@@ -1,0 +1,55 @@
+//! `GET /v1/health` and `GET /v1/tree`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use super::{AppState, error::ApiError, extract::QueryParams};
+
+/// The node's [`Health`](crate::Health): 200 when every part answers, 503
+/// while shutting down or when a part does not answer.
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    let health = state.node.health().await;
+    let status = if health.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TreeQuery {
+    #[serde(default)]
+    format: TreeFormat,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TreeFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// The whole tree as [`TreeNode`](crate::TreeNode) JSON, or drawn like
+/// `pstree` with `?format=text`.
+pub(crate) async fn tree(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<TreeQuery>,
+) -> Result<Response, ApiError> {
+    let tree = state.node.tree().await?;
+    Ok(match q.format {
+        TreeFormat::Json => Json(tree).into_response(),
+        TreeFormat::Text => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{tree}\n"),
+        )
+            .into_response(),
+    })
+}
