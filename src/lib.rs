@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod actors;
+pub mod api;
 pub mod cron;
 pub mod error;
 pub mod events;
@@ -27,6 +28,7 @@ pub use actors::{
         TreeNode,
     },
 };
+pub use api::{ApiConfig, ApiError};
 pub use cron::{
     Clock, CronError, CronFire, CronRef, CronSchedule, CronTarget, FireRecorder, ScheduleInfo,
     ScheduleSpec, SystemClock, TokioClock, jitter_offset,

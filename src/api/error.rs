@@ -165,13 +165,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        (
-            status,
-            Json(ErrorBody {
-                error: self.detail,
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error: self.detail })).into_response()
     }
 }
 

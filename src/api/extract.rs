@@ -53,7 +53,12 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("(not text)");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -66,10 +71,15 @@ async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
         if r.status().as_u16() == 413 {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("the request body is larger than the limit of {limit} bytes (max_body_bytes)"),
+                format!(
+                    "the request body is larger than the limit of {limit} bytes (max_body_bytes)"
+                ),
             )
         } else {
-            ApiError::bad_request(format!("failed to read the request body: {}", r.body_text()))
+            ApiError::bad_request(format!(
+                "failed to read the request body: {}",
+                r.body_text()
+            ))
         }
     })
 }

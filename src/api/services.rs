@@ -3,15 +3,13 @@
 
 use axum::{Json, extract::State};
 
-use super::{
-    AppState,
-    error::ApiError,
-    extract::PathValue,
-};
+use super::{AppState, error::ApiError, extract::PathValue};
 use crate::node::ServiceInfo;
 
 /// Every service, in start order.
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
     Ok(Json(state.node.services().await?))
 }
 

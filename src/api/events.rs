@@ -1,0 +1,96 @@
+//! `GET /v1/events`: supervisor and job events as Server-Sent Events.
+//!
+//! Each event is one SSE message: `event:` is [`Event::kind`]
+//! (`container_restarted`, `execution_finished`, ...), `data:` the event as
+//! JSON (the same object, with its `event` field). A comment is sent every
+//! 15 s while nothing happens, so proxies keep the connection. The stream
+//! starts with the events published after the request arrived;
+//! `?kind=a,b` keeps only those kinds. It ends when the client leaves or
+//! the server stops.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    response::sse::{self, KeepAlive, Sse},
+};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::{AppState, error::ApiError, extract::QueryParams};
+use crate::events::Event;
+
+/// Every kind of event, to check `?kind=`.
+const KINDS: &[&str] = &[
+    "child_started",
+    "child_exited",
+    "child_stopped",
+    "child_start_failed",
+    "container_restarted",
+    "crash_loop_back_off",
+    "container_isolated",
+    "service_shutdown",
+    "container_completed",
+    "supervisor_escalated",
+    "execution_started",
+    "execution_finished",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    kind: Option<String>,
+}
+
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
+    let kinds: Option<Vec<String>> = match q.kind {
+        None => None,
+        Some(list) => {
+            let kinds: Vec<String> = list
+                .split(',')
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect();
+            if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid query parameter kind: unknown event kind {bad:?}, expected one of {}",
+                    KINDS.join(", ")
+                )));
+            }
+            Some(kinds)
+        }
+    };
+    let events = state.node.events();
+    let mut stopping = state.stopping.clone();
+    let stop = async move {
+        // A sender that is gone (a router without `serve`) never stops it.
+        if stopping.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let stream = events
+        .filter(move |e| {
+            let keep = kinds
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|k| k == e.kind()));
+            std::future::ready(keep)
+        })
+        .map(|e: Event| Ok(message(&e)))
+        .take_until(Box::pin(stop));
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    ))
+}
+
+fn message(e: &Event) -> sse::Event {
+    let event = sse::Event::default().event(e.kind());
+    match serde_json::to_string(e) {
+        Ok(json) => event.data(json),
+        Err(err) => event.comment(format!("failed to serialize the event: {err}")),
+    }
+}
