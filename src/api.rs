@@ -169,6 +169,13 @@ pub async fn serve(
     .await
 }
 
+/// Resolves once [`serve`] is asked to stop (never for a bare [`router`]).
+pub(crate) async fn stopped(mut stopping: watch::Receiver<bool>) {
+    if stopping.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Router {
     let metrics = metrics::MetricsHandle::start(node.events());
     let max_body = config.max_body_bytes;

@@ -465,12 +465,28 @@ async fn the_token_guards_mutating_requests_only() {
 }
 
 #[tokio::test]
-async fn the_server_stops_gracefully_with_an_open_event_stream() {
+async fn the_server_stops_gracefully_with_an_open_event_stream_and_a_pending_wait() {
     let mut f = Fixture::start(ApiConfig::default()).await;
     let mut events = f.api.events("/v1/events").await;
     assert_eq!(events.status, 200);
+    let r = f
+        .api
+        .post_json("/v1/runs", &json!({"command": ["sleep", "1000"]}))
+        .await;
+    let id = r.json()["execution_id"].as_str().unwrap().to_owned();
+    until_execution(&f.api, &id, |v| v["state"]["status"] == "running").await;
+    let api = f.api.clone();
+    let path = format!("/v1/executions/{id}/wait?timeout=10m");
+    let waiting = tokio::spawn(async move { api.get(&path).await });
+    // The wait is in flight before the stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+
     f.stop_server(Duration::from_secs(5)).await.unwrap();
     assert!(events.ends_within(Duration::from_secs(5)).await);
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"]["status"], "running");
     f.shutdown().await;
 }
 
@@ -486,5 +502,40 @@ async fn a_shutting_down_node_answers_503() {
         .post_json("/v1/runs", &json!({"command": ["true"]}))
         .await;
     r.assert_error(503, "unavailable", &["shutting down", "/v1/runs"]);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bare_router_serves_and_records_an_unknown_caller() {
+    let f = Fixture::start(ApiConfig::default()).await;
+    f.node
+        .executor()
+        .register(JobSpec::command("t", ["true"]))
+        .await
+        .unwrap();
+    // The same node behind `router` served without ConnectInfo.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = api_support::Client {
+        addr: listener.local_addr().unwrap(),
+        token: None,
+    };
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            arbor::api::router(f.node.clone(), ApiConfig::default()),
+        )
+        .into_future(),
+    );
+    let r = api.post("/v1/jobs/t/trigger", None).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["execution_id"].as_str().unwrap().to_owned();
+    let rec = finished(&api, &id).await;
+    assert_eq!(rec["trigger"]["remote_addr"], "unknown");
+    // Without a state dir in its config, runs report no log paths.
+    let r = api
+        .post_json("/v1/runs", &json!({"command": ["true"]}))
+        .await;
+    assert_eq!(r.json()["stdout_log_path"], serde_json::Value::Null);
+    server.abort();
     f.shutdown().await;
 }

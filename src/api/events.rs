@@ -64,13 +64,7 @@ pub(crate) async fn stream(
         }
     };
     let events = state.node.events();
-    let mut stopping = state.stopping.clone();
-    let stop = async move {
-        // A sender that is gone (a router without `serve`) never stops it.
-        if stopping.wait_for(|s| *s).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+    let stop = super::stopped(state.stopping.clone());
     let stream = events
         .filter(move |e| {
             let keep = kinds

@@ -130,8 +130,9 @@ pub(crate) struct WaitQuery {
     timeout: Option<Duration>,
 }
 
-/// Waits until the execution ended or `?timeout=` (default 30 s, at most
-/// 10 min) passed, then answers its record, whatever its state.
+/// Waits until the execution ended, `?timeout=` (default 30 s, at most
+/// 10 min) passed or the server stops, then answers its record, whatever
+/// its state.
 pub(crate) async fn wait(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -148,9 +149,13 @@ pub(crate) async fn wait(
     if current.status.state.is_terminal() {
         return Ok(Json(current));
     }
-    match tokio::time::timeout(timeout, state.node.executor().wait(id)).await {
-        Ok(r) => Ok(Json(r?)),
-        Err(_) => record(&state, id).await.map(Json),
+    // Ends early when the server stops, so that it does not wait for us.
+    tokio::select! {
+        r = tokio::time::timeout(timeout, state.node.executor().wait(id)) => match r {
+            Ok(r) => Ok(Json(r?)),
+            Err(_) => record(&state, id).await.map(Json),
+        },
+        () = super::stopped(state.stopping.clone()) => record(&state, id).await.map(Json),
     }
 }
 

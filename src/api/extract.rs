@@ -97,9 +97,8 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
         }
     })?;
-    de.end().map_err(|e| {
-        ApiError::bad_request(format!("invalid JSON body: trailing characters: {e}"))
-    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     Ok(value)
 }
 

@@ -91,9 +91,15 @@ impl RunRequest {
         if let Some(notify) = &self.notify {
             spec.notify = notify.clone();
         }
-        // An ad-hoc run is not retried and keeps its record for the
-        // default retention.
-        spec.validate().map_err(|e| ApiError::invalid_spec(&e))?;
+        spec.validate().map_err(|mut errors| {
+            // Named as the request names them.
+            for e in &mut errors.0 {
+                if let Some(rest) = e.field.strip_prefix("deadline") {
+                    e.field = format!("timeout{rest}");
+                }
+            }
+            ApiError::invalid_spec(&errors)
+        })?;
         Ok(spec)
     }
 }
