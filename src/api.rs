@@ -19,9 +19,34 @@
 //! | `api/runs.rs` | `POST /v1/runs` (an ad-hoc command, as `arbor run`) |
 //! | `api/events.rs` | `GET /v1/events` (Server-Sent Events) |
 //! | `api/metrics.rs` | `GET /metrics` (Prometheus text) |
-//! | `api/guard.rs` | the token, same-origin and shutting-down checks of mutating requests |
+//! | `api/guard.rs` | the token, same-origin and shutting-down checks of mutating requests; the request log |
 //! | `api/extract.rs` | JSON bodies, query strings, path values and the caller's address, each refusing bad input with a JSON error |
 //! | `api/error.rs` | [`ApiError`]: `{"error": {"code", "message", "fields"?}}` and the status of each failure |
+//!
+//! # Routes and shapes
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /v1/health` | [`Health`](crate::Health); 503 while shutting down or when a part does not answer |
+//! | `GET /v1/tree[?format=text]` | [`TreeNode`](crate::TreeNode), or the tree drawn like `pstree` |
+//! | `GET /v1/services` | `[`[`ServiceInfo`](crate::ServiceInfo)`]`, in start order |
+//! | `GET /v1/services/{name}` | [`ServiceInfo`](crate::ServiceInfo) |
+//! | `POST /v1/services/{name}/restart` | [`ServiceInfo`](crate::ServiceInfo) after the restart |
+//! | `GET /v1/jobs`, `GET /v1/jobs/{name}` | `[`[`JobInfo`]`]`, [`JobInfo`]: schedule, next run, latest execution |
+//! | `POST /v1/jobs/{name}/trigger` | 202 [`TriggerResponse`] `{"execution_id", "job"}` |
+//! | `GET /v1/executions[?job=NAME]` | `[`[`ExecutionRecord`](crate::ExecutionRecord)`]`, oldest first |
+//! | `GET /v1/executions/{id}` | [`ExecutionRecord`](crate::ExecutionRecord) |
+//! | `GET /v1/executions/{id}/logs?stream=stdout\|stderr\|full&tail=N&max_bytes=N[&format=text]` | [`LogsResponse`] (`text`, `observed_bytes`, `included_bytes`, `truncated`, `lines`) or the text |
+//! | `GET /v1/executions/{id}/wait?timeout=30s` | [`ExecutionRecord`](crate::ExecutionRecord) once ended, or as it is at the timeout |
+//! | `POST /v1/executions/{id}/cancel` | body [`CancelRequest`] `{"grace": "5s"}` (optional); 202 [`ExecutionRecord`](crate::ExecutionRecord); 409 once ended |
+//! | `POST /v1/executions/{id}/signal` | body [`SignalRequest`] `{"signal": "SIGUSR1"}` (or `"USR1"`, or `10`); `{"execution_id", "signal"}`; `SIGSTOP`/`SIGCONT` pause and resume |
+//! | `POST /v1/executions/{id}/pause`, `.../resume` | [`ExecutionRecord`](crate::ExecutionRecord) |
+//! | `POST /v1/runs` | body [`RunRequest`] (the fields of `arbor run`); 202 [`RunResponse`] `{"execution_id", "job", "state", "env_vars", "stdout_log_path", "stderr_log_path"}` |
+//! | `GET /v1/events[?kind=a,b]` | `text/event-stream`: `event:` [`Event::kind`](crate::Event::kind), `data:` the [`Event`](crate::Event) JSON |
+//! | `GET /metrics` | Prometheus text (see `api/metrics.rs`) |
+//!
+//! Executions started through the API are recorded with the trigger
+//! `{"kind": "endpoint", "remote_addr": "127.0.0.1:53422"}`.
 //!
 //! # Errors
 //!
@@ -211,5 +236,6 @@ fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Rout
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::check))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(guard::log))
         .with_state(state)
 }

@@ -30,7 +30,7 @@ use crate::{
     error::Error,
     events::{EventBus, EventStream},
     runtime::Runtime,
-    spec::{Strategy, SupervisorFlags},
+    spec::{Deployment, SpecErrors, Strategy, SupervisorFlags},
     tokens::{NoTokens, TokenSink},
 };
 
@@ -126,6 +126,30 @@ pub struct Health {
     pub parts: BTreeMap<String, bool>,
 }
 
+/// The services a node runs, in start order, and the deployment applied.
+#[derive(Default)]
+pub(crate) struct Deployed {
+    order: Vec<String>,
+    current: Deployment,
+}
+
+/// What a deploy (or reload) changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeployReport {
+    /// Services started (new ones, in start order).
+    pub services_started: Vec<String>,
+    /// Services stopped and removed.
+    pub services_stopped: Vec<String>,
+    /// Services whose spec changed: stopped, then started with the new spec.
+    pub services_restarted: Vec<String>,
+    /// Jobs registered (new or changed).
+    pub jobs_registered: Vec<String>,
+    /// Jobs removed.
+    pub jobs_removed: Vec<String>,
+    /// Services and jobs left untouched.
+    pub unchanged: Vec<String>,
+}
+
 /// A running node. Cheap to clone; clones drive the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -140,8 +164,8 @@ struct Inner {
     events: EventBus,
     runtime: Arc<dyn Runtime>,
     /// Serializes deploys and reloads; holds the names of the services in
-    /// start order.
-    services: Mutex<Vec<String>>,
+    /// start order and the deployment they came from.
+    services: Mutex<Deployed>,
     shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
@@ -178,7 +202,7 @@ impl Node {
                 overlay,
                 events,
                 runtime: config.runtime,
-                services: Mutex::new(Vec::new()),
+                services: Mutex::new(Deployed::default()),
                 shutting_down: tokio::sync::watch::Sender::new(false),
             }),
         })
@@ -224,14 +248,94 @@ impl Node {
     pub async fn start_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
         self.refuse_when_stopping()?;
         let mut services = self.inner.services.lock().await;
-        self.start_service_locked(&mut services, name, spec).await
+        self.start_service_locked(&mut services.order, name, spec).await
+    }
+
+    /// Applies `deployment`: validates it, then stops removed services (in
+    /// reverse order), restarts changed ones, starts new ones in dependency
+    /// order, and registers, replaces or removes jobs. What did not change
+    /// is not touched. The first call deploys everything.
+    pub async fn deploy(&self, deployment: &Deployment) -> Result<DeployReport, Error> {
+        self.refuse_when_stopping()?;
+        deployment.validate()?;
+        let mut deployed = self.inner.services.lock().await;
+        let diff = deployed.current.diff(deployment);
+        let mut report = DeployReport::default();
+        // Build every new supervisor spec first: an unreadable env file
+        // stops the deploy before anything changed.
+        let mut specs = BTreeMap::new();
+        for name in diff.services.added.iter().chain(&diff.services.changed) {
+            let spec = deployment.services[name]
+                .supervisor_spec(name, self.inner.runtime.clone())
+                .map_err(|e| Error::Spec(SpecErrors::from(e.within(&format!("services.{name}")))))?;
+            specs.insert(name.clone(), spec);
+        }
+        let stop: Vec<String> = deployed
+            .order
+            .iter()
+            .rev()
+            .filter(|n| diff.services.removed.contains(n) || diff.services.changed.contains(n))
+            .cloned()
+            .collect();
+        for name in &stop {
+            self.stop_service_locked(&mut deployed.order, name).await?;
+            if diff.services.removed.contains(name) {
+                report.services_stopped.push(name.clone());
+            }
+        }
+        for name in diff.services.removed.iter() {
+            if !stop.contains(name) {
+                report.services_stopped.push(name.clone());
+            }
+        }
+        for name in deployment.start_order() {
+            if let Some(spec) = specs.remove(name) {
+                self.start_service_locked(&mut deployed.order, name, spec).await?;
+                if diff.services.changed.iter().any(|c| c == name) {
+                    report.services_restarted.push(name.to_owned());
+                } else {
+                    report.services_started.push(name.to_owned());
+                }
+            }
+        }
+        let executor = &self.inner.executor;
+        for name in &diff.jobs.removed {
+            executor.unregister(name).await?;
+            report.jobs_removed.push(name.clone());
+        }
+        for name in diff.jobs.added.iter().chain(&diff.jobs.changed) {
+            executor.register(deployment.jobs[name].clone()).await?;
+            report.jobs_registered.push(name.clone());
+        }
+        report.unchanged = diff
+            .services
+            .unchanged
+            .iter()
+            .chain(&diff.jobs.unchanged)
+            .cloned()
+            .collect();
+        deployed.current = deployment.clone();
+        tracing::info!(
+            started = ?report.services_started,
+            stopped = ?report.services_stopped,
+            restarted = ?report.services_restarted,
+            jobs_registered = ?report.jobs_registered,
+            jobs_removed = ?report.jobs_removed,
+            "deployment applied"
+        );
+        Ok(report)
+    }
+
+    /// The deployment applied last.
+    pub async fn deployment(&self) -> Deployment {
+        self.inner.services.lock().await.current.clone()
     }
 
     /// Stops a service (its replicas in reverse order, each with its grace)
     /// and forgets it.
     pub async fn stop_service(&self, name: &str) -> Result<(), Error> {
         let mut services = self.inner.services.lock().await;
-        self.stop_service_locked(&mut services, name).await
+        self.stop_service_locked(&mut services.order, name).await
     }
 
     /// Restarts every replica of a service (stop in reverse order, start again).
@@ -332,8 +436,8 @@ impl Node {
         tracing::info!(node = %self.inner.name, "shutting down");
         let mut services = self.inner.services.lock().await;
         self.inner.executor.shutdown(deadline).await;
-        for name in services.clone().iter().rev() {
-            if let Err(e) = self.stop_service_locked(&mut services, name).await {
+        for name in services.order.clone().iter().rev() {
+            if let Err(e) = self.stop_service_locked(&mut services.order, name).await {
                 tracing::warn!(service = %name, error = %e, "failed to stop a service");
             }
         }

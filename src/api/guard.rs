@@ -1,7 +1,8 @@
 //! Checks on every mutating request (any method but `GET`, `HEAD`,
 //! `OPTIONS`) before its handler runs: the bearer token when one is
 //! configured, the same-origin rule, and refusal while the node shuts down.
-//! Reads stay open: the agent binds to loopback by default.
+//! Reads stay open: the agent binds to loopback by default. Also the
+//! request log.
 
 use axum::{
     extract::{Request, State},
@@ -15,6 +16,24 @@ use super::{
     error::{ApiError, ErrorCode},
 };
 
+/// Logs each request (target `arbor::api`): debug, warn for a 5xx.
+pub(crate) async fn log(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    if status >= 500 {
+        tracing::warn!(target: "arbor::api", %method, path, status, ms, "request failed");
+    } else {
+        tracing::debug!(target: "arbor::api", %method, path, status, ms, "request");
+    }
+    res
+}
+
+/// Refuses a mutating request without the token, from another origin, or
+/// while the node shuts down.
 pub(crate) async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
