@@ -263,13 +263,9 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// The path of entry `key` of map `section`: `services.web`, or
-/// `services["a b"]` when the key is not a plain name.
+/// `services["a b"]` when the key is not a valid name.
 fn key_path(section: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if plain {
+    if validate::name_problem(key).is_none() {
         format!("{section}.{key}")
     } else {
         format!("{section}[{key:?}]")
