@@ -119,6 +119,12 @@ fn an_alias_to_an_unknown_anchor_is_refused() {
     check(&e, "services.web", "*argv", "unknown anchor");
 }
 
+#[test]
+fn a_bad_value_reached_through_an_alias_names_the_field_that_uses_it() {
+    let e = read_error("services:\n  web: {command: [a], labels: {size: &n two}, replicas: *n}\n");
+    check(&e, "services.web.replicas", "two", "whole number");
+}
+
 // ---------------------------------------------------------------------------
 // Unknown fields
 
@@ -337,6 +343,13 @@ fn a_service_named_twice_in_the_file_is_refused() {
 fn a_job_named_twice_in_the_file_is_refused() {
     let e = read_error("jobs:\n  backup: {command: [a]}\n  backup: {command: [b]}\n");
     check(&e, "jobs", "\"backup\"", "duplicate key");
+}
+
+#[test]
+fn a_field_given_twice_is_refused() {
+    let e = read_error("services:\n  web:\n    command: [a]\n    replicas: 1\n    replicas: 2\n");
+    check(&e, "services.web", "\"replicas\"", "duplicate key");
+    assert!(e.message.contains("line 5"), "{e}");
 }
 
 #[test]

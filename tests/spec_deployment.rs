@@ -468,3 +468,40 @@ async fn a_service_from_the_spec_runs_its_replicas_and_stops_them_with_its_grace
     assert_eq!(graces, [Duration::from_secs(10); 2], "{calls:?}");
     assert!(rt.containers().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_services_run_and_crash_under_the_process_runtime() {
+    let d = Deployment::load(EXAMPLE).unwrap();
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new().expect("process runtime"));
+
+    let web = d.services["web"]
+        .supervisor_spec("web", runtime.clone())
+        .unwrap();
+    let (web, _) = SupervisorRef::start(web).await.unwrap();
+    let children = web.which_children().await.unwrap();
+    assert_eq!(children.len(), 2);
+    assert!(
+        children.iter().all(|c| c.state == ChildState::Running),
+        "{children:?}"
+    );
+
+    let crasher = d.services["crasher"]
+        .supervisor_spec("crasher", runtime)
+        .unwrap();
+    let (crasher, _) = SupervisorRef::start(crasher).await.unwrap();
+    let mut events = crasher.events();
+    let restarted = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            if let Event::ContainerRestarted { exit_code, .. } = event {
+                return exit_code;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the crasher restarts");
+    assert_eq!(restarted, Some(3));
+
+    crasher.shutdown().await;
+    web.shutdown().await;
+}

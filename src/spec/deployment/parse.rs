@@ -23,7 +23,11 @@ pub(super) fn from_yaml<T: de::DeserializeOwned>(
     source: Option<&str>,
 ) -> Result<T, SpecError> {
     let mut path = None;
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+    // Duplicate keys are errors (the default); snippets are not wanted: the
+    // error names the field and the line itself. The default budget bounds
+    // nesting, aliases and size.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             path = Some(e.path().to_string());
             e.into_inner()
@@ -35,7 +39,11 @@ pub(super) fn from_yaml<T: de::DeserializeOwned>(
 /// One parser error as a [`SpecError`]: the field is the path the
 /// deserializer had reached, the value the text at the error's location.
 fn translate(err: &YamlError, path: Option<&str>, text: &str, source: Option<&str>) -> SpecError {
-    let inner = err.without_snippet();
+    let mut inner = err.without_snippet();
+    // An error inside an alias's expansion: report the original error.
+    while let YamlError::AliasError { error, .. } = inner {
+        inner = error.without_snippet();
+    }
     let location = inner.location();
     let written = location.and_then(|l| token_at(text, l));
     // `?` stands for a key the deserializer had not reached.
