@@ -44,8 +44,9 @@ pub use runtime::{
     ProcessRuntime, Runtime, RuntimeError,
 };
 pub use spec::{
-    BackoffPolicy, ExitAction, ExitRules, History, InitStep, JobSpec, NotifySpec, OnLimit, Overlap,
-    PanicAction, RestartType, Shutdown, SpecError, SpecErrors, Strategy, SupervisorFlags,
+    BackoffPolicy, Deployment, DeploymentDiff, ExitAction, ExitRules, History, InitStep, JobSpec,
+    NotifySpec, OnLimit, Overlap, PanicAction, RestartType, ServiceSpec, Shutdown, SpecError,
+    SpecErrors, Strategy, SupervisorFlags,
 };
 pub use store::{
     CompletionEvent, CompletionRecord, Delivery, ExecutionFiles, ExecutionOutput, LogSnapshot,

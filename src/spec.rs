@@ -3,12 +3,16 @@
 //! the HTTP API and Rust code all build the same values.
 
 mod backoff;
+mod deployment;
 mod error;
 mod flags;
 mod job;
 
 pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;
+pub use deployment::{
+    Changes, Deployment, DeploymentDiff, MAX_NAME_LEN, MAX_REPLICAS, MAX_SPEC_FILE, ServiceSpec,
+};
 pub use error::{SpecError, SpecErrors};
 pub use flags::{
     ExitAction, ExitRule, ExitRules, OnLimit, PanicAction, RestartType, Shutdown, Strategy,

@@ -1,0 +1,269 @@
+//! One service of a deployment: what it runs, how many replicas, how its
+//! supervisor restarts them, and how it becomes a [`SupervisorSpec`].
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    actors::supervisor_actor::SupervisorSpec,
+    runtime::{ContainerSpec, Runtime},
+    spec::{
+        BackoffPolicy, ExitAction, ExitRules, OnLimit, PanicAction, RestartType, Shutdown,
+        SpecError, Strategy, SupervisorFlags,
+    },
+    store::read_env_files,
+};
+
+/// The most replicas one service may ask for.
+pub const MAX_REPLICAS: usize = 1000;
+
+/// A long-running service: `replicas` copies of one command (or image),
+/// under a supervisor of their own.
+///
+/// Field names follow compose and Kubernetes where they have one
+/// (`command`, `image`, `env`, `env_file`, `replicas`, `depends_on`,
+/// `restart`); the supervisor flags (`strategy`, `max_restarts`,
+/// `restart_window`, `on_limit`) are those of [`SupervisorFlags`], written
+/// flat in the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// argv: the program and its arguments (never run through a shell).
+    /// With `image`, overrides the image's command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// An image to run (OCI runtime); the process runtime refuses images
+    /// when it starts the service, not when the spec is validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Variables for the command; they win over `env_file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files of `KEY=VALUE` lines, read when the service is converted into
+    /// a supervisor spec (at deploy and at each reload), a later file
+    /// winning over an earlier one. [`Deployment::load`](super::Deployment::load)
+    /// resolves relative paths against the spec file's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_file: Vec<PathBuf>,
+    /// Whether the command starts from the node's environment (default true).
+    #[serde(default = "yes")]
+    pub inherit_env: bool,
+    /// Working directory (default: the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// How many copies run, named `<service>-0`, `<service>-1`, ... (default 1,
+    /// at most [`MAX_REPLICAS`]).
+    #[serde(default = "one")]
+    pub replicas: usize,
+    /// When a replica that exited is restarted (default `permanent`).
+    #[serde(default)]
+    pub restart: RestartType,
+    /// What an abnormal exit leads to (default `restart`).
+    #[serde(default)]
+    pub on_panic: PanicAction,
+    /// How exit codes are treated: `{0: done, 75: retry}`. Codes not named
+    /// here: 0 is normal, anything else a failure.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exit_codes: BTreeMap<i32, ExitAction>,
+    /// Back-off of crash-looping replicas (used with `on_limit: backoff`).
+    #[serde(default)]
+    pub backoff: BackoffPolicy,
+    /// Grace between the graceful stop (SIGTERM) and the kill (default 5 s);
+    /// `0s` kills at once.
+    #[serde(default = "stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// Services started before this one (and stopped after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Which replicas restart together (default `one_for_one`).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Restarts allowed inside `restart_window` (default 5).
+    #[serde(default = "max_restarts")]
+    pub max_restarts: u32,
+    /// The sliding window restarts are counted in (default 5 m).
+    #[serde(default = "restart_window", with = "humantime_serde")]
+    pub restart_window: Duration,
+    /// What happens past the limit: `escalate` (default) or `backoff`.
+    #[serde(default)]
+    pub on_limit: OnLimit,
+    /// Free-form labels, added to every replica's container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> usize {
+    1
+}
+
+fn stop_timeout() -> Duration {
+    match Shutdown::WORKER_DEFAULT {
+        Shutdown::Timeout(d) => d,
+        _ => Duration::from_secs(5),
+    }
+}
+
+fn max_restarts() -> u32 {
+    SupervisorFlags::default().max_restarts
+}
+
+fn restart_window() -> Duration {
+    SupervisorFlags::default().restart_window
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            command: Vec::new(),
+            image: None,
+            env: BTreeMap::new(),
+            env_file: Vec::new(),
+            inherit_env: true,
+            cwd: None,
+            replicas: 1,
+            restart: RestartType::default(),
+            on_panic: PanicAction::default(),
+            exit_codes: BTreeMap::new(),
+            backoff: BackoffPolicy::default(),
+            stop_timeout: stop_timeout(),
+            depends_on: Vec::new(),
+            strategy: Strategy::default(),
+            max_restarts: max_restarts(),
+            restart_window: restart_window(),
+            on_limit: OnLimit::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// A service running `argv`, one replica, every default.
+    pub fn command<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            command: argv.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// `sh -c script`.
+    pub fn shell(script: impl Into<String>) -> Self {
+        Self::command(["sh".to_owned(), "-c".to_owned(), script.into()])
+    }
+
+    /// Sets the number of replicas.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Adds a service this one starts after.
+    pub fn depends_on(mut self, service: impl Into<String>) -> Self {
+        self.depends_on.push(service.into());
+        self
+    }
+
+    /// The supervisor flags of this service's supervisor.
+    pub fn flags(&self) -> SupervisorFlags {
+        SupervisorFlags {
+            strategy: self.strategy,
+            max_restarts: self.max_restarts,
+            restart_window: self.restart_window,
+            on_limit: self.on_limit,
+            backoff: self.backoff,
+        }
+    }
+
+    /// `exit_codes` as supervisor exit rules (one rule per code, in code order).
+    pub fn exit_rules(&self) -> ExitRules {
+        self.exit_codes
+            .iter()
+            .fold(ExitRules::none(), |rules, (code, action)| {
+                rules.with([*code], *action)
+            })
+    }
+
+    /// How the supervisor stops a replica: `stop_timeout`, or a kill at
+    /// once when it is zero.
+    pub fn shutdown(&self) -> Shutdown {
+        if self.stop_timeout.is_zero() {
+            Shutdown::BrutalKill
+        } else {
+            Shutdown::Timeout(self.stop_timeout)
+        }
+    }
+
+    /// The container every replica of service `name` runs, without reading
+    /// the env files (what validation checks).
+    pub(super) fn container_template(&self, name: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: name.to_owned(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+            inherit_env: self.inherit_env,
+            cwd: self.cwd.clone(),
+            labels: self.labels.clone(),
+            output: None,
+        }
+    }
+
+    /// The container every replica of service `name` runs. Reads the env
+    /// files now (in order, a later file winning; `env` wins over them);
+    /// a file that cannot be read or parsed is an error naming the field
+    /// (`services.NAME.env_file[I]`) and the file.
+    pub fn container_spec(&self, name: &str) -> Result<ContainerSpec, SpecError> {
+        let mut spec = self.container_template(name);
+        let mut env = BTreeMap::new();
+        for (i, file) in self.env_file.iter().enumerate() {
+            let read = read_env_files(std::slice::from_ref(file)).map_err(|e| {
+                SpecError::new(
+                    format!("{}.env_file[{i}]", super::key_path("services", name)),
+                    format!("{:?}", file.display().to_string()),
+                    e.to_string(),
+                )
+            })?;
+            env.extend(read);
+        }
+        env.extend(std::mem::take(&mut spec.env));
+        spec.env = env;
+        Ok(spec)
+    }
+
+    /// The supervisor of service `name`: `replicas` containers (see
+    /// [`SupervisorSpec::service`]) with this service's flags, and each
+    /// replica's restart type, panic action, exit rules and shutdown. Reads
+    /// the env files now (see [`container_spec`](Self::container_spec)).
+    pub fn supervisor_spec(
+        &self,
+        name: &str,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<SupervisorSpec, SpecError> {
+        let container = self.container_spec(name)?;
+        let (restart, on_panic, rules, shutdown) = (
+            self.restart,
+            self.on_panic,
+            self.exit_rules(),
+            self.shutdown(),
+        );
+        Ok(
+            SupervisorSpec::service(name, runtime, container, self.replicas)
+                .flags(self.flags())
+                .map_children(|child| {
+                    child
+                        .restart(restart)
+                        .on_panic(on_panic)
+                        .exit_rules(rules.clone())
+                        .shutdown(shutdown)
+                }),
+        )
+    }
+}
