@@ -248,7 +248,8 @@ impl Node {
     pub async fn start_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
         self.refuse_when_stopping()?;
         let mut services = self.inner.services.lock().await;
-        self.start_service_locked(&mut services.order, name, spec).await
+        self.start_service_locked(&mut services.order, name, spec)
+            .await
     }
 
     /// Applies `deployment`: validates it, then stops removed services (in
@@ -267,7 +268,9 @@ impl Node {
         for name in diff.services.added.iter().chain(&diff.services.changed) {
             let spec = deployment.services[name]
                 .supervisor_spec(name, self.inner.runtime.clone())
-                .map_err(|e| Error::Spec(SpecErrors::from(e.within(&format!("services.{name}")))))?;
+                .map_err(|e| {
+                    Error::Spec(SpecErrors::from(e.within(&format!("services.{name}"))))
+                })?;
             specs.insert(name.clone(), spec);
         }
         let stop: Vec<String> = deployed
@@ -290,7 +293,8 @@ impl Node {
         }
         for name in deployment.start_order() {
             if let Some(spec) = specs.remove(name) {
-                self.start_service_locked(&mut deployed.order, name, spec).await?;
+                self.start_service_locked(&mut deployed.order, name, spec)
+                    .await?;
                 if diff.services.changed.iter().any(|c| c == name) {
                     report.services_restarted.push(name.to_owned());
                 } else {

@@ -727,8 +727,10 @@ impl Execution {
         }
     }
 
+    /// Run time in whole milliseconds (records show `2s 10ms`, not nanoseconds).
     fn elapsed(&self) -> Duration {
-        self.started.map(|s| s.elapsed()).unwrap_or_default()
+        let d = self.started.map(|s| s.elapsed()).unwrap_or_default();
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Containers are named after the job (`backup`, `backup-init-1`); the

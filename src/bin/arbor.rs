@@ -38,6 +38,11 @@ enum Command {
     /// --stop-timeout). Exits with the command's exit code, 1 if it failed
     /// otherwise, 130 if cancelled, 2 on bad arguments.
     Run(Run),
+    /// Run the node agent: services, jobs and schedules from a spec file,
+    /// and the HTTP API.
+    Agent(agent::Agent),
+    /// Check a spec file: every error with its path, or a summary.
+    Validate(agent::Validate),
 }
 
 #[derive(Parser)]
@@ -138,14 +143,25 @@ enum Limit {
     Backoff,
 }
 
+#[path = "arbor/agent.rs"]
+mod agent;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let (default_level, json) = match &cli.command {
+        Command::Agent(a) => ("info", a.log_format() == agent::LogFormat::Json),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -156,6 +172,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Supervise(args) => runtime.block_on(supervise(args)),
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Agent(args) => runtime.block_on(agent::agent(args)),
+        Command::Validate(args) => agent::validate(args),
     }
 }
 

@@ -1,0 +1,243 @@
+//! `arbor agent` and `arbor validate`: the node agent as a thin shell over
+//! [`Node`], and the spec checker.
+//!
+//! The agent loads and validates the spec, starts the node (services in
+//! dependency order, jobs and schedules registered), and serves the HTTP
+//! API. SIGTERM or SIGINT stops it: the API refuses new work, running
+//! executions get the shutdown deadline to finish, services stop in reverse
+//! order with each replica's grace, and the agent exits 0. A second
+//! SIGTERM/SIGINT forces: every process is killed at once and the agent
+//! exits 130. SIGHUP reloads the spec and applies the difference; an
+//! invalid spec is logged and the running deployment is kept.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use arbor::{Deployment, Node, NodeConfig, ProcessRuntime, api::ApiConfig};
+use clap::{Parser, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Where the agent listens by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+
+#[derive(Parser)]
+pub struct Agent {
+    /// The deployment spec (YAML).
+    #[arg(long)]
+    spec: PathBuf,
+    /// Directory for execution records and logs (default: $ARBOR_STATE_DIR,
+    /// else $HOME/.local/state/arbor).
+    #[arg(long, env = "ARBOR_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address of the HTTP API (port 0 picks a free port; the address is
+    /// printed on stdout as `listening on ADDR`).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// File holding a bearer token required on every mutating request.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// How long running executions get to finish on shutdown before they
+    /// are cancelled.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    /// Log format on stderr (`RUST_LOG` sets the level; default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Agent {
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+#[derive(Parser)]
+pub struct Validate {
+    /// The deployment spec (YAML).
+    file: PathBuf,
+}
+
+/// `arbor validate FILE`: every error with its path (exit 1), or a summary.
+pub fn validate(args: Validate) -> ExitCode {
+    match load(&args.file) {
+        Ok(d) => {
+            println!("{}: valid", args.file.display());
+            println!("{}", d.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads and validates a spec; each error is one line naming the file.
+fn load(path: &Path) -> Result<Deployment, Vec<String>> {
+    let d = Deployment::load(path).map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect::<Vec<_>>()
+    })?;
+    d.validate().map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect::<Vec<_>>()
+    })?;
+    Ok(d)
+}
+
+pub fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/arbor"))
+}
+
+/// `arbor agent`.
+pub async fn agent(args: Agent) -> ExitCode {
+    let deployment = match load(&args.spec) {
+        Ok(d) => d,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("arbor: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
+        eprintln!("arbor: no --state-dir given and HOME is not set");
+        return ExitCode::from(2);
+    };
+    let token = match &args.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+            Ok(_) => {
+                eprintln!("arbor: --token-file {}: the file is empty", path.display());
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!(
+                    "arbor: --token-file {}: failed to read it: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("arbor: failed to listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let process = match ProcessRuntime::builder().build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("arbor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = NodeConfig::new(Arc::new(process.clone()))
+        .state_dir(&state_dir)
+        .flags(deployment.supervisor.clone())
+        .name(deployment.name.clone());
+    let node = match Node::start(config).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("arbor: failed to start the node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = node.deploy(&deployment).await {
+        eprintln!("arbor: failed to deploy {}: {e}", args.spec.display());
+        node.shutdown(args.shutdown_timeout).await;
+        process.shutdown(Duration::ZERO).await;
+        return ExitCode::FAILURE;
+    }
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    println!("listening on {addr}");
+    tracing::info!(%addr, spec = %args.spec.display(), state_dir = %state_dir.display(), "{}", deployment.summary());
+
+    let mut api_config = ApiConfig::default().state_dir(&state_dir);
+    if let Some(t) = token {
+        api_config = api_config.token(t);
+    }
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(arbor::api::serve(
+        node.clone(),
+        listener,
+        api_config,
+        async move {
+            let _ = api_stopped.await;
+        },
+    ));
+
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("arbor: failed to install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&node, &args.spec).await,
+        }
+    }
+
+    tracing::info!("stopping: new work is refused");
+    let stopping = {
+        let node = node.clone();
+        let deadline = args.shutdown_timeout;
+        tokio::spawn(async move { node.shutdown(deadline).await })
+    };
+    tokio::select! {
+        _ = stopping => {}
+        _ = term.recv() => return force(&process).await,
+        _ = int.recv() => return force(&process).await,
+    }
+    let _ = stop_api.send(());
+    let _ = server.await;
+    process.shutdown(Duration::ZERO).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// A second signal: kill everything now.
+async fn force(process: &ProcessRuntime) -> ExitCode {
+    tracing::warn!("second signal: killing every process now");
+    let killed = process.shutdown(Duration::ZERO).await;
+    eprintln!("arbor: forced stop ({killed} containers killed)");
+    ExitCode::from(130)
+}
+
+/// SIGHUP: load the spec again and apply what changed.
+async fn reload(node: &Node, spec: &Path) {
+    match load(spec) {
+        Ok(d) => match node.deploy(&d).await {
+            Ok(report) => tracing::info!(?report, "reloaded {}", spec.display()),
+            Err(e) => tracing::error!(error = %e, "failed to apply the reloaded spec"),
+        },
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("reload refused: {e}");
+            }
+        }
+    }
+}
