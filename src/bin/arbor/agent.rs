@@ -6,7 +6,7 @@
 //! API. SIGTERM or SIGINT stops it: the API refuses new work, running
 //! executions get the shutdown deadline to finish, services stop in reverse
 //! order with each replica's grace, and the agent exits 0. A second
-//! SIGTERM/SIGINT forces: every process is killed at once and the agent
+//! SIGTERM/SIGINT (a second or more after the first) forces: every process is killed at once and the agent
 //! exits 130. SIGHUP reloads the spec and applies the difference; an
 //! invalid spec is logged and the running deployment is kept.
 
@@ -207,10 +207,20 @@ pub async fn agent(args: Agent) -> ExitCode {
         let deadline = args.shutdown_timeout;
         tokio::spawn(async move { node.shutdown(deadline).await })
     };
-    tokio::select! {
-        _ = stopping => {}
-        _ = term.recv() => return force(&process).await,
-        _ = int.recv() => return force(&process).await,
+    // A second signal forces, unless it is the same signal delivered twice
+    // (e.g. `timeout` signals the process and its group): within a second
+    // of the first it is ignored.
+    let first = tokio::time::Instant::now();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            _ = &mut stopping => break,
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if first.elapsed() >= Duration::from_secs(1) {
+            return force(&process).await;
+        }
     }
     let _ = stop_api.send(());
     let _ = server.await;
