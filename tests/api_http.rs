@@ -226,6 +226,19 @@ async fn a_job_triggered_through_the_api_completes_with_logs() {
     let r = f.api.get("/v1/jobs/hello").await;
     assert_eq!(r.json()["name"], "hello");
 
+    let mut nightly = JobSpec::command("nightly", ["true"]);
+    nightly.schedule = Some("0 3 * * *".into());
+    f.node.executor().register(nightly).await.unwrap();
+    let r = f.api.get("/v1/jobs/nightly").await;
+    let job = r.json();
+    assert_eq!(job["schedule"], "0 3 * * *", "{job}");
+    assert_eq!(job["time_zone"], "UTC", "{job}");
+    assert!(
+        job["next_run"].as_str().unwrap().contains("T03:00:00"),
+        "{job}"
+    );
+    assert_eq!(job["latest"], serde_json::Value::Null);
+
     let r = f.api.get("/v1/executions?job=hello").await;
     let list = r.json();
     assert!(
