@@ -404,16 +404,19 @@ impl Node {
 
     /// Whether every part answers.
     pub async fn health(&self) -> Health {
+        // A part busy for more than a second (a supervisor stopping a
+        // child with a long grace answers nothing until it is done) counts
+        // as not answering; health itself never hangs.
+        const PATIENCE: Duration = Duration::from_secs(1);
+        let (supervisor, executor, overlay) = tokio::join!(
+            tokio::time::timeout(PATIENCE, self.inner.root.count_children()),
+            tokio::time::timeout(PATIENCE, self.inner.executor.active_count()),
+            tokio::time::timeout(PATIENCE, self.inner.overlay.list()),
+        );
         let mut parts = BTreeMap::new();
-        parts.insert(
-            "supervisor".into(),
-            self.inner.root.count_children().await.is_ok(),
-        );
-        parts.insert(
-            "executor".into(),
-            self.inner.executor.active_count().await.is_ok(),
-        );
-        parts.insert("overlay".into(), self.inner.overlay.list().await.is_ok());
+        parts.insert("supervisor".into(), matches!(supervisor, Ok(Ok(_))));
+        parts.insert("executor".into(), matches!(executor, Ok(Ok(_))));
+        parts.insert("overlay".into(), matches!(overlay, Ok(Ok(_))));
         let shutting_down = *self.inner.shutting_down.borrow();
         Health {
             ok: !shutting_down && parts.values().all(|v| *v),

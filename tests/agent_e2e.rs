@@ -241,3 +241,50 @@ fn validate_prints_every_error_with_its_path_and_fails() {
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("deployment demo"));
 }
+
+#[tokio::test]
+async fn a_second_signal_during_shutdown_kills_everything_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec_path = dir.path().join("node.yaml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"
+services:
+  stubborn:
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+    env: {{MARK: "{mark}"}}
+    stop_timeout: 10m
+"#
+        ),
+    )
+    .unwrap();
+    let mut agent = start(&spec_path, &dir.path().join("state"));
+    let addr = agent.addr.clone();
+    eventually("stubborn runs", || {
+        !procfs::with_env("MARK", &mark).is_empty()
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    eventually("the agent is shutting down", || {
+        http(&addr, "GET", "/v1/health", "").0 == 503
+    })
+    .await;
+    // The first stop waits up to 10 minutes for `stubborn`; a second signal,
+    // a second or more after the first (a duplicate delivery within a
+    // second is ignored), forces.
+    let first = std::time::Instant::now();
+    eventually("a second has passed", || {
+        first.elapsed() > Duration::from_millis(1100)
+    })
+    .await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = eventually_some("the agent exits", || agent.child.try_wait().unwrap()).await;
+    assert_eq!(status.code(), Some(130));
+    eventually("nothing is left", || {
+        procfs::with_env("MARK", &mark).is_empty()
+    })
+    .await;
+}
