@@ -106,6 +106,16 @@ pub fn default_state_dir() -> Option<PathBuf> {
 
 /// `arbor agent`.
 pub async fn agent(args: Agent) -> ExitCode {
+    // Handlers first: a SIGTERM during start-up must stop the node in
+    // order, not kill the agent and orphan what it started.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("arbor: failed to install signal handlers");
+        return ExitCode::FAILURE;
+    };
     let deployment = match load(&args.spec) {
         Ok(d) => d,
         Err(errors) => {
@@ -185,14 +195,6 @@ pub async fn agent(args: Agent) -> ExitCode {
         },
     ));
 
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("arbor: failed to install signal handlers");
-        return ExitCode::FAILURE;
-    };
     loop {
         tokio::select! {
             _ = term.recv() => break,
