@@ -1,28 +1,122 @@
 //! The `arbor` command line.
 //!
-//! `arbor supervise -- CMD [ARGS...]` runs a command as a supervised service
-//! in the foreground, with arbor's restart policies, and prints what the
-//! supervisor does. `arbor run -- CMD` runs a command once as a job with
-//! durable records and logs. The node agent (`arbor agent`) and its API come next.
+//! - `arbor agent --spec FILE` runs the node agent (services, jobs,
+//!   schedules, the HTTP API); `arbor validate FILE` checks a spec.
+//! - The client commands talk to an agent's API at `--agent URL`
+//!   (`$ARBOR_AGENT`, default `http://127.0.0.1:7171`): `status`, `logs`,
+//!   `kill`, `cancel`, `list`, `tree`, `services`, `jobs` (`jobs trigger`),
+//!   `events`. Each prints readable tables or, with `--json`, the API's JSON.
+//! - `arbor run -- CMD` runs a command once as a job: on the agent when one
+//!   answers (the job outlives the command), else in this process, waiting
+//!   for its end.
+//! - `arbor supervise -- CMD` runs a command as a supervised service in the
+//!   foreground and prints what the supervisor does.
+//!
+//! Exit codes: 0 ok, 1 the operation failed (the message says what), 2 a
+//! usage error.
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    process::ExitCode,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use arbor::{
-    BackoffPolicy, ChildSpec, ContainerSpec, Event, Executor, ExecutorConfig, JobSpec, JobState,
-    JobTrigger, LogSnapshotQuery, OnLimit, PanicAction, ProcessRuntime, RestartType, Runtime,
-    Shutdown, SnapshotStream, SupervisorRef, SupervisorSpec,
+    BackoffPolicy, ChildSpec, ContainerSpec, Event, OnLimit, PanicAction, ProcessRuntime,
+    RestartType, Runtime, Shutdown, SupervisorRef, SupervisorSpec,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[path = "arbor/agent.rs"]
+mod agent;
+#[path = "arbor/client.rs"]
+mod client;
+#[path = "arbor/commands.rs"]
+mod commands;
+#[path = "arbor/common.rs"]
+mod common;
+#[path = "arbor/follow.rs"]
+mod follow;
+#[path = "arbor/run.rs"]
+mod run;
+
+/// Where the client commands look for the agent by default.
+static DEFAULT_AGENT: LazyLock<String> =
+    LazyLock::new(|| format!("http://{}", agent::DEFAULT_LISTEN));
+
 #[derive(Parser)]
-#[command(name = "arbor", version, about = "Supervision trees for node agents")]
+#[command(
+    name = "arbor",
+    version,
+    about = "Supervision trees for node agents",
+    after_help = "Exit codes: 0 ok, 1 the operation failed (the message says what), 2 usage error.\n\
+                  Client commands talk to the agent at --agent (default http://127.0.0.1:7171);\n\
+                  start one with `arbor agent --spec FILE`."
+)]
 struct Cli {
+    /// The agent's HTTP API, for the client commands and `run`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "ARBOR_AGENT",
+        hide_env_values = true,
+        default_value = DEFAULT_AGENT.as_str(),
+    )]
+    agent: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node agent: services, jobs and schedules from a spec file,
+    /// and the HTTP API.
+    Agent(agent::Agent),
+    /// Check a spec file: every error with its path, or a summary.
+    Validate(agent::Validate),
+    /// Run a command once as a job: on the agent, or in this process when
+    /// no agent answers.
+    ///
+    /// When an agent answers at --agent, the run is handed to it (POST
+    /// /v1/runs): the job outlives this command, which returns at once, or
+    /// with --wait follows it to the end (Ctrl-C then stops the wait, not
+    /// the job). When none answers, the job runs in this process with its
+    /// records under --state-dir, and this command always waits for the end
+    /// (as with --wait; SIGINT or SIGTERM cancel the run).
+    ///
+    /// Without --json, the output is printed as it comes (waiting) or the
+    /// execution and where its logs are (not waiting). With --json, one
+    /// object: job_id, job, mode (agent|in_process), agent, state,
+    /// state_detail, env_vars (masked), stdout_log_path, stderr_log_path,
+    /// snapshot {stdout_tail, stderr_tail, truncated, observed_bytes,
+    /// included_bytes}, waited_ms, elapsed_ms, and after a wait exit_code,
+    /// signal, finished_at, final_snapshot.
+    ///
+    /// Exit code: after a wait 0 if the run completed, 1 otherwise (failed,
+    /// cancelled, killed); without a wait 0 once the agent accepted it; 1
+    /// when the run could not be started; 2 on bad arguments.
+    Run(run::Run),
+    /// Show one execution: state, exit code, trigger, command, times.
+    Status(commands::Status),
+    /// Print an execution's output (--follow: until it ends).
+    Logs(commands::Logs),
+    /// Send a signal to an execution's process group (default SIGTERM).
+    Kill(commands::Kill),
+    /// Cancel an execution: SIGTERM, SIGKILL after the grace; waits for its
+    /// end.
+    Cancel(commands::Cancel),
+    /// List the executions the agent keeps, oldest first.
+    List(commands::List),
+    /// Draw the agent's supervision tree, with states and restart counts.
+    Tree(commands::Tree),
+    /// List the agent's services: state, running replicas, restarts.
+    Services(commands::Services),
+    /// List the agent's jobs (schedule, next run, latest execution), or
+    /// trigger one.
+    Jobs(commands::Jobs),
+    /// Follow the agent's events (supervisor and job events), one line each.
+    Events(commands::Events),
     /// Run a command as a supervised service in the foreground.
     ///
     /// The service restarts by its policy; SIGINT or SIGTERM stops it
@@ -30,57 +124,6 @@ enum Command {
     /// a requested stop, 1 if the supervisor gave up (restart limit
     /// exceeded with --on-limit escalate), 2 on bad arguments.
     Supervise(Supervise),
-    /// Run a command once as a job, with durable records and logs.
-    ///
-    /// Prints the execution id and where its records are, waits for it, then
-    /// prints its final state and the tail of its output. SIGINT or SIGTERM
-    /// cancels it (SIGTERM to its process group, SIGKILL after
-    /// --stop-timeout). Exits with the command's exit code, 1 if it failed
-    /// otherwise, 130 if cancelled, 2 on bad arguments.
-    Run(Run),
-    /// Run the node agent: services, jobs and schedules from a spec file,
-    /// and the HTTP API.
-    Agent(agent::Agent),
-    /// Check a spec file: every error with its path, or a summary.
-    Validate(agent::Validate),
-}
-
-#[derive(Parser)]
-struct Run {
-    /// Job name (default: the program's file name).
-    #[arg(long)]
-    name: Option<String>,
-    /// Directory for records and logs (default: $ARBOR_STATE_DIR, else
-    /// $HOME/.local/state/arbor).
-    #[arg(long, env = "ARBOR_STATE_DIR")]
-    state_dir: Option<std::path::PathBuf>,
-    /// Environment variable for the command (KEY=VALUE, repeatable).
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// File of KEY=VALUE lines (repeatable).
-    #[arg(long)]
-    env_file: Vec<std::path::PathBuf>,
-    /// Key whose value is shown as *** in records (repeatable).
-    #[arg(long)]
-    mask: Vec<String>,
-    /// Working directory.
-    #[arg(long)]
-    cwd: Option<std::path::PathBuf>,
-    /// Stop and fail the run after this long (e.g. 30s, 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    deadline: Option<Duration>,
-    /// Grace between SIGTERM and SIGKILL on cancel or deadline.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    stop_timeout: Duration,
-    /// Lines of output to print at the end (0: none).
-    #[arg(long, default_value_t = 20)]
-    tail: usize,
-    /// Print the final record as JSON instead of text.
-    #[arg(long)]
-    json: bool,
-    /// The command and its arguments.
-    #[arg(required = true, last = true)]
-    command: Vec<String>,
 }
 
 #[derive(Parser)]
@@ -143,9 +186,6 @@ enum Limit {
     Backoff,
 }
 
-#[path = "arbor/agent.rs"]
-mod agent;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (default_level, json) = match &cli.command {
@@ -169,128 +209,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Supervise(args) => runtime.block_on(supervise(args)),
-        Command::Run(args) => runtime.block_on(run(args)),
-        Command::Agent(args) => runtime.block_on(agent::agent(args)),
-        Command::Validate(args) => agent::validate(args),
-    }
-}
-
-async fn run(args: Run) -> ExitCode {
-    let name = args.name.clone().unwrap_or_else(|| {
-        std::path::Path::new(&args.command[0])
-            .file_name()
-            .map_or("job".into(), |n| n.to_string_lossy().into_owned())
-    });
-    let mut spec = JobSpec::command(name, args.command.clone());
-    for kv in &args.env {
-        let Some((k, v)) = kv.split_once('=') else {
-            eprintln!("arbor: --env {kv:?}: expected KEY=VALUE");
-            return ExitCode::from(2);
-        };
-        spec.env.insert(k.to_owned(), v.to_owned());
-    }
-    spec.env_file = args.env_file.clone();
-    spec.mask = args.mask.clone();
-    spec.cwd = args.cwd.clone();
-    spec.deadline = args.deadline;
-    spec.stop_timeout = args.stop_timeout;
-    if let Err(e) = spec.validate() {
-        eprintln!("arbor: invalid job: {e}");
-        return ExitCode::from(2);
-    }
-    let Some(state_dir) = args.state_dir.clone().or_else(|| {
-        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/arbor"))
-    }) else {
-        eprintln!("arbor: no --state-dir given and HOME is not set");
-        return ExitCode::from(2);
+    let command = match cli.command {
+        Command::Supervise(args) => return runtime.block_on(supervise(args)),
+        Command::Agent(args) => return runtime.block_on(agent::agent(args)),
+        Command::Validate(args) => return agent::validate(args),
+        client_command => client_command,
     };
-    let process = match ProcessRuntime::builder().build() {
-        Ok(p) => p,
+    // Read here, so that a bad $ARBOR_AGENT only troubles the client commands.
+    let url = match cli.agent.parse::<client::AgentUrl>() {
+        Ok(url) => url,
         Err(e) => {
-            eprintln!("arbor: {e}");
-            return ExitCode::FAILURE;
+            return common::Fail::usage(format!("invalid --agent URL {:?}: {e}", cli.agent))
+                .report();
         }
     };
-    let executor =
-        match Executor::start(ExecutorConfig::new(Arc::new(process.clone())).state_dir(&state_dir))
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("arbor: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    let id = match executor.run(spec, JobTrigger::Cli).await {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("arbor: {e}");
-            return ExitCode::from(2);
-        }
+    let url = &url;
+    let outcome = match command {
+        Command::Supervise(_) | Command::Agent(_) | Command::Validate(_) => unreachable!(),
+        Command::Run(args) => runtime.block_on(run::run(url, args)),
+        Command::Status(args) => runtime.block_on(commands::status(url, args)),
+        Command::Logs(args) => runtime.block_on(commands::logs(url, args)),
+        Command::Kill(args) => runtime.block_on(commands::kill(url, args)),
+        Command::Cancel(args) => runtime.block_on(commands::cancel(url, args)),
+        Command::List(args) => runtime.block_on(commands::list(url, args)),
+        Command::Tree(args) => runtime.block_on(commands::tree(url, args)),
+        Command::Services(args) => runtime.block_on(commands::services(url, args)),
+        Command::Jobs(args) => runtime.block_on(commands::jobs(url, args)),
+        Command::Events(args) => runtime.block_on(commands::events(url, args)),
     };
-    if !args.json {
-        eprintln!(
-            "arbor: execution {id} (records in {})",
-            state_dir.join("executions").join(id.to_string()).display()
-        );
-    }
-    let record = tokio::select! {
-        r = executor.wait(id) => r,
-        _ = stop_requested() => {
-            let _ = executor.cancel(id, None).await;
-            executor.wait(id).await
-        }
-    };
-    let record = match record {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("arbor: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&record).unwrap_or_default()
-        );
-    } else {
-        if args.tail > 0
-            && let Ok(out) = executor
-                .logs(id, LogSnapshotQuery::tail(SnapshotStream::Full, args.tail))
-                .await
-        {
-            print!("{}", out.text);
-        }
-        eprintln!("arbor: {}", record.status.state);
-    }
-    executor.shutdown(Duration::from_secs(5)).await;
-    process.shutdown(Duration::from_secs(5)).await;
-    match &record.status.state {
-        JobState::Completed { .. } => ExitCode::SUCCESS,
-        JobState::Cancelled => ExitCode::from(130),
-        JobState::Failed {
-            exit_code: Some(c), ..
-        } => ExitCode::from((*c).clamp(1, 255) as u8),
-        JobState::Failed { .. } => ExitCode::FAILURE,
-        _ => ExitCode::FAILURE,
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_requested() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
+    // Leave tasks (the connections, the signal watchers) behind at once.
+    runtime.shutdown_background();
+    outcome.unwrap_or_else(common::Fail::report)
 }
 
 async fn supervise(args: Supervise) -> ExitCode {

@@ -1,0 +1,625 @@
+//! The client commands: `status`, `logs`, `kill`, `cancel`, `list`,
+//! `tree`, `services`, `jobs` (and `jobs trigger`), `events`. Each asks
+//! the agent's API and prints its JSON (`--json`) or a readable form.
+
+use std::{process::ExitCode, time::Duration};
+
+use arbor::{
+    Event, ExecutionId, ExecutionRecord, JobTrigger, LogSnapshotQuery, ServiceInfo, SnapshotStream,
+    api::{JobInfo, TriggerResponse},
+};
+use clap::{Args, Subcommand, ValueEnum};
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+use super::{
+    client::{AgentUrl, encode},
+    common::{
+        Conn, Fail, Outcome, argv, cut, duration, exit_short, parse_duration, parse_id,
+        parse_signal, print_json, run_time, signal_name, state_short, table, time,
+    },
+    follow::{Follower, Target, stream_name},
+};
+
+/// Which log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Stream {
+    /// What the command wrote to stdout.
+    Stdout,
+    /// What the command wrote to stderr.
+    Stderr,
+    /// Both, line by line, each with its time and stream.
+    Full,
+}
+
+impl From<Stream> for SnapshotStream {
+    fn from(s: Stream) -> Self {
+        match s {
+            Stream::Stdout => Self::Stdout,
+            Stream::Stderr => Self::Stderr,
+            Stream::Full => Self::Full,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct Status {
+    /// The execution id.
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: ExecutionId,
+    /// Print the execution record as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor status ID`.
+pub async fn status(url: &AgentUrl, a: Status) -> Outcome {
+    let c = a.conn.client(url)?;
+    let path = format!("/v1/executions/{}", a.id);
+    if a.json {
+        print_json(&c.get_value(&path).await?);
+    } else {
+        let r: ExecutionRecord = c.get(&path).await?;
+        print!("{}", describe_record(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An execution record as aligned `key  value` lines.
+pub fn describe_record(r: &ExecutionRecord) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("execution", r.meta.id.to_string()),
+        (
+            "job",
+            format!("{} (attempt {})", r.meta.job, r.meta.attempt),
+        ),
+        ("state", r.status.state.to_string()),
+    ];
+    if let Some(code) = r.status.state.exit_code() {
+        rows.push(("exit code", code.to_string()));
+    }
+    if let Some(sig) = r.status.signal {
+        rows.push(("signal", signal_name(sig)));
+    }
+    if r.status.paused && r.status.state.is_active() {
+        rows.push((
+            "paused",
+            "yes (SIGSTOP; arbor kill ID --signal CONT)".into(),
+        ));
+    }
+    rows.push(("trigger", r.meta.trigger.to_string()));
+    if let Some(retry) = r.meta.retry_of {
+        rows.push(("retry of", retry.to_string()));
+    }
+    if let Some(image) = &r.meta.image {
+        rows.push(("image", image.clone()));
+    }
+    if !r.meta.command.is_empty() {
+        rows.push(("command", argv(&r.meta.command)));
+    }
+    if let Some(cwd) = &r.meta.cwd {
+        rows.push(("cwd", cwd.display().to_string()));
+    }
+    if !r.meta.env.is_empty() {
+        let env: Vec<String> = r.meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        rows.push(("env", env.join(" ")));
+    }
+    if let Some(pid) = r.status.pid {
+        rows.push(("pid", pid.to_string()));
+    }
+    rows.push(("created", time(r.meta.created_at)));
+    if let Some(t) = r.status.started_at {
+        rows.push(("started", time(t)));
+    }
+    if let Some(t) = r.status.finished_at {
+        rows.push(("finished", time(t)));
+    }
+    if let Some(d) = run_time(r) {
+        rows.push(("run time", duration(d)));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
+}
+
+#[derive(Args)]
+pub struct Logs {
+    /// The execution id.
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: ExecutionId,
+    /// Keep printing new output until the execution ends.
+    #[arg(long, short)]
+    follow: bool,
+    /// Which log.
+    #[arg(long, value_enum, default_value_t = Stream::Full)]
+    stream: Stream,
+    /// Only the last N lines (with --follow: then the new ones).
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Print the API's JSON (with --follow: one JSON line per piece of new
+    /// output).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// One piece of followed output, as `arbor logs --follow --json` prints it.
+#[derive(Serialize)]
+struct FollowLine<'a> {
+    execution_id: ExecutionId,
+    stream: &'a str,
+    text: &'a str,
+    observed_bytes: u64,
+    skipped_bytes: u64,
+}
+
+/// `arbor logs ID`.
+pub async fn logs(url: &AgentUrl, a: Logs) -> Outcome {
+    let c = a.conn.client(url)?;
+    let stream = SnapshotStream::from(a.stream);
+    let mut path = format!(
+        "/v1/executions/{}/logs?stream={}",
+        a.id,
+        stream_name(stream)
+    );
+    if let Some(n) = a.tail {
+        path.push_str(&format!("&tail={n}"));
+    }
+    if !a.follow {
+        if a.json {
+            print_json(&c.get_value(&path).await?);
+        } else {
+            let r: arbor::api::LogsResponse = c.get(&path).await?;
+            print!("{}", r.snapshot.text);
+            if r.snapshot.truncated {
+                eprintln!(
+                    "arbor: showing the last {} of {} bytes",
+                    r.snapshot.included_bytes, r.snapshot.observed_bytes
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let target = Target::Agent(c);
+    let first = target
+        .logs(
+            a.id,
+            LogSnapshotQuery {
+                stream,
+                tail_lines: a.tail,
+                max_bytes: None,
+            },
+        )
+        .await?;
+    let show = |text: &str, observed: u64, skipped: u64| {
+        if a.json {
+            let line = FollowLine {
+                execution_id: a.id,
+                stream: stream_name(stream),
+                text,
+                observed_bytes: observed,
+                skipped_bytes: skipped,
+            };
+            println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        } else {
+            if skipped > 0 {
+                eprintln!("arbor: {skipped} bytes of output skipped (no longer in the live tail)");
+            }
+            print!("{text}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+    };
+    if !first.text.is_empty() || a.json {
+        show(&first.text, first.observed_bytes, 0);
+    }
+    let mut follower = Follower::after(a.id, stream, &first);
+    loop {
+        let record = target.wait(a.id, Duration::from_millis(250)).await?;
+        let chunk = follower.poll(&target).await?;
+        if !chunk.text.is_empty() || chunk.skipped > 0 {
+            show(&chunk.text, chunk.observed, chunk.skipped);
+        }
+        if record.status.state.is_terminal() {
+            if !a.json {
+                eprintln!("arbor: execution {} {}", a.id, record.status.state);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct Kill {
+    /// The execution id.
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: ExecutionId,
+    /// The signal, to the execution's process group: a name (TERM,
+    /// SIGUSR1, KILL) or a number. STOP and CONT pause and resume it.
+    #[arg(long, short, value_name = "SIG", default_value = "SIGTERM", value_parser = parse_signal)]
+    signal: String,
+    /// Print the API's answer as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor kill ID`.
+pub async fn kill(url: &AgentUrl, a: Kill) -> Outcome {
+    let c = a.conn.client(url)?;
+    let body = serde_json::json!({ "signal": a.signal });
+    let answer: serde_json::Value = c
+        .post(&format!("/v1/executions/{}/signal", a.id), Some(&body))
+        .await?;
+    if a.json {
+        print_json(&answer);
+    } else {
+        println!("sent {} to execution {}", a.signal, a.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct Cancel {
+    /// The execution id.
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: ExecutionId,
+    /// Time between SIGTERM and SIGKILL (default: the job's stop_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    grace: Option<Duration>,
+    /// Return once the cancel is requested, without waiting for the end.
+    #[arg(long)]
+    no_wait: bool,
+    /// Print the execution record as JSON (at its end, or as it is with
+    /// --no-wait).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor cancel ID`.
+pub async fn cancel(url: &AgentUrl, a: Cancel) -> Outcome {
+    let c = a.conn.client(url)?;
+    let body = serde_json::json!({
+        "grace": a.grace.map(|g| humantime::format_duration(g).to_string()),
+    });
+    let mut record: ExecutionRecord = c
+        .post(&format!("/v1/executions/{}/cancel", a.id), Some(&body))
+        .await?;
+    if !a.no_wait && record.status.state.is_active() {
+        let target = Target::Agent(c);
+        record = target.wait_end(a.id).await?;
+    }
+    if a.json {
+        print_json(&record);
+    } else {
+        println!("execution {}: {}", a.id, record.status.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct List {
+    /// Only the executions of this job.
+    #[arg(long, value_name = "NAME")]
+    job: Option<String>,
+    /// Print the execution records as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor list`.
+pub async fn list(url: &AgentUrl, a: List) -> Outcome {
+    let c = a.conn.client(url)?;
+    let path = match &a.job {
+        Some(job) => format!("/v1/executions?job={}", encode(job)),
+        None => "/v1/executions".into(),
+    };
+    if a.json {
+        print_json(&c.get_value(&path).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let records: Vec<ExecutionRecord> = c.get(&path).await?;
+    if records.is_empty() {
+        match &a.job {
+            Some(job) => eprintln!("arbor: no executions of job {job:?}"),
+            None => eprintln!("arbor: no executions"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.meta.id.to_string(),
+                r.meta.job.clone(),
+                state_short(r),
+                exit_short(r),
+                trigger_short(&r.meta.trigger),
+                time(r.meta.created_at),
+                run_time(r).map_or_else(|| "-".into(), duration),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "ID", "JOB", "STATE", "EXIT", "TRIGGER", "CREATED", "DURATION"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trigger_short(t: &JobTrigger) -> String {
+    match t {
+        JobTrigger::Endpoint { .. } => "api".into(),
+        JobTrigger::Cli => "cli".into(),
+        JobTrigger::Scheduler { .. } => "schedule".into(),
+        JobTrigger::Internal { .. } => "internal".into(),
+    }
+}
+
+#[derive(Args)]
+pub struct Tree {
+    /// Print the tree as JSON (name, kind, state, restarts, last exit,
+    /// children).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor tree`.
+pub async fn tree(url: &AgentUrl, a: Tree) -> Outcome {
+    let c = a.conn.client(url)?;
+    if a.json {
+        print_json(&c.get_value("/v1/tree").await?);
+    } else {
+        print!("{}", c.get_text("/v1/tree?format=text").await?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct Services {
+    /// Print the services as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor services`.
+pub async fn services(url: &AgentUrl, a: Services) -> Outcome {
+    let c = a.conn.client(url)?;
+    if a.json {
+        print_json(&c.get_value("/v1/services").await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let services: Vec<ServiceInfo> = c.get("/v1/services").await?;
+    if services.is_empty() {
+        eprintln!("arbor: no services");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.state.to_string(),
+                format!("{}/{}", s.running, s.replicas),
+                s.restarts.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NAME", "STATE", "RUNNING", "RESTARTS"], &rows)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct Jobs {
+    #[command(subcommand)]
+    action: Option<JobsAction>,
+    /// Print the jobs as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// Start an execution of a registered job now; prints its id.
+    Trigger(Trigger),
+}
+
+#[derive(Args)]
+struct Trigger {
+    /// The job's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Print the API's answer as JSON ({"execution_id", "job"}).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor jobs`, `arbor jobs trigger NAME`.
+pub async fn jobs(url: &AgentUrl, a: Jobs) -> Outcome {
+    if let Some(JobsAction::Trigger(t)) = a.action {
+        let c = t.conn.client(url)?;
+        let answer: TriggerResponse = c
+            .post::<(), _>(&format!("/v1/jobs/{}/trigger", encode(&t.name)), None)
+            .await?;
+        if t.json {
+            print_json(&answer);
+        } else {
+            println!("{}", answer.execution_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = a.conn.client(url)?;
+    if a.json {
+        print_json(&c.get_value("/v1/jobs").await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let jobs: Vec<JobInfo> = c.get("/v1/jobs").await?;
+    if jobs.is_empty() {
+        eprintln!("arbor: no jobs");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let schedule = match (&j.schedule, j.suspended) {
+                (Some(s), true) => format!("{s} (suspended)"),
+                (Some(s), false) => s.clone(),
+                (None, _) => "-".into(),
+            };
+            let (latest, latest_id) = match &j.latest {
+                Some(l) => {
+                    let shown = match l.state.exit_code() {
+                        Some(c) => format!("{} ({c})", l.state.name()),
+                        None => l.state.name().to_owned(),
+                    };
+                    (shown, l.execution_id.to_string())
+                }
+                None => ("-".into(), "-".into()),
+            };
+            let command = match &j.image {
+                Some(image) => format!("image {image}"),
+                None => argv(&j.command),
+            };
+            vec![
+                j.name.clone(),
+                schedule,
+                j.next_run.map_or_else(|| "-".into(), time),
+                latest,
+                latest_id,
+                cut(&command, 40),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "NAME",
+                "SCHEDULE",
+                "NEXT RUN",
+                "LATEST",
+                "LATEST ID",
+                "COMMAND"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct Events {
+    /// Only these kinds, comma-separated (container_restarted,
+    /// crash_loop_back_off, execution_started, execution_finished, ...).
+    #[arg(long, value_name = "KINDS")]
+    kind: Option<String>,
+    /// Print each event as one JSON line, as the API sends it.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor events`: follows the event stream until the agent ends it.
+pub async fn events(url: &AgentUrl, a: Events) -> Outcome {
+    let c = a.conn.client(url)?;
+    let path = match &a.kind {
+        Some(k) => format!("/v1/events?kind={}", encode(k)),
+        None => "/v1/events".into(),
+    };
+    let mut body = c.stream(&path).await?;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Fail::failed(format!("the event stream broke: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend(data.iter().filter(|&&b| b != b'\r'));
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let message: Vec<u8> = buf.drain(..end + 2).collect();
+            show_event(&String::from_utf8_lossy(&message), a.json);
+        }
+    }
+    eprintln!("arbor: the agent at {url} ended the event stream");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One SSE message: `event:` and `data:` lines; comments are skipped.
+fn show_event(message: &str, json: bool) {
+    let mut kind = "";
+    let mut data = Vec::new();
+    for line in message.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim_start();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if data.is_empty() {
+        return;
+    }
+    let data = data.join("\n");
+    if json {
+        println!("{data}");
+        return;
+    }
+    let now = chrono::Local::now().format("%H:%M:%S%.3f");
+    match serde_json::from_str::<Event>(&data) {
+        Ok(e) => println!("{now}  {:<20}  {}", e.kind(), event_line(&e)),
+        Err(_) => println!("{now}  {kind:<20}  {data}"),
+    }
+}
+
+/// An event in words; a child named with its supervisor.
+fn event_line(e: &Event) -> String {
+    let child = |supervisor: &str, child: &str| format!("{supervisor}/{child}");
+    match e {
+        Event::ChildStarted {
+            supervisor,
+            child: c,
+        } => format!("{}: started", child(supervisor, c)),
+        Event::ChildExited {
+            supervisor,
+            child: c,
+            exit,
+            ..
+        } => format!("{}: exited ({exit})", child(supervisor, c)),
+        Event::ChildStopped {
+            supervisor,
+            child: c,
+            reason,
+        } => format!("{}: stopped ({reason})", child(supervisor, c)),
+        Event::ChildStartFailed {
+            supervisor,
+            child: c,
+            error,
+        } => format!("{}: failed to start: {error}", child(supervisor, c)),
+        other => crate::describe(other).unwrap_or_else(|| other.kind().to_owned()),
+    }
+}

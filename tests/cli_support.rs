@@ -1,0 +1,290 @@
+//! Shared by the `cli_*` tests: the real `arbor` binary run with a clean
+//! environment and a time limit, an agent started on a free port, and
+//! waiting for conditions.
+#![allow(dead_code)]
+
+use std::{
+    ffi::OsStr,
+    io::{BufRead, BufReader, Read},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// How long any one command may run before the test fails.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// The binary with none of the variables it reads from the environment.
+pub fn arbor() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    for var in ["ARBOR_AGENT", "ARBOR_TOKEN", "ARBOR_STATE_DIR", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// What a finished command left.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Out {
+    /// stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    /// Asserts the exit code, showing everything when it differs.
+    pub fn expect(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
+        self
+    }
+}
+
+/// Runs `cmd` to its end (at most [`LIMIT`]).
+pub fn output(mut cmd: Command) -> Out {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the arbor binary starts");
+    let read = |r: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} ran longer than {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        took: start.elapsed(),
+    }
+}
+
+/// `arbor ARGS...` to its end.
+pub fn arbor_out<I, S>(args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = arbor();
+    cmd.args(args);
+    output(cmd)
+}
+
+/// An address nothing listens on (a port bound, then released).
+pub fn unused_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Polls `cond` every 20 ms for at most 20 s.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for: {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `arbor agent`, killed if the test ends without stopping it.
+pub struct Agent {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Agent {
+    /// `arbor agent --spec SPEC --listen 127.0.0.1:0 --state-dir STATE`,
+    /// once it printed `listening on ADDR`; `extra` are more flags.
+    pub fn start(spec: &Path, state: &Path, extra: &[&str]) -> Self {
+        let mut child = arbor()
+            .args([
+                "agent",
+                "--listen",
+                "127.0.0.1:0",
+                "--shutdown-timeout",
+                "5s",
+            ])
+            .arg("--spec")
+            .arg(spec)
+            .arg("--state-dir")
+            .arg(state)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// `arbor --agent URL ARGS...` to its end.
+    pub fn arbor<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = arbor();
+        cmd.arg("--agent").arg(&self.url).args(args);
+        output(cmd)
+    }
+
+    /// SIGTERM, then its exit code (within [`LIMIT`]).
+    pub fn stop(mut self) -> i32 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < LIMIT, "the agent did not stop");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A command left running, its stdout read line by line.
+pub struct Lines {
+    pub child: Child,
+    rx: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, rx }
+    }
+
+    /// Lines until one matches `pred` (that one included), within 20 s.
+    pub fn until(&self, what: &str, pred: impl FnMut(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        if !self.within(Duration::from_secs(20), &mut seen, pred) {
+            panic!("timed out waiting for {what}; saw {seen:#?}");
+        }
+        seen
+    }
+
+    /// Reads lines into `seen` until one matches `pred` (true) or `wait`
+    /// passed (false).
+    pub fn within(
+        &self,
+        wait: Duration,
+        seen: &mut Vec<String>,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let done = pred(&line);
+                    seen.push(line);
+                    if done {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Its exit code, once it ended by itself (within [`LIMIT`]).
+    pub fn wait(mut self) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < LIMIT, "{:?} did not end", self.child);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
