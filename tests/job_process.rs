@@ -142,7 +142,13 @@ async fn a_node_killed_mid_run_loses_no_finished_record_and_leaves_no_orphan() {
     let dir = tempfile::tempdir().unwrap();
     let arbor = env!("CARGO_BIN_EXE_arbor");
     let done = Command::new(arbor)
-        .args(["run", "--agent", "http://127.0.0.1:1", "--wait", "--state-dir"])
+        .args([
+            "run",
+            "--agent",
+            "http://127.0.0.1:1",
+            "--wait",
+            "--state-dir",
+        ])
         .arg(dir.path())
         .args(["--name", "quick", "--", "sh", "-c", "echo finished"])
         .output()
@@ -150,7 +156,13 @@ async fn a_node_killed_mid_run_loses_no_finished_record_and_leaves_no_orphan() {
     assert!(done.status.success(), "{done:?}");
 
     let mut node = Command::new(arbor)
-        .args(["run", "--agent", "http://127.0.0.1:1", "--wait", "--state-dir"])
+        .args([
+            "run",
+            "--agent",
+            "http://127.0.0.1:1",
+            "--wait",
+            "--state-dir",
+        ])
         .arg(dir.path())
         .args(["--name", "long", "--", "sh", "-c", "sleep 1000 & wait"])
         .spawn()
