@@ -111,9 +111,9 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Largest request body accepted (default 1 MiB); larger ones get 413.
     pub max_body_bytes: usize,
-    /// The node's state dir (as given to
-    /// [`NodeConfig::state_dir`](crate::NodeConfig::state_dir)), to report
-    /// where an execution's logs are; `None`: paths are reported as `null`.
+    /// Where execution logs are reported to be (default: the node's
+    /// [`Node::state_dir`](crate::Node::state_dir); paths are `null` when
+    /// neither is set).
     pub state_dir: Option<PathBuf>,
 }
 

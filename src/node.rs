@@ -158,6 +158,7 @@ pub struct Node {
 
 struct Inner {
     name: String,
+    state_dir: Option<PathBuf>,
     root: SupervisorRef,
     executor: Executor,
     overlay: Overlay,
@@ -185,7 +186,7 @@ impl Node {
             .events(events.clone());
         exec.tokens = config.tokens;
         exec.clock = config.clock;
-        exec.state_dir = config.state_dir;
+        exec.state_dir = config.state_dir.clone();
         let executor = Executor::start(exec).await?;
         let mut flags = config.flags;
         flags.strategy = Strategy::OneForOne;
@@ -197,6 +198,7 @@ impl Node {
         Ok(Self {
             inner: Arc::new(Inner {
                 name: config.name,
+                state_dir: config.state_dir,
                 root,
                 executor,
                 overlay,
@@ -211,6 +213,11 @@ impl Node {
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Where execution records and logs are kept (`None`: in memory only).
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.inner.state_dir.as_deref()
     }
 
     /// The executor: jobs, executions, schedules.

@@ -545,11 +545,17 @@ async fn a_bare_router_serves_and_records_an_unknown_caller() {
     let id = r.json()["execution_id"].as_str().unwrap().to_owned();
     let rec = finished(&api, &id).await;
     assert_eq!(rec["trigger"]["remote_addr"], "unknown");
-    // Without a state dir in its config, runs report no log paths.
+    // Without a state dir in its config, runs report log paths under the
+    // node's own state dir.
     let r = api
         .post_json("/v1/runs", &json!({"command": ["true"]}))
         .await;
-    assert_eq!(r.json()["stdout_log_path"], serde_json::Value::Null);
+    let id = r.json()["execution_id"].as_str().unwrap().to_owned();
+    let path = r.json()["stdout_log_path"].as_str().unwrap().to_owned();
+    assert!(
+        path.ends_with(&format!("/executions/{id}/stdout.log")),
+        "{path}"
+    );
     server.abort();
     f.shutdown().await;
 }

@@ -140,7 +140,8 @@ pub(crate) async fn run(
     let dir = state
         .config
         .state_dir
-        .as_ref()
+        .as_deref()
+        .or(state.node.state_dir())
         .map(|d| d.join("executions").join(id.to_string()));
     Ok((
         StatusCode::ACCEPTED,
