@@ -40,8 +40,8 @@ pub use execution::{
 };
 pub use node::{Health, Node, NodeConfig, ServiceInfo};
 pub use runtime::{
-    ContainerId, ContainerSpec, ContainerState, ExitStatus, MockRuntime, Output, OutputSink,
-    ProcessRuntime, Runtime, RuntimeError,
+    ContainerId, ContainerSpec, ContainerState, ExitStatus, FaultRuntime, MockRuntime, Output,
+    OutputSink, ProcessRuntime, Runtime, RuntimeError,
 };
 pub use spec::{
     BackoffPolicy, Deployment, DeploymentDiff, ExitAction, ExitRules, History, InitStep, JobSpec,

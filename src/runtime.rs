@@ -12,6 +12,7 @@
 //! (`wait` | `stop`) -> `remove`. Every error says which step failed, on which
 //! container, and why ([`RuntimeError`]).
 
+pub mod fault;
 pub mod mock;
 pub mod process;
 
@@ -22,6 +23,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use fault::FaultRuntime;
 pub use logs::{LogBuffer, LogLine, LogQuery, LogStream, Logs};
 pub use mock::MockRuntime;
 pub use nix::sys::signal::Signal;
