@@ -36,7 +36,7 @@
 //!
 //! The rules, the per-container metadata (name and labels, learnt at
 //! `create`) and the record of injected faults live in one task
-//! ([`Owned`]), never in a lock-guarded map: every call asks that task for a
+//! (`crate::owned::Owned`), never in a lock-guarded map: every call asks that task for a
 //! decision, one at a time, in call order. The random plan draws from a
 //! splitmix64 generator inside that task, so the same seed and the same
 //! sequence of calls give the same faults in the same order.
