@@ -27,8 +27,6 @@
 //!   computing its next time outside the actor.
 
 use std::{
-    collections::HashMap,
-    process::Command,
     sync::{Arc, mpsc},
     time::{Duration, Instant},
 };
@@ -43,6 +41,11 @@ const LEAD: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 3;
 const JITTER: Duration = Duration::from_secs(1);
 const IDLE: Duration = Duration::from_secs(10);
+
+#[path = "common/phases.rs"]
+mod phases;
+
+use phases::{figure, measure};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -64,8 +67,8 @@ fn main() {
 }
 
 fn compare() {
-    let m = measure(&["skew-cron", "skew-raw"], ROUNDS);
-    let idle = measure(&["idle-cron", "idle-raw"], 1);
+    let m = measure(&[("skew-cron", &[]), ("skew-raw", &[])], ROUNDS);
+    let idle = measure(&[("idle-cron", &[]), ("idle-raw", &[])], 1);
     let (cron, raw) = (&m["skew-cron"], &m["skew-raw"]);
     for q in ["p50", "p99", "max"] {
         figure(
@@ -90,68 +93,6 @@ fn compare() {
         "cron_schedule_parse_and_next_after",
         &cron["parse_us"],
     );
-}
-
-/// Runs each phase `rounds` times, interleaved (so drift on a shared
-/// machine hits both sides alike), and keeps the median of each figure.
-fn measure(phases: &[&str], rounds: usize) -> HashMap<String, Value> {
-    let mut runs: HashMap<&str, Vec<Value>> = HashMap::new();
-    for _ in 0..rounds {
-        for name in phases {
-            runs.entry(name).or_default().push(phase_once(name));
-        }
-    }
-    runs.into_iter()
-        .map(|(name, runs)| {
-            let mut out = serde_json::Map::new();
-            if let Some(first) = runs[0].as_object() {
-                for key in first.keys() {
-                    let mut xs: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
-                    xs.sort_by(f64::total_cmp);
-                    out.insert(key.clone(), json!(xs[xs.len() / 2]));
-                }
-            }
-            (name.to_owned(), Value::Object(out))
-        })
-        .collect()
-}
-
-fn phase_once(name: &str) -> Value {
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
-        .args(["--phase", name])
-        .output()
-        .expect("run phase");
-    if !out.status.success() {
-        panic!(
-            "phase {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("{}");
-    eprintln!("phase {name}: {last}");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("phase {name} printed {last:?}: {e}"))
-}
-
-fn figure(name: &str, value: &Value, unit: &str, baseline: &str, baseline_value: &Value) {
-    let (v, b) = (
-        value.as_f64().unwrap_or(f64::NAN),
-        baseline_value.as_f64().unwrap_or(f64::NAN),
-    );
-    let line = json!({
-        "figure": name,
-        "value": round(v),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": round(b),
-        "ratio": round(v / b),
-    });
-    println!("{line}");
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 async fn run_phase(name: &str) -> Value {

@@ -84,6 +84,11 @@ const RECORD_JOBS: usize = 100;
 const LOOKUPS: usize = 10_000;
 const LOOKUP_REPEATS: usize = 3;
 
+#[path = "common/phases.rs"]
+mod phases;
+
+use phases::{figure, measure, quantile};
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--phase") {
@@ -237,72 +242,6 @@ fn compare() {
     );
 }
 
-/// Runs every phase `rounds` times, each run in its own process, in
-/// interleaved rounds (so drift on a shared machine hits every phase alike),
-/// and keeps the median of each figure.
-fn measure(phases: &[(&str, &[(&str, &str)])], rounds: usize) -> HashMap<String, Value> {
-    let mut runs: HashMap<&str, Vec<Value>> = Default::default();
-    for _ in 0..rounds {
-        for (name, env) in phases {
-            let t0 = Instant::now();
-            let out = phase_once(name, env);
-            eprintln!("phase {name}: {:.1} s: {out}", t0.elapsed().as_secs_f64());
-            runs.entry(name).or_default().push(out);
-        }
-    }
-    runs.into_iter()
-        .map(|(name, runs)| {
-            let mut out = serde_json::Map::new();
-            if let Some(first) = runs[0].as_object() {
-                for (key, v) in first {
-                    let mut xs: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
-                    let value = if runs.len() > 1 && xs.len() == runs.len() && v.is_number() {
-                        json!(median(&mut xs))
-                    } else {
-                        v.clone()
-                    };
-                    out.insert(key.clone(), value);
-                }
-            }
-            (name.to_owned(), Value::Object(out))
-        })
-        .collect()
-}
-
-fn phase_once(name: &str, env: &[(&str, &str)]) -> Value {
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
-        .args(["--phase", name])
-        .envs(env.iter().copied())
-        .output()
-        .expect("run phase");
-    if !out.status.success() {
-        panic!(
-            "phase {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("{}");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("phase {name} printed {last:?}: {e}"))
-}
-
-fn figure(name: &str, value: &Value, unit: &str, baseline: &str, baseline_value: &Value) {
-    let (v, b) = (
-        value.as_f64().unwrap_or(f64::NAN),
-        baseline_value.as_f64().unwrap_or(f64::NAN),
-    );
-    let line = json!({
-        "figure": name,
-        "value": round(v),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": round(b),
-        "ratio": round(v / b),
-    });
-    println!("{line}");
-}
-
 /// A figure that reports a failed check (its value is what was found).
 fn error_figure(name: &str, value: &Value, unit: &str) {
     let line = json!({
@@ -314,15 +253,6 @@ fn error_figure(name: &str, value: &Value, unit: &str) {
         "ratio": Value::Null,
     });
     println!("{line}");
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[(xs.len() - 1) / 2]
 }
 
 async fn run_phase(name: &str) -> Value {
@@ -626,7 +556,7 @@ where
         }
         means.push(t0.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64);
     }
-    median(&mut means)
+    quantile(&mut means, 0.5)
 }
 
 async fn status_arbor() -> Value {

@@ -16,7 +16,6 @@
 //! and cgroups (root only; skipped otherwise).
 
 use std::{
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,6 +30,13 @@ use tokio::sync::mpsc;
 const ACTORS: usize = 100_000;
 const FAILOVERS: usize = 5_000;
 const PROCESS_CRASHES: usize = 200;
+/// Interleaved rounds per phase; each figure is their median.
+const ROUNDS: usize = 5;
+
+#[path = "common/phases.rs"]
+mod phases;
+
+use phases::{figure, measure, quantile};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -62,20 +68,23 @@ fn compare() {
     let bt = [("RUST_BACKTRACE", "1")];
     let groups = [("BENCH_CGROUPS", "0")];
     let cgroups = [("BENCH_CGROUPS", "1")];
-    let m = measure(&[
-        ("spawn-raw", &[]),
-        ("spawn-raw-handler", &[]),
-        ("spawn-arbor-init", &[]),
-        ("spawn-arbor-batch", &[]),
-        ("spawn-arbor", &[]),
-        ("spawn-arbor-call", &[]),
-        ("failover-arbor", &bt),
-        ("failover-raw", &bt),
-        ("failover-raw-arbor-hook", &bt),
-        ("panic-hook", &bt),
-        ("process", &groups),
-        ("process-cgroups", &cgroups),
-    ]);
+    let m = measure(
+        &[
+            ("spawn-raw", &[]),
+            ("spawn-raw-handler", &[]),
+            ("spawn-arbor-init", &[]),
+            ("spawn-arbor-batch", &[]),
+            ("spawn-arbor", &[]),
+            ("spawn-arbor-call", &[]),
+            ("failover-arbor", &bt),
+            ("failover-raw", &bt),
+            ("failover-raw-arbor-hook", &bt),
+            ("panic-hook", &bt),
+            ("process", &groups),
+            ("process-cgroups", &cgroups),
+        ],
+        ROUNDS,
+    );
     let (raw, raw_handler, init, batch, nowait, call) = (
         &m["spawn-raw"],
         &m["spawn-raw-handler"],
@@ -185,74 +194,6 @@ fn compare() {
             );
         }
     }
-}
-
-/// Runs every phase `ROUNDS` times, each run in its own process, in
-/// interleaved rounds (so drift on a shared machine hits every phase alike),
-/// and keeps the median of each figure.
-fn measure(phases: &[(&str, &[(&str, &str)])]) -> std::collections::HashMap<String, Value> {
-    const ROUNDS: usize = 5;
-    let mut runs: std::collections::HashMap<&str, Vec<Value>> = Default::default();
-    for _ in 0..ROUNDS {
-        for (name, env) in phases {
-            runs.entry(name).or_default().push(phase_once(name, env));
-        }
-    }
-    runs.into_iter()
-        .map(|(name, runs)| {
-            let mut out = serde_json::Map::new();
-            if let Some(first) = runs[0].as_object() {
-                for (key, v) in first {
-                    let mut xs: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
-                    let value = if xs.len() == runs.len() {
-                        json!(quantile(&mut xs, 0.5))
-                    } else {
-                        v.clone()
-                    };
-                    out.insert(key.clone(), value);
-                }
-            }
-            (name.to_owned(), Value::Object(out))
-        })
-        .collect()
-}
-
-fn phase_once(name: &str, env: &[(&str, &str)]) -> Value {
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
-        .args(["--phase", name])
-        .envs(env.iter().copied())
-        .output()
-        .expect("run phase");
-    if !out.status.success() {
-        panic!(
-            "phase {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("{}");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("phase {name} printed {last:?}: {e}"))
-}
-
-fn figure(name: &str, value: &Value, unit: &str, baseline: &str, baseline_value: &Value) {
-    let (v, b) = (
-        value.as_f64().unwrap_or(f64::NAN),
-        baseline_value.as_f64().unwrap_or(f64::NAN),
-    );
-    let line = json!({
-        "figure": name,
-        "value": round(v),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": round(b),
-        "ratio": round(v / b),
-    });
-    println!("{line}");
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 async fn run_phase(name: &str) -> Value {
@@ -661,9 +602,4 @@ fn kill(pid: u32) {
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn quantile(samples: &mut [f64], q: f64) -> f64 {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    samples[((samples.len() as f64 - 1.0) * q).round() as usize]
 }

@@ -183,38 +183,8 @@ impl ContainerSpec {
                 "must not be empty: give the program and its arguments (argv)",
             ));
         }
-        if self.command.first().is_some_and(|p| p.is_empty()) {
-            errors.push(SpecError::new(
-                "command[0]",
-                "\"\"",
-                "program must not be empty",
-            ));
-        }
-        for (i, arg) in self.command.iter().enumerate() {
-            if arg.contains('\0') {
-                errors.push(SpecError::new(
-                    format!("command[{i}]"),
-                    format!("{arg:?}"),
-                    "must not contain NUL bytes",
-                ));
-            }
-        }
-        for (key, value) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                errors.push(SpecError::new(
-                    format!("env.{key}"),
-                    format!("{key:?}"),
-                    "variable names must be non-empty without '=' or NUL",
-                ));
-            }
-            if value.contains('\0') {
-                errors.push(SpecError::new(
-                    format!("env.{key}"),
-                    format!("{value:?}"),
-                    "must not contain NUL bytes",
-                ));
-            }
-        }
+        crate::spec::check::argv(&mut errors, "command", &self.command);
+        crate::spec::check::env(&mut errors, &self.env);
         errors
     }
 }

@@ -3,6 +3,7 @@
 //! the HTTP API and Rust code all build the same values.
 
 mod backoff;
+pub(crate) mod check;
 mod deployment;
 mod error;
 mod flags;

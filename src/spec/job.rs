@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     backoff::{BackoffPolicy, fmt},
+    check,
     error::{SpecError, SpecErrors},
 };
 
@@ -271,30 +272,15 @@ impl JobSpec {
                 "must not be empty: give the program and its arguments (argv) or an image",
             ));
         }
-        check_argv(&mut errors, "command", &self.command);
+        check::argv(&mut errors.0, "command", &self.command);
         for (i, step) in self.init.iter().enumerate() {
             let field = format!("init[{i}].command");
             if step.command.is_empty() {
                 errors.push(SpecError::new(&field, "[]", "must not be empty"));
             }
-            check_argv(&mut errors, &field, &step.command);
+            check::argv(&mut errors.0, &field, &step.command);
         }
-        for (key, value) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                errors.push(SpecError::new(
-                    format!("env.{key}"),
-                    format!("{key:?}"),
-                    "variable names must be non-empty without '=' or NUL",
-                ));
-            }
-            if value.contains('\0') {
-                errors.push(SpecError::new(
-                    format!("env.{key}"),
-                    format!("{value:?}"),
-                    "must not contain NUL bytes",
-                ));
-            }
-        }
+        check::env(&mut errors.0, &self.env);
         if self.max_concurrent == Some(0) {
             errors.push(SpecError::new("max_concurrent", 0, "must be >= 1"));
         }
@@ -342,7 +328,7 @@ impl JobSpec {
             if argv.is_empty() {
                 errors.push(SpecError::new("notify.command", "[]", "must not be empty"));
             }
-            check_argv(&mut errors, "notify.command", argv);
+            check::argv(&mut errors.0, "notify.command", argv);
         }
         if self.schedule.is_none() {
             for (field, set) in [
@@ -360,24 +346,5 @@ impl JobSpec {
             }
         }
         errors.into_result()
-    }
-}
-
-fn check_argv(errors: &mut SpecErrors, field: &str, argv: &[String]) {
-    if argv.first().is_some_and(|p| p.is_empty()) {
-        errors.push(SpecError::new(
-            format!("{field}[0]"),
-            "\"\"",
-            "program must not be empty",
-        ));
-    }
-    for (i, arg) in argv.iter().enumerate() {
-        if arg.contains('\0') {
-            errors.push(SpecError::new(
-                format!("{field}[{i}]"),
-                format!("{arg:?}"),
-                "must not contain NUL bytes",
-            ));
-        }
     }
 }
