@@ -72,6 +72,11 @@ pub struct ContainerSpec {
     /// Free-form labels (service, job, replica) used for targeting and listing.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A network namespace to run in (an nsfs path such as
+    /// `/run/netns/NAME`), prepared by the overlay actor before `create`.
+    /// `None`: the runtime's default, the node's own network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
     /// Where the output goes instead of the runtime's in-memory tail (a job
     /// execution's log files). Not part of the serialized spec.
     #[serde(skip)]
@@ -151,6 +156,12 @@ impl ContainerSpec {
     /// Sets the working directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Runs the container in the network namespace at `path`.
+    pub fn netns(mut self, path: impl Into<PathBuf>) -> Self {
+        self.netns = Some(path.into());
         self
     }
 

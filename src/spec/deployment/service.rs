@@ -212,6 +212,7 @@ impl ServiceSpec {
             inherit_env: self.inherit_env,
             cwd: self.cwd.clone(),
             labels: self.labels.clone(),
+            netns: None,
             output: None,
         }
     }
