@@ -54,7 +54,7 @@ pub enum Event {
         /// Why it was stopped.
         reason: String,
     },
-    /// Starting a child failed; the attempt counts as a restart.
+    /// Starting a child failed; a failed restart attempt counts as a restart.
     ChildStartFailed {
         /// The supervisor's name.
         supervisor: String,
@@ -62,6 +62,10 @@ pub enum Event {
         child: String,
         /// What failed.
         error: String,
+        /// Restarts of this child so far, this failed attempt included (0:
+        /// its first start failed).
+        #[serde(default)]
+        restart_count: u32,
     },
     /// A child was restarted by its supervisor's policy.
     ContainerRestarted {
@@ -189,8 +193,9 @@ impl Event {
                 supervisor,
                 child,
                 error,
+                restart_count,
             } => {
-                tracing::warn!(target: T, event, supervisor, child, error, "child failed to start")
+                tracing::warn!(target: T, event, supervisor, child, error, restart_count, "child failed to start")
             }
             Self::ContainerRestarted {
                 id,

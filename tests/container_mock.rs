@@ -271,8 +271,9 @@ async fn a_failed_start_removes_the_created_container_and_is_retried() {
         ]
     );
     assert_eq!(rt.containers().await.len(), 1);
+    // Two restart attempts (the first failed): two restarts.
     let child = &sup.which_children().await.unwrap()[0];
-    assert_eq!((child.state, child.restart_count), (ChildState::Running, 1));
+    assert_eq!((child.state, child.restart_count), (ChildState::Running, 2));
     sup.shutdown().await;
 }
 

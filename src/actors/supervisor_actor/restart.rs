@@ -241,10 +241,12 @@ impl SupervisorState {
             } else {
                 None
             };
+            // Every restart attempt counts, whether or not the start works
+            // (a failed one is reported by `on_start_failure` with the count).
+            self.slot(s).restart_count += 1;
             match self.start(myself, s).await {
                 Ok(()) => {
                     let slot = self.children.get_mut(s).expect("slot of a restarted child");
-                    slot.restart_count += 1;
                     let (name, id, restart_count) = (&self.name, &slot.spec.id, slot.restart_count);
                     self.events
                         .publish_lazy(Level::INFO, || Event::ContainerRestarted {
@@ -275,11 +277,12 @@ impl SupervisorState {
         let slot = self.slot(seq);
         slot.state = ChildState::Restarting;
         slot.last_exit = Some(exit.clone());
-        let id = slot.spec.id.clone();
+        let (id, restart_count) = (slot.spec.id.clone(), slot.restart_count);
         self.publish(Event::ChildStartFailed {
             supervisor: self.name.to_string(),
             child: id.to_string(),
             error: reason,
+            restart_count,
         });
         match self.decide(seq, &exit) {
             Decision::Restart => {

@@ -619,6 +619,7 @@ fn event_line(e: &Event) -> String {
             supervisor,
             child: c,
             error,
+            ..
         } => format!("{}: failed to start: {error}", child(supervisor, c)),
         other => crate::describe(other).unwrap_or_else(|| other.kind().to_owned()),
     }
