@@ -85,6 +85,12 @@ impl NodeConfig {
         self
     }
 
+    /// Tells `tokens` when a job container is removed.
+    pub fn tokens(mut self, tokens: impl TokenSink) -> Self {
+        self.tokens = Arc::new(tokens);
+        self
+    }
+
     /// Root supervisor flags.
     pub fn flags(mut self, flags: SupervisorFlags) -> Self {
         self.flags = flags;

@@ -6,6 +6,9 @@
 //! check who restarted, in which order, and what the supervisor did,
 //! without timing anything.
 
+pub mod chaos;
+pub mod faulty_actor;
+
 use std::sync::{
     Arc,
     atomic::{AtomicU32, Ordering},

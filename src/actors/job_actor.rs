@@ -516,7 +516,9 @@ impl Execution {
             self.init = None;
             let rt = self.services.runtime.clone();
             if let Err(e) = rt.remove(&id).await {
-                tracing::warn!(container = %id, error = %e, "failed to remove an init container");
+                // Kill and remove it in the background rather than leak it.
+                tracing::warn!(container = %id, error = %e, "failed to remove an init container; abandoning it");
+                rt.abandon(&id);
             }
             let Phase::Init(i) = self.phase else { return };
             if self.stopping.is_some() {

@@ -50,7 +50,8 @@ impl Execution {
         if let Some(id) = self.init.take() {
             let _ = rt.stop(&id, Duration::ZERO).await;
             if let Err(e) = rt.remove(&id).await {
-                tracing::warn!(container = %id, error = %e, "failed to remove an init container");
+                tracing::warn!(container = %id, error = %e, "failed to remove an init container; abandoning it");
+                rt.abandon(&id);
             }
         }
         if let Some(id) = self.attached.take()
@@ -70,7 +71,10 @@ impl Execution {
                 let _ = rt.stop(&id, Duration::ZERO).await;
             }
             if let Err(e) = rt.remove(&id).await {
-                tracing::warn!(container = %id, error = %e, "failed to remove a job container");
+                // Kill it now and remove it in the background: a failed
+                // remove must not leak the container.
+                tracing::warn!(container = %id, error = %e, "failed to remove a job container; abandoning it");
+                rt.abandon(&id);
             }
             self.services.tokens.revoke(self.meta.id, &id);
         }

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::child::{ChildExit, ChildKind, ChildState};
-use crate::spec::Strategy;
+use crate::spec::{RestartType, Strategy};
 
 /// One node of a supervision tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub struct TreeNode {
     /// The strategy, for supervisors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Its restart type (`None` at the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartType>,
     /// How many times its supervisor restarted it.
     pub restarts: u32,
     /// How it last ended.

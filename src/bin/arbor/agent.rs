@@ -86,7 +86,7 @@ pub fn validate(args: Validate) -> ExitCode {
 }
 
 /// Loads and validates a spec; each error is one line naming the file.
-fn load(path: &Path) -> Result<Deployment, Vec<String>> {
+pub fn load(path: &Path) -> Result<Deployment, Vec<String>> {
     let d = Deployment::load(path).map_err(|errs| {
         errs.iter()
             .map(|e| format!("{}: {e}", path.display()))

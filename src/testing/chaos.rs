@@ -1,0 +1,410 @@
+//! The chaos harness: run a whole deployment (services, on-demand jobs and
+//! cron jobs) under a seeded fault plan, shut it down, and check the
+//! invariants DESIGN.md promises.
+//!
+//! # Why
+//!
+//! A supervision policy is only as good as its behaviour under failures
+//! nobody scripted. [`Chaos`] starts a real [`Node`] (the same supervisors,
+//! job actors, executor and cron actor users run) on a [`FaultRuntime`]
+//! around the recording [`MockRuntime`], injects faults at random from a
+//! seed, triggers jobs, lets everything settle in a quiet period, shuts the
+//! node down, and hands what it observed (events with their times, every
+//! runtime/overlay/token call, the tree, what is left) to the invariant
+//! checks in [`invariants`]. The same seed gives the same run.
+//!
+//! Run it on tokio's paused clock (`#[tokio::test(start_paused = true)]`, or
+//! `arbor chaos`, which builds such a runtime): back-off delays, deadlines
+//! and cron schedules then take no wall time, and hours of virtual time run
+//! in seconds.
+//!
+//! # Failure
+//!
+//! [`Chaos::run`] fails only when the node cannot start or the deployment
+//! is refused; everything that goes wrong during the run is a finding in the
+//! [`ChaosReport`], never a panic.
+
+pub mod invariants;
+mod report;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+pub use self::{
+    invariants::{Observation, Violation},
+    report::ChaosReport,
+};
+use crate::{
+    Deployment, Event, FaultRuntime, JobTrigger, MockRuntime, Node, NodeConfig, Overlay,
+    RecordingOverlay, RecordingTokens, TokioClock,
+    runtime::{
+        ExitStatus,
+        fault::{FaultKind, FaultPlan},
+        mock::MockRun,
+    },
+    testing::Journal,
+};
+
+/// Why a chaos run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// The node did not start.
+    #[error("failed to start the node: {0}")]
+    Start(String),
+    /// The deployment was refused.
+    #[error("failed to deploy the spec: {0}")]
+    Deploy(String),
+}
+
+/// A chaos run: what to deploy, which faults, for how long.
+#[derive(Debug, Clone)]
+pub struct Chaos {
+    deployment: Deployment,
+    seed: u64,
+    duration: Duration,
+    rate: f64,
+    kinds: Vec<FaultKind>,
+    job_every: Duration,
+    kill_every: Duration,
+    job_runtime: Duration,
+    quiet: Duration,
+    shutdown: Duration,
+    max_delay: Duration,
+}
+
+impl Chaos {
+    /// A run of `deployment` with the defaults: seed 0, 10 minutes of
+    /// virtual time, a fault on 5% of runtime calls of every kind, an
+    /// on-demand job triggered every second, a service replica killed every
+    /// 2 s, jobs that run 2 s, a quiet
+    /// period long enough for every back-off to end.
+    pub fn new(deployment: Deployment) -> Self {
+        Self {
+            deployment,
+            seed: 0,
+            duration: Duration::from_secs(600),
+            rate: 0.05,
+            kinds: ALL_KINDS.to_vec(),
+            job_every: Duration::from_secs(1),
+            kill_every: Duration::from_secs(2),
+            job_runtime: Duration::from_secs(2),
+            quiet: Duration::ZERO,
+            shutdown: Duration::from_secs(30),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+
+    /// The seed of the fault plan and of the job triggers.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// How long faults are injected (virtual time).
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// The probability (0..=1) that a runtime call gets a fault.
+    pub fn rate(mut self, rate: f64) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Only these kinds of fault.
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = FaultKind>) -> Self {
+        self.kinds = kinds.into_iter().collect();
+        self
+    }
+
+    /// Triggers one of the deployment's jobs (chosen from the seed) this
+    /// often; `Duration::ZERO`: only cron runs.
+    pub fn job_every(mut self, every: Duration) -> Self {
+        self.job_every = every;
+        self
+    }
+
+    /// Makes one service replica (chosen from the seed) exit this often,
+    /// with code 0, code 1 or SIGKILL; `Duration::ZERO`: never.
+    pub fn kill_every(mut self, every: Duration) -> Self {
+        self.kill_every = every;
+        self
+    }
+
+    /// How long a job's main container runs on the mock before it exits 0.
+    pub fn job_runtime(mut self, runtime: Duration) -> Self {
+        self.job_runtime = runtime;
+        self
+    }
+
+    /// The fault-free period after the faults, before the tree is checked
+    /// (default: the longest back-off of the deployment, plus a minute).
+    pub fn quiet(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// The node's shutdown deadline (default 30 s).
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown = deadline;
+        self
+    }
+
+    /// Exit and notification delays are drawn below this (default 5 s).
+    pub fn max_delay(mut self, max: Duration) -> Self {
+        self.max_delay = max;
+        self
+    }
+
+    /// Runs the deployment under faults on the mock runtime, shuts it down,
+    /// and checks every invariant.
+    pub async fn run(&self) -> Result<ChaosReport, ChaosError> {
+        let observation = self.observe().await?;
+        Ok(ChaosReport::new(self.seed, self.rate, observation))
+    }
+
+    /// Runs the deployment and returns what was observed, unchecked (for
+    /// tests that check only some invariants, or their own).
+    pub async fn observe(&self) -> Result<Observation, ChaosError> {
+        let begin = Instant::now();
+        let journal = Journal::new();
+        let mock = MockRuntime::new();
+        mock.journal(journal.clone());
+        for (name, job) in &self.deployment.jobs {
+            let run = MockRun::ExitAfter(self.job_runtime, ExitStatus::Code(0));
+            mock.default_run(name, run);
+            for n in 1..=job.init.len() {
+                mock.default_run(&format!("{name}-init-{n}"), MockRun::exit_code(0));
+            }
+        }
+        let faults = FaultRuntime::new(mock.clone());
+        let overlay = Overlay::start(RecordingOverlay::new(journal.clone()))
+            .await
+            .map_err(|e| ChaosError::Start(e.to_string()))?;
+        let node = Node::start(
+            NodeConfig::new(Arc::new(faults.clone()))
+                .overlay(overlay.clone())
+                .tokens(RecordingTokens::new(journal.clone()))
+                // A fixed wall clock, so cron runs fall alike in every run.
+                .clock(TokioClock::starting_at(
+                    chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+                ))
+                .flags(self.deployment.supervisor.clone())
+                .name("chaos"),
+        )
+        .await
+        .map_err(|e| ChaosError::Start(e.to_string()))?;
+
+        // Every event, with its virtual time, from before the deploy.
+        let mut stream = node.events();
+        let collector = tokio::spawn(async move {
+            let mut events = Vec::new();
+            while let Some(e) = stream.recv().await {
+                events.push((begin.elapsed(), e));
+            }
+            events
+        });
+
+        let started = node.deploy(&self.deployment).await;
+        if let Err(e) = started {
+            node.shutdown(self.shutdown).await;
+            return Err(ChaosError::Deploy(e.to_string()));
+        }
+        faults.plan(
+            FaultPlan::random(self.seed, self.rate, self.kinds.iter().copied())
+                .max_latency(Duration::from_millis(500))
+                .max_delay(self.max_delay),
+        );
+
+        // The fault period: trigger on-demand jobs and kill service replicas
+        // at a steady pace, each choice drawn from the seed.
+        let on_demand: Vec<&String> = self
+            .deployment
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.schedule.is_none())
+            .map(|(n, _)| n)
+            .collect();
+        let replicas: Vec<String> = self
+            .deployment
+            .services
+            .iter()
+            .flat_map(|(name, s)| (0..s.replicas).map(move |i| format!("{name}-{i}")))
+            .collect();
+        let mut rng = self.seed ^ 0x9e37_79b9_7f4a_7c15;
+        let (mut triggers, mut kills) = (0u64, 0u64);
+        let start = Instant::now();
+        let end = start + self.duration;
+        let every = |d: Duration, active: bool| (active && !d.is_zero()).then_some(d);
+        let job_every = every(self.job_every, !on_demand.is_empty());
+        let kill_every = every(self.kill_every, !replicas.is_empty());
+        let (mut next_job, mut next_kill) = (start, start + self.kill_every);
+        loop {
+            let next = match (job_every, kill_every) {
+                (Some(_), Some(_)) => next_job.min(next_kill),
+                (Some(_), None) => next_job,
+                (None, Some(_)) => next_kill,
+                (None, None) => end,
+            };
+            if next >= end {
+                break;
+            }
+            tokio::time::sleep_until(next).await;
+            if let Some(d) = job_every
+                && next == next_job
+            {
+                let job = on_demand[(splitmix(&mut rng) % on_demand.len() as u64) as usize];
+                let reason = format!("chaos trigger {triggers}");
+                // Refusals (forbid, max_concurrent) are part of the run.
+                let _ = node
+                    .executor()
+                    .trigger(job, JobTrigger::Internal { reason })
+                    .await;
+                triggers += 1;
+                next_job += d;
+            }
+            if let Some(d) = kill_every
+                && next == next_kill
+            {
+                let name = &replicas[(splitmix(&mut rng) % replicas.len() as u64) as usize];
+                let status = match splitmix(&mut rng) % 3 {
+                    0 => ExitStatus::Code(0),
+                    1 => ExitStatus::Code(1),
+                    _ => ExitStatus::Signal(9),
+                };
+                if mock.exit(name, status).await.is_some() {
+                    kills += 1;
+                }
+                next_kill += d;
+            }
+        }
+        tokio::time::sleep_until(end).await;
+
+        // The quiet period: no new faults; what is scheduled plays out.
+        faults.clear();
+        tokio::time::sleep(self.quiet_period()).await;
+        let tree = node.tree().await.ok();
+        let tree_at = begin.elapsed();
+        // Executions still running get one more quiet period; one whose
+        // exit notification was lost may never end by itself (the shutdown
+        // cancels it).
+        let _ = tokio::time::timeout(self.quiet_period(), node.executor().wait_all()).await;
+
+        node.shutdown(self.shutdown).await;
+        let executions = node.executor().list_all().await.unwrap_or_default();
+        let left = mock.containers().await;
+        let segments = overlay.list().await.unwrap_or_default();
+        overlay.shutdown().await;
+        // Let the bus hand over what is still queued, then close it.
+        tokio::task::yield_now().await;
+        let bus = node.event_bus().clone();
+        drop(node);
+        drop(bus);
+        let events = match tokio::time::timeout(Duration::from_secs(5), collector).await {
+            Ok(Ok(events)) => events,
+            _ => Vec::new(),
+        };
+        let injected = faults.injected().await;
+
+        let mut flags = BTreeMap::new();
+        flags.insert("chaos".to_owned(), self.deployment.supervisor.clone());
+        for (name, service) in &self.deployment.services {
+            flags.insert(name.clone(), service.flags());
+        }
+        Ok(Observation {
+            elapsed: begin.elapsed(),
+            events,
+            journal: journal.take().await,
+            executions,
+            tree_after_quiet: tree,
+            tree_at,
+            flags,
+            root: "chaos".into(),
+            containers_left: left
+                .into_iter()
+                .map(|c| format!("{} ({}, {:?})", c.id, c.name, c.state))
+                .collect(),
+            segments_left: segments
+                .into_iter()
+                .map(|s| {
+                    format!(
+                        "{} ({} holders, {} attached)",
+                        s.name,
+                        s.holders,
+                        s.attachments.len()
+                    )
+                })
+                .collect(),
+            processes_left: Vec::new(),
+            injected,
+            triggers,
+            kills,
+        })
+    }
+
+    /// The quiet period: as configured, else the longest back-off plus a
+    /// minute (so every child waiting in CrashLoopBackOff gets its retry).
+    pub fn quiet_period(&self) -> Duration {
+        if !self.quiet.is_zero() {
+            return self.quiet;
+        }
+        let longest = self
+            .deployment
+            .services
+            .values()
+            .map(|s| {
+                s.backoff
+                    .max
+                    .mul_f64(1.0 + s.backoff.jitter.clamp(0.0, 1.0))
+            })
+            .max()
+            .unwrap_or_default();
+        longest + Duration::from_secs(60)
+    }
+}
+
+/// Every fault kind the random plan can draw.
+pub const ALL_KINDS: [FaultKind; 7] = [
+    FaultKind::Fail,
+    FaultKind::Slow,
+    FaultKind::Exit,
+    FaultKind::CrashLoop,
+    FaultKind::HangOnStop,
+    FaultKind::LoseExit,
+    FaultKind::DelayExit,
+];
+
+/// Parses a fault kind as the CLI writes it (`fail`, `slow`, `exit`,
+/// `crash_loop`, `hang_on_stop`, `lose_exit`, `delay_exit`).
+pub fn parse_kind(s: &str) -> Option<FaultKind> {
+    ALL_KINDS.into_iter().find(|k| kind_name(*k) == s)
+}
+
+/// The name of a fault kind in reports and on the CLI.
+pub fn kind_name(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::Fail => "fail",
+        FaultKind::Slow => "slow",
+        FaultKind::Exit => "exit",
+        FaultKind::CrashLoop => "crash_loop",
+        FaultKind::HangOnStop => "hang_on_stop",
+        FaultKind::LoseExit => "lose_exit",
+        FaultKind::DelayExit => "delay_exit",
+    }
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A short description of an event for violation reports.
+pub(crate) fn describe(at: Duration, e: &Event) -> String {
+    let json = serde_json::to_string(e).unwrap_or_else(|_| e.kind().to_owned());
+    format!("{:>10.3}s {json}", at.as_secs_f64())
+}

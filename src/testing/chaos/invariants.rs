@@ -1,0 +1,633 @@
+//! The invariants a node keeps under any sequence of faults (DESIGN.md,
+//! "Invariants that tests hold"), each a function from what a run
+//! observed to the violations found, so that users can call them on their
+//! own runs too.
+//!
+//! Every check reads only the [`Observation`]: events with their virtual
+//! times, the journal of runtime, overlay and token calls (the recording
+//! fakes write `runtime remove ID`, `overlay attach ID SEG`, `overlay detach
+//! ID SEG`, `token revoke ID`), the execution records, the tree after the
+//! quiet period and what was left after shutdown. A violation carries the
+//! events that led to it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use crate::{
+    Event, ExecutionRecord, TreeNode,
+    actors::supervisor_actor::ChildState,
+    runtime::fault::InjectedFault,
+    spec::{OnLimit, RestartType, SupervisorFlags},
+};
+
+use super::describe;
+
+/// Everything a chaos run observed.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Virtual time from the start of the run to the end of the shutdown.
+    pub elapsed: Duration,
+    /// Every event, with its virtual time since the start of the run.
+    pub events: Vec<(Duration, Event)>,
+    /// Every runtime, overlay and token call, in order.
+    pub journal: Vec<String>,
+    /// The execution records retained at the end.
+    pub executions: Vec<ExecutionRecord>,
+    /// The tree at the end of the quiet period (`None`: it could not be read).
+    pub tree_after_quiet: Option<TreeNode>,
+    /// When the tree was read (virtual time since the start of the run).
+    pub tree_at: Duration,
+    /// Supervisor flags by supervisor name (the root and each service).
+    pub flags: BTreeMap<String, SupervisorFlags>,
+    /// The root supervisor's name.
+    pub root: String,
+    /// Containers still known to the runtime after shutdown.
+    pub containers_left: Vec<String>,
+    /// Overlay segments still held or attached after shutdown.
+    pub segments_left: Vec<String>,
+    /// Processes (or zombies) still there after shutdown.
+    pub processes_left: Vec<String>,
+    /// Every fault injected.
+    pub injected: Vec<InjectedFault>,
+    /// On-demand job triggers sent.
+    pub triggers: u64,
+    /// Service replicas the harness made exit.
+    pub kills: u64,
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant (`execution_ends_once`, `cleanup_runs_once`, ...).
+    pub invariant: &'static str,
+    /// What is wrong.
+    pub detail: String,
+    /// The events that led to it (virtual time and JSON), oldest first.
+    pub events: Vec<String>,
+}
+
+impl Violation {
+    fn new(invariant: &'static str, detail: impl Into<String>, events: Vec<String>) -> Self {
+        Self {
+            invariant,
+            detail: detail.into(),
+            events,
+        }
+    }
+}
+
+/// Runs every check.
+pub fn check_all(obs: &Observation) -> Vec<Violation> {
+    let mut v = Vec::new();
+    v.extend(executions_end_once(obs));
+    v.extend(cleanup_runs_once(obs));
+    v.extend(nothing_left(obs));
+    v.extend(restarts_within_intensity(obs));
+    v.extend(backoff_follows_policy(obs));
+    v.extend(permanent_children_run(obs));
+    v.extend(temporary_children_never_restart(obs));
+    v.extend(events_match_tree(obs));
+    v
+}
+
+/// Every accepted execution reaches exactly one terminal state: one
+/// `execution_finished` per `execution_started`, none without, and every
+/// retained record is terminal.
+pub fn executions_end_once(obs: &Observation) -> Vec<Violation> {
+    let mut started: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut finished: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, e) in &obs.events {
+        match e {
+            Event::ExecutionStarted { id, .. } => *started.entry(id).or_default() += 1,
+            Event::ExecutionFinished { id, .. } => *finished.entry(id).or_default() += 1,
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let ids: BTreeSet<&str> = started.keys().chain(finished.keys()).copied().collect();
+    for id in ids {
+        let (s, f) = (
+            started.get(id).copied().unwrap_or(0),
+            finished.get(id).copied().unwrap_or(0),
+        );
+        if s != 1 || f != 1 {
+            out.push(Violation::new(
+                "execution_ends_once",
+                format!(
+                    "execution {id}: started {s} time(s), reached a terminal state {f} time(s)"
+                ),
+                execution_events(obs, id),
+            ));
+        }
+    }
+    for r in &obs.executions {
+        if !r.status.state.is_terminal() {
+            out.push(Violation::new(
+                "execution_ends_once",
+                format!(
+                    "execution {} is {} after shutdown",
+                    r.meta.id,
+                    r.status.state.name()
+                ),
+                execution_events(obs, &r.meta.id.to_string()),
+            ));
+        }
+    }
+    out
+}
+
+/// Cleanup runs exactly once per container: each overlay attachment is
+/// detached once, each token revoked at most once (and exactly once for an
+/// attached job container), each container removed at most once.
+pub fn cleanup_runs_once(obs: &Observation) -> Vec<Violation> {
+    let mut attached: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut revoked: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut removed: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for line in &obs.journal {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["overlay", "attach", c, ..] => *attached.entry(c).or_default() += 1,
+            ["overlay", "detach", c, ..] => *attached.entry(c).or_default() -= 1,
+            ["token", "revoke", c, ..] => *revoked.entry(c).or_default() += 1,
+            ["runtime", "remove", c] => *removed.entry(c).or_default() += 1,
+            _ => {}
+        }
+    }
+    for (c, n) in &attached {
+        if *n != 0 {
+            out.push(Violation::new(
+                "cleanup_runs_once",
+                format!(
+                    "container {c}: {} overlay attachment(s) without a matching detach",
+                    n
+                ),
+                journal_of(obs, c),
+            ));
+        }
+        let r = revoked.get(c).copied().unwrap_or(0);
+        if r != 1 {
+            out.push(Violation::new(
+                "cleanup_runs_once",
+                format!("job container {c}: token revoked {r} time(s), expected once"),
+                journal_of(obs, c),
+            ));
+        }
+    }
+    for (c, r) in &revoked {
+        if *r > 1 {
+            out.push(Violation::new(
+                "cleanup_runs_once",
+                format!("container {c}: token revoked {r} times"),
+                journal_of(obs, c),
+            ));
+        }
+    }
+    for (c, r) in &removed {
+        if *r > 1 {
+            out.push(Violation::new(
+                "cleanup_runs_once",
+                format!("container {c}: removed {r} times"),
+                journal_of(obs, c),
+            ));
+        }
+    }
+    out
+}
+
+/// After shutdown nothing is left: no container, no process or zombie, no
+/// overlay segment or attachment.
+pub fn nothing_left(obs: &Observation) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (what, left) in [
+        ("container", &obs.containers_left),
+        ("process", &obs.processes_left),
+        ("overlay segment", &obs.segments_left),
+    ] {
+        for item in left {
+            let id = item.split(' ').next().unwrap_or(item);
+            out.push(Violation::new(
+                "nothing_left",
+                format!("{what} left after shutdown: {item}"),
+                journal_of(obs, id),
+            ));
+        }
+    }
+    out
+}
+
+/// A failure of a child, and what its supervisor did about it.
+struct Decision {
+    at: Duration,
+    /// The index of the event that showed the outcome (orders decisions
+    /// made at the same instant).
+    seq: usize,
+    /// Restarted at once (not after a back-off delay).
+    immediate: bool,
+}
+
+/// For each (supervisor, child): the failures that led to a restart, in
+/// order, classified as immediate or backed off.
+fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decision>> {
+    let mut out: BTreeMap<(String, String), Vec<Decision>> = BTreeMap::new();
+    // The failure waiting for its outcome, per child.
+    let mut pending: BTreeMap<(String, String), Duration> = BTreeMap::new();
+    for (seq, (at, e)) in obs.events.iter().enumerate() {
+        match e {
+            Event::ChildExited {
+                supervisor, child, ..
+            } => {
+                pending.insert((supervisor.clone(), child.clone()), *at);
+            }
+            Event::ChildStartFailed {
+                supervisor, child, ..
+            } => {
+                let key = (supervisor.clone(), child.clone());
+                // A failed restart attempt is the outcome of the failure
+                // before it, and itself a failure.
+                if let Some(t) = pending.remove(&key) {
+                    out.entry(key.clone()).or_default().push(Decision {
+                        at: t,
+                        seq,
+                        immediate: true,
+                    });
+                }
+                pending.insert(key, *at);
+            }
+            Event::ContainerRestarted { id, service, .. } => {
+                let key = (service.clone(), id.clone());
+                if let Some(t) = pending.remove(&key) {
+                    out.entry(key).or_default().push(Decision {
+                        at: t,
+                        seq,
+                        immediate: true,
+                    });
+                }
+            }
+            Event::CrashLoopBackOff { id, service, .. } => {
+                let key = (service.clone(), id.clone());
+                if let Some(t) = pending.remove(&key) {
+                    out.entry(key).or_default().push(Decision {
+                        at: t,
+                        seq,
+                        immediate: false,
+                    });
+                }
+            }
+            Event::ContainerIsolated { id, service, .. }
+            | Event::ContainerCompleted { id, service, .. } => {
+                pending.remove(&(service.clone(), id.clone()));
+            }
+            Event::ChildStopped {
+                supervisor, child, ..
+            } => {
+                pending.remove(&(supervisor.clone(), child.clone()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A restart happens at once only while the restarts inside the window
+/// before it are fewer than `max_restarts`: counted per supervisor under
+/// `on_limit: escalate`, per child under `backoff`.
+pub fn restarts_within_intensity(obs: &Observation) -> Vec<Violation> {
+    let decisions = restart_decisions(obs);
+    // Groups whose restarts count together: a supervisor, or one child.
+    let mut groups: BTreeMap<(&str, Option<&str>), Vec<(usize, Duration, bool, &str)>> =
+        BTreeMap::new();
+    for ((sup, child), list) in &decisions {
+        let Some(flags) = obs.flags.get(sup) else {
+            continue;
+        };
+        let key = match flags.on_limit {
+            OnLimit::Escalate => (sup.as_str(), None),
+            OnLimit::Backoff => (sup.as_str(), Some(child.as_str())),
+        };
+        let group = groups.entry(key).or_default();
+        group.extend(
+            list.iter()
+                .map(|d| (d.seq, d.at, d.immediate, child.as_str())),
+        );
+    }
+    let mut out = Vec::new();
+    for ((sup, _), mut list) in groups {
+        let flags = &obs.flags[sup];
+        let (window, max) = (flags.restart_window, flags.max_restarts as usize);
+        // In the order the supervisor made them.
+        list.sort();
+        // Two pointers: `first` is the oldest restart inside the window.
+        let mut first = 0;
+        for i in 0..list.len() {
+            let (_, at, immediate, child) = list[i];
+            while at.saturating_sub(list[first].1) >= window {
+                first += 1;
+            }
+            let before = i - first;
+            if immediate && before >= max {
+                out.push(Violation::new(
+                    "restarts_within_intensity",
+                    format!(
+                        "{sup}/{child} restarted at once at {:.3}s with {before} restart(s) in the {} window before it (max_restarts {max}, on_limit {:?})",
+                        at.as_secs_f64(),
+                        humantime::format_duration(window),
+                        flags.on_limit
+                    ),
+                    child_events(obs, sup, child, at),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The restart attempts of each (supervisor, child), as event indices.
+fn restart_attempts(obs: &Observation) -> BTreeMap<(&str, &str), Vec<usize>> {
+    let mut out: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, (_, e)) in obs.events.iter().enumerate() {
+        match e {
+            Event::ContainerRestarted { id, service, .. } => {
+                out.entry((service, id)).or_default().push(i)
+            }
+            Event::ChildStartFailed {
+                supervisor,
+                child,
+                restart_count,
+                ..
+            } if *restart_count > 0 => out.entry((supervisor, child)).or_default().push(i),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every back-off delay is the policy's `initial * multiplier^step`, capped
+/// at `max`, plus at most `jitter` of it, and the child is not restarted
+/// before the delay ends.
+pub fn backoff_follows_policy(obs: &Observation) -> Vec<Violation> {
+    let attempts = restart_attempts(obs);
+    let mut out = Vec::new();
+    for (i, (at, e)) in obs.events.iter().enumerate() {
+        let Event::CrashLoopBackOff {
+            id, service, delay, ..
+        } = e
+        else {
+            continue;
+        };
+        let Some(flags) = obs.flags.get(service) else {
+            continue;
+        };
+        let p = &flags.backoff;
+        let fits = (0..64).any(|step| {
+            let base = p.base_delay(step);
+            let top = base.mul_f64(1.0 + p.jitter.clamp(0.0, 1.0)) + Duration::from_millis(1);
+            *delay + Duration::from_millis(1) >= base && *delay <= top
+        });
+        if !fits {
+            out.push(Violation::new(
+                "backoff_follows_policy",
+                format!(
+                    "{service}/{id}: back-off delay {} is not initial {} x {}^step (max {}) plus jitter {}",
+                    humantime::format_duration(*delay),
+                    humantime::format_duration(p.initial),
+                    p.multiplier,
+                    humantime::format_duration(p.max),
+                    p.jitter
+                ),
+                child_events(obs, service, id, *at),
+            ));
+        }
+        // The next restart attempt of this child, if any.
+        let next = attempts
+            .get(&(service.as_str(), id.as_str()))
+            .and_then(|list| {
+                let k = list.partition_point(|&j| j <= i);
+                list.get(k).map(|&j| obs.events[j].0)
+            });
+        if let Some(t) = next
+            && t < *at + *delay
+        {
+            out.push(Violation::new(
+                "backoff_follows_policy",
+                format!(
+                    "{service}/{id}: restarted at {:.3}s, before its back-off of {} from {:.3}s ended",
+                    t.as_secs_f64(),
+                    humantime::format_duration(*delay),
+                    at.as_secs_f64()
+                ),
+                child_events(obs, service, id, t),
+            ));
+        }
+    }
+    out
+}
+
+/// At the end of the quiet period every permanent child runs, unless it
+/// waits in CrashLoopBackOff, was isolated or completed by policy, or its
+/// supervisor escalated.
+pub fn permanent_children_run(obs: &Observation) -> Vec<Violation> {
+    let Some(tree) = &obs.tree_after_quiet else {
+        let root_escalated = obs.events.iter().any(|(_, e)| {
+            matches!(e, Event::SupervisorEscalated { supervisor, .. } if *supervisor == obs.root)
+        });
+        return if root_escalated {
+            Vec::new()
+        } else {
+            vec![Violation::new(
+                "permanent_children_run",
+                "the tree could not be read after the quiet period, and the root did not escalate",
+                Vec::new(),
+            )]
+        };
+    };
+    let mut out = Vec::new();
+    walk(tree, &mut |parent, child| {
+        if child.restart != Some(RestartType::Permanent) {
+            return;
+        }
+        let fine = matches!(
+            child.state,
+            ChildState::Running
+                | ChildState::CrashLoopBackOff
+                | ChildState::Isolated
+                | ChildState::Completed
+                | ChildState::Stopped
+        );
+        if !fine {
+            out.push(Violation::new(
+                "permanent_children_run",
+                format!(
+                    "{}/{} is {} at the end of the quiet period",
+                    parent.name, child.name, child.state
+                ),
+                child_events(obs, &parent.name, &child.name, obs.elapsed),
+            ));
+        }
+    });
+    out
+}
+
+/// Temporary children are never restarted.
+pub fn temporary_children_never_restart(obs: &Observation) -> Vec<Violation> {
+    let mut temporary = BTreeSet::new();
+    if let Some(tree) = &obs.tree_after_quiet {
+        walk(tree, &mut |parent, child| {
+            if child.restart == Some(RestartType::Temporary) {
+                temporary.insert((parent.name.clone(), child.name.clone()));
+            }
+        });
+    }
+    let mut out = Vec::new();
+    for (at, e) in &obs.events {
+        let key = match e {
+            Event::ContainerRestarted { id, service, .. } => (service.clone(), id.clone()),
+            Event::ChildStartFailed {
+                supervisor,
+                child,
+                restart_count,
+                ..
+            } if *restart_count > 0 => (supervisor.clone(), child.clone()),
+            _ => continue,
+        };
+        if temporary.contains(&key) {
+            out.push(Violation::new(
+                "temporary_children_never_restart",
+                format!("temporary child {}/{} was restarted", key.0, key.1),
+                child_events(obs, &key.0, &key.1, *at),
+            ));
+        }
+    }
+    out
+}
+
+/// The event stream agrees with the tree: each child's restart count is the
+/// number of restart attempts reported for it (restarted, or failed to
+/// start on a restart) since its supervisor last started.
+pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
+    let Some(tree) = &obs.tree_after_quiet else {
+        return Vec::new();
+    };
+    // Restart attempts per (supervisor, child); a supervisor's (re)start
+    // starts its children's counts over.
+    let mut counted: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (_, e) in obs.events.iter().filter(|(t, _)| *t <= obs.tree_at) {
+        match e {
+            Event::ChildStarted { child, .. } => {
+                let sup = child.as_str();
+                let stale: Vec<(&str, &str)> = counted
+                    .range((sup, "")..)
+                    .take_while(|((s, _), _)| *s == sup)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in stale {
+                    counted.remove(&k);
+                }
+            }
+            Event::ContainerRestarted { id, service, .. } => {
+                *counted.entry((service, id)).or_default() += 1
+            }
+            Event::ChildStartFailed {
+                supervisor,
+                child,
+                restart_count,
+                ..
+            } if *restart_count > 0 => *counted.entry((supervisor, child)).or_default() += 1,
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(tree, &mut |parent, child| {
+        let n = counted
+            .get(&(parent.name.as_str(), child.name.as_str()))
+            .copied()
+            .unwrap_or(0);
+        if n != child.restarts as usize {
+            out.push(Violation::new(
+                "events_match_tree",
+                format!(
+                    "{}/{}: the tree counts {} restart(s), the events report {n}",
+                    parent.name, child.name, child.restarts
+                ),
+                child_events(obs, &parent.name, &child.name, obs.elapsed),
+            ));
+        }
+    });
+    out
+}
+
+/// Calls `f(parent, child)` for every child of every supervisor below `node`.
+fn walk<'a>(node: &'a TreeNode, f: &mut impl FnMut(&'a TreeNode, &'a TreeNode)) {
+    for child in &node.children {
+        f(node, child);
+        walk(child, f);
+    }
+}
+
+/// The last events (up to 12) about `child` of `supervisor` up to `until`.
+fn child_events(obs: &Observation, supervisor: &str, child: &str, until: Duration) -> Vec<String> {
+    let mut v: Vec<String> = obs
+        .events
+        .iter()
+        .filter(|(t, _)| *t <= until)
+        .filter(|(_, e)| match e {
+            Event::ChildStarted {
+                supervisor: s,
+                child: c,
+            }
+            | Event::ChildExited {
+                supervisor: s,
+                child: c,
+                ..
+            }
+            | Event::ChildStopped {
+                supervisor: s,
+                child: c,
+                ..
+            }
+            | Event::ChildStartFailed {
+                supervisor: s,
+                child: c,
+                ..
+            } => s == supervisor && c == child,
+            Event::ContainerRestarted { id, service, .. }
+            | Event::CrashLoopBackOff { id, service, .. }
+            | Event::ContainerIsolated { id, service, .. }
+            | Event::ContainerCompleted { id, service, .. } => service == supervisor && id == child,
+            Event::SupervisorEscalated { supervisor: s, .. } => s == supervisor,
+            _ => false,
+        })
+        .map(|(t, e)| describe(*t, e))
+        .collect();
+    let keep = v.len().saturating_sub(12);
+    v.drain(..keep);
+    v
+}
+
+fn execution_events(obs: &Observation, id: &str) -> Vec<String> {
+    obs.events
+        .iter()
+        .filter(|(_, e)| match e {
+            Event::ExecutionStarted { id: i, .. } | Event::ExecutionFinished { id: i, .. } => {
+                i == id
+            }
+            _ => false,
+        })
+        .map(|(t, e)| describe(*t, e))
+        .collect()
+}
+
+/// The journal lines about container `id` (up to the last 12).
+fn journal_of(obs: &Observation, id: &str) -> Vec<String> {
+    let mut v: Vec<String> = obs
+        .journal
+        .iter()
+        .filter(|l| l.split(' ').any(|w| w == id))
+        .cloned()
+        .collect();
+    let keep = v.len().saturating_sub(12);
+    v.drain(..keep);
+    v
+}

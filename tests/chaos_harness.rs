@@ -1,0 +1,210 @@
+//! The chaos harness on the paused clock: whole deployments under seeded
+//! faults, with every invariant checked, and proof that the checks catch
+//! broken components.
+
+use std::time::Duration;
+
+use arbor::{
+    Deployment,
+    runtime::fault::FaultKind,
+    testing::chaos::{Chaos, invariants},
+};
+
+const SPEC: &str = r#"
+name: chaos
+supervisor: {max_restarts: 100000, restart_window: 1s}
+services:
+  web:
+    command: ["serve"]
+    replicas: 3
+    max_restarts: 3
+    restart_window: 30s
+    on_limit: backoff
+    backoff: {initial: 1s, max: 8s, multiplier: 2, jitter: 0.1, reset_after: 1m}
+  worker:
+    command: ["work"]
+    replicas: 2
+    strategy: one_for_all
+    max_restarts: 1000
+    restart_window: 10s
+  once:
+    command: ["batch"]
+    restart: transient
+    max_restarts: 1000
+    restart_window: 10s
+jobs:
+  report:
+    init:
+      - command: ["prepare"]
+    command: ["report"]
+    deadline: 30s
+    max_concurrent: 3
+    concurrency: allow
+  tick:
+    command: ["tick"]
+    schedule: "*/10 * * * * *"
+    concurrency: forbid
+"#;
+
+fn deployment() -> Deployment {
+    Deployment::from_yaml(SPEC).expect("valid spec")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_under_seeded_faults_keeps_every_invariant() {
+    let report = Chaos::new(deployment())
+        .seed(7)
+        .rate(0.1)
+        .duration(Duration::from_secs(600))
+        .run()
+        .await
+        .unwrap();
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    assert!(report.total_faults() > 100, "{report}");
+    assert!(report.restarts > 10, "{report}");
+    assert!(report.executions.values().sum::<usize>() > 100, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_seed_gives_the_same_run() {
+    let run = || async {
+        Chaos::new(deployment())
+            .seed(42)
+            .rate(0.2)
+            .duration(Duration::from_secs(120))
+            .run()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (run().await, run().await);
+    assert_eq!(a.faults, b.faults);
+    assert_eq!(a.restarts, b.restarts);
+    assert_eq!(a.executions, b.executions);
+    let kinds = |r: &arbor::testing::chaos::ChaosReport| {
+        r.observation
+            .injected
+            .iter()
+            .map(|f| (f.kind, f.op, f.at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&a), kinds(&b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_chosen_fault_kinds_are_injected() {
+    let report = Chaos::new(deployment())
+        .seed(3)
+        .rate(0.3)
+        .kinds([FaultKind::HangOnStop, FaultKind::Slow])
+        .kill_every(Duration::ZERO)
+        .duration(Duration::from_secs(60))
+        .run()
+        .await
+        .unwrap();
+    assert!(report.passed(), "{report}");
+    assert!(
+        report
+            .faults
+            .keys()
+            .all(|k| ["hang_on_stop", "slow"].contains(k)),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_checks_find_a_restart_past_the_intensity_limit() {
+    let obs = observation(
+        r#"[
+        [0.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "exit": "exit code 1", "exit_code": 1}],
+        [0.0, {"event": "container_restarted", "id": "web-0", "service": "web", "exit_code": 1, "restart_count": 1}],
+        [1.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "exit": "exit code 1", "exit_code": 1}],
+        [1.0, {"event": "container_restarted", "id": "web-0", "service": "web", "exit_code": 1, "restart_count": 2}]
+    ]"#,
+        1,
+    );
+    let v = invariants::restarts_within_intensity(&obs);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].detail.contains("web/web-0"), "{v:?}");
+    assert_eq!(v[0].events.len(), 4, "{v:?}");
+}
+
+#[test]
+fn the_checks_find_a_restart_before_its_back_off_ended() {
+    let obs = observation(
+        r#"[
+        [0.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "exit": "exit code 1", "exit_code": 1}],
+        [0.0, {"event": "crash_loop_back_off", "id": "web-0", "service": "web", "restart_count": 1, "delay": "1s"}],
+        [0.5, {"event": "container_restarted", "id": "web-0", "service": "web", "exit_code": 1, "restart_count": 2}]
+    ]"#,
+        0,
+    );
+    let v = invariants::backoff_follows_policy(&obs);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].detail.contains("before its back-off"), "{v:?}");
+}
+
+#[test]
+fn the_checks_find_an_execution_that_ended_twice_and_one_that_never_ended() {
+    let obs = observation(
+        r#"[
+        [0.0, {"event": "execution_started", "id": "a", "job": "j", "trigger": "cli", "attempt": 1}],
+        [1.0, {"event": "execution_finished", "id": "a", "job": "j", "state": "completed", "detail": "completed", "exit_code": 0}],
+        [1.0, {"event": "execution_finished", "id": "a", "job": "j", "state": "failed", "detail": "failed", "exit_code": null}],
+        [2.0, {"event": "execution_started", "id": "b", "job": "j", "trigger": "cli", "attempt": 1}]
+    ]"#,
+        5,
+    );
+    let v = invariants::executions_end_once(&obs);
+    assert_eq!(v.len(), 2, "{v:?}");
+}
+
+#[test]
+fn the_checks_find_a_detach_that_never_happened_and_a_double_revoke() {
+    let mut obs = observation("[]", 5);
+    obs.journal = [
+        "overlay attach c1 j",
+        "token revoke c1",
+        "overlay attach c2 j",
+        "overlay detach c2 j",
+        "token revoke c2",
+        "token revoke c2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let v = invariants::cleanup_runs_once(&obs);
+    let details: Vec<&str> = v.iter().map(|v| v.detail.as_str()).collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("c1") && d.contains("detach")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("c2") && d.contains("revoked 2")),
+        "{details:?}"
+    );
+}
+
+/// An observation of `events` (`[[seconds, event], ...]`) with service
+/// `web` under `max_restarts` in a 10 s window.
+fn observation(events: &str, max_restarts: u32) -> invariants::Observation {
+    let raw: Vec<(f64, arbor::Event)> = serde_json::from_str(events).expect("events");
+    let mut flags = arbor::SupervisorFlags {
+        max_restarts,
+        restart_window: Duration::from_secs(10),
+        ..Default::default()
+    };
+    flags.backoff.initial = Duration::from_secs(1);
+    let mut obs = invariants::Observation {
+        events: raw
+            .into_iter()
+            .map(|(t, e)| (Duration::from_secs_f64(t), e))
+            .collect(),
+        ..Default::default()
+    };
+    obs.flags.insert("web".into(), flags);
+    obs
+}
