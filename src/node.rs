@@ -455,7 +455,17 @@ impl Node {
         }
         tracing::info!(node = %self.inner.name, "shutting down");
         let mut services = self.inner.services.lock().await;
-        self.inner.executor.shutdown(deadline).await;
+        // Bounded: executions get the deadline, then their cancel with its
+        // grace (a minute at most); past that the executor and its job
+        // actors are killed and their drop guards abandon the containers.
+        let bound = deadline.saturating_add(Duration::from_secs(60));
+        if tokio::time::timeout(bound, self.inner.executor.shutdown(deadline))
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.inner.name, "executions did not end in time; killing them");
+            self.inner.executor.kill().await;
+        }
         for name in services.order.clone().iter().rev() {
             if let Err(e) = self.stop_service_locked(&mut services.order, name).await {
                 tracing::warn!(service = %name, error = %e, "failed to stop a service");

@@ -2,12 +2,12 @@
 //! faults, with every invariant checked, and proof that the checks catch
 //! broken components.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use arbor::{
-    Deployment,
-    runtime::fault::FaultKind,
-    testing::chaos::{Chaos, invariants},
+    ContainerId, ContainerSpec, ContainerState, Deployment, ExitStatus, Runtime, RuntimeError,
+    runtime::{LogQuery, Logs, Signal, StopOutcome, fault::FaultKind},
+    testing::chaos::{Chaos, Violation, invariants},
 };
 
 const SPEC: &str = r#"
@@ -207,4 +207,78 @@ fn observation(events: &str, max_restarts: u32) -> invariants::Observation {
     };
     obs.flags.insert("web".into(), flags);
     obs
+}
+
+/// A runtime adapter with a bug: `remove` says yes and forgets the
+/// container (a supervisor that forgets to reap).
+struct ForgetfulRemove(Arc<dyn Runtime>);
+
+#[async_trait::async_trait]
+impl Runtime for ForgetfulRemove {
+    fn name(&self) -> &'static str {
+        "forgetful"
+    }
+    async fn pull_image(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.0.pull_image(spec).await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
+        self.0.create(spec).await
+    }
+    async fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        self.0.start(id).await
+    }
+    async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<StopOutcome, RuntimeError> {
+        self.0.stop(id, grace).await
+    }
+    async fn remove(&self, _id: &ContainerId) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    async fn wait(&self, id: &ContainerId) -> Result<ExitStatus, RuntimeError> {
+        self.0.wait(id).await
+    }
+    async fn state(&self, id: &ContainerId) -> Result<ContainerState, RuntimeError> {
+        self.0.state(id).await
+    }
+    async fn pid(&self, id: &ContainerId) -> Result<Option<u32>, RuntimeError> {
+        self.0.pid(id).await
+    }
+    async fn signal(&self, id: &ContainerId, signal: Signal) -> Result<(), RuntimeError> {
+        self.0.signal(id, signal).await
+    }
+    async fn logs(&self, id: &ContainerId, query: LogQuery) -> Result<Logs, RuntimeError> {
+        self.0.logs(id, query).await
+    }
+    fn abandon(&self, id: &ContainerId) {
+        self.0.abandon(id)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_that_forgets_to_remove_containers_is_reported_with_what_it_left() {
+    let report = Chaos::new(deployment())
+        .seed(7)
+        .rate(0.05)
+        .duration(Duration::from_secs(60))
+        .wrap_runtime(|inner| Arc::new(ForgetfulRemove(inner)))
+        .run()
+        .await
+        .unwrap();
+    assert!(!report.passed(), "{report}");
+    let leaks: Vec<&Violation> = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == "nothing_left")
+        .collect();
+    assert!(!leaks.is_empty(), "{report}");
+    // Each names the container and shows its calls.
+    assert!(
+        leaks
+            .iter()
+            .all(|v| v.detail.contains("container left after shutdown"))
+    );
+    assert!(
+        leaks
+            .iter()
+            .any(|v| v.events.iter().any(|e| e.starts_with("runtime start")))
+    );
 }

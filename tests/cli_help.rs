@@ -36,6 +36,7 @@ const COMMANDS: &[&[&str]] = &[
     &["jobs", "trigger"],
     &["events"],
     &["supervise"],
+    &["chaos"],
 ];
 
 fn snapshot_path(words: &[&str]) -> PathBuf {

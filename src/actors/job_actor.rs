@@ -622,11 +622,7 @@ impl Execution {
             Some(id) => {
                 let rt = self.services.runtime.clone();
                 let grace = self.grace;
-                tokio::spawn(async move {
-                    if let Err(e) = rt.stop(&id, grace).await {
-                        tracing::warn!(container = %id, error = %e, "failed to stop a job container");
-                    }
-                });
+                tokio::spawn(stop_or_abandon(rt, id, grace));
             }
             None => self.finish_stopped(None).await,
         }
@@ -756,6 +752,28 @@ impl Execution {
             .insert("execution".into(), self.meta.id.to_string());
         spec
     }
+}
+
+/// Stops a job container; a failed stop is retried at once without grace
+/// (1 s, 2 s, 4 s apart), and a container that cannot be stopped is
+/// abandoned (killed now, removed in the background). Either way its exit
+/// reaches the waiter, so a failed stop never leaves the execution hanging.
+async fn stop_or_abandon(rt: std::sync::Arc<dyn Runtime>, id: ContainerId, grace: Duration) {
+    let Err(e) = rt.stop(&id, grace).await else {
+        return;
+    };
+    tracing::warn!(container = %id, error = %e, "failed to stop a job container; retrying");
+    for delay in [1, 2, 4] {
+        tokio::time::sleep(Duration::from_secs(delay)).await;
+        match rt.stop(&id, Duration::ZERO).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "failed to stop a job container")
+            }
+        }
+    }
+    tracing::warn!(container = %id, "could not stop a job container; abandoning it");
+    rt.abandon(&id);
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

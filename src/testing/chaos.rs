@@ -37,7 +37,7 @@ pub use self::{
 };
 use crate::{
     Deployment, Event, FaultRuntime, JobTrigger, MockRuntime, Node, NodeConfig, Overlay,
-    RecordingOverlay, RecordingTokens, TokioClock,
+    RecordingOverlay, RecordingTokens, Runtime, TokioClock,
     runtime::{
         ExitStatus,
         fault::{FaultKind, FaultPlan},
@@ -57,9 +57,23 @@ pub enum ChaosError {
     Deploy(String),
 }
 
+/// Puts a layer between the node and the fault runtime (see
+/// [`Chaos::wrap_runtime`]).
+#[derive(Clone)]
+struct Wrap(Arc<WrapFn>);
+
+type WrapFn = dyn Fn(Arc<dyn Runtime>) -> Arc<dyn Runtime> + Send + Sync;
+
+impl std::fmt::Debug for Wrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wrap(..)")
+    }
+}
+
 /// A chaos run: what to deploy, which faults, for how long.
 #[derive(Debug, Clone)]
 pub struct Chaos {
+    wrap: Option<Wrap>,
     deployment: Deployment,
     seed: u64,
     duration: Duration,
@@ -81,6 +95,7 @@ impl Chaos {
     /// period long enough for every back-off to end.
     pub fn new(deployment: Deployment) -> Self {
         Self {
+            wrap: None,
             deployment,
             seed: 0,
             duration: Duration::from_secs(600),
@@ -158,6 +173,17 @@ impl Chaos {
         self
     }
 
+    /// Runs the node on `wrap(fault runtime)` instead of the fault runtime:
+    /// for a layer of your own (a runtime adapter under test), or to prove
+    /// that the checks catch a broken one.
+    pub fn wrap_runtime(
+        mut self,
+        wrap: impl Fn(Arc<dyn Runtime>) -> Arc<dyn Runtime> + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Some(Wrap(Arc::new(wrap)));
+        self
+    }
+
     /// Runs the deployment under faults on the mock runtime, shuts it down,
     /// and checks every invariant.
     pub async fn run(&self) -> Result<ChaosReport, ChaosError> {
@@ -183,8 +209,12 @@ impl Chaos {
         let overlay = Overlay::start(RecordingOverlay::new(journal.clone()))
             .await
             .map_err(|e| ChaosError::Start(e.to_string()))?;
+        let mut runtime: Arc<dyn Runtime> = Arc::new(faults.clone());
+        if let Some(Wrap(wrap)) = &self.wrap {
+            runtime = wrap(runtime);
+        }
         let node = Node::start(
-            NodeConfig::new(Arc::new(faults.clone()))
+            NodeConfig::new(runtime)
                 .overlay(overlay.clone())
                 .tokens(RecordingTokens::new(journal.clone()))
                 // A fixed wall clock, so cron runs fall alike in every run.

@@ -319,6 +319,14 @@ impl Executor {
         let _ = self.actor.get_cell().wait(None).await;
     }
 
+    /// Kills the executor at once: its job supervisor and job actors are
+    /// killed with it (no cleanup hooks run; each job actor's drop guard
+    /// abandons its containers). For a shutdown that ran out of time.
+    pub async fn kill(&self) {
+        self.actor.kill();
+        let _ = self.actor.get_cell().wait(None).await;
+    }
+
     async fn ask<T: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> ExecutorMsg,

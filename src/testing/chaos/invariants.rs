@@ -224,6 +224,9 @@ struct Decision {
     /// The index of the event that showed the outcome (orders decisions
     /// made at the same instant).
     seq: usize,
+    /// The supervisor's incarnation: an escalated supervisor restarted by
+    /// its parent starts with a fresh restart history.
+    epoch: usize,
     /// Restarted at once (not after a back-off delay).
     immediate: bool,
 }
@@ -234,23 +237,48 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
     let mut out: BTreeMap<(String, String), Vec<Decision>> = BTreeMap::new();
     // The failure waiting for its outcome, per child.
     let mut pending: BTreeMap<(String, String), Duration> = BTreeMap::new();
+    let mut epochs: BTreeMap<&str, usize> = BTreeMap::new();
     for (seq, (at, e)) in obs.events.iter().enumerate() {
+        let epoch = match e {
+            Event::ChildExited { supervisor, .. }
+            | Event::ChildStartFailed { supervisor, .. }
+            | Event::ChildStopped { supervisor, .. } => epochs.get(supervisor.as_str()),
+            Event::ContainerRestarted { service, .. } | Event::CrashLoopBackOff { service, .. } => {
+                epochs.get(service.as_str())
+            }
+            _ => None,
+        }
+        .copied()
+        .unwrap_or(0);
         match e {
+            Event::SupervisorEscalated { supervisor, .. } => {
+                // A new incarnation: the failures that led here were not
+                // restarted by it.
+                *epochs.entry(supervisor).or_default() += 1;
+                pending.retain(|(s, _), _| s != supervisor);
+            }
             Event::ChildExited {
                 supervisor, child, ..
             } => {
                 pending.insert((supervisor.clone(), child.clone()), *at);
             }
             Event::ChildStartFailed {
-                supervisor, child, ..
+                supervisor,
+                child,
+                restart_count,
+                ..
             } => {
                 let key = (supervisor.clone(), child.clone());
                 // A failed restart attempt is the outcome of the failure
-                // before it, and itself a failure.
-                if let Some(t) = pending.remove(&key) {
+                // before it, and itself a failure (a failed first start,
+                // `restart_count` 0, is only a failure).
+                if *restart_count > 0
+                    && let Some(t) = pending.remove(&key)
+                {
                     out.entry(key.clone()).or_default().push(Decision {
                         at: t,
                         seq,
+                        epoch,
                         immediate: true,
                     });
                 }
@@ -262,6 +290,7 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
                     out.entry(key).or_default().push(Decision {
                         at: t,
                         seq,
+                        epoch,
                         immediate: true,
                     });
                 }
@@ -272,6 +301,7 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
                     out.entry(key).or_default().push(Decision {
                         at: t,
                         seq,
+                        epoch,
                         immediate: false,
                     });
                 }
@@ -297,24 +327,28 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
 pub fn restarts_within_intensity(obs: &Observation) -> Vec<Violation> {
     let decisions = restart_decisions(obs);
     // Groups whose restarts count together: a supervisor, or one child.
-    let mut groups: BTreeMap<(&str, Option<&str>), Vec<(usize, Duration, bool, &str)>> =
-        BTreeMap::new();
+    // (supervisor, incarnation, child under backoff) -> (event index, time,
+    // immediate, child).
+    type Group<'a> = (&'a str, usize, Option<&'a str>);
+    type Restart<'a> = (usize, Duration, bool, &'a str);
+    let mut groups: BTreeMap<Group, Vec<Restart>> = BTreeMap::new();
     for ((sup, child), list) in &decisions {
         let Some(flags) = obs.flags.get(sup) else {
             continue;
         };
-        let key = match flags.on_limit {
-            OnLimit::Escalate => (sup.as_str(), None),
-            OnLimit::Backoff => (sup.as_str(), Some(child.as_str())),
-        };
-        let group = groups.entry(key).or_default();
-        group.extend(
-            list.iter()
-                .map(|d| (d.seq, d.at, d.immediate, child.as_str())),
-        );
+        for d in list {
+            let key = match flags.on_limit {
+                OnLimit::Escalate => (sup.as_str(), d.epoch, None),
+                OnLimit::Backoff => (sup.as_str(), d.epoch, Some(child.as_str())),
+            };
+            groups
+                .entry(key)
+                .or_default()
+                .push((d.seq, d.at, d.immediate, child.as_str()));
+        }
     }
     let mut out = Vec::new();
-    for ((sup, _), mut list) in groups {
+    for ((sup, _, _), mut list) in groups {
         let flags = &obs.flags[sup];
         let (window, max) = (flags.restart_window, flags.max_restarts as usize);
         // In the order the supervisor made them.
