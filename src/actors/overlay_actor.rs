@@ -1,29 +1,62 @@
-//! The overlay actor: network segments, container attachments, and the
-//! reference count that decides when a segment is torn down.
+//! The overlay actor: network segments, container attachments, the
+//! addresses they hold, and the reference count that decides when a
+//! segment is torn down.
 //!
-//! A job execution acquires its segment (set up on first use), attaches its
-//! container after create and before start, and on cleanup detaches and
-//! releases. The segment is torn down when the last holder releases it: the
-//! count lives here, in one actor's state, so "is another execution of this
-//! job still active?" is a number, not a scan of every execution.
+//! A job execution that asks for networking has a network namespace
+//! *prepared* here before its container is created (the runtime puts the
+//! container in it), acquires its segment (set up on first use), attaches
+//! its container after create and before start (so the process never runs
+//! without its network), and on cleanup detaches and releases. The segment
+//! is torn down when the last holder releases it: the count lives here, in
+//! one actor's state, so "is another execution of this job still active?"
+//! is a number, not a scan of every execution. No lock is shared: this
+//! actor's state is the only truth.
 //!
-//! The network work itself is done by an [`OverlayBackend`]: [`Disabled`]
-//! (no networking; attach hands out no address, the node needs no root) or
-//! [`RecordingOverlay`] (a fake for tests that journals every call). A real
-//! bridge backend comes with the overlay issue; this actor does not change.
+//! Addresses: each segment gets a subnet from the node's pool and hands out
+//! its addresses, each held from attach to a *successful* detach, never to
+//! two attachments at once ([`allocator`]).
 //!
-//! Failure: a backend error is returned to the caller and leaves the
-//! bookkeeping as it was before the call (an attach that failed holds
-//! nothing; a release whose teardown failed still drops the count and keeps
-//! the error). The actor itself never fails on a request.
+//! The network work itself is done by an [`OverlayBackend`]
+//! ([`crate::overlay`]): [`LinuxBridge`](crate::overlay::LinuxBridge),
+//! [`Disabled`] or the [`RecordingOverlay`] fake.
+//!
+//! Failure: a backend error is returned to the caller. An attach that failed
+//! holds nothing. A detach or teardown that failed is *not* forgotten: the
+//! attachment (and its address) or the segment (and its subnet) is kept and
+//! retried with a growing delay until it succeeds, and it stays in the
+//! state file, so a restarted node removes it too. The actor itself never
+//! fails on a request.
+//!
+//! Persistence ([`persist`]): with a state file, every change is written;
+//! a starting actor removes everything the file lists (a crashed node's
+//! leftovers: no execution survives a node restart), then sweeps links and
+//! namespaces carrying its name prefix that nothing lists.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+pub mod allocator;
+pub mod persist;
 
-use async_trait::async_trait;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use crate::{runtime::ContainerId, testing::Journal};
+pub use crate::overlay::{
+    AttachPlan, Disabled, FaultOp, Keep, OverlayBackend, RecordingOverlay, SegmentPlan,
+};
+use crate::runtime::ContainerId;
+use allocator::{AddressPool, AllocError, Ipv4Net, SubnetPool};
+use persist::Persisted;
+
+/// The isolation network of a segment that says nothing.
+pub const DEFAULT_ISOLATION: &str = "default";
+/// The isolation that reaches only its own segment.
+pub const ISOLATED: &str = "isolated";
 
 /// A failed overlay operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,107 +87,175 @@ pub enum OverlayError {
         /// The segment.
         segment: String,
     },
+    /// Attach with a namespace this actor did not prepare.
+    #[error(
+        "failed to attach {container}: network namespace {netns} was not prepared by the overlay actor"
+    )]
+    UnknownNetns {
+        /// The container.
+        container: String,
+        /// The path given.
+        netns: String,
+    },
+    /// No subnet or address left.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// The configuration is unusable.
+    #[error("failed to start the overlay actor: {field} = {value:?}: {reason}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The overlay actor is gone.
     #[error("the overlay actor is not running")]
     Unavailable,
 }
 
-/// Where the network work is done.
-#[async_trait]
-pub trait OverlayBackend: Send + Sync + 'static {
-    /// A short name for logs.
-    fn name(&self) -> &'static str;
-    /// Creates the segment (bridge, subnet).
-    async fn setup_segment(&self, segment: &str) -> Result<(), String>;
-    /// Removes the segment.
-    async fn teardown_segment(&self, segment: &str) -> Result<(), String>;
-    /// Connects `container` to `segment`; returns its address, if any.
-    async fn attach(
-        &self,
-        container: &ContainerId,
-        segment: &str,
-    ) -> Result<Option<IpAddr>, String>;
-    /// Disconnects `container` from `segment`.
-    async fn detach(&self, container: &ContainerId, segment: &str) -> Result<(), String>;
+/// A segment's identity: its name within an isolation network. Segments of
+/// the same name in two isolation networks are two bridges.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentKey {
+    /// The isolation network (`default`, a name, or `isolated`).
+    pub isolation: String,
+    /// The segment's name.
+    pub name: String,
 }
 
-/// No networking: every call succeeds and attach gives no address.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Disabled;
-
-#[async_trait]
-impl OverlayBackend for Disabled {
-    fn name(&self) -> &'static str {
-        "disabled"
-    }
-    async fn setup_segment(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn teardown_segment(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn attach(&self, _: &ContainerId, _: &str) -> Result<Option<IpAddr>, String> {
-        Ok(None)
-    }
-    async fn detach(&self, _: &ContainerId, _: &str) -> Result<(), String> {
-        Ok(())
+impl SegmentKey {
+    /// `name` in isolation network `isolation`.
+    pub fn new(name: impl Into<String>, isolation: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            isolation: isolation.into(),
+        }
     }
 }
 
-/// A fake backend that writes every call to a [`Journal`]
-/// (`overlay setup SEG`, `overlay attach CONTAINER SEG`, `overlay detach
-/// CONTAINER SEG`, `overlay teardown SEG`) and hands out 10.0.0.x addresses.
-#[derive(Debug, Clone, Default)]
-pub struct RecordingOverlay {
-    journal: Journal,
-}
-
-impl RecordingOverlay {
-    /// A fake writing into `journal`.
-    pub fn new(journal: Journal) -> Self {
-        Self { journal }
+impl From<&str> for SegmentKey {
+    fn from(name: &str) -> Self {
+        Self::new(name, DEFAULT_ISOLATION)
     }
 }
 
-#[async_trait]
-impl OverlayBackend for RecordingOverlay {
-    fn name(&self) -> &'static str {
-        "recording"
+impl From<&String> for SegmentKey {
+    fn from(name: &String) -> Self {
+        Self::new(name.as_str(), DEFAULT_ISOLATION)
     }
-    async fn setup_segment(&self, segment: &str) -> Result<(), String> {
-        self.journal.write(format!("overlay setup {segment}"));
-        Ok(())
+}
+
+impl From<&SegmentKey> for SegmentKey {
+    fn from(k: &SegmentKey) -> Self {
+        k.clone()
     }
-    async fn teardown_segment(&self, segment: &str) -> Result<(), String> {
-        self.journal.write(format!("overlay teardown {segment}"));
-        Ok(())
+}
+
+impl fmt::Display for SegmentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.isolation == DEFAULT_ISOLATION {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{} (isolation {})", self.name, self.isolation)
+        }
     }
-    async fn attach(&self, c: &ContainerId, segment: &str) -> Result<Option<IpAddr>, String> {
-        self.journal.write(format!("overlay attach {c} {segment}"));
-        Ok(None)
+}
+
+/// How the overlay actor names, numbers and remembers what it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayConfig {
+    /// Start of every link and namespace name (1-6 of `a-z0-9`, a letter
+    /// first; default `arb`): bridges `<prefix>b<n>`, veths `<prefix>v<n>`,
+    /// namespaces `<netns_dir>/<prefix>-<n>`. A start-up sweep removes
+    /// unlisted ones with this prefix: two nodes on one host need two.
+    pub prefix: String,
+    /// Where segment subnets come from (default 10.213.0.0/16).
+    pub pool: Ipv4Net,
+    /// Prefix length of a segment's subnet (default 24).
+    pub subnet_prefix: u8,
+    /// Where namespace files are bound (default `/run/arbor/netns`).
+    pub netns_dir: PathBuf,
+    /// Where the state is kept (`None`: nowhere; nothing to recover).
+    pub state_file: Option<PathBuf>,
+    /// First delay before retrying a failed detach or teardown (doubles up
+    /// to a minute).
+    pub retry: Duration,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "arb".into(),
+            pool: Ipv4Net::new(Ipv4Addr::new(10, 213, 0, 0), 16).expect("valid"),
+            subnet_prefix: 24,
+            netns_dir: PathBuf::from("/run/arbor/netns"),
+            state_file: None,
+            retry: Duration::from_secs(1),
+        }
     }
-    async fn detach(&self, c: &ContainerId, segment: &str) -> Result<(), String> {
-        self.journal.write(format!("overlay detach {c} {segment}"));
+}
+
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Name numbers wrap here: `<prefix>v<7 hex>p` fits IFNAMSIZ with a
+/// 6-character prefix.
+const ID_SPACE: u64 = 0x1000_0000;
+
+impl OverlayConfig {
+    fn check(&self) -> Result<(), OverlayError> {
+        let p = &self.prefix;
+        let ok = (1..=6).contains(&p.len())
+            && p.starts_with(|c: char| c.is_ascii_lowercase())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return Err(OverlayError::Config {
+                field: "prefix",
+                value: p.clone(),
+                reason: "must be 1-6 characters of a-z0-9 starting with a letter (link names fit 15 characters)".into(),
+            });
+        }
+        SubnetPool::new(self.pool, self.subnet_prefix).map_err(|e| OverlayError::Config {
+            field: "subnet_prefix",
+            value: self.subnet_prefix.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 }
 
-/// Requests to the overlay actor.
-pub enum OverlayMsg {
-    /// Sets the segment up if nobody holds it, and counts one more holder.
-    Acquire(String, RpcReplyPort<Result<(), OverlayError>>),
-    /// Counts one holder less; the last one tears the segment down.
-    Release(String, RpcReplyPort<Result<(), OverlayError>>),
-    /// Connects a container to an acquired segment.
-    Attach(
-        ContainerId,
-        String,
-        RpcReplyPort<Result<Option<IpAddr>, OverlayError>>,
-    ),
-    /// Disconnects a container (no-op when it is not attached).
-    Detach(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
-    /// Every segment with its holders and attachments.
-    List(RpcReplyPort<Vec<SegmentInfo>>),
+/// What an attach asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// The container.
+    pub container: ContainerId,
+    /// Its segment.
+    pub segment: SegmentKey,
+    /// The namespace [`Overlay::prepare`] made for it (`None`: bookkeeping
+    /// only, the container runs on the node's network).
+    pub netns: Option<PathBuf>,
+    /// DNS search domains written into its resolv.conf (OCI), for inspect.
+    pub dns_search: Vec<String>,
+}
+
+/// An attachment as the overlay actor hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// The container.
+    pub container: ContainerId,
+    /// Its segment.
+    pub segment: SegmentKey,
+    /// Its address (none without networking).
+    pub address: Option<IpAddr>,
+    /// Its namespace.
+    pub netns: Option<PathBuf>,
+    /// The host end of its veth pair.
+    pub veth: Option<String>,
+    /// DNS search domains.
+    pub dns_search: Vec<String>,
+    /// True while a failed detach is being retried.
+    pub detaching: bool,
 }
 
 /// A segment as the overlay actor sees it.
@@ -162,23 +263,88 @@ pub enum OverlayMsg {
 pub struct SegmentInfo {
     /// Its name.
     pub name: String,
+    /// Its isolation network.
+    pub isolation: String,
     /// How many holders it has.
     pub holders: usize,
+    /// Its bridge.
+    pub bridge: String,
+    /// Its subnet (none without networking).
+    pub subnet: Option<String>,
+    /// Addresses held on it.
+    pub held_addresses: usize,
     /// Containers attached to it, with their addresses.
     pub attachments: Vec<(ContainerId, Option<IpAddr>)>,
+    /// True while a failed teardown is being retried.
+    pub tearing_down: bool,
+}
+
+/// Requests to the overlay actor.
+pub enum OverlayMsg {
+    /// Sets the segment up if nobody holds it, and counts one more holder.
+    Acquire(SegmentKey, RpcReplyPort<Result<(), OverlayError>>),
+    /// Counts one holder less; the last one tears the segment down.
+    Release(SegmentKey, RpcReplyPort<Result<(), OverlayError>>),
+    /// Creates a network namespace for a container about to be created
+    /// (`None` when the backend gives no networking).
+    Prepare(RpcReplyPort<Result<Option<PathBuf>, OverlayError>>),
+    /// Removes a prepared namespace that was never attached.
+    Discard(PathBuf, RpcReplyPort<Result<(), OverlayError>>),
+    /// Connects a container to an acquired segment.
+    Attach(
+        AttachRequest,
+        RpcReplyPort<Result<AttachmentInfo, OverlayError>>,
+    ),
+    /// Disconnects a container and removes its namespace (no-op when it is
+    /// not attached). On failure it is retried until it succeeds.
+    Detach(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
+    /// Every segment with its holders and attachments.
+    List(RpcReplyPort<Vec<SegmentInfo>>),
+    /// Every attachment (failed detaches included).
+    Attachments(RpcReplyPort<Vec<AttachmentInfo>>),
+    /// Internal: retry a failed detach.
+    RetryDetach(ContainerId),
+    /// Internal: retry a failed teardown.
+    RetryTeardown(SegmentKey),
 }
 
 /// What the overlay actor starts with.
 pub struct OverlayArgs {
     /// Where the network work is done.
     pub backend: Box<dyn OverlayBackend>,
+    /// Names, pool, state file.
+    pub config: OverlayConfig,
+}
+
+struct Segment {
+    plan: SegmentPlan,
+    holders: usize,
+    addresses: Option<AddressPool>,
+    /// Released by its last holder but not gone yet (a failed teardown, or
+    /// failed detaches still on it).
+    tearing_down: bool,
+    retries: u32,
+}
+
+struct Attachment {
+    key: SegmentKey,
+    plan: AttachPlan,
+    dns_search: Vec<String>,
+    /// A detach failed; retried until it succeeds.
+    detaching: bool,
+    retries: u32,
 }
 
 /// The actor's state: the only truth about segments and attachments.
 pub struct OverlayState {
     backend: Box<dyn OverlayBackend>,
-    holders: BTreeMap<String, usize>,
-    attachments: BTreeMap<ContainerId, (String, Option<IpAddr>)>,
+    config: OverlayConfig,
+    myself: ActorRef<OverlayMsg>,
+    subnets: SubnetPool,
+    segments: BTreeMap<SegmentKey, Segment>,
+    attachments: BTreeMap<ContainerId, Attachment>,
+    prepared: BTreeSet<PathBuf>,
+    next_id: u64,
 }
 
 /// The overlay actor.
@@ -189,17 +355,27 @@ impl Actor for OverlayActor {
     type State = OverlayState;
     type Arguments = OverlayArgs;
 
-    /// Never fails.
+    /// Fails only on an unusable configuration; leftovers of a previous
+    /// node that cannot be removed are kept and retried.
     async fn pre_start(
         &self,
-        _: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: OverlayArgs,
     ) -> Result<OverlayState, ActorProcessingErr> {
-        Ok(OverlayState {
+        args.config.check()?;
+        let subnets = SubnetPool::new(args.config.pool, args.config.subnet_prefix)?;
+        let mut state = OverlayState {
             backend: args.backend,
-            holders: BTreeMap::new(),
+            config: args.config,
+            myself,
+            subnets,
+            segments: BTreeMap::new(),
             attachments: BTreeMap::new(),
-        })
+            prepared: BTreeSet::new(),
+            next_id: 0,
+        };
+        state.recover().await;
+        Ok(state)
     }
 
     /// Every request is answered, errors included; nothing here fails the actor.
@@ -210,14 +386,20 @@ impl Actor for OverlayActor {
         state: &mut OverlayState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OverlayMsg::Acquire(segment, reply) => {
-                let _ = reply.send(state.acquire(segment).await);
+            OverlayMsg::Acquire(key, reply) => {
+                let _ = reply.send(state.acquire(key).await);
             }
-            OverlayMsg::Release(segment, reply) => {
-                let _ = reply.send(state.release(&segment).await);
+            OverlayMsg::Release(key, reply) => {
+                let _ = reply.send(state.release(&key).await);
             }
-            OverlayMsg::Attach(container, segment, reply) => {
-                let _ = reply.send(state.attach(container, segment).await);
+            OverlayMsg::Prepare(reply) => {
+                let _ = reply.send(state.prepare().await);
+            }
+            OverlayMsg::Discard(path, reply) => {
+                let _ = reply.send(state.discard(&path).await);
+            }
+            OverlayMsg::Attach(req, reply) => {
+                let _ = reply.send(state.attach(req).await);
             }
             OverlayMsg::Detach(container, reply) => {
                 let _ = reply.send(state.detach(&container).await);
@@ -225,6 +407,13 @@ impl Actor for OverlayActor {
             OverlayMsg::List(reply) => {
                 let _ = reply.send(state.list());
             }
+            OverlayMsg::Attachments(reply) => {
+                let _ = reply.send(state.attachment_list());
+            }
+            OverlayMsg::RetryDetach(container) => {
+                let _ = state.detach(&container).await;
+            }
+            OverlayMsg::RetryTeardown(key) => state.teardown_if_done(&key).await,
         }
         Ok(())
     }
@@ -239,110 +428,490 @@ impl Actor for OverlayActor {
         for c in attached {
             let _ = state.detach(&c).await;
         }
-        for segment in std::mem::take(&mut state.holders).into_keys() {
-            if let Err(e) = state.backend.teardown_segment(&segment).await {
-                tracing::warn!(%segment, error = %e, "failed to tear down segment on stop");
-            }
+        for path in std::mem::take(&mut state.prepared) {
+            let _ = state.backend.remove_netns(&path).await;
         }
+        let keys: Vec<SegmentKey> = state.segments.keys().cloned().collect();
+        for key in keys {
+            if let Some(s) = state.segments.get_mut(&key) {
+                s.holders = 0;
+                s.tearing_down = true;
+            }
+            state.teardown_if_done(&key).await;
+        }
+        state.save();
         Ok(())
     }
 }
 
 impl OverlayState {
-    async fn acquire(&mut self, segment: String) -> Result<(), OverlayError> {
-        if let Some(n) = self.holders.get_mut(&segment) {
-            *n += 1;
+    fn next_name(&mut self) -> u64 {
+        let id = self.next_id % ID_SPACE;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    fn retry_delay(&self, retries: u32) -> Duration {
+        self.config
+            .retry
+            .saturating_mul(1u32 << retries.min(16))
+            .min(MAX_RETRY)
+    }
+
+    async fn acquire(&mut self, key: SegmentKey) -> Result<(), OverlayError> {
+        if let Some(s) = self.segments.get_mut(&key) {
+            if s.holders > 0 {
+                s.holders += 1;
+                return Ok(());
+            }
+            // Released but not gone (a teardown being retried): take it back.
+            let plan = s.plan.clone();
+            self.backend
+                .setup_segment(&plan)
+                .await
+                .map_err(|message| OverlayError::Backend {
+                    op: "set up segment",
+                    target: key.to_string(),
+                    message,
+                })?;
+            if let Some(s) = self.segments.get_mut(&key) {
+                s.holders = 1;
+                s.tearing_down = false;
+                s.retries = 0;
+            }
+            self.save();
             return Ok(());
         }
-        self.backend
-            .setup_segment(&segment)
-            .await
-            .map_err(|message| OverlayError::Backend {
+        let networked = self.backend.networked();
+        let subnet = if networked {
+            Some(self.subnets.take(&key.to_string())?)
+        } else {
+            None
+        };
+        let id = self.next_name();
+        let addresses = subnet.map(|s| AddressPool::new(&key.to_string(), s));
+        let gateway = match (&addresses, key.isolation.as_str()) {
+            (Some(a), i) if i != ISOLATED => Some(a.gateway()),
+            _ => None,
+        };
+        let plan = SegmentPlan {
+            name: key.name.clone(),
+            isolation: key.isolation.clone(),
+            bridge: format!("{}b{id:x}", self.config.prefix),
+            subnet,
+            gateway,
+        };
+        if let Err(message) = self.backend.setup_segment(&plan).await {
+            // Whatever part of it was made goes; the subnet comes back.
+            let _ = self.backend.teardown_segment(&plan).await;
+            if let Some(s) = subnet {
+                self.subnets.release(s);
+            }
+            return Err(OverlayError::Backend {
                 op: "set up segment",
-                target: segment.clone(),
+                target: key.to_string(),
                 message,
-            })?;
-        self.holders.insert(segment, 1);
+            });
+        }
+        self.segments.insert(
+            key,
+            Segment {
+                plan,
+                holders: 1,
+                addresses,
+                tearing_down: false,
+                retries: 0,
+            },
+        );
+        self.save();
         Ok(())
     }
 
-    async fn release(&mut self, segment: &str) -> Result<(), OverlayError> {
-        let Some(n) = self.holders.get_mut(segment) else {
+    async fn release(&mut self, key: &SegmentKey) -> Result<(), OverlayError> {
+        let Some(s) = self.segments.get_mut(key) else {
             return Ok(());
         };
-        *n -= 1;
-        if *n > 0 {
+        if s.holders == 0 {
             return Ok(());
         }
-        self.holders.remove(segment);
-        self.backend
-            .teardown_segment(segment)
-            .await
-            .map_err(|message| OverlayError::Backend {
+        s.holders -= 1;
+        if s.holders > 0 {
+            return Ok(());
+        }
+        s.tearing_down = true;
+        s.retries = 0;
+        self.teardown_if_done(key).await;
+        match self.segments.get(key) {
+            Some(s) if s.holders == 0 && s.retries > 0 => Err(OverlayError::Backend {
                 op: "tear down segment",
-                target: segment.to_owned(),
-                message,
-            })
+                target: key.to_string(),
+                message: "failed; retried in the background".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
-    async fn attach(
-        &mut self,
-        container: ContainerId,
-        segment: String,
-    ) -> Result<Option<IpAddr>, OverlayError> {
-        if let Some((current, _)) = self.attachments.get(&container) {
-            return Err(OverlayError::AlreadyAttached {
-                container: container.to_string(),
-                segment: current.clone(),
-            });
+    /// Tears `key` down if it is released and nothing is attached to it any
+    /// more (failed detaches included); on failure schedules a retry.
+    async fn teardown_if_done(&mut self, key: &SegmentKey) {
+        let Some(s) = self.segments.get(key) else {
+            return;
+        };
+        if s.holders > 0 || !s.tearing_down {
+            return;
         }
-        if !self.holders.contains_key(&segment) {
-            return Err(OverlayError::NoSegment {
-                container: container.to_string(),
-                segment,
-            });
+        if self.attachments.values().any(|a| &a.key == key) {
+            // The last failed detach on it calls this again.
+            return;
         }
-        let addr = self
-            .backend
-            .attach(&container, &segment)
+        let plan = s.plan.clone();
+        match self.backend.teardown_segment(&plan).await {
+            Ok(()) => {
+                if let Some(s) = self.segments.remove(key)
+                    && let Some(subnet) = s.plan.subnet
+                {
+                    self.subnets.release(subnet);
+                }
+                self.save();
+            }
+            Err(message) => {
+                let retries = s.retries;
+                tracing::warn!(segment = %key, bridge = %plan.bridge, error = %message, retries, "failed to tear down segment; retrying");
+                let delay = self.retry_delay(retries);
+                if let Some(s) = self.segments.get_mut(key) {
+                    s.retries += 1;
+                }
+                self.myself.send_after(delay, {
+                    let key = key.clone();
+                    move || OverlayMsg::RetryTeardown(key)
+                });
+                self.save();
+            }
+        }
+    }
+
+    async fn prepare(&mut self) -> Result<Option<PathBuf>, OverlayError> {
+        if !self.backend.networked() {
+            return Ok(None);
+        }
+        let id = self.next_name();
+        let path = self
+            .config
+            .netns_dir
+            .join(format!("{}-{id:x}", self.config.prefix));
+        self.backend
+            .prepare_netns(&path)
             .await
             .map_err(|message| OverlayError::Backend {
+                op: "prepare network namespace",
+                target: path.display().to_string(),
+                message,
+            })?;
+        self.prepared.insert(path.clone());
+        self.save();
+        Ok(Some(path))
+    }
+
+    async fn discard(&mut self, path: &Path) -> Result<(), OverlayError> {
+        if !self.prepared.contains(path) {
+            return Ok(());
+        }
+        self.backend
+            .remove_netns(path)
+            .await
+            .map_err(|message| OverlayError::Backend {
+                op: "remove network namespace",
+                target: path.display().to_string(),
+                message,
+            })?;
+        self.prepared.remove(path);
+        self.save();
+        Ok(())
+    }
+
+    async fn attach(&mut self, req: AttachRequest) -> Result<AttachmentInfo, OverlayError> {
+        let AttachRequest {
+            container,
+            segment: key,
+            netns,
+            dns_search,
+        } = req;
+        if let Some(a) = self.attachments.get(&container) {
+            return Err(OverlayError::AlreadyAttached {
+                container: container.to_string(),
+                segment: a.key.to_string(),
+            });
+        }
+        let Some(seg) = self.segments.get_mut(&key).filter(|s| s.holders > 0) else {
+            return Err(OverlayError::NoSegment {
+                container: container.to_string(),
+                segment: key.to_string(),
+            });
+        };
+        if let Some(path) = &netns
+            && !self.prepared.contains(path)
+        {
+            return Err(OverlayError::UnknownNetns {
+                container: container.to_string(),
+                netns: path.display().to_string(),
+            });
+        }
+        let address = match (&netns, seg.addresses.as_mut()) {
+            (Some(_), Some(pool)) => Some((pool.take()?, pool.subnet().prefix())),
+            _ => None,
+        };
+        let plan = AttachPlan {
+            container: container.clone(),
+            segment: key.name.clone(),
+            bridge: seg.plan.bridge.clone(),
+            netns: netns.clone(),
+            veth: String::new(),
+            address,
+            gateway: seg.plan.gateway,
+        };
+        let id = self.next_name();
+        let plan = AttachPlan {
+            veth: format!("{}v{id:x}", self.config.prefix),
+            ..plan
+        };
+        if let Err(message) = self.backend.attach(&plan).await {
+            if let (Some((addr, _)), Some(seg)) = (address, self.segments.get_mut(&key))
+                && let Some(pool) = seg.addresses.as_mut()
+            {
+                pool.release(addr);
+            }
+            return Err(OverlayError::Backend {
                 op: "attach",
                 target: container.to_string(),
                 message,
-            })?;
-        self.attachments.insert(container, (segment, addr));
-        Ok(addr)
+            });
+        }
+        if let Some(path) = &netns {
+            self.prepared.remove(path);
+        }
+        let info = AttachmentInfo {
+            container: container.clone(),
+            segment: key.clone(),
+            address: address.map(|(a, _)| IpAddr::V4(a)),
+            netns,
+            veth: plan.netns.as_ref().map(|_| plan.veth.clone()),
+            dns_search: dns_search.clone(),
+            detaching: false,
+        };
+        self.attachments.insert(
+            container,
+            Attachment {
+                key,
+                plan,
+                dns_search,
+                detaching: false,
+                retries: 0,
+            },
+        );
+        self.save();
+        Ok(info)
     }
 
     async fn detach(&mut self, container: &ContainerId) -> Result<(), OverlayError> {
-        let Some((segment, _)) = self.attachments.remove(container) else {
+        let Some(a) = self.attachments.get(container) else {
             return Ok(());
         };
-        self.backend
-            .detach(container, &segment)
-            .await
-            .map_err(|message| OverlayError::Backend {
-                op: "detach",
-                target: container.to_string(),
-                message,
-            })
+        let plan = a.plan.clone();
+        let key = a.key.clone();
+        let mut result = self.backend.detach(&plan).await;
+        if result.is_ok()
+            && let Some(path) = &plan.netns
+        {
+            result = self.backend.remove_netns(path).await;
+        }
+        match result {
+            Ok(()) => {
+                self.attachments.remove(container);
+                if let (Some((addr, _)), Some(seg)) = (plan.address, self.segments.get_mut(&key))
+                    && let Some(pool) = seg.addresses.as_mut()
+                {
+                    pool.release(addr);
+                }
+                self.save();
+                self.teardown_if_done(&key).await;
+                Ok(())
+            }
+            Err(message) => {
+                let a = self
+                    .attachments
+                    .get_mut(container)
+                    .expect("looked up above");
+                a.detaching = true;
+                let retries = a.retries;
+                a.retries += 1;
+                tracing::warn!(%container, veth = %plan.veth, error = %message, retries, "failed to detach; retrying");
+                let delay = self.retry_delay(retries);
+                let c = container.clone();
+                self.myself
+                    .send_after(delay, move || OverlayMsg::RetryDetach(c));
+                self.save();
+                Err(OverlayError::Backend {
+                    op: "detach",
+                    target: container.to_string(),
+                    message: format!("{message} (retried in the background)"),
+                })
+            }
+        }
     }
 
     fn list(&self) -> Vec<SegmentInfo> {
-        self.holders
+        self.segments
             .iter()
-            .map(|(name, &holders)| SegmentInfo {
-                name: name.clone(),
-                holders,
+            .map(|(key, s)| SegmentInfo {
+                name: key.name.clone(),
+                isolation: key.isolation.clone(),
+                holders: s.holders,
+                bridge: s.plan.bridge.clone(),
+                subnet: s.plan.subnet.map(|n| n.to_string()),
+                held_addresses: s.addresses.as_ref().map_or(0, |a| a.held()),
                 attachments: self
                     .attachments
                     .iter()
-                    .filter(|(_, (s, _))| s == name)
-                    .map(|(c, (_, a))| (c.clone(), *a))
+                    .filter(|(_, a)| &a.key == key)
+                    .map(|(c, a)| (c.clone(), a.plan.address.map(|(ip, _)| IpAddr::V4(ip))))
                     .collect(),
+                tearing_down: s.tearing_down,
             })
             .collect()
+    }
+
+    fn attachment_list(&self) -> Vec<AttachmentInfo> {
+        self.attachments
+            .iter()
+            .map(|(c, a)| AttachmentInfo {
+                container: c.clone(),
+                segment: a.key.clone(),
+                address: a.plan.address.map(|(ip, _)| IpAddr::V4(ip)),
+                netns: a.plan.netns.clone(),
+                veth: a.plan.netns.as_ref().map(|_| a.plan.veth.clone()),
+                dns_search: a.dns_search.clone(),
+                detaching: a.detaching,
+            })
+            .collect()
+    }
+
+    fn persisted(&self) -> Persisted {
+        Persisted {
+            next_id: self.next_id,
+            segments: self.segments.values().map(|s| s.plan.clone()).collect(),
+            attachments: self.attachments.values().map(|a| a.plan.clone()).collect(),
+            prepared: self.prepared.iter().cloned().collect(),
+        }
+    }
+
+    fn save(&self) {
+        if let Some(path) = &self.config.state_file
+            && let Err(e) = persist::save(path, &self.persisted())
+        {
+            tracing::warn!(error = %e, "failed to write the overlay state");
+        }
+    }
+
+    /// Removes what a previous node left (the state file's entries, then
+    /// unlisted links and namespaces with the prefix). What cannot be
+    /// removed stays in the state, its subnet and address reserved, and is
+    /// retried.
+    async fn recover(&mut self) {
+        let old = match &self.config.state_file {
+            Some(path) => match persist::load(path) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to read the overlay state; sweeping by prefix only");
+                    Persisted::default()
+                }
+            },
+            None => Persisted::default(),
+        };
+        self.next_id = old.next_id;
+        for plan in old.segments {
+            let key = SegmentKey::new(&plan.name, &plan.isolation);
+            let mut addresses = None;
+            if let Some(subnet) = plan.subnet {
+                if let Err(e) = self.subnets.reserve(subnet) {
+                    tracing::warn!(segment = %key, error = %e, "a recovered segment's subnet does not fit the pool");
+                } else {
+                    addresses = Some(AddressPool::new(&key.to_string(), subnet));
+                }
+            }
+            self.segments.insert(
+                key,
+                Segment {
+                    plan,
+                    holders: 0,
+                    addresses,
+                    tearing_down: true,
+                    retries: 0,
+                },
+            );
+        }
+        for plan in old.attachments {
+            let key = self
+                .segments
+                .iter()
+                .find(|(_, s)| s.plan.bridge == plan.bridge)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| SegmentKey::from(plan.segment.as_str()));
+            if let (Some((addr, _)), Some(seg)) = (plan.address, self.segments.get_mut(&key))
+                && let Some(pool) = seg.addresses.as_mut()
+            {
+                let _ = pool.reserve(addr);
+            }
+            self.attachments.insert(
+                plan.container.clone(),
+                Attachment {
+                    key,
+                    plan,
+                    dns_search: Vec::new(),
+                    detaching: true,
+                    retries: 0,
+                },
+            );
+        }
+        let stale: Vec<ContainerId> = self.attachments.keys().cloned().collect();
+        for c in stale {
+            if let Err(e) = self.detach(&c).await {
+                tracing::warn!(error = %e, "failed to remove a previous node's attachment");
+            }
+        }
+        for path in old.prepared {
+            if let Err(e) = self.backend.remove_netns(&path).await {
+                tracing::warn!(netns = %path.display(), error = %e, "failed to remove a previous node's namespace");
+            }
+        }
+        let keys: Vec<SegmentKey> = self.segments.keys().cloned().collect();
+        for key in keys {
+            self.teardown_if_done(&key).await;
+        }
+        let keep = Keep {
+            links: self
+                .segments
+                .values()
+                .map(|s| s.plan.bridge.clone())
+                .chain(self.attachments.values().map(|a| a.plan.veth.clone()))
+                .collect(),
+            netns: self
+                .attachments
+                .values()
+                .filter_map(|a| a.plan.netns.clone())
+                .collect(),
+        };
+        match self
+            .backend
+            .sweep(&self.config.prefix, &self.config.netns_dir, &keep)
+            .await
+        {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(?removed, "removed overlay leftovers of a previous node")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "failed to sweep overlay leftovers"),
+        }
+        self.save();
     }
 }
 
@@ -350,31 +919,46 @@ impl OverlayState {
 #[derive(Clone)]
 pub struct Overlay {
     actor: ActorRef<OverlayMsg>,
+    networked: bool,
 }
 
 impl fmt::Debug for Overlay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Overlay").finish_non_exhaustive()
+        f.debug_struct("Overlay")
+            .field("networked", &self.networked)
+            .finish_non_exhaustive()
     }
 }
 
 impl Overlay {
-    /// Spawns an overlay actor over `backend`.
+    /// Spawns an overlay actor over `backend` with the default
+    /// configuration and no state file.
     pub async fn start(backend: impl OverlayBackend) -> Result<Self, ActorProcessingErr> {
+        Self::start_with(backend, OverlayConfig::default()).await
+    }
+
+    /// Spawns an overlay actor over `backend` with `config` (removing what
+    /// a previous node left first).
+    pub async fn start_with(
+        backend: impl OverlayBackend,
+        config: OverlayConfig,
+    ) -> Result<Self, ActorProcessingErr> {
+        let networked = backend.networked();
         let (actor, _) = OverlayActor::spawn(
             None,
             OverlayActor,
             OverlayArgs {
                 backend: Box::new(backend),
+                config,
             },
         )
         .await?;
-        Ok(Self { actor })
+        Ok(Self { actor, networked })
     }
 
     /// A handle to a running overlay actor.
-    pub fn from_ref(actor: ActorRef<OverlayMsg>) -> Self {
-        Self { actor }
+    pub fn from_ref(actor: ActorRef<OverlayMsg>, networked: bool) -> Self {
+        Self { actor, networked }
     }
 
     /// The actor.
@@ -382,26 +966,54 @@ impl Overlay {
         &self.actor
     }
 
+    /// Whether containers get namespaces and addresses.
+    pub fn networked(&self) -> bool {
+        self.networked
+    }
+
     /// See [`OverlayMsg::Acquire`].
-    pub async fn acquire(&self, segment: &str) -> Result<(), OverlayError> {
-        let segment = segment.to_owned();
-        self.ask(|r| OverlayMsg::Acquire(segment, r)).await
+    pub async fn acquire(&self, segment: impl Into<SegmentKey>) -> Result<(), OverlayError> {
+        let key = segment.into();
+        self.ask(|r| OverlayMsg::Acquire(key, r)).await
     }
 
     /// See [`OverlayMsg::Release`].
-    pub async fn release(&self, segment: &str) -> Result<(), OverlayError> {
-        let segment = segment.to_owned();
-        self.ask(|r| OverlayMsg::Release(segment, r)).await
+    pub async fn release(&self, segment: impl Into<SegmentKey>) -> Result<(), OverlayError> {
+        let key = segment.into();
+        self.ask(|r| OverlayMsg::Release(key, r)).await
     }
 
-    /// See [`OverlayMsg::Attach`].
+    /// See [`OverlayMsg::Prepare`].
+    pub async fn prepare(&self) -> Result<Option<PathBuf>, OverlayError> {
+        self.ask(OverlayMsg::Prepare).await
+    }
+
+    /// See [`OverlayMsg::Discard`].
+    pub async fn discard(&self, netns: &Path) -> Result<(), OverlayError> {
+        let p = netns.to_owned();
+        self.ask(|r| OverlayMsg::Discard(p, r)).await
+    }
+
+    /// Attaches `container` to `segment` without a namespace (bookkeeping
+    /// only); see [`Overlay::attach_with`].
     pub async fn attach(
         &self,
         container: &ContainerId,
-        segment: &str,
+        segment: impl Into<SegmentKey>,
     ) -> Result<Option<IpAddr>, OverlayError> {
-        let (c, s) = (container.clone(), segment.to_owned());
-        self.ask(|r| OverlayMsg::Attach(c, s, r)).await
+        self.attach_with(AttachRequest {
+            container: container.clone(),
+            segment: segment.into(),
+            netns: None,
+            dns_search: Vec::new(),
+        })
+        .await
+        .map(|a| a.address)
+    }
+
+    /// See [`OverlayMsg::Attach`].
+    pub async fn attach_with(&self, req: AttachRequest) -> Result<AttachmentInfo, OverlayError> {
+        self.ask(|r| OverlayMsg::Attach(req, r)).await
     }
 
     /// See [`OverlayMsg::Detach`].
@@ -410,9 +1022,17 @@ impl Overlay {
         self.ask(|r| OverlayMsg::Detach(c, r)).await
     }
 
-    /// Every segment held, with holders and attachments.
+    /// Every segment, with holders and attachments.
     pub async fn list(&self) -> Result<Vec<SegmentInfo>, OverlayError> {
         match self.actor.call(OverlayMsg::List, None).await {
+            Ok(ractor::rpc::CallResult::Success(list)) => Ok(list),
+            _ => Err(OverlayError::Unavailable),
+        }
+    }
+
+    /// Every attachment, failed detaches included.
+    pub async fn attachments(&self) -> Result<Vec<AttachmentInfo>, OverlayError> {
+        match self.actor.call(OverlayMsg::Attachments, None).await {
             Ok(ractor::rpc::CallResult::Success(list)) => Ok(list),
             _ => Err(OverlayError::Unavailable),
         }

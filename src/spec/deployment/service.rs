@@ -213,6 +213,7 @@ impl ServiceSpec {
             cwd: self.cwd.clone(),
             labels: self.labels.clone(),
             netns: None,
+            dns_search: Vec::new(),
             output: None,
         }
     }
