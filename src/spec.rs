@@ -8,7 +8,7 @@ mod deployment;
 mod error;
 mod flags;
 mod job;
-mod network;
+pub(crate) mod network;
 
 pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;

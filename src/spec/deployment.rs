@@ -48,6 +48,10 @@ pub struct Deployment {
     /// The deployment's name (default `default`).
     #[serde(default = "default_name")]
     pub name: String,
+    /// DNS zone of the deployment: networked jobs get the search domains
+    /// `<deployment>.<zone> <zone>` in their resolv.conf (OCI runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Flags of the node's root supervisor.
     #[serde(default)]
     pub supervisor: SupervisorFlags,
@@ -71,6 +75,7 @@ impl Default for Deployment {
     fn default() -> Self {
         Self {
             name: default_name(),
+            zone: None,
             supervisor: SupervisorFlags::default(),
             services: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -147,6 +152,18 @@ impl Deployment {
 
     /// Checks everything and returns every error, each with its path
     /// (`services.web.backoff.max`, `jobs.backup.schedule`, ...).
+    /// Job `name` as the node registers it: with the zone's DNS search
+    /// domains when it is networked and names none of its own.
+    pub fn job_spec(&self, name: &str) -> Option<JobSpec> {
+        let mut job = self.jobs.get(name)?.clone();
+        if let (Some(zone), Some(net)) = (&self.zone, job.network.as_mut())
+            && net.dns_search.is_empty()
+        {
+            net.dns_search = vec![format!("{}.{zone}", self.name), zone.clone()];
+        }
+        Some(job)
+    }
+
     pub fn validate(&self) -> Result<(), SpecErrors> {
         SpecErrors(validate::errors(self)).into_result()
     }

@@ -42,21 +42,26 @@ impl NetworkSpec {
         }
         name(errors, &format!("{field}.isolation"), &self.isolation);
         for (i, d) in self.dns_search.iter().enumerate() {
-            let ok = !d.is_empty()
-                && d.len() <= 253
-                && d.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if !ok {
-                errors.push(SpecError::new(
-                    format!("{field}.dns_search[{i}]"),
-                    format!("{d:?}"),
-                    "must be a domain name (labels of a-z, 0-9, '-', joined by '.')",
-                ));
-            }
+            domain(errors, &format!("{field}.dns_search[{i}]"), d);
         }
+    }
+}
+
+/// A DNS name: labels of 1-63 letters, digits or `-`, joined by `.`.
+pub(crate) fn domain(errors: &mut Vec<SpecError>, field: &str, d: &str) {
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !ok {
+        errors.push(SpecError::new(
+            field,
+            format!("{d:?}"),
+            "must be a domain name (labels of a-z, 0-9, '-', joined by '.')",
+        ));
     }
 }
 

@@ -22,6 +22,9 @@ pub(super) fn errors(d: &Deployment) -> Vec<SpecError> {
     if let Some(problem) = name_problem(&d.name) {
         errors.push(SpecError::new("name", quote(&d.name), problem));
     }
+    if let Some(zone) = &d.zone {
+        crate::spec::network::domain(&mut errors, "zone", zone);
+    }
     errors.extend(flag_errors(&d.supervisor).map(|e| e.within("supervisor")));
     for (name, service) in &d.services {
         service_errors(d, name, service, &mut errors);
