@@ -309,6 +309,49 @@ async fn an_unusable_prefix_is_refused_naming_it() {
     assert!(err.contains("Way-Too-Long"), "{err}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_restarted_actor_keeps_the_address_of_a_leftover_it_could_not_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
+    let fake = arbor::RecordingOverlay::new(journal.clone());
+    let config = OverlayConfig {
+        pool: net("10.231.0.0/28"),
+        subnet_prefix: 28,
+        state_file: Some(dir.path().join("overlay.json")),
+        ..OverlayConfig::default()
+    };
+    let crashed = Overlay::start_with(fake.clone(), config.clone())
+        .await
+        .unwrap();
+    crashed.acquire("web").await.unwrap();
+    let old = attach(&crashed, "old", &"web".into())
+        .await
+        .unwrap()
+        .unwrap();
+    crashed.actor().kill();
+    crashed.actor().get_cell().wait(None).await.ok();
+
+    // The leftover cannot be removed at start-up: it stays, with its address.
+    fake.fail_next(FaultOp::Detach, 1);
+    let restarted = Overlay::start_with(fake.clone(), config).await.unwrap();
+    let left = restarted.attachments().await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].detaching);
+    restarted.acquire("web").await.unwrap();
+    let new = attach(&restarted, "new", &"web".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(new, old, "the leftover still holds {old}");
+    let journal = journal.take().await;
+    assert!(journal.contains(&"overlay sweep arb".to_owned()));
+    // The retry removes it.
+    eventually_async("the leftover is removed", || async {
+        restarted.attachments().await.unwrap().len() == 1
+    })
+    .await;
+}
+
 // ---- jobs ----------------------------------------------------------------
 
 fn networked_job(required: bool) -> JobSpec {
