@@ -40,7 +40,8 @@ pub struct SegmentPlan {
     pub isolation: String,
     /// The bridge's interface name (`<prefix>b<n>`).
     pub bridge: String,
-    /// Its subnet (absent for a backend without networking).
+    /// Its subnet: absent until a holder asks for networking (and with a
+    /// backend without networking); a segment without one has no bridge.
     pub subnet: Option<Ipv4Net>,
     /// The bridge's own address, the attachments' default route: absent
     /// on an isolated segment (it reaches only itself, not even the node).

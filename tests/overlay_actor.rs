@@ -178,6 +178,24 @@ async fn a_segment_is_set_up_once_and_torn_down_by_its_last_holder() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn holders_on_the_node_network_cost_no_subnet_until_a_networked_one_comes() {
+    let journal = Journal::new();
+    let (o, _) = overlay(&journal).await;
+    o.acquire_for("web", false).await.unwrap();
+    assert_eq!(o.list().await.unwrap()[0].subnet, None);
+    o.acquire_for("web", true).await.unwrap();
+    let list = o.list().await.unwrap();
+    assert_eq!(list[0].holders, 2);
+    assert_eq!(list[0].subnet.as_deref(), Some("10.231.0.0/28"));
+    let setups = journal.take().await;
+    assert_eq!(
+        setups.iter().filter(|e| *e == "overlay setup web").count(),
+        2,
+        "set up again with its subnet: {setups:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_same_name_in_two_isolation_networks_is_two_segments_with_two_subnets() {
     let journal = Journal::new();
     let (o, _) = overlay(&journal).await;

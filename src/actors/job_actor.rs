@@ -416,7 +416,8 @@ impl Execution {
             }
         }
         let key = self.spec.segment_key();
-        if let Err(e) = self.services.overlay.acquire(&key).await {
+        let networked = self.netns.is_some();
+        if let Err(e) = self.services.overlay.acquire_for(&key, networked).await {
             if let Err(()) = self.overlay_failed(e.to_string()).await {
                 return;
             }

@@ -281,8 +281,10 @@ pub struct SegmentInfo {
 
 /// Requests to the overlay actor.
 pub enum OverlayMsg {
-    /// Sets the segment up if nobody holds it, and counts one more holder.
-    Acquire(SegmentKey, RpcReplyPort<Result<(), OverlayError>>),
+    /// Sets the segment up if nobody holds it, and counts one more holder;
+    /// with `true`, the holder's containers get namespaces on it (a bridge
+    /// and a subnet are made if it has none yet).
+    Acquire(SegmentKey, bool, RpcReplyPort<Result<(), OverlayError>>),
     /// Counts one holder less; the last one tears the segment down.
     Release(SegmentKey, RpcReplyPort<Result<(), OverlayError>>),
     /// Creates a network namespace for a container about to be created
@@ -324,6 +326,8 @@ struct Segment {
     /// failed detaches still on it).
     tearing_down: bool,
     retries: u32,
+    /// The backend made it (a recovered one counts).
+    set_up: bool,
 }
 
 struct Attachment {
@@ -386,8 +390,8 @@ impl Actor for OverlayActor {
         state: &mut OverlayState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OverlayMsg::Acquire(key, reply) => {
-                let _ = reply.send(state.acquire(key).await);
+            OverlayMsg::Acquire(key, networked, reply) => {
+                let _ = reply.send(state.acquire(key, networked).await);
             }
             OverlayMsg::Release(key, reply) => {
                 let _ = reply.send(state.release(&key).await);
@@ -458,71 +462,80 @@ impl OverlayState {
             .min(MAX_RETRY)
     }
 
-    async fn acquire(&mut self, key: SegmentKey) -> Result<(), OverlayError> {
-        if let Some(s) = self.segments.get_mut(&key) {
-            if s.holders > 0 {
-                s.holders += 1;
-                return Ok(());
+    /// One more holder of `key`. A segment is made (and gets a subnet and
+    /// a bridge) only once a holder that `networked` asks for it: holders
+    /// on the node's network count, but cost no bridge.
+    async fn acquire(&mut self, key: SegmentKey, networked: bool) -> Result<(), OverlayError> {
+        let networked = networked && self.backend.networked();
+        let fresh = !self.segments.contains_key(&key);
+        if fresh {
+            let id = self.next_name();
+            let plan = SegmentPlan {
+                name: key.name.clone(),
+                isolation: key.isolation.clone(),
+                bridge: format!("{}b{id:x}", self.config.prefix),
+                subnet: None,
+                gateway: None,
+            };
+            self.segments.insert(
+                key.clone(),
+                Segment {
+                    plan,
+                    holders: 0,
+                    addresses: None,
+                    tearing_down: false,
+                    retries: 0,
+                    set_up: false,
+                },
+            );
+        }
+        let s = &self.segments[&key];
+        let needs_subnet = networked && s.plan.subnet.is_none();
+        // A released segment being torn down is taken back: set up again.
+        if needs_subnet || !s.set_up || s.holders == 0 {
+            let mut plan = s.plan.clone();
+            let mut subnet = None;
+            if needs_subnet {
+                let taken = match self.subnets.take(&key.to_string()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        if fresh {
+                            self.segments.remove(&key);
+                        }
+                        return Err(e.into());
+                    }
+                };
+                plan.subnet = Some(taken);
+                plan.gateway = (key.isolation != ISOLATED)
+                    .then(|| AddressPool::new(&key.to_string(), taken).gateway());
+                subnet = Some(taken);
             }
-            // Released but not gone (a teardown being retried): take it back.
-            let plan = s.plan.clone();
-            self.backend
-                .setup_segment(&plan)
-                .await
-                .map_err(|message| OverlayError::Backend {
+            if let Err(message) = self.backend.setup_segment(&plan).await {
+                if let Some(t) = subnet {
+                    // Whatever part of the bridge was made goes.
+                    let _ = self.backend.teardown_segment(&plan).await;
+                    self.subnets.release(t);
+                }
+                if fresh {
+                    self.segments.remove(&key);
+                }
+                return Err(OverlayError::Backend {
                     op: "set up segment",
                     target: key.to_string(),
                     message,
-                })?;
-            if let Some(s) = self.segments.get_mut(&key) {
-                s.holders = 1;
-                s.tearing_down = false;
-                s.retries = 0;
+                });
             }
-            self.save();
-            return Ok(());
-        }
-        let networked = self.backend.networked();
-        let subnet = if networked {
-            Some(self.subnets.take(&key.to_string())?)
-        } else {
-            None
-        };
-        let id = self.next_name();
-        let addresses = subnet.map(|s| AddressPool::new(&key.to_string(), s));
-        let gateway = match (&addresses, key.isolation.as_str()) {
-            (Some(a), i) if i != ISOLATED => Some(a.gateway()),
-            _ => None,
-        };
-        let plan = SegmentPlan {
-            name: key.name.clone(),
-            isolation: key.isolation.clone(),
-            bridge: format!("{}b{id:x}", self.config.prefix),
-            subnet,
-            gateway,
-        };
-        if let Err(message) = self.backend.setup_segment(&plan).await {
-            // Whatever part of it was made goes; the subnet comes back.
-            let _ = self.backend.teardown_segment(&plan).await;
-            if let Some(s) = subnet {
-                self.subnets.release(s);
+            let seg = self.segments.get_mut(&key).expect("inserted above");
+            if let Some(t) = subnet {
+                seg.addresses = Some(AddressPool::new(&key.to_string(), t));
             }
-            return Err(OverlayError::Backend {
-                op: "set up segment",
-                target: key.to_string(),
-                message,
-            });
+            seg.plan = plan;
+            seg.set_up = true;
         }
-        self.segments.insert(
-            key,
-            Segment {
-                plan,
-                holders: 1,
-                addresses,
-                tearing_down: false,
-                retries: 0,
-            },
-        );
+        let seg = self.segments.get_mut(&key).expect("inserted above");
+        seg.holders += 1;
+        seg.tearing_down = false;
+        seg.retries = 0;
         self.save();
         Ok(())
     }
@@ -846,6 +859,7 @@ impl OverlayState {
                     addresses,
                     tearing_down: true,
                     retries: 0,
+                    set_up: true,
                 },
             );
         }
@@ -973,8 +987,18 @@ impl Overlay {
 
     /// See [`OverlayMsg::Acquire`].
     pub async fn acquire(&self, segment: impl Into<SegmentKey>) -> Result<(), OverlayError> {
+        self.acquire_for(segment, true).await
+    }
+
+    /// See [`OverlayMsg::Acquire`]: `networked` false for a holder whose
+    /// container runs on the node's network (no bridge is made for it).
+    pub async fn acquire_for(
+        &self,
+        segment: impl Into<SegmentKey>,
+        networked: bool,
+    ) -> Result<(), OverlayError> {
         let key = segment.into();
-        self.ask(|r| OverlayMsg::Acquire(key, r)).await
+        self.ask(|r| OverlayMsg::Acquire(key, networked, r)).await
     }
 
     /// See [`OverlayMsg::Release`].

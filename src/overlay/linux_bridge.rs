@@ -103,6 +103,10 @@ impl OverlayBackend for LinuxBridge {
     }
 
     async fn setup_segment(&self, s: &SegmentPlan) -> Result<(), String> {
+        if s.subnet.is_none() {
+            // Nobody on it asked for networking: no bridge.
+            return Ok(());
+        }
         let h = &self.handle;
         match h
             .link()
@@ -151,6 +155,9 @@ impl OverlayBackend for LinuxBridge {
     }
 
     async fn teardown_segment(&self, s: &SegmentPlan) -> Result<(), String> {
+        if s.subnet.is_none() {
+            return Ok(());
+        }
         Self::delete(&self.handle, &s.bridge).await.map(|_| ())
     }
 
