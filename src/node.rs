@@ -328,8 +328,19 @@ impl Node {
         // stops the deploy before anything changed.
         let mut specs = BTreeMap::new();
         for name in diff.services.added.iter().chain(&diff.services.changed) {
+            // Replicas of a networked service get their network from a
+            // runtime wrapper (namespace, attach before start, detach on remove).
+            let runtime = match deployment.service_network(name) {
+                Some(net) => Arc::new(crate::overlay::Networked::new(
+                    self.inner.runtime.clone(),
+                    self.inner.overlay.clone(),
+                    deployment.services[name].segment_key(name),
+                    net,
+                )) as Arc<dyn Runtime>,
+                None => self.inner.runtime.clone(),
+            };
             let spec = deployment.services[name]
-                .supervisor_spec(name, self.inner.runtime.clone())
+                .supervisor_spec(name, runtime)
                 .map_err(|e| {
                     Error::Spec(SpecErrors::from(e.within(&format!("services.{name}"))))
                 })?;

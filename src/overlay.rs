@@ -15,6 +15,7 @@
 
 mod linux_bridge;
 pub mod netns;
+mod networked;
 mod recording;
 
 use std::{
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::actors::overlay_actor::allocator::Ipv4Net;
 pub use linux_bridge::LinuxBridge;
+pub use networked::Networked;
 pub use recording::{FaultOp, RecordingOverlay};
 
 use crate::runtime::ContainerId;

@@ -394,6 +394,9 @@ pub enum Cause {
         #[source]
         source: std::io::Error,
     },
+    /// The container's overlay network could not be set up.
+    #[error("overlay: {0}")]
+    Network(String),
     /// A failure injected on purpose (mock and fault runtimes).
     #[error("injected fault: {0}")]
     Injected(String),

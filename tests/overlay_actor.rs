@@ -479,3 +479,59 @@ async fn a_failed_detach_after_a_job_is_a_warning_event_and_is_retried() {
     assert!(journal.contains(&"overlay detach backup#1 store".to_owned()));
     assert!(journal.contains(&"overlay teardown store".to_owned()));
 }
+
+// ---- services --------------------------------------------------------------
+
+#[tokio::test]
+async fn a_networked_service_replica_is_attached_before_start_and_detached_when_removed() {
+    let journal = Journal::new();
+    let mock = arbor::MockRuntime::new();
+    mock.journal(journal.clone());
+    mock.default_run("web-0", MockRun::UntilStopped);
+    let overlay = Overlay::start(arbor::RecordingOverlay::new(journal.clone()))
+        .await
+        .unwrap();
+    let node = arbor::Node::start(
+        arbor::NodeConfig::new(std::sync::Arc::new(mock.clone())).overlay(overlay.clone()),
+    )
+    .await
+    .unwrap();
+    let d = arbor::Deployment::from_yaml(
+        "name: shop\nzone: corp.example\nservices:\n  web:\n    command: [serve]\n    network: {segment: front, required: true}\n",
+    )
+    .unwrap();
+    node.deploy(&d).await.unwrap();
+    let attached = arbor::testing::eventually_some_async("the replica is attached", || async {
+        let a = overlay.attachments().await.unwrap();
+        (a.len() == 1).then(|| a[0].clone())
+    })
+    .await;
+    assert_eq!(attached.segment, SegmentKey::from("front"));
+    assert!(attached.address.is_some());
+    assert_eq!(attached.dns_search, ["shop.corp.example", "corp.example"]);
+    let mut seen = journal.wait_for("runtime start web-0#1").await;
+    seen.push("runtime start web-0#1".into());
+    let pos = |p: &str| {
+        seen.iter()
+            .position(|e| e.starts_with(p))
+            .unwrap_or_else(|| panic!("no {p} in {seen:?}"))
+    };
+    assert!(pos("overlay netns add") < pos("runtime create web-0"));
+    assert!(pos("runtime create web-0") < pos("overlay attach web-0#1 front"));
+    assert!(pos("overlay attach web-0#1 front") < pos("runtime start web-0#1"));
+    node.stop_service("web").await.unwrap();
+    eventually_async("the replica is detached and the segment gone", || async {
+        overlay.list().await.unwrap().is_empty()
+    })
+    .await;
+    let rest = journal.take().await;
+    assert!(
+        rest.contains(&"overlay detach web-0#1 front".to_owned()),
+        "{rest:?}"
+    );
+    assert!(
+        rest.contains(&"overlay teardown front".to_owned()),
+        "{rest:?}"
+    );
+    node.shutdown(Duration::from_secs(5)).await;
+}

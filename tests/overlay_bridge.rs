@@ -536,3 +536,58 @@ async fn a_restarted_node_removes_links_and_namespaces_a_crashed_one_left() {
     assert_eq!(state["segments"], serde_json::json!([]));
     restarted.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_service_replicas_run_in_their_namespaces_and_leave_nothing_when_stopped() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_run("services") {
+        return;
+    }
+    let net = Net::new("osvc", 6);
+    let overlay = net.overlay().await;
+    let runtime = ProcessRuntime::builder().build().unwrap();
+    let node =
+        arbor::Node::start(arbor::NodeConfig::new(Arc::new(runtime)).overlay(overlay.clone()))
+            .await
+            .unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let d = arbor::Deployment::from_yaml(&format!(
+        "services:\n  web:\n    command: [sleep, \"60\"]\n    replicas: 2\n    env: {{ARBOR_TEST_MARK: \"{mark}\"}}\n    network: {{required: true}}\n"
+    ))
+    .unwrap();
+    node.deploy(&d).await.unwrap();
+    let attached = eventually_some_async("both replicas are attached", || async {
+        let a = overlay.attachments().await.unwrap();
+        (a.len() == 2).then_some(a)
+    })
+    .await;
+    let namespaces: BTreeSet<u64> = attached
+        .iter()
+        .map(|a| std::fs::metadata(a.netns.as_ref().unwrap()).unwrap().ino())
+        .collect();
+    assert_eq!(namespaces.len(), 2);
+    let pids = eventually_some_async("both replicas run", || async {
+        let pids = arbor::runtime::process::procfs::with_env("ARBOR_TEST_MARK", &mark);
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    let theirs: BTreeSet<u64> = pids
+        .iter()
+        .map(|p| {
+            std::fs::metadata(format!("/proc/{p}/ns/net"))
+                .unwrap()
+                .ino()
+        })
+        .collect();
+    assert_eq!(
+        theirs, namespaces,
+        "each replica runs in its own prepared namespace"
+    );
+    node.stop_service("web").await.unwrap();
+    eventually_async("the segment is gone", || async {
+        overlay.list().await.unwrap().is_empty()
+    })
+    .await;
+    net.assert_nothing_left();
+    node.shutdown(Duration::from_secs(5)).await;
+}

@@ -300,6 +300,9 @@ pub enum OverlayMsg {
     /// Disconnects a container and removes its namespace (no-op when it is
     /// not attached). On failure it is retried until it succeeds.
     Detach(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
+    /// Detaches a container and releases the segment it was attached to
+    /// (a service container's removal).
+    Leave(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
     /// Every segment with its holders and attachments.
     List(RpcReplyPort<Vec<SegmentInfo>>),
     /// Every attachment (failed detaches included).
@@ -407,6 +410,9 @@ impl Actor for OverlayActor {
             }
             OverlayMsg::Detach(container, reply) => {
                 let _ = reply.send(state.detach(&container).await);
+            }
+            OverlayMsg::Leave(container, reply) => {
+                let _ = reply.send(state.leave(&container).await);
             }
             OverlayMsg::List(reply) => {
                 let _ = reply.send(state.list());
@@ -772,6 +778,20 @@ impl OverlayState {
         }
     }
 
+    async fn leave(&mut self, container: &ContainerId) -> Result<(), OverlayError> {
+        let Some(key) = self
+            .attachments
+            .get(container)
+            .filter(|a| !a.detaching)
+            .map(|a| a.key.clone())
+        else {
+            return Ok(());
+        };
+        let detached = self.detach(container).await;
+        let released = self.release(&key).await;
+        detached.and(released)
+    }
+
     fn list(&self) -> Vec<SegmentInfo> {
         self.segments
             .iter()
@@ -1044,6 +1064,12 @@ impl Overlay {
     pub async fn detach(&self, container: &ContainerId) -> Result<(), OverlayError> {
         let c = container.clone();
         self.ask(|r| OverlayMsg::Detach(c, r)).await
+    }
+
+    /// See [`OverlayMsg::Leave`].
+    pub async fn leave(&self, container: &ContainerId) -> Result<(), OverlayError> {
+        let c = container.clone();
+        self.ask(|r| OverlayMsg::Leave(c, r)).await
     }
 
     /// Every segment, with holders and attachments.

@@ -150,8 +150,6 @@ impl Deployment {
         parse::to_yaml(self).map_err(|e| SpecError::new("spec", &self.name, e))
     }
 
-    /// Checks everything and returns every error, each with its path
-    /// (`services.web.backoff.max`, `jobs.backup.schedule`, ...).
     /// Job `name` as the node registers it: with the zone's DNS search
     /// domains when it is networked and names none of its own.
     pub fn job_spec(&self, name: &str) -> Option<JobSpec> {
@@ -164,6 +162,20 @@ impl Deployment {
         Some(job)
     }
 
+    /// Service `name`'s network as the node applies it: with the zone's DNS
+    /// search domains when it names none of its own.
+    pub fn service_network(&self, name: &str) -> Option<crate::spec::NetworkSpec> {
+        let mut net = self.services.get(name)?.network.clone()?;
+        if let Some(zone) = &self.zone
+            && net.dns_search.is_empty()
+        {
+            net.dns_search = vec![format!("{}.{zone}", self.name), zone.clone()];
+        }
+        Some(net)
+    }
+
+    /// Checks everything and returns every error, each with its path
+    /// (`services.web.backoff.max`, `jobs.backup.schedule`, ...).
     pub fn validate(&self) -> Result<(), SpecErrors> {
         SpecErrors(validate::errors(self)).into_result()
     }

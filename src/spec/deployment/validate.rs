@@ -112,6 +112,9 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
     if let Some(problem) = name_problem(name) {
         errors.push(SpecError::new(&at, quote(name), problem));
     }
+    if let Some(net) = &s.network {
+        net.validate(&format!("{at}.network"), errors);
+    }
     if s.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
         errors.push(SpecError::new(
             format!("{at}.image"),
