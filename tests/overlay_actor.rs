@@ -405,7 +405,7 @@ async fn a_networked_job_prepares_its_namespace_before_create_and_attaches_befor
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_best_effort_job_runs_without_the_overlay_when_attach_fails_and_says_so() {
+async fn a_best_effort_job_runs_on_the_node_network_when_attach_fails_and_says_so() {
     let h = JobHarness::start(arbor::SystemClock).await;
     let mut events = h.events.subscribe();
     h.mock.default_run("backup", MockRun::exit_code(0));
@@ -425,8 +425,17 @@ async fn a_best_effort_job_runs_without_the_overlay_when_attach_fails_and_says_s
     };
     assert_eq!(job, "backup");
     assert!(message.contains("running without the overlay"), "{message}");
-    // Its prepared namespace and its segment are still cleaned up.
+    // It ran in a container created again on the node's network; the
+    // namespace and the segment are cleaned up.
     let journal = h.journal.take().await;
+    let pos = |e: &str| {
+        journal
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("no {e} in {journal:?}"))
+    };
+    assert!(pos("runtime remove backup#1") < pos("runtime start backup#2"));
+    assert!(!journal.contains(&"runtime start backup#1".to_owned()));
     assert!(
         journal.iter().any(|e| e.starts_with("overlay netns del")),
         "{journal:?}"

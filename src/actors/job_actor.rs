@@ -421,7 +421,7 @@ impl Execution {
             if let Err(()) = self.overlay_failed(e.to_string()).await {
                 return;
             }
-            return self.advance(Phase::Init(0));
+            return self.without_overlay(spec).await;
         }
         self.segment = Some(key.clone());
         let main = self.main.clone().expect("created above");
@@ -436,6 +436,44 @@ impl Execution {
             Err(e) => {
                 if let Err(()) = self.overlay_failed(e.to_string()).await {
                     return;
+                }
+                if let Some(segment) = self.segment.take()
+                    && let Err(e) = self.services.overlay.release(&segment).await
+                {
+                    self.overlay_warning(e.to_string());
+                }
+                return self.without_overlay(spec).await;
+            }
+        }
+        self.advance(Phase::Init(0));
+    }
+
+    /// Best effort after an overlay failure: a container created in a
+    /// namespace that got no network is created again on the node's
+    /// network (the namespace goes), so the run goes on as it would on a
+    /// node without networking.
+    async fn without_overlay(&mut self, mut spec: ContainerSpec) {
+        if let Some(path) = self.netns.take() {
+            let rt = self.services.runtime.clone();
+            if let Some(id) = self.main.take() {
+                if let Err(e) = rt.remove(&id).await {
+                    tracing::warn!(container = %id, error = %e, "failed to remove a job container");
+                }
+                self.services.tokens.revoke(self.meta.id, &id);
+            }
+            if let Err(e) = self.services.overlay.discard(&path).await {
+                self.overlay_warning(e.to_string());
+            }
+            spec.netns = None;
+            spec.dns_search.clear();
+            match rt.create(&spec).await {
+                Ok(id) => self.main = Some(id),
+                Err(e) => {
+                    return self
+                        .fail(FailReason::ContainerCreate {
+                            message: e.to_string(),
+                        })
+                        .await;
                 }
             }
         }
