@@ -1006,22 +1006,3 @@ fn a_zone_that_is_not_a_domain_name_is_refused() {
     let errors = invalid("zone: \"corp example\"\njobs:\n  backup:\n    command: [backup]\n");
     check(&errors[0], "zone", "\"corp example\"", "domain name");
 }
-
-#[test]
-fn a_networked_job_gets_the_zone_search_domains_unless_it_names_its_own() {
-    let d = arbor::Deployment::from_yaml(
-        "name: shop\nzone: corp.example\njobs:\n  a:\n    command: [a]\n    network: {}\n  b:\n    command: [b]\n    network: {dns_search: [x.example]}\n  c:\n    command: [c]\n",
-    )
-    .unwrap();
-    d.validate().unwrap();
-    let search = |j: &str| {
-        d.job_spec(j)
-            .unwrap()
-            .network
-            .map(|n| n.dns_search)
-            .unwrap_or_default()
-    };
-    assert_eq!(search("a"), ["shop.corp.example", "corp.example"]);
-    assert_eq!(search("b"), ["x.example"]);
-    assert!(search("c").is_empty(), "not networked");
-}

@@ -162,6 +162,24 @@ impl Deployment {
         Some(job)
     }
 
+    fn applied_services(&self) -> BTreeMap<String, ServiceSpec> {
+        self.services
+            .iter()
+            .map(|(name, s)| {
+                let mut s = s.clone();
+                s.network = self.service_network(name);
+                (name.clone(), s)
+            })
+            .collect()
+    }
+
+    fn applied_jobs(&self) -> BTreeMap<String, JobSpec> {
+        self.jobs
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.job_spec(name)?)))
+            .collect()
+    }
+
     /// Service `name`'s network as the node applies it: with the zone's DNS
     /// search domains when it names none of its own.
     pub fn service_network(&self, name: &str) -> Option<crate::spec::NetworkSpec> {
@@ -224,9 +242,11 @@ impl Deployment {
     /// (structurally: any field that differs makes it `changed`). Env files
     /// are compared by path, not content.
     pub fn diff(&self, new: &Deployment) -> DeploymentDiff {
+        // Compared as applied: a new zone (or name) changes the DNS search
+        // domains of networked services and jobs.
         DeploymentDiff {
-            services: Changes::between(&self.services, &new.services),
-            jobs: Changes::between(&self.jobs, &new.jobs),
+            services: Changes::between(&self.applied_services(), &new.applied_services()),
+            jobs: Changes::between(&self.applied_jobs(), &new.applied_jobs()),
             supervisor_changed: self.supervisor != new.supervisor,
             name_changed: self.name != new.name,
         }
