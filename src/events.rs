@@ -148,6 +148,16 @@ pub enum Event {
         /// The main command's exit code, when it exited.
         exit_code: Option<i32>,
     },
+    /// The overlay failed for an execution that goes on without it (its
+    /// `network.required` is false), or a detach failed and is retried.
+    OverlayWarning {
+        /// The execution id.
+        id: String,
+        /// The job.
+        job: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Event {
@@ -166,6 +176,7 @@ impl Event {
             Self::SupervisorEscalated { .. } => "supervisor_escalated",
             Self::ExecutionStarted { .. } => "execution_started",
             Self::ExecutionFinished { .. } => "execution_finished",
+            Self::OverlayWarning { .. } => "overlay_warning",
         }
     }
 
@@ -173,6 +184,9 @@ impl Event {
         const T: &str = "arbor::events";
         let event = self.kind();
         match self {
+            Self::OverlayWarning { id, job, message } => {
+                tracing::warn!(target: T, event, id, job, message, "overlay warning")
+            }
             Self::ChildStarted { supervisor, child } => {
                 tracing::debug!(target: T, event, supervisor, child, "child started")
             }

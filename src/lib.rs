@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod execution;
 pub mod node;
+pub mod overlay;
 pub mod panics;
 pub mod runtime;
 pub mod spec;

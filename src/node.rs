@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use crate::{
     actors::{
         executor_actor::{Executor, ExecutorConfig},
-        overlay_actor::{Disabled, Overlay},
+        overlay_actor::{Disabled, Overlay, OverlayConfig},
         supervisor_actor::{
             ChildKind, ChildSpec, ChildState, SupervisorRef, SupervisorSpec, TreeNode,
         },
@@ -29,6 +29,7 @@ use crate::{
     cron::{Clock, SystemClock},
     error::Error,
     events::{EventBus, EventStream},
+    overlay::{LinuxBridge, NetworkMode, can_use_bridges},
     runtime::Runtime,
     spec::{Deployment, SpecErrors, Strategy, SupervisorFlags},
     tokens::{NoTokens, TokenSink},
@@ -40,8 +41,14 @@ pub struct NodeConfig {
     pub runtime: Arc<dyn Runtime>,
     /// Durable execution records and logs (`None`: in memory only).
     pub state_dir: Option<PathBuf>,
-    /// The overlay actor (default: networking disabled).
+    /// The overlay actor; `None`: one is started per `network`.
     pub overlay: Option<Overlay>,
+    /// Which overlay backend to start when `overlay` is `None` (default
+    /// `None`: no networking; the agent passes `Auto`).
+    pub network: NetworkMode,
+    /// Names, pool and state file of that overlay actor (the state file
+    /// defaults to `<state_dir>/overlay.json`).
+    pub overlay_config: OverlayConfig,
     /// Told when a job container is removed.
     pub tokens: Arc<dyn TokenSink>,
     /// The wall clock for schedules.
@@ -60,6 +67,8 @@ impl NodeConfig {
             runtime,
             state_dir: None,
             overlay: None,
+            network: NetworkMode::None,
+            overlay_config: OverlayConfig::default(),
             tokens: Arc::new(NoTokens),
             clock: Arc::new(SystemClock),
             flags: SupervisorFlags::default(),
@@ -76,6 +85,12 @@ impl NodeConfig {
     /// Uses this overlay actor.
     pub fn overlay(mut self, overlay: Overlay) -> Self {
         self.overlay = Some(overlay);
+        self
+    }
+
+    /// Starts an overlay actor with this backend choice.
+    pub fn network(mut self, mode: NetworkMode) -> Self {
+        self.network = mode;
         self
     }
 
@@ -176,6 +191,42 @@ struct Inner {
     shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
+/// Starts the overlay actor `mode` asks for. `Auto` without root, or when
+/// netlink cannot be opened, falls back to no networking and says so once.
+pub async fn start_overlay(mode: NetworkMode, config: OverlayConfig) -> Result<Overlay, Error> {
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Start(format!("failed to start the overlay actor: {e}"));
+    let bridge = match mode {
+        NetworkMode::None => None,
+        NetworkMode::Bridge if !can_use_bridges() => {
+            return Err(Error::Start(
+                "failed to start the overlay actor: --network bridge needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)".into(),
+            ));
+        }
+        NetworkMode::Bridge => Some(LinuxBridge::new().map_err(|e| failed(&e))?),
+        NetworkMode::Auto if !can_use_bridges() => {
+            tracing::warn!(
+                "networking disabled: not running as root; jobs run on the node's network and their `network` fields are ignored (pass --network none to say so)"
+            );
+            None
+        }
+        NetworkMode::Auto => match LinuxBridge::new() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "networking disabled: netlink is not available");
+                None
+            }
+        },
+    };
+    match bridge {
+        Some(b) => {
+            tracing::info!(prefix = %config.prefix, pool = %config.pool, "networking: linux bridges");
+            Overlay::start_with(b, config).await.map_err(|e| failed(&e))
+        }
+        None => Overlay::start(Disabled).await.map_err(|e| failed(&e)),
+    }
+}
+
 impl Node {
     /// Starts the root supervisor, the overlay actor and the executor (which
     /// reloads the history kept in the state dir).
@@ -183,9 +234,13 @@ impl Node {
         let events = EventBus::new();
         let overlay = match config.overlay {
             Some(o) => o,
-            None => Overlay::start(Disabled)
-                .await
-                .map_err(|e| Error::Start(format!("failed to start the overlay actor: {e}")))?,
+            None => {
+                let mut oc = config.overlay_config.clone();
+                if oc.state_file.is_none() {
+                    oc.state_file = config.state_dir.as_ref().map(|d| d.join("overlay.json"));
+                }
+                start_overlay(config.network, oc).await?
+            }
         };
         let mut exec = ExecutorConfig::new(config.runtime.clone())
             .overlay(overlay.clone())
@@ -279,8 +334,19 @@ impl Node {
         // stops the deploy before anything changed.
         let mut specs = BTreeMap::new();
         for name in diff.services.added.iter().chain(&diff.services.changed) {
+            // Replicas of a networked service get their network from a
+            // runtime wrapper (namespace, attach before start, detach on remove).
+            let runtime = match deployment.service_network(name) {
+                Some(net) => Arc::new(crate::overlay::Networked::new(
+                    self.inner.runtime.clone(),
+                    self.inner.overlay.clone(),
+                    deployment.services[name].segment_key(name),
+                    net,
+                )) as Arc<dyn Runtime>,
+                None => self.inner.runtime.clone(),
+            };
             let spec = deployment.services[name]
-                .supervisor_spec(name, self.inner.runtime.clone())
+                .supervisor_spec(name, runtime)
                 .map_err(|e| {
                     Error::Spec(SpecErrors::from(e.within(&format!("services.{name}"))))
                 })?;
@@ -321,7 +387,10 @@ impl Node {
             report.jobs_removed.push(name.clone());
         }
         for name in diff.jobs.added.iter().chain(&diff.jobs.changed) {
-            executor.register(deployment.jobs[name].clone()).await?;
+            let job = deployment
+                .job_spec(name)
+                .unwrap_or_else(|| deployment.jobs[name].clone());
+            executor.register(job).await?;
             report.jobs_registered.push(name.clone());
         }
         report.unchanged = diff

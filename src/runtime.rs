@@ -77,6 +77,11 @@ pub struct ContainerSpec {
     /// `None`: the runtime's default, the node's own network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
+    /// DNS search domains for the container's resolv.conf (`<deployment>.<zone>
+    /// <zone>`, from the overlay). The OCI runtime writes them; the process
+    /// runtime ignores them (a host process uses the host's resolv.conf).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
     /// Where the output goes instead of the runtime's in-memory tail (a job
     /// execution's log files). Not part of the serialized spec.
     #[serde(skip)]
@@ -389,6 +394,9 @@ pub enum Cause {
         #[source]
         source: std::io::Error,
     },
+    /// The container's overlay network could not be set up.
+    #[error("overlay: {0}")]
+    Network(String),
     /// A failure injected on purpose (mock and fault runtimes).
     #[error("injected fault: {0}")]
     Injected(String),

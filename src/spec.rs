@@ -8,6 +8,7 @@ mod deployment;
 mod error;
 mod flags;
 mod job;
+pub(crate) mod network;
 
 pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;
@@ -20,3 +21,4 @@ pub use flags::{
     SupervisorFlags,
 };
 pub use job::{History, InitStep, JobSpec, NotifySpec, Overlap};
+pub use network::NetworkSpec;

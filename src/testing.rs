@@ -287,6 +287,10 @@ pub struct JobHarness {
     pub overlay: crate::Overlay,
     /// Every call, in order.
     pub journal: Journal,
+    /// The overlay's fake backend (to inject failures).
+    pub recording: crate::RecordingOverlay,
+    /// The executor's events (overlay warnings among them).
+    pub events: crate::EventBus,
 }
 
 impl JobHarness {
@@ -296,11 +300,14 @@ impl JobHarness {
         let journal = Journal::new();
         let mock = crate::MockRuntime::new();
         mock.journal(journal.clone());
-        let overlay = crate::Overlay::start(crate::RecordingOverlay::new(journal.clone()))
+        let recording = crate::RecordingOverlay::new(journal.clone());
+        let overlay = crate::Overlay::start(recording.clone())
             .await
             .expect("overlay actor starts");
+        let events = crate::EventBus::new();
         let executor = crate::Executor::start(
             crate::ExecutorConfig::new(Arc::new(mock.clone()))
+                .events(events.clone())
                 .overlay(overlay.clone())
                 .tokens(crate::RecordingTokens::new(journal.clone()))
                 .clock(clock),
@@ -312,6 +319,8 @@ impl JobHarness {
             mock,
             overlay,
             journal,
+            recording,
+            events,
         }
     }
 

@@ -37,6 +37,7 @@ jobs:
     init:
       - command: ["prepare"]
     command: ["report"]
+    network: {segment: reports}
     deadline: 30s
     max_concurrent: 3
     concurrency: allow
@@ -64,6 +65,10 @@ async fn a_deployment_under_seeded_faults_keeps_every_invariant() {
     assert!(report.total_faults() > 100, "{report}");
     assert!(report.restarts > 10, "{report}");
     assert!(report.executions.values().sum::<usize>() > 100, "{report}");
+    // The cleanup checks had attachments and namespaces to check.
+    let journal = &report.observation.journal;
+    assert!(journal.iter().any(|l| l.starts_with("overlay attach")));
+    assert!(journal.iter().any(|l| l.starts_with("overlay netns del")));
 }
 
 #[tokio::test(start_paused = true)]

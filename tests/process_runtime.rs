@@ -825,3 +825,19 @@ async fn shutdown_stops_and_removes_every_container() {
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_netns_that_is_missing_or_not_a_namespace_is_a_create_error_naming_the_path() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("not-a-namespace");
+    std::fs::write(&plain, "").unwrap();
+    for path in [dir.path().join("missing"), plain] {
+        let spec = ContainerSpec::command("netns", ["true"]).netns(&path);
+        let err = rt.create(&spec).await.expect_err("no namespace there");
+        let text = err.to_string();
+        assert!(text.contains("failed to create container netns"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("netns"), "{text}");
+    }
+}

@@ -952,3 +952,57 @@ fn huge_numbers_and_long_values_do_not_panic() {
     let deep = format!("name: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
     exercise(&deep);
 }
+
+// ---------------------------------------------------------------------------
+// Networking
+
+#[test]
+fn an_unknown_field_in_a_job_network_is_refused() {
+    let e = read_error(&backup_with("network: {segmnt: store}"));
+    check(
+        &e,
+        "jobs.backup.network.segmnt",
+        "\"segmnt\"",
+        "unknown field",
+    );
+    assert!(e.message.contains("segment"), "suggests the fields: {e}");
+}
+
+#[test]
+fn a_network_required_flag_that_is_not_a_boolean_is_refused() {
+    let e = read_error(&backup_with("network: {required: maybe}"));
+    assert_eq!(e.field, "jobs.backup.network.required", "{e}");
+    assert!(e.to_string().contains("maybe"), "{e}");
+}
+
+#[test]
+fn bad_segment_isolation_and_dns_names_are_refused_all_at_once() {
+    let errors = invalid(&backup_with(
+        "network: {segment: \"a b\", isolation: \"\", dns_search: [\"ok.example\", \"bad..example\"]}",
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    check(
+        error_for(&errors, "jobs.backup.network.segment"),
+        "jobs.backup.network.segment",
+        "\"a b\"",
+        "1-64 characters",
+    );
+    check(
+        error_for(&errors, "jobs.backup.network.isolation"),
+        "jobs.backup.network.isolation",
+        "\"\"",
+        "1-64 characters",
+    );
+    check(
+        error_for(&errors, "jobs.backup.network.dns_search[1]"),
+        "jobs.backup.network.dns_search[1]",
+        "\"bad..example\"",
+        "domain name",
+    );
+}
+
+#[test]
+fn a_zone_that_is_not_a_domain_name_is_refused() {
+    let errors = invalid("zone: \"corp example\"\njobs:\n  backup:\n    command: [backup]\n");
+    check(&errors[0], "zone", "\"corp example\"", "domain name");
+}

@@ -505,3 +505,36 @@ async fn the_example_services_run_and_crash_under_the_process_runtime() {
     crasher.shutdown().await;
     web.shutdown().await;
 }
+
+#[test]
+fn a_networked_job_gets_the_zone_search_domains_unless_it_names_its_own() {
+    let d = arbor::Deployment::from_yaml(
+        "name: shop\nzone: corp.example\njobs:\n  a:\n    command: [a]\n    network: {}\n  b:\n    command: [b]\n    network: {dns_search: [x.example]}\n  c:\n    command: [c]\n",
+    )
+    .unwrap();
+    d.validate().unwrap();
+    let search = |j: &str| {
+        d.job_spec(j)
+            .unwrap()
+            .network
+            .map(|n| n.dns_search)
+            .unwrap_or_default()
+    };
+    assert_eq!(search("a"), ["shop.corp.example", "corp.example"]);
+    assert_eq!(search("b"), ["x.example"]);
+    assert!(search("c").is_empty(), "not networked");
+}
+
+#[test]
+fn a_new_zone_changes_the_networked_jobs_and_services_only() {
+    let yaml = |zone: &str| {
+        format!(
+            "zone: {zone}\nservices:\n  web:\n    command: [serve]\n    network: {{}}\n  db:\n    command: [db]\njobs:\n  a:\n    command: [a]\n    network: {{}}\n  b:\n    command: [b]\n"
+        )
+    };
+    let old = arbor::Deployment::from_yaml(&yaml("one.example")).unwrap();
+    let new = arbor::Deployment::from_yaml(&yaml("two.example")).unwrap();
+    let diff = old.diff(&new);
+    assert_eq!(diff.services.changed, ["web"]);
+    assert_eq!(diff.jobs.changed, ["a"]);
+}

@@ -41,7 +41,10 @@ use finish::Unclosed;
 pub use task::{TaskContext, TaskFn, Work};
 
 use crate::{
-    actors::{executor_actor::ExecutorMsg, overlay_actor::Overlay},
+    actors::{
+        executor_actor::ExecutorMsg,
+        overlay_actor::{AttachRequest, Overlay, SegmentKey},
+    },
     execution::{ExecutionMeta, ExecutionStatus, FailReason, JobState},
     runtime::{
         ContainerId, ContainerSpec, ExitStatus, LogStream, Output, Runtime, Signal, process::procfs,
@@ -84,6 +87,8 @@ pub enum JobMsg {
 pub struct JobServices {
     /// Where containers run.
     pub runtime: Arc<dyn Runtime>,
+    /// Where overlay warnings go.
+    pub events: crate::events::EventBus,
     /// Network segments.
     pub overlay: Overlay,
     /// Told when a container is removed.
@@ -147,7 +152,8 @@ pub struct Execution {
     main: Option<ContainerId>,
     main_started: bool,
     init: Option<ContainerId>,
-    segment: Option<String>,
+    segment: Option<SegmentKey>,
+    netns: Option<std::path::PathBuf>,
     attached: Option<ContainerId>,
     stopping: Option<Stopping>,
     grace: Duration,
@@ -205,6 +211,7 @@ impl Actor for JobActor {
             main_started: false,
             init: None,
             segment: None,
+            netns: None,
             attached: None,
             stopping: None,
             started: None,
@@ -372,13 +379,30 @@ impl Execution {
             return self.start_task().await;
         }
         let rt = self.services.runtime.clone();
-        let spec = self.container_spec(self.container_name(None), self.spec.command.clone());
+        let mut spec = self.container_spec(self.container_name(None), self.spec.command.clone());
         if let Err(e) = rt.pull_image(&spec).await {
             return self
                 .fail(FailReason::ImagePull {
                     message: e.to_string(),
                 })
                 .await;
+        }
+        // A job that asks for networking runs in a namespace the overlay
+        // prepares now: the container is created in it.
+        let network = self.spec.network.clone();
+        if let Some(net) = &network {
+            match self.services.overlay.prepare().await {
+                Ok(path) => {
+                    self.netns = path.clone();
+                    spec.netns = path;
+                    spec.dns_search = net.dns_search.clone();
+                }
+                Err(e) => {
+                    if let Err(()) = self.overlay_failed(e.to_string()).await {
+                        return;
+                    }
+                }
+            }
         }
         let spec = spec.output(Output::new(self.output.clone()));
         match rt.create(&spec).await {
@@ -391,29 +415,94 @@ impl Execution {
                     .await;
             }
         }
-        let segment = self
-            .spec
-            .segment
-            .clone()
-            .unwrap_or_else(|| self.spec.name.clone());
-        if let Err(e) = self.services.overlay.acquire(&segment).await {
-            return self
-                .fail(FailReason::OverlayAttach {
-                    message: e.to_string(),
-                })
-                .await;
+        let key = self.spec.segment_key();
+        let networked = self.netns.is_some();
+        if let Err(e) = self.services.overlay.acquire_for(&key, networked).await {
+            if let Err(()) = self.overlay_failed(e.to_string()).await {
+                return;
+            }
+            return self.without_overlay(spec).await;
         }
-        self.segment = Some(segment.clone());
+        self.segment = Some(key.clone());
         let main = self.main.clone().expect("created above");
-        if let Err(e) = self.services.overlay.attach(&main, &segment).await {
-            return self
-                .fail(FailReason::OverlayAttach {
-                    message: e.to_string(),
-                })
-                .await;
+        let request = AttachRequest {
+            container: main.clone(),
+            segment: key,
+            netns: self.netns.clone(),
+            dns_search: spec.dns_search.clone(),
+        };
+        match self.services.overlay.attach_with(request).await {
+            Ok(_) => self.attached = Some(main),
+            Err(e) => {
+                if let Err(()) = self.overlay_failed(e.to_string()).await {
+                    return;
+                }
+                if let Some(segment) = self.segment.take()
+                    && let Err(e) = self.services.overlay.release(&segment).await
+                {
+                    self.overlay_warning(e.to_string());
+                }
+                return self.without_overlay(spec).await;
+            }
         }
-        self.attached = Some(main);
         self.advance(Phase::Init(0));
+    }
+
+    /// Best effort after an overlay failure: a container created in a
+    /// namespace that got no network is created again on the node's
+    /// network (the namespace goes), so the run goes on as it would on a
+    /// node without networking.
+    async fn without_overlay(&mut self, mut spec: ContainerSpec) {
+        if let Some(path) = self.netns.take() {
+            let rt = self.services.runtime.clone();
+            if let Some(id) = self.main.take() {
+                if let Err(e) = rt.remove(&id).await {
+                    tracing::warn!(container = %id, error = %e, "failed to remove a job container");
+                }
+                self.services.tokens.revoke(self.meta.id, &id);
+            }
+            if let Err(e) = self.services.overlay.discard(&path).await {
+                self.overlay_warning(e.to_string());
+            }
+            spec.netns = None;
+            spec.dns_search.clear();
+            match rt.create(&spec).await {
+                Ok(id) => self.main = Some(id),
+                Err(e) => {
+                    return self
+                        .fail(FailReason::ContainerCreate {
+                            message: e.to_string(),
+                        })
+                        .await;
+                }
+            }
+        }
+        self.advance(Phase::Init(0));
+    }
+
+    /// An overlay step failed: with `network.required` the execution fails
+    /// (`Err`); otherwise it goes on without the overlay, with a warning
+    /// event (`Ok`).
+    async fn overlay_failed(&mut self, message: String) -> Result<(), ()> {
+        let required = self.spec.network.as_ref().is_some_and(|n| n.required);
+        if required {
+            self.fail(FailReason::OverlayAttach { message }).await;
+            return Err(());
+        }
+        self.overlay_warning(format!("{message}; running without the overlay"));
+        Ok(())
+    }
+
+    /// Publishes an `overlay_warning` event for this execution.
+    pub(crate) fn overlay_warning(&self, message: String) {
+        tracing::warn!(execution = %self.meta.id, job = %self.spec.name, %message, "overlay");
+        self.services
+            .events
+            .publish(crate::events::Event::OverlayWarning {
+                id: self.meta.id.to_string(),
+                job: self.spec.name.clone(),
+                message,
+            });
     }
 
     /// Starts init step `i` (or the main command after the last one).

@@ -1,160 +1,209 @@
-//! The overlay actor: network segments, container attachments, and the
-//! reference count that decides when a segment is torn down.
+//! The overlay actor: network segments, container attachments, the
+//! addresses they hold, and the reference count that decides when a
+//! segment is torn down.
 //!
-//! A job execution acquires its segment (set up on first use), attaches its
-//! container after create and before start, and on cleanup detaches and
-//! releases. The segment is torn down when the last holder releases it: the
-//! count lives here, in one actor's state, so "is another execution of this
-//! job still active?" is a number, not a scan of every execution.
+//! A job execution that asks for networking has a network namespace
+//! *prepared* here before its container is created (the runtime puts the
+//! container in it), acquires its segment (set up on first use), attaches
+//! its container after create and before start (so the process never runs
+//! without its network), and on cleanup detaches and releases. The segment
+//! is torn down when the last holder releases it: the count lives here, in
+//! one actor's state, so "is another execution of this job still active?"
+//! is a number, not a scan of every execution. No lock is shared: this
+//! actor's state is the only truth.
 //!
-//! The network work itself is done by an [`OverlayBackend`]: [`Disabled`]
-//! (no networking; attach hands out no address, the node needs no root) or
-//! [`RecordingOverlay`] (a fake for tests that journals every call). A real
-//! bridge backend comes with the overlay issue; this actor does not change.
+//! Addresses: each segment gets a subnet from the node's pool and hands out
+//! its addresses, each held from attach to a *successful* detach, never to
+//! two attachments at once ([`allocator`]).
 //!
-//! Failure: a backend error is returned to the caller and leaves the
-//! bookkeeping as it was before the call (an attach that failed holds
-//! nothing; a release whose teardown failed still drops the count and keeps
-//! the error). The actor itself never fails on a request.
+//! The network work itself is done by an [`OverlayBackend`]
+//! ([`crate::overlay`]): [`LinuxBridge`](crate::overlay::LinuxBridge),
+//! [`Disabled`] or the [`RecordingOverlay`] fake.
+//!
+//! Failure: a backend error is returned to the caller. An attach that failed
+//! holds nothing. A detach or teardown that failed is *not* forgotten: the
+//! attachment (and its address) or the segment (and its subnet) is kept and
+//! retried with a growing delay until it succeeds, and it stays in the
+//! state file, so a restarted node removes it too. The actor itself never
+//! fails on a request.
+//!
+//! Persistence ([`persist`]): with a state file, every change is written;
+//! a starting actor removes everything the file lists (a crashed node's
+//! leftovers: no execution survives a node restart), then sweeps links and
+//! namespaces carrying its name prefix that nothing lists.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+pub mod allocator;
+mod error;
+mod handle;
+pub mod persist;
+mod recover;
 
-use async_trait::async_trait;
+pub use error::OverlayError;
+pub use handle::Overlay;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use crate::{runtime::ContainerId, testing::Journal};
+pub use crate::overlay::{
+    AttachPlan, Disabled, FaultOp, Keep, OverlayBackend, RecordingOverlay, SegmentPlan,
+};
+use crate::runtime::ContainerId;
+use allocator::{AddressPool, Ipv4Net, SubnetPool};
 
-/// A failed overlay operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OverlayError {
-    /// The backend failed.
-    #[error("failed to {op} {target}: {message}")]
-    Backend {
-        /// What was being done (`set up segment`, `attach`, ...).
-        op: &'static str,
-        /// The segment or container.
-        target: String,
-        /// The backend's error.
-        message: String,
-    },
-    /// The container is already attached somewhere.
-    #[error("failed to attach {container}: already attached to segment {segment}")]
-    AlreadyAttached {
-        /// The container.
-        container: String,
-        /// Its current segment.
-        segment: String,
-    },
-    /// Attach to a segment nobody acquired.
-    #[error("failed to attach {container}: segment {segment} is not set up (acquire it first)")]
-    NoSegment {
-        /// The container.
-        container: String,
-        /// The segment.
-        segment: String,
-    },
-    /// The overlay actor is gone.
-    #[error("the overlay actor is not running")]
-    Unavailable,
+/// The isolation network of a segment that says nothing.
+pub const DEFAULT_ISOLATION: &str = "default";
+/// The isolation that reaches only its own segment.
+pub const ISOLATED: &str = "isolated";
+
+/// A segment's identity: its name within an isolation network. Segments of
+/// the same name in two isolation networks are two bridges.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentKey {
+    /// The isolation network (`default`, a name, or `isolated`).
+    pub isolation: String,
+    /// The segment's name.
+    pub name: String,
 }
 
-/// Where the network work is done.
-#[async_trait]
-pub trait OverlayBackend: Send + Sync + 'static {
-    /// A short name for logs.
-    fn name(&self) -> &'static str;
-    /// Creates the segment (bridge, subnet).
-    async fn setup_segment(&self, segment: &str) -> Result<(), String>;
-    /// Removes the segment.
-    async fn teardown_segment(&self, segment: &str) -> Result<(), String>;
-    /// Connects `container` to `segment`; returns its address, if any.
-    async fn attach(
-        &self,
-        container: &ContainerId,
-        segment: &str,
-    ) -> Result<Option<IpAddr>, String>;
-    /// Disconnects `container` from `segment`.
-    async fn detach(&self, container: &ContainerId, segment: &str) -> Result<(), String>;
-}
-
-/// No networking: every call succeeds and attach gives no address.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Disabled;
-
-#[async_trait]
-impl OverlayBackend for Disabled {
-    fn name(&self) -> &'static str {
-        "disabled"
-    }
-    async fn setup_segment(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn teardown_segment(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn attach(&self, _: &ContainerId, _: &str) -> Result<Option<IpAddr>, String> {
-        Ok(None)
-    }
-    async fn detach(&self, _: &ContainerId, _: &str) -> Result<(), String> {
-        Ok(())
+impl SegmentKey {
+    /// `name` in isolation network `isolation`.
+    pub fn new(name: impl Into<String>, isolation: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            isolation: isolation.into(),
+        }
     }
 }
 
-/// A fake backend that writes every call to a [`Journal`]
-/// (`overlay setup SEG`, `overlay attach CONTAINER SEG`, `overlay detach
-/// CONTAINER SEG`, `overlay teardown SEG`) and hands out 10.0.0.x addresses.
-#[derive(Debug, Clone, Default)]
-pub struct RecordingOverlay {
-    journal: Journal,
-}
-
-impl RecordingOverlay {
-    /// A fake writing into `journal`.
-    pub fn new(journal: Journal) -> Self {
-        Self { journal }
+impl From<&str> for SegmentKey {
+    fn from(name: &str) -> Self {
+        Self::new(name, DEFAULT_ISOLATION)
     }
 }
 
-#[async_trait]
-impl OverlayBackend for RecordingOverlay {
-    fn name(&self) -> &'static str {
-        "recording"
+impl From<&String> for SegmentKey {
+    fn from(name: &String) -> Self {
+        Self::new(name.as_str(), DEFAULT_ISOLATION)
     }
-    async fn setup_segment(&self, segment: &str) -> Result<(), String> {
-        self.journal.write(format!("overlay setup {segment}"));
-        Ok(())
+}
+
+impl From<&SegmentKey> for SegmentKey {
+    fn from(k: &SegmentKey) -> Self {
+        k.clone()
     }
-    async fn teardown_segment(&self, segment: &str) -> Result<(), String> {
-        self.journal.write(format!("overlay teardown {segment}"));
-        Ok(())
+}
+
+impl fmt::Display for SegmentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.isolation == DEFAULT_ISOLATION {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{} (isolation {})", self.name, self.isolation)
+        }
     }
-    async fn attach(&self, c: &ContainerId, segment: &str) -> Result<Option<IpAddr>, String> {
-        self.journal.write(format!("overlay attach {c} {segment}"));
-        Ok(None)
+}
+
+/// How the overlay actor names, numbers and remembers what it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayConfig {
+    /// Start of every link and namespace name (1-6 of `a-z0-9`, a letter
+    /// first; default `arb`): bridges `<prefix>b<n>`, veths `<prefix>v<n>`,
+    /// namespaces `<netns_dir>/<prefix>-<n>`. A start-up sweep removes
+    /// unlisted ones with this prefix: two nodes on one host need two.
+    pub prefix: String,
+    /// Where segment subnets come from (default 10.213.0.0/16).
+    pub pool: Ipv4Net,
+    /// Prefix length of a segment's subnet (default 24).
+    pub subnet_prefix: u8,
+    /// Where namespace files are bound (default `/run/arbor/netns`).
+    pub netns_dir: PathBuf,
+    /// Where the state is kept (`None`: nowhere; nothing to recover).
+    pub state_file: Option<PathBuf>,
+    /// First delay before retrying a failed detach or teardown (doubles up
+    /// to a minute).
+    pub retry: Duration,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "arb".into(),
+            pool: Ipv4Net::new(Ipv4Addr::new(10, 213, 0, 0), 16).expect("valid"),
+            subnet_prefix: 24,
+            netns_dir: PathBuf::from("/run/arbor/netns"),
+            state_file: None,
+            retry: Duration::from_secs(1),
+        }
     }
-    async fn detach(&self, c: &ContainerId, segment: &str) -> Result<(), String> {
-        self.journal.write(format!("overlay detach {c} {segment}"));
+}
+
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Name numbers wrap here: `<prefix>v<7 hex>p` fits IFNAMSIZ with a
+/// 6-character prefix.
+const ID_SPACE: u64 = 0x1000_0000;
+
+impl OverlayConfig {
+    fn check(&self) -> Result<(), OverlayError> {
+        let p = &self.prefix;
+        let ok = (1..=6).contains(&p.len())
+            && p.starts_with(|c: char| c.is_ascii_lowercase())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return Err(OverlayError::Config {
+                field: "prefix",
+                value: p.clone(),
+                reason: "must be 1-6 characters of a-z0-9 starting with a letter (link names fit 15 characters)".into(),
+            });
+        }
+        SubnetPool::new(self.pool, self.subnet_prefix).map_err(|e| OverlayError::Config {
+            field: "subnet_prefix",
+            value: self.subnet_prefix.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 }
 
-/// Requests to the overlay actor.
-pub enum OverlayMsg {
-    /// Sets the segment up if nobody holds it, and counts one more holder.
-    Acquire(String, RpcReplyPort<Result<(), OverlayError>>),
-    /// Counts one holder less; the last one tears the segment down.
-    Release(String, RpcReplyPort<Result<(), OverlayError>>),
-    /// Connects a container to an acquired segment.
-    Attach(
-        ContainerId,
-        String,
-        RpcReplyPort<Result<Option<IpAddr>, OverlayError>>,
-    ),
-    /// Disconnects a container (no-op when it is not attached).
-    Detach(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
-    /// Every segment with its holders and attachments.
-    List(RpcReplyPort<Vec<SegmentInfo>>),
+/// What an attach asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// The container.
+    pub container: ContainerId,
+    /// Its segment.
+    pub segment: SegmentKey,
+    /// The namespace [`Overlay::prepare`] made for it (`None`: bookkeeping
+    /// only, the container runs on the node's network).
+    pub netns: Option<PathBuf>,
+    /// DNS search domains written into its resolv.conf (OCI), for inspect.
+    pub dns_search: Vec<String>,
+}
+
+/// An attachment as the overlay actor hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// The container.
+    pub container: ContainerId,
+    /// Its segment.
+    pub segment: SegmentKey,
+    /// Its address (none without networking).
+    pub address: Option<IpAddr>,
+    /// Its namespace.
+    pub netns: Option<PathBuf>,
+    /// The host end of its veth pair.
+    pub veth: Option<String>,
+    /// DNS search domains.
+    pub dns_search: Vec<String>,
+    /// True while a failed detach is being retried.
+    pub detaching: bool,
 }
 
 /// A segment as the overlay actor sees it.
@@ -162,23 +211,95 @@ pub enum OverlayMsg {
 pub struct SegmentInfo {
     /// Its name.
     pub name: String,
+    /// Its isolation network.
+    pub isolation: String,
     /// How many holders it has.
     pub holders: usize,
+    /// Its bridge.
+    pub bridge: String,
+    /// Its subnet (none without networking).
+    pub subnet: Option<String>,
+    /// Addresses held on it.
+    pub held_addresses: usize,
     /// Containers attached to it, with their addresses.
     pub attachments: Vec<(ContainerId, Option<IpAddr>)>,
+    /// True while a failed teardown is being retried.
+    pub tearing_down: bool,
+}
+
+/// Requests to the overlay actor.
+pub enum OverlayMsg {
+    /// Sets the segment up if nobody holds it, and counts one more holder;
+    /// with `true`, the holder's containers get namespaces on it (a bridge
+    /// and a subnet are made if it has none yet).
+    Acquire(SegmentKey, bool, RpcReplyPort<Result<(), OverlayError>>),
+    /// Counts one holder less; the last one tears the segment down.
+    Release(SegmentKey, RpcReplyPort<Result<(), OverlayError>>),
+    /// Creates a network namespace for a container about to be created
+    /// (`None` when the backend gives no networking).
+    Prepare(RpcReplyPort<Result<Option<PathBuf>, OverlayError>>),
+    /// Removes a prepared namespace that was never attached.
+    Discard(PathBuf, RpcReplyPort<Result<(), OverlayError>>),
+    /// Connects a container to an acquired segment.
+    Attach(
+        AttachRequest,
+        RpcReplyPort<Result<AttachmentInfo, OverlayError>>,
+    ),
+    /// Disconnects a container and removes its namespace (no-op when it is
+    /// not attached). On failure it is retried until it succeeds.
+    Detach(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
+    /// Detaches a container and releases the segment it was attached to
+    /// (a service container's removal).
+    Leave(ContainerId, RpcReplyPort<Result<(), OverlayError>>),
+    /// Every segment with its holders and attachments.
+    List(RpcReplyPort<Vec<SegmentInfo>>),
+    /// Every attachment (failed detaches included).
+    Attachments(RpcReplyPort<Vec<AttachmentInfo>>),
+    /// Internal: retry a failed detach.
+    RetryDetach(ContainerId),
+    /// Internal: retry a failed teardown.
+    RetryTeardown(SegmentKey),
 }
 
 /// What the overlay actor starts with.
 pub struct OverlayArgs {
     /// Where the network work is done.
     pub backend: Box<dyn OverlayBackend>,
+    /// Names, pool, state file.
+    pub config: OverlayConfig,
+}
+
+struct Segment {
+    plan: SegmentPlan,
+    holders: usize,
+    addresses: Option<AddressPool>,
+    /// Released by its last holder but not gone yet (a failed teardown, or
+    /// failed detaches still on it).
+    tearing_down: bool,
+    retries: u32,
+    /// The backend made it (a recovered one counts).
+    set_up: bool,
+}
+
+struct Attachment {
+    key: SegmentKey,
+    plan: AttachPlan,
+    dns_search: Vec<String>,
+    /// A detach failed; retried until it succeeds.
+    detaching: bool,
+    retries: u32,
 }
 
 /// The actor's state: the only truth about segments and attachments.
 pub struct OverlayState {
     backend: Box<dyn OverlayBackend>,
-    holders: BTreeMap<String, usize>,
-    attachments: BTreeMap<ContainerId, (String, Option<IpAddr>)>,
+    config: OverlayConfig,
+    myself: ActorRef<OverlayMsg>,
+    subnets: SubnetPool,
+    segments: BTreeMap<SegmentKey, Segment>,
+    attachments: BTreeMap<ContainerId, Attachment>,
+    prepared: BTreeSet<PathBuf>,
+    next_id: u64,
 }
 
 /// The overlay actor.
@@ -189,17 +310,27 @@ impl Actor for OverlayActor {
     type State = OverlayState;
     type Arguments = OverlayArgs;
 
-    /// Never fails.
+    /// Fails only on an unusable configuration; leftovers of a previous
+    /// node that cannot be removed are kept and retried.
     async fn pre_start(
         &self,
-        _: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: OverlayArgs,
     ) -> Result<OverlayState, ActorProcessingErr> {
-        Ok(OverlayState {
+        args.config.check()?;
+        let subnets = SubnetPool::new(args.config.pool, args.config.subnet_prefix)?;
+        let mut state = OverlayState {
             backend: args.backend,
-            holders: BTreeMap::new(),
+            config: args.config,
+            myself,
+            subnets,
+            segments: BTreeMap::new(),
             attachments: BTreeMap::new(),
-        })
+            prepared: BTreeSet::new(),
+            next_id: 0,
+        };
+        state.recover().await;
+        Ok(state)
     }
 
     /// Every request is answered, errors included; nothing here fails the actor.
@@ -210,21 +341,37 @@ impl Actor for OverlayActor {
         state: &mut OverlayState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OverlayMsg::Acquire(segment, reply) => {
-                let _ = reply.send(state.acquire(segment).await);
+            OverlayMsg::Acquire(key, networked, reply) => {
+                let _ = reply.send(state.acquire(key, networked).await);
             }
-            OverlayMsg::Release(segment, reply) => {
-                let _ = reply.send(state.release(&segment).await);
+            OverlayMsg::Release(key, reply) => {
+                let _ = reply.send(state.release(&key).await);
             }
-            OverlayMsg::Attach(container, segment, reply) => {
-                let _ = reply.send(state.attach(container, segment).await);
+            OverlayMsg::Prepare(reply) => {
+                let _ = reply.send(state.prepare().await);
+            }
+            OverlayMsg::Discard(path, reply) => {
+                let _ = reply.send(state.discard(&path).await);
+            }
+            OverlayMsg::Attach(req, reply) => {
+                let _ = reply.send(state.attach(req).await);
             }
             OverlayMsg::Detach(container, reply) => {
                 let _ = reply.send(state.detach(&container).await);
             }
+            OverlayMsg::Leave(container, reply) => {
+                let _ = reply.send(state.leave(&container).await);
+            }
             OverlayMsg::List(reply) => {
                 let _ = reply.send(state.list());
             }
+            OverlayMsg::Attachments(reply) => {
+                let _ = reply.send(state.attachment_list());
+            }
+            OverlayMsg::RetryDetach(container) => {
+                let _ = state.detach(&container).await;
+            }
+            OverlayMsg::RetryTeardown(key) => state.teardown_if_done(&key).await,
         }
         Ok(())
     }
@@ -239,198 +386,393 @@ impl Actor for OverlayActor {
         for c in attached {
             let _ = state.detach(&c).await;
         }
-        for segment in std::mem::take(&mut state.holders).into_keys() {
-            if let Err(e) = state.backend.teardown_segment(&segment).await {
-                tracing::warn!(%segment, error = %e, "failed to tear down segment on stop");
-            }
+        for path in std::mem::take(&mut state.prepared) {
+            let _ = state.backend.remove_netns(&path).await;
         }
+        let keys: Vec<SegmentKey> = state.segments.keys().cloned().collect();
+        for key in keys {
+            if let Some(s) = state.segments.get_mut(&key) {
+                s.holders = 0;
+                s.tearing_down = true;
+            }
+            state.teardown_if_done(&key).await;
+        }
+        state.save();
         Ok(())
     }
 }
 
 impl OverlayState {
-    async fn acquire(&mut self, segment: String) -> Result<(), OverlayError> {
-        if let Some(n) = self.holders.get_mut(&segment) {
-            *n += 1;
-            return Ok(());
+    fn next_name(&mut self) -> u64 {
+        let id = self.next_id % ID_SPACE;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    fn retry_delay(&self, retries: u32) -> Duration {
+        self.config
+            .retry
+            .saturating_mul(1u32 << retries.min(16))
+            .min(MAX_RETRY)
+    }
+
+    /// One more holder of `key`. A segment is made (and gets a subnet and
+    /// a bridge) only once a holder that `networked` asks for it: holders
+    /// on the node's network count, but cost no bridge.
+    async fn acquire(&mut self, key: SegmentKey, networked: bool) -> Result<(), OverlayError> {
+        let networked = networked && self.backend.networked();
+        let fresh = !self.segments.contains_key(&key);
+        if fresh {
+            let id = self.next_name();
+            let plan = SegmentPlan {
+                name: key.name.clone(),
+                isolation: key.isolation.clone(),
+                bridge: format!("{}b{id:x}", self.config.prefix),
+                subnet: None,
+                gateway: None,
+            };
+            self.segments.insert(
+                key.clone(),
+                Segment {
+                    plan,
+                    holders: 0,
+                    addresses: None,
+                    tearing_down: false,
+                    retries: 0,
+                    set_up: false,
+                },
+            );
         }
-        self.backend
-            .setup_segment(&segment)
-            .await
-            .map_err(|message| OverlayError::Backend {
-                op: "set up segment",
-                target: segment.clone(),
-                message,
-            })?;
-        self.holders.insert(segment, 1);
+        let s = &self.segments[&key];
+        let needs_subnet = networked && s.plan.subnet.is_none();
+        // A released segment being torn down is taken back: set up again.
+        if needs_subnet || !s.set_up || s.holders == 0 {
+            let mut plan = s.plan.clone();
+            let mut subnet = None;
+            if needs_subnet {
+                let taken = match self.subnets.take(&key.to_string()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        if fresh {
+                            self.segments.remove(&key);
+                        }
+                        return Err(e.into());
+                    }
+                };
+                plan.subnet = Some(taken);
+                plan.gateway = (key.isolation != ISOLATED)
+                    .then(|| AddressPool::new(&key.to_string(), taken).gateway());
+                subnet = Some(taken);
+            }
+            if let Err(message) = self.backend.setup_segment(&plan).await {
+                if let Some(t) = subnet {
+                    // Whatever part of the bridge was made goes.
+                    let _ = self.backend.teardown_segment(&plan).await;
+                    self.subnets.release(t);
+                }
+                if fresh {
+                    self.segments.remove(&key);
+                }
+                return Err(OverlayError::Backend {
+                    op: "set up segment",
+                    target: key.to_string(),
+                    message,
+                });
+            }
+            let seg = self.segments.get_mut(&key).expect("inserted above");
+            if let Some(t) = subnet {
+                seg.addresses = Some(AddressPool::new(&key.to_string(), t));
+            }
+            seg.plan = plan;
+            seg.set_up = true;
+        }
+        let seg = self.segments.get_mut(&key).expect("inserted above");
+        seg.holders += 1;
+        seg.tearing_down = false;
+        seg.retries = 0;
+        self.save();
         Ok(())
     }
 
-    async fn release(&mut self, segment: &str) -> Result<(), OverlayError> {
-        let Some(n) = self.holders.get_mut(segment) else {
+    async fn release(&mut self, key: &SegmentKey) -> Result<(), OverlayError> {
+        let Some(s) = self.segments.get_mut(key) else {
             return Ok(());
         };
-        *n -= 1;
-        if *n > 0 {
+        if s.holders == 0 {
             return Ok(());
         }
-        self.holders.remove(segment);
-        self.backend
-            .teardown_segment(segment)
-            .await
-            .map_err(|message| OverlayError::Backend {
+        s.holders -= 1;
+        if s.holders > 0 {
+            return Ok(());
+        }
+        s.tearing_down = true;
+        s.retries = 0;
+        self.teardown_if_done(key).await;
+        match self.segments.get(key) {
+            Some(s) if s.holders == 0 && s.retries > 0 => Err(OverlayError::Backend {
                 op: "tear down segment",
-                target: segment.to_owned(),
-                message,
-            })
+                target: key.to_string(),
+                message: "failed; retried in the background".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
-    async fn attach(
-        &mut self,
-        container: ContainerId,
-        segment: String,
-    ) -> Result<Option<IpAddr>, OverlayError> {
-        if let Some((current, _)) = self.attachments.get(&container) {
-            return Err(OverlayError::AlreadyAttached {
-                container: container.to_string(),
-                segment: current.clone(),
-            });
+    /// Tears `key` down if it is released and nothing is attached to it any
+    /// more (failed detaches included); on failure schedules a retry.
+    async fn teardown_if_done(&mut self, key: &SegmentKey) {
+        let Some(s) = self.segments.get(key) else {
+            return;
+        };
+        if s.holders > 0 || !s.tearing_down {
+            return;
         }
-        if !self.holders.contains_key(&segment) {
-            return Err(OverlayError::NoSegment {
-                container: container.to_string(),
-                segment,
-            });
+        if self.attachments.values().any(|a| &a.key == key) {
+            // The last failed detach on it calls this again.
+            return;
         }
-        let addr = self
-            .backend
-            .attach(&container, &segment)
+        let plan = s.plan.clone();
+        match self.backend.teardown_segment(&plan).await {
+            Ok(()) => {
+                if let Some(s) = self.segments.remove(key)
+                    && let Some(subnet) = s.plan.subnet
+                {
+                    self.subnets.release(subnet);
+                }
+                self.save();
+            }
+            Err(message) => {
+                let retries = s.retries;
+                tracing::warn!(segment = %key, bridge = %plan.bridge, error = %message, retries, "failed to tear down segment; retrying");
+                let delay = self.retry_delay(retries);
+                if let Some(s) = self.segments.get_mut(key) {
+                    s.retries += 1;
+                }
+                self.myself.send_after(delay, {
+                    let key = key.clone();
+                    move || OverlayMsg::RetryTeardown(key)
+                });
+                self.save();
+            }
+        }
+    }
+
+    async fn prepare(&mut self) -> Result<Option<PathBuf>, OverlayError> {
+        if !self.backend.networked() {
+            return Ok(None);
+        }
+        let id = self.next_name();
+        let path = self
+            .config
+            .netns_dir
+            .join(format!("{}-{id:x}", self.config.prefix));
+        self.backend
+            .prepare_netns(&path)
             .await
             .map_err(|message| OverlayError::Backend {
+                op: "prepare network namespace",
+                target: path.display().to_string(),
+                message,
+            })?;
+        self.prepared.insert(path.clone());
+        self.save();
+        Ok(Some(path))
+    }
+
+    async fn discard(&mut self, path: &Path) -> Result<(), OverlayError> {
+        if !self.prepared.contains(path) {
+            return Ok(());
+        }
+        self.backend
+            .remove_netns(path)
+            .await
+            .map_err(|message| OverlayError::Backend {
+                op: "remove network namespace",
+                target: path.display().to_string(),
+                message,
+            })?;
+        self.prepared.remove(path);
+        self.save();
+        Ok(())
+    }
+
+    async fn attach(&mut self, req: AttachRequest) -> Result<AttachmentInfo, OverlayError> {
+        let AttachRequest {
+            container,
+            segment: key,
+            netns,
+            dns_search,
+        } = req;
+        if let Some(a) = self.attachments.get(&container) {
+            return Err(OverlayError::AlreadyAttached {
+                container: container.to_string(),
+                segment: a.key.to_string(),
+            });
+        }
+        let Some(seg) = self.segments.get_mut(&key).filter(|s| s.holders > 0) else {
+            return Err(OverlayError::NoSegment {
+                container: container.to_string(),
+                segment: key.to_string(),
+            });
+        };
+        if let Some(path) = &netns
+            && !self.prepared.contains(path)
+        {
+            return Err(OverlayError::UnknownNetns {
+                container: container.to_string(),
+                netns: path.display().to_string(),
+            });
+        }
+        let address = match (&netns, seg.addresses.as_mut()) {
+            (Some(_), Some(pool)) => Some((pool.take()?, pool.subnet().prefix())),
+            _ => None,
+        };
+        let plan = AttachPlan {
+            container: container.clone(),
+            segment: key.name.clone(),
+            bridge: seg.plan.bridge.clone(),
+            netns: netns.clone(),
+            veth: String::new(),
+            address,
+            gateway: seg.plan.gateway,
+        };
+        let id = self.next_name();
+        let plan = AttachPlan {
+            veth: format!("{}v{id:x}", self.config.prefix),
+            ..plan
+        };
+        if let Err(message) = self.backend.attach(&plan).await {
+            if let (Some((addr, _)), Some(seg)) = (address, self.segments.get_mut(&key))
+                && let Some(pool) = seg.addresses.as_mut()
+            {
+                pool.release(addr);
+            }
+            return Err(OverlayError::Backend {
                 op: "attach",
                 target: container.to_string(),
                 message,
-            })?;
-        self.attachments.insert(container, (segment, addr));
-        Ok(addr)
+            });
+        }
+        if let Some(path) = &netns {
+            self.prepared.remove(path);
+        }
+        let info = AttachmentInfo {
+            container: container.clone(),
+            segment: key.clone(),
+            address: address.map(|(a, _)| IpAddr::V4(a)),
+            netns,
+            veth: plan.netns.as_ref().map(|_| plan.veth.clone()),
+            dns_search: dns_search.clone(),
+            detaching: false,
+        };
+        self.attachments.insert(
+            container,
+            Attachment {
+                key,
+                plan,
+                dns_search,
+                detaching: false,
+                retries: 0,
+            },
+        );
+        self.save();
+        Ok(info)
     }
 
     async fn detach(&mut self, container: &ContainerId) -> Result<(), OverlayError> {
-        let Some((segment, _)) = self.attachments.remove(container) else {
+        let Some(a) = self.attachments.get(container) else {
             return Ok(());
         };
-        self.backend
-            .detach(container, &segment)
-            .await
-            .map_err(|message| OverlayError::Backend {
-                op: "detach",
-                target: container.to_string(),
-                message,
-            })
+        let plan = a.plan.clone();
+        let key = a.key.clone();
+        let mut result = self.backend.detach(&plan).await;
+        if result.is_ok()
+            && let Some(path) = &plan.netns
+        {
+            result = self.backend.remove_netns(path).await;
+        }
+        match result {
+            Ok(()) => {
+                self.attachments.remove(container);
+                if let (Some((addr, _)), Some(seg)) = (plan.address, self.segments.get_mut(&key))
+                    && let Some(pool) = seg.addresses.as_mut()
+                {
+                    pool.release(addr);
+                }
+                self.save();
+                self.teardown_if_done(&key).await;
+                Ok(())
+            }
+            Err(message) => {
+                let a = self
+                    .attachments
+                    .get_mut(container)
+                    .expect("looked up above");
+                a.detaching = true;
+                let retries = a.retries;
+                a.retries += 1;
+                tracing::warn!(%container, veth = %plan.veth, error = %message, retries, "failed to detach; retrying");
+                let delay = self.retry_delay(retries);
+                let c = container.clone();
+                self.myself
+                    .send_after(delay, move || OverlayMsg::RetryDetach(c));
+                self.save();
+                Err(OverlayError::Backend {
+                    op: "detach",
+                    target: container.to_string(),
+                    message: format!("{message} (retried in the background)"),
+                })
+            }
+        }
+    }
+
+    async fn leave(&mut self, container: &ContainerId) -> Result<(), OverlayError> {
+        let Some(key) = self
+            .attachments
+            .get(container)
+            .filter(|a| !a.detaching)
+            .map(|a| a.key.clone())
+        else {
+            return Ok(());
+        };
+        let detached = self.detach(container).await;
+        let released = self.release(&key).await;
+        detached.and(released)
     }
 
     fn list(&self) -> Vec<SegmentInfo> {
-        self.holders
+        self.segments
             .iter()
-            .map(|(name, &holders)| SegmentInfo {
-                name: name.clone(),
-                holders,
+            .map(|(key, s)| SegmentInfo {
+                name: key.name.clone(),
+                isolation: key.isolation.clone(),
+                holders: s.holders,
+                bridge: s.plan.bridge.clone(),
+                subnet: s.plan.subnet.map(|n| n.to_string()),
+                held_addresses: s.addresses.as_ref().map_or(0, |a| a.held()),
                 attachments: self
                     .attachments
                     .iter()
-                    .filter(|(_, (s, _))| s == name)
-                    .map(|(c, (_, a))| (c.clone(), *a))
+                    .filter(|(_, a)| &a.key == key)
+                    .map(|(c, a)| (c.clone(), a.plan.address.map(|(ip, _)| IpAddr::V4(ip))))
                     .collect(),
+                tearing_down: s.tearing_down,
             })
             .collect()
     }
-}
 
-/// A cheap handle to the overlay actor.
-#[derive(Clone)]
-pub struct Overlay {
-    actor: ActorRef<OverlayMsg>,
-}
-
-impl fmt::Debug for Overlay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Overlay").finish_non_exhaustive()
-    }
-}
-
-impl Overlay {
-    /// Spawns an overlay actor over `backend`.
-    pub async fn start(backend: impl OverlayBackend) -> Result<Self, ActorProcessingErr> {
-        let (actor, _) = OverlayActor::spawn(
-            None,
-            OverlayActor,
-            OverlayArgs {
-                backend: Box::new(backend),
-            },
-        )
-        .await?;
-        Ok(Self { actor })
-    }
-
-    /// A handle to a running overlay actor.
-    pub fn from_ref(actor: ActorRef<OverlayMsg>) -> Self {
-        Self { actor }
-    }
-
-    /// The actor.
-    pub fn actor(&self) -> &ActorRef<OverlayMsg> {
-        &self.actor
-    }
-
-    /// See [`OverlayMsg::Acquire`].
-    pub async fn acquire(&self, segment: &str) -> Result<(), OverlayError> {
-        let segment = segment.to_owned();
-        self.ask(|r| OverlayMsg::Acquire(segment, r)).await
-    }
-
-    /// See [`OverlayMsg::Release`].
-    pub async fn release(&self, segment: &str) -> Result<(), OverlayError> {
-        let segment = segment.to_owned();
-        self.ask(|r| OverlayMsg::Release(segment, r)).await
-    }
-
-    /// See [`OverlayMsg::Attach`].
-    pub async fn attach(
-        &self,
-        container: &ContainerId,
-        segment: &str,
-    ) -> Result<Option<IpAddr>, OverlayError> {
-        let (c, s) = (container.clone(), segment.to_owned());
-        self.ask(|r| OverlayMsg::Attach(c, s, r)).await
-    }
-
-    /// See [`OverlayMsg::Detach`].
-    pub async fn detach(&self, container: &ContainerId) -> Result<(), OverlayError> {
-        let c = container.clone();
-        self.ask(|r| OverlayMsg::Detach(c, r)).await
-    }
-
-    /// Every segment held, with holders and attachments.
-    pub async fn list(&self) -> Result<Vec<SegmentInfo>, OverlayError> {
-        match self.actor.call(OverlayMsg::List, None).await {
-            Ok(ractor::rpc::CallResult::Success(list)) => Ok(list),
-            _ => Err(OverlayError::Unavailable),
-        }
-    }
-
-    /// Stops the actor, tearing down whatever is still held.
-    pub async fn shutdown(&self) {
-        self.actor.stop(None);
-        self.actor.get_cell().wait(None).await.ok();
-    }
-
-    async fn ask<T: Send + 'static>(
-        &self,
-        msg: impl FnOnce(RpcReplyPort<Result<T, OverlayError>>) -> OverlayMsg,
-    ) -> Result<T, OverlayError> {
-        match self.actor.call(msg, None).await {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            _ => Err(OverlayError::Unavailable),
-        }
+    fn attachment_list(&self) -> Vec<AttachmentInfo> {
+        self.attachments
+            .iter()
+            .map(|(c, a)| AttachmentInfo {
+                container: c.clone(),
+                segment: a.key.clone(),
+                address: a.plan.address.map(|(ip, _)| IpAddr::V4(ip)),
+                netns: a.plan.netns.clone(),
+                veth: a.plan.netns.as_ref().map(|_| a.plan.veth.clone()),
+                dns_search: a.dns_search.clone(),
+                detaching: a.detaching,
+            })
+            .collect()
     }
 }

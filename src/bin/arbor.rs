@@ -386,5 +386,6 @@ fn describe(e: &Event) -> Option<String> {
         Event::ExecutionFinished {
             id, job, detail, ..
         } => format!("{job} {id}: {detail}"),
+        Event::OverlayWarning { id, job, message } => format!("{job} {id}: overlay: {message}"),
     })
 }

@@ -263,6 +263,9 @@ impl Runtime for ProcessRuntime {
         {
             return Err(RuntimeError::new(Op::Create, &spec.name, missing_cwd(dir)));
         }
+        if let Some(ns) = &spec.netns {
+            spawn::check_netns(ns).map_err(|c| RuntimeError::new(Op::Create, &spec.name, c))?;
+        }
         let id = new_id(&spec.name);
         let entry = Arc::new(Entry {
             id: id.clone(),

@@ -48,6 +48,10 @@ pub struct Deployment {
     /// The deployment's name (default `default`).
     #[serde(default = "default_name")]
     pub name: String,
+    /// DNS zone of the deployment: networked jobs get the search domains
+    /// `<deployment>.<zone> <zone>` in their resolv.conf (OCI runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Flags of the node's root supervisor.
     #[serde(default)]
     pub supervisor: SupervisorFlags,
@@ -71,6 +75,7 @@ impl Default for Deployment {
     fn default() -> Self {
         Self {
             name: default_name(),
+            zone: None,
             supervisor: SupervisorFlags::default(),
             services: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -145,6 +150,48 @@ impl Deployment {
         parse::to_yaml(self).map_err(|e| SpecError::new("spec", &self.name, e))
     }
 
+    /// Job `name` as the node registers it: with the zone's DNS search
+    /// domains when it is networked and names none of its own.
+    pub fn job_spec(&self, name: &str) -> Option<JobSpec> {
+        let mut job = self.jobs.get(name)?.clone();
+        if let (Some(zone), Some(net)) = (&self.zone, job.network.as_mut())
+            && net.dns_search.is_empty()
+        {
+            net.dns_search = vec![format!("{}.{zone}", self.name), zone.clone()];
+        }
+        Some(job)
+    }
+
+    fn applied_services(&self) -> BTreeMap<String, ServiceSpec> {
+        self.services
+            .iter()
+            .map(|(name, s)| {
+                let mut s = s.clone();
+                s.network = self.service_network(name);
+                (name.clone(), s)
+            })
+            .collect()
+    }
+
+    fn applied_jobs(&self) -> BTreeMap<String, JobSpec> {
+        self.jobs
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.job_spec(name)?)))
+            .collect()
+    }
+
+    /// Service `name`'s network as the node applies it: with the zone's DNS
+    /// search domains when it names none of its own.
+    pub fn service_network(&self, name: &str) -> Option<crate::spec::NetworkSpec> {
+        let mut net = self.services.get(name)?.network.clone()?;
+        if let Some(zone) = &self.zone
+            && net.dns_search.is_empty()
+        {
+            net.dns_search = vec![format!("{}.{zone}", self.name), zone.clone()];
+        }
+        Some(net)
+    }
+
     /// Checks everything and returns every error, each with its path
     /// (`services.web.backoff.max`, `jobs.backup.schedule`, ...).
     pub fn validate(&self) -> Result<(), SpecErrors> {
@@ -195,9 +242,11 @@ impl Deployment {
     /// (structurally: any field that differs makes it `changed`). Env files
     /// are compared by path, not content.
     pub fn diff(&self, new: &Deployment) -> DeploymentDiff {
+        // Compared as applied: a new zone (or name) changes the DNS search
+        // domains of networked services and jobs.
         DeploymentDiff {
-            services: Changes::between(&self.services, &new.services),
-            jobs: Changes::between(&self.jobs, &new.jobs),
+            services: Changes::between(&self.applied_services(), &new.applied_services()),
+            jobs: Changes::between(&self.applied_jobs(), &new.applied_jobs()),
             supervisor_changed: self.supervisor != new.supervisor,
             name_changed: self.name != new.name,
         }

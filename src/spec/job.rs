@@ -13,6 +13,7 @@ use super::{
     backoff::{BackoffPolicy, fmt},
     check,
     error::{SpecError, SpecErrors},
+    network::NetworkSpec,
 };
 
 /// What happens when a job is triggered while executions of it are active.
@@ -168,9 +169,10 @@ pub struct JobSpec {
     /// Where to report each execution's end.
     #[serde(default, skip_serializing_if = "NotifySpec::is_empty")]
     pub notify: NotifySpec,
-    /// Network segment the job's containers join (default: none).
+    /// The job's network: its own namespace on an overlay segment (default:
+    /// none; the container runs on the node's network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment: Option<String>,
+    pub network: Option<NetworkSpec>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -234,9 +236,22 @@ impl JobSpec {
             retention: retention(),
             max_log_size: max_log_size(),
             notify: NotifySpec::default(),
-            segment: None,
+            network: None,
             labels: BTreeMap::new(),
         }
+    }
+
+    /// The overlay segment its executions join: `network.segment` or the
+    /// job's name, in `network.isolation` (default `default`).
+    pub fn segment_key(&self) -> crate::actors::overlay_actor::SegmentKey {
+        let net = self.network.as_ref();
+        crate::actors::overlay_actor::SegmentKey::new(
+            net.and_then(|n| n.segment.clone())
+                .unwrap_or_else(|| self.name.clone()),
+            net.map_or(crate::actors::overlay_actor::DEFAULT_ISOLATION, |n| {
+                n.isolation.as_str()
+            }),
+        )
     }
 
     /// `sh -c script`.
@@ -281,6 +296,9 @@ impl JobSpec {
             check::argv(&mut errors.0, &field, &step.command);
         }
         check::env(&mut errors.0, &self.env);
+        if let Some(net) = &self.network {
+            net.validate("network", &mut errors.0);
+        }
         if self.max_concurrent == Some(0) {
             errors.push(SpecError::new("max_concurrent", 0, "must be >= 1"));
         }

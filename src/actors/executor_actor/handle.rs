@@ -104,23 +104,19 @@ impl Executor {
             Some(dir) => Some(Store::open(dir)?),
             None => None,
         };
+        let events = config.events.unwrap_or_default();
         let services = JobServices {
+            events: events.clone(),
             runtime: config.runtime,
             overlay,
             tokens: config.tokens,
             store,
             notify_timeout: config.notify_timeout,
         };
-        let (actor, _) = ExecutorActor::spawn(
-            None,
-            ExecutorActor,
-            ExecutorArgs {
-                services,
-                events: config.events.unwrap_or_default(),
-            },
-        )
-        .await
-        .map_err(|e| crate::Error::Start(format!("failed to start the executor: {e}")))?;
+        let (actor, _) =
+            ExecutorActor::spawn(None, ExecutorActor, ExecutorArgs { services, events })
+                .await
+                .map_err(|e| crate::Error::Start(format!("failed to start the executor: {e}")))?;
         // Scheduled runs come back to the executor as messages.
         let target = actor.clone();
         let (cron, _) = CronRef::start(

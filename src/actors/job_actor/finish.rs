@@ -54,15 +54,23 @@ impl Execution {
                 rt.abandon(&id);
             }
         }
-        if let Some(id) = self.attached.take()
-            && let Err(e) = self.services.overlay.detach(&id).await
+        // A failed detach or teardown is retried by the overlay actor until
+        // it succeeds (the address stays held); it is reported here.
+        if let Some(id) = self.attached.take() {
+            self.netns = None;
+            if let Err(e) = self.services.overlay.detach(&id).await {
+                self.overlay_warning(e.to_string());
+            }
+        }
+        if let Some(path) = self.netns.take()
+            && let Err(e) = self.services.overlay.discard(&path).await
         {
-            tracing::warn!(container = %id, error = %e, "failed to detach a job container");
+            self.overlay_warning(e.to_string());
         }
         if let Some(segment) = self.segment.take()
             && let Err(e) = self.services.overlay.release(&segment).await
         {
-            tracing::warn!(%segment, error = %e, "failed to release a job segment");
+            self.overlay_warning(e.to_string());
         }
         if let Some(id) = self.main.take() {
             if self.main_started
@@ -119,6 +127,12 @@ impl Drop for Execution {
             let (tx, _) = tokio::sync::oneshot::channel();
             let _ = self.services.overlay.actor().cast(
                 crate::actors::overlay_actor::OverlayMsg::Detach(c, tx.into()),
+            );
+        }
+        if let Some(p) = self.netns.take() {
+            let (tx, _) = tokio::sync::oneshot::channel();
+            let _ = self.services.overlay.actor().cast(
+                crate::actors::overlay_actor::OverlayMsg::Discard(p, tx.into()),
             );
         }
         if let Some(s) = self.segment.take() {

@@ -48,6 +48,13 @@ pub struct Agent {
     /// Log format on stderr (`RUST_LOG` sets the level; default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Job networking: `bridge` (Linux bridges and network namespaces; needs
+    /// root), `none`, or `auto` (bridge when root, else none).
+    #[arg(long, default_value = "auto")]
+    network: arbor::overlay::NetworkMode,
+    /// Where segment subnets (/24 each) come from.
+    #[arg(long, default_value = "10.213.0.0/16")]
+    network_pool: arbor::overlay::Ipv4Net,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,8 +167,11 @@ pub async fn agent(args: Agent) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = NodeConfig::new(Arc::new(process.clone()))
+    let mut config = NodeConfig::new(Arc::new(process.clone()))
         .state_dir(&state_dir)
+        .network(args.network);
+    config.overlay_config.pool = args.network_pool;
+    let config = config
         .flags(deployment.supervisor.clone())
         .name(deployment.name.clone());
     let node = match Node::start(config).await {

@@ -79,6 +79,32 @@ impl ProcessRuntime {
                 });
             }
         }
+        // The namespace is opened before the fork (the child only calls
+        // setns, which is async-signal-safe) and closed after it.
+        let netns = match &spec.netns {
+            Some(path) => Some(open_netns(path).map_err(|c| {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                RuntimeError::new(Op::Start, id, c)
+            })?),
+            None => None,
+        };
+        if let Some(ns) = &netns {
+            use std::os::fd::AsRawFd;
+            let fd = ns.as_raw_fd();
+            // SAFETY: runs in the forked child before exec; setns(2) is a
+            // plain system call and `fd` stays open (the parent holds it).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let guard = self.shared.reaper.spawning();
         let mut child = cmd.spawn().map_err(|e| {
             if let Some(cg) = &cgroup {
@@ -231,6 +257,33 @@ pub(super) fn resolve_program(spec: &ContainerSpec) -> Result<PathBuf, Cause> {
         .map(|d| Path::new(d).join(program))
         .find(|p| executable(p))
         .ok_or_else(|| Cause::CommandNotFound(format!("{program} (searched PATH={search})")))
+}
+
+/// The network namespace at `path` must be an nsfs file (a bound
+/// namespace such as `/run/netns/NAME`), checked at `create`.
+pub(super) fn check_netns(path: &Path) -> Result<(), Cause> {
+    open_netns(path).map(drop)
+}
+
+/// Opens the namespace at `path`, checking that it is one.
+pub(super) fn open_netns(path: &Path) -> Result<std::fs::File, Cause> {
+    let bad = |reason: String| {
+        Cause::Spec(SpecErrors::from(SpecError::new(
+            "netns",
+            path.display(),
+            reason,
+        )))
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| bad(format!("must be a network namespace file: {e}")))?;
+    let fs = nix::sys::statfs::fstatfs(&file)
+        .map_err(|e| bad(format!("failed to stat the namespace file: {e}")))?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(bad(
+            "is not a namespace file (bind a namespace there, as `ip netns add` does)".into(),
+        ));
+    }
+    Ok(file)
 }
 
 /// The process runtime runs host commands only.

@@ -9,8 +9,8 @@ use crate::{
     actors::supervisor_actor::SupervisorSpec,
     runtime::{ContainerSpec, Runtime},
     spec::{
-        BackoffPolicy, ExitAction, ExitRules, OnLimit, PanicAction, RestartType, Shutdown,
-        SpecError, Strategy, SupervisorFlags,
+        BackoffPolicy, ExitAction, ExitRules, NetworkSpec, OnLimit, PanicAction, RestartType,
+        Shutdown, SpecError, Strategy, SupervisorFlags,
     },
     store::read_env_files,
 };
@@ -91,6 +91,10 @@ pub struct ServiceSpec {
     /// Free-form labels, added to every replica's container.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The replicas' network: each in a namespace of its own on an overlay
+    /// segment (default segment: the service's name), as for jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
 }
 
 fn yes() -> bool {
@@ -137,6 +141,7 @@ impl Default for ServiceSpec {
             restart_window: restart_window(),
             on_limit: OnLimit::default(),
             labels: BTreeMap::new(),
+            network: None,
         }
     }
 }
@@ -213,6 +218,7 @@ impl ServiceSpec {
             cwd: self.cwd.clone(),
             labels: self.labels.clone(),
             netns: None,
+            dns_search: Vec::new(),
             output: None,
         }
     }
@@ -237,6 +243,18 @@ impl ServiceSpec {
         env.extend(std::mem::take(&mut spec.env));
         spec.env = env;
         Ok(spec)
+    }
+
+    /// The overlay segment of service `name`'s replicas.
+    pub fn segment_key(&self, name: &str) -> crate::actors::overlay_actor::SegmentKey {
+        let net = self.network.as_ref();
+        crate::actors::overlay_actor::SegmentKey::new(
+            net.and_then(|n| n.segment.clone())
+                .unwrap_or_else(|| name.to_owned()),
+            net.map_or(crate::actors::overlay_actor::DEFAULT_ISOLATION, |n| {
+                n.isolation.as_str()
+            }),
+        )
     }
 
     /// The supervisor of service `name`: `replicas` containers (see

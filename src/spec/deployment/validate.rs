@@ -22,6 +22,9 @@ pub(super) fn errors(d: &Deployment) -> Vec<SpecError> {
     if let Some(problem) = name_problem(&d.name) {
         errors.push(SpecError::new("name", quote(&d.name), problem));
     }
+    if let Some(zone) = &d.zone {
+        crate::spec::network::domain(&mut errors, "zone", zone);
+    }
     errors.extend(flag_errors(&d.supervisor).map(|e| e.within("supervisor")));
     for (name, service) in &d.services {
         service_errors(d, name, service, &mut errors);
@@ -108,6 +111,9 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
     let at = key_path("services", name);
     if let Some(problem) = name_problem(name) {
         errors.push(SpecError::new(&at, quote(name), problem));
+    }
+    if let Some(net) = &s.network {
+        net.validate(&format!("{at}.network"), errors);
     }
     if s.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
         errors.push(SpecError::new(

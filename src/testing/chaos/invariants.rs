@@ -139,18 +139,21 @@ pub fn executions_end_once(obs: &Observation) -> Vec<Violation> {
 }
 
 /// Cleanup runs exactly once per container: each overlay attachment is
-/// detached once, each token revoked at most once (and exactly once for an
+/// detached once, each prepared network namespace deleted once, each token revoked at most once (and exactly once for an
 /// attached job container), each container removed at most once.
 pub fn cleanup_runs_once(obs: &Observation) -> Vec<Violation> {
     let mut attached: BTreeMap<&str, i64> = BTreeMap::new();
     let mut revoked: BTreeMap<&str, usize> = BTreeMap::new();
     let mut removed: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut namespaces: BTreeMap<&str, i64> = BTreeMap::new();
     let mut out = Vec::new();
     for line in &obs.journal {
         let words: Vec<&str> = line.split(' ').collect();
         match words.as_slice() {
             ["overlay", "attach", c, ..] => *attached.entry(c).or_default() += 1,
             ["overlay", "detach", c, ..] => *attached.entry(c).or_default() -= 1,
+            ["overlay", "netns", "add", n] => *namespaces.entry(n).or_default() += 1,
+            ["overlay", "netns", "del", n] => *namespaces.entry(n).or_default() -= 1,
             ["token", "revoke", c, ..] => *revoked.entry(c).or_default() += 1,
             ["runtime", "remove", c] => *removed.entry(c).or_default() += 1,
             _ => {}
@@ -182,6 +185,15 @@ pub fn cleanup_runs_once(obs: &Observation) -> Vec<Violation> {
                 "cleanup_runs_once",
                 format!("container {c}: token revoked {r} times"),
                 journal_of(obs, c),
+            ));
+        }
+    }
+    for (n, k) in &namespaces {
+        if *k != 0 {
+            out.push(Violation::new(
+                "cleanup_runs_once",
+                format!("network namespace {n}: created and deleted {k:+} time(s) apart"),
+                journal_of(obs, n),
             ));
         }
     }
