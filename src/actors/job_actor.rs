@@ -748,6 +748,12 @@ impl Execution {
         spec.env = self.env.clone();
         spec.inherit_env = self.spec.inherit_env;
         spec.cwd = self.spec.cwd.clone();
+        spec.pull_policy = self.spec.pull_policy;
+        spec.runtime = self.spec.runtime;
+        spec.resources = self.spec.resources;
+        spec.user = self.spec.user.clone();
+        spec.hostname = self.spec.hostname.clone();
+        spec.mounts = self.spec.mounts.clone();
         spec.labels = self.spec.labels.clone();
         spec.labels.insert("job".into(), self.spec.name.clone());
         spec.labels
