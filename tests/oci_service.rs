@@ -17,17 +17,24 @@ fn crashing(name: &str) -> ContainerSpec {
 }
 
 async fn assert_nothing_left(rt: &OciRuntime) {
-    assert!(rt.runc_list().await.unwrap().is_empty(), "runc still lists containers");
+    let listed = rt.runc_list().await.unwrap();
+    assert!(listed.is_empty(), "runc still lists containers: {listed:?}");
     let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
     assert!(bundles.is_empty(), "bundles left: {bundles:?}");
     assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    assert!(zombie_children().is_empty(), "zombies left: {:?}", zombie_children());
+    assert!(
+        zombie_children().is_empty(),
+        "zombies left: {:?}",
+        zombie_children()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_everything() {
     let state = tempfile::tempdir().unwrap();
-    let Some(rt) = oci_runtime(state.path()).await else { return };
+    let Some(rt) = oci_runtime(state.path()).await else {
+        return;
+    };
     let spec = SupervisorSpec::service("crash", Arc::new(rt.clone()), crashing("crash"), 1)
         .on_limit(OnLimit::Backoff)
         .intensity(1, Duration::from_secs(300))
@@ -46,7 +53,9 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
     )
     .await
     .unwrap();
-    let Event::CrashLoopBackOff { restart_count, .. } = e else { unreachable!() };
+    let Event::CrashLoopBackOff { restart_count, .. } = e else {
+        unreachable!()
+    };
     assert!(restart_count >= 1, "restarted before backing off");
     // And it is restarted after the delay.
     within(
@@ -62,7 +71,9 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     let state = tempfile::tempdir().unwrap();
-    let Some(rt) = oci_runtime(state.path()).await else { return };
+    let Some(rt) = oci_runtime(state.path()).await else {
+        return;
+    };
     let spec = SupervisorSpec::service("iso", Arc::new(rt.clone()), crashing("iso"), 1)
         .map_children(|c| c.on_panic(PanicAction::Isolate));
     let (sup, _) = SupervisorRef::start(spec).await.expect("start");
@@ -73,10 +84,21 @@ async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     )
     .await
     .unwrap();
-    let Event::ContainerIsolated { exit_code, container, .. } = e else { unreachable!() };
+    let Event::ContainerIsolated {
+        exit_code,
+        container,
+        ..
+    } = e
+    else {
+        unreachable!()
+    };
     assert_eq!(exit_code, Some(3));
     let kept = container.expect("a container was kept");
-    assert_eq!(rt.runc_list().await.unwrap(), vec![kept.clone()], "visible in runc list");
+    assert_eq!(
+        rt.runc_list().await.unwrap(),
+        vec![kept.clone()],
+        "visible in runc list"
+    );
     let logs = arbor::Runtime::logs(&rt, &arbor::ContainerId(kept), Default::default())
         .await
         .unwrap();

@@ -515,6 +515,11 @@ impl Execution {
         if self.init.as_ref() == Some(&id) {
             self.init = None;
             let rt = self.services.runtime.clone();
+            if status.is_err() {
+                // Waiting failed, so the step may still run: a running
+                // container cannot be removed, and would be leaked.
+                let _ = rt.stop(&id, Duration::ZERO).await;
+            }
             if let Err(e) = rt.remove(&id).await {
                 tracing::warn!(container = %id, error = %e, "failed to remove an init container");
             }
@@ -555,7 +560,14 @@ impl Execution {
         if self.stopping.is_some() {
             return self.finish_stopped(status.code()).await;
         }
+        let oom = !status.success() && self.services.runtime.oom_killed(&id).await.unwrap_or(false);
         let state = match status {
+            _ if oom => JobState::Failed {
+                reason: FailReason::OutOfMemory {
+                    limit: self.spec.resources.memory.map(|m| m.to_string()),
+                },
+                exit_code: status.code(),
+            },
             ExitStatus::Code(0) => JobState::Completed {
                 exit_code: 0,
                 duration: self.elapsed(),
