@@ -17,6 +17,7 @@ pub mod mock;
 pub mod oci;
 pub mod options;
 pub mod process;
+pub mod router;
 
 pub(crate) mod logs;
 
@@ -32,6 +33,7 @@ pub use nix::sys::signal::Signal;
 pub use oci::{OciRuntime, OciRuntimeBuilder};
 pub use options::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use process::ProcessRuntime;
+pub use router::RuntimeRouter;
 
 use crate::spec::{SpecError, SpecErrors};
 

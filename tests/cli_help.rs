@@ -36,6 +36,10 @@ const COMMANDS: &[&[&str]] = &[
     &["jobs", "trigger"],
     &["events"],
     &["supervise"],
+    &["image"],
+    &["image", "import"],
+    &["image", "ls"],
+    &["image", "rm"],
 ];
 
 fn snapshot_path(words: &[&str]) -> PathBuf {
