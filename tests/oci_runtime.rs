@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arbor::{
     ContainerSpec, ExitStatus, Runtime,
-    runtime::{LogQuery, Resources, Signal},
+    runtime::{LogQuery, LogStream, Resources, Signal},
     testing::{
         BUSYBOX_IMAGE, eventually_async, import_busybox, mounts_below, oci_runtime, within,
         zombie_children,
@@ -49,8 +49,15 @@ async fn a_container_runs_from_the_image_and_reports_its_exit_code_and_output() 
     rt.start(&id).await.unwrap();
     let status = within("the exit", rt.wait(&id)).await.unwrap();
     assert_eq!(status, ExitStatus::Code(3));
-    let logs = rt.logs(&id, LogQuery::default()).await.unwrap();
-    assert_eq!(logs.text(), "out\nerr\nhello\n");
+    // Two pipes: the order between the streams is not defined, within each it is.
+    let stream = |s| LogQuery {
+        stream: Some(s),
+        tail: None,
+    };
+    let out = rt.logs(&id, stream(LogStream::Stdout)).await.unwrap();
+    assert_eq!(out.text(), "out\nhello\n");
+    let err = rt.logs(&id, stream(LogStream::Stderr)).await.unwrap();
+    assert_eq!(err.text(), "err\n");
     assert!(!rt.oom_killed(&id).await.unwrap());
     rt.remove(&id).await.unwrap();
     assert_nothing_left(&rt).await;
