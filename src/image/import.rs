@@ -84,7 +84,7 @@ fn verified_blob(
     shown: &Path,
 ) -> Result<PathBuf, ImageError> {
     let path = blob_path(dir, d, what, shown)?;
-    check_file(&path, &d.digest().to_string(), what)?;
+    check_file(&path, d.digest().as_ref(), what)?;
     Ok(path)
 }
 

@@ -89,10 +89,10 @@ impl Bundle {
 /// Unmounts whatever is mounted at `dir/rootfs` and removes `dir`.
 pub(crate) fn teardown_dir(dir: &Path) {
     let rootfs = dir.join("rootfs");
-    if is_mount_point(&rootfs) {
-        if let Err(e) = umount2(&rootfs, MntFlags::MNT_DETACH) {
-            tracing::warn!(error = %e, path = %rootfs.display(), "failed to unmount a container rootfs");
-        }
+    if is_mount_point(&rootfs)
+        && let Err(e) = umount2(&rootfs, MntFlags::MNT_DETACH)
+    {
+        tracing::warn!(error = %e, path = %rootfs.display(), "failed to unmount a container rootfs");
     }
     if let Err(e) = fs::remove_dir_all(dir)
         && e.kind() != io::ErrorKind::NotFound
