@@ -458,7 +458,11 @@ impl OciRuntime {
         };
         let mut byte = [0u8; 1];
         let mut exited = entry.state.subscribe();
+        // Read first: the init writes its byte before it execs, so when it
+        // has exited the byte is already there (an exit seen alone means it
+        // died before it was released).
         let result = tokio::select! {
+            biased;
             read = rx.read(&mut byte) => match read {
                 Ok(1) => Ok(()),
                 Ok(_) => Err(Cause::io(
