@@ -4,9 +4,7 @@
 //! root filesystem over the image's unpacked tree and a `config.json` built
 //! with `oci-spec`, `oci/bundle.rs`), then `runc create` (with our pipes as
 //! the init's stdout and stderr, read into the same output pipeline as the
-//! process runtime) and a start (what `runc start` does, done in-process:
-//! read the init's exec fifo; `runc start` itself when the fifo is not
-//! where runc 1.x keeps it). runc's state root is private to the
+//! process runtime) and `runc start`. runc's state root is private to the
 //! node (`<state-dir>/oci/runc`), so `runc --root` that directory lists only
 //! this node's containers, and the start-up cleanup (`oci/orphans.rs`) can
 //! delete whatever a crashed node left there without touching anyone else's.
@@ -435,54 +433,6 @@ impl OciRuntime {
         Ok(entry)
     }
 
-    /// What `runc start` does, without a runc process (~10 ms less per
-    /// start): the init of a created container blocks writing to
-    /// `<runc root>/<id>/exec.fifo` until someone reads it; reading the byte
-    /// lets it exec the command, and removing the fifo marks the container
-    /// running in runc's state. `None` when there is no fifo (another runc
-    /// layout): then `runc start` is used.
-    async fn release_init(&self, entry: &Entry, id: &ContainerId) -> Option<Result<(), Cause>> {
-        use tokio::io::AsyncReadExt;
-        let fifo = self.shared.runc.root.join(&id.0).join("exec.fifo");
-        // Read-write: the open never blocks and never sees a spurious end
-        // of file before the init has opened its end.
-        let mut rx = match tokio::net::unix::pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(&fifo)
-        {
-            Ok(rx) => rx,
-            Err(e) => {
-                tracing::debug!(error = %e, fifo = %fifo.display(), "no exec fifo; using runc start");
-                return None;
-            }
-        };
-        let mut byte = [0u8; 1];
-        let mut exited = entry.state.subscribe();
-        // Read first: the init writes its byte before it execs, so when it
-        // has exited the byte is already there (an exit seen alone means it
-        // died before it was released).
-        let result = tokio::select! {
-            biased;
-            read = rx.read(&mut byte) => match read {
-                Ok(1) => Ok(()),
-                Ok(_) => Err(Cause::io(
-                    format!("failed to start the container's init: {} ended", fifo.display()),
-                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                )),
-                Err(e) => Err(Cause::io(format!("failed to read {}", fifo.display()), e)),
-            },
-            _ = exited.wait_for(|s| matches!(s, OciState::Exited { .. })) => Err(Cause::io(
-                "the container's init exited before it was started",
-                std::io::Error::from(std::io::ErrorKind::BrokenPipe),
-            )),
-        };
-        drop(rx);
-        if result.is_ok() {
-            let _ = std::fs::remove_file(&fifo);
-        }
-        Some(result)
-    }
-
     async fn teardown(&self, entry: &Arc<Entry>) {
         let dir = entry.bundle.dir.clone();
         let _ = tokio::task::spawn_blocking(move || bundle::teardown_dir(&dir)).await;
@@ -580,17 +530,11 @@ impl Runtime for OciRuntime {
                 ));
             }
         };
-        match self.release_init(&entry, id).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(RuntimeError::new(Op::Start, id, e)),
-            None => self
-                .shared
-                .runc
-                .run(&["start", &id.0])
-                .await
-                .map(|_| ())
-                .map_err(|e| RuntimeError::new(Op::Start, id, e.into()))?,
-        }
+        self.shared
+            .runc
+            .run(&["start", &id.0])
+            .await
+            .map_err(|e| RuntimeError::new(Op::Start, id, e.into()))?;
         entry.state.send_if_modified(|s| {
             let created = matches!(s, OciState::Created { .. });
             if created {
