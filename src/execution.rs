@@ -230,6 +230,13 @@ pub enum FailReason {
     },
     /// The node stopped while the execution was active.
     NodeRestarted,
+    /// The kernel killed a process of the main container at its memory
+    /// limit (`resources.memory`).
+    OutOfMemory {
+        /// The limit, as the spec gave it (`32.0 MiB`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<String>,
+    },
 }
 
 impl fmt::Display for FailReason {
@@ -253,6 +260,13 @@ impl fmt::Display for FailReason {
             Self::Wait { message } => write!(f, "wait failed: {message}"),
             Self::Task { message } => write!(f, "task failed: {message}"),
             Self::NodeRestarted => f.write_str("node restarted"),
+            Self::OutOfMemory { limit: Some(limit) } => {
+                write!(
+                    f,
+                    "out of memory: OOM-killed at its memory limit of {limit}"
+                )
+            }
+            Self::OutOfMemory { limit: None } => f.write_str("out of memory: OOM-killed"),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cron;
 pub mod error;
 pub mod events;
 pub mod execution;
+pub mod image;
 pub mod node;
 pub mod overlay;
 pub mod panics;

@@ -14,9 +14,12 @@
 
 pub mod fault;
 pub mod mock;
+pub mod oci;
+pub mod options;
 pub mod process;
+pub mod router;
 
-mod logs;
+pub(crate) mod logs;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
@@ -27,7 +30,10 @@ pub use fault::FaultRuntime;
 pub use logs::{LogBuffer, LogLine, LogQuery, LogStream, Logs};
 pub use mock::MockRuntime;
 pub use nix::sys::signal::Signal;
+pub use oci::{OciRuntime, OciRuntimeBuilder};
+pub use options::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use process::ProcessRuntime;
+pub use router::RuntimeRouter;
 
 use crate::spec::{SpecError, SpecErrors};
 
@@ -74,7 +80,8 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// A network namespace to run in (an nsfs path such as
     /// `/run/netns/NAME`), prepared by the overlay actor before `create`.
-    /// `None`: the runtime's default, the node's own network.
+    /// `None`: the runtime's default: the node's own network for a process,
+    /// a private namespace with only loopback for an OCI container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
     /// DNS search domains for the container's resolv.conf (`<deployment>.<zone>
@@ -82,6 +89,25 @@ pub struct ContainerSpec {
     /// runtime ignores them (a host process uses the host's resolv.conf).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
+    /// When the image is fetched (images only).
+    #[serde(default, skip_serializing_if = "options::pull_policy_is_default")]
+    pub pull_policy: PullPolicy,
+    /// The runtime that must run it (`None`: the node's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeKind>,
+    /// Resource limits (containers only).
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// `user[:group]` the main process runs as (containers only; default:
+    /// the image's, else root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Hostname inside the container (default: its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Host paths bound into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<BindMount>,
     /// Where the output goes instead of the runtime's in-memory tail (a job
     /// execution's log files). Not part of the serialized spec.
     #[serde(skip)]
@@ -201,6 +227,19 @@ impl ContainerSpec {
         }
         crate::spec::check::argv(&mut errors, "command", &self.command);
         crate::spec::check::env(&mut errors, &self.env);
+        if let Some(image) = &self.image
+            && let Err(e) = crate::image::ImageName::parse(image)
+        {
+            errors.push(SpecError::new("image", format!("{image:?}"), e.to_string()));
+        }
+        options::validate(
+            "",
+            &self.resources,
+            self.user.as_deref(),
+            self.hostname.as_deref(),
+            &self.mounts,
+            &mut errors,
+        );
         errors
     }
 }
@@ -397,6 +436,9 @@ pub enum Cause {
     /// The container's overlay network could not be set up.
     #[error("overlay: {0}")]
     Network(String),
+    /// The OCI machinery failed (runc, a bundle, an image).
+    #[error("{0}")]
+    Oci(#[source] Box<oci::OciError>),
     /// A failure injected on purpose (mock and fault runtimes).
     #[error("injected fault: {0}")]
     Injected(String),
@@ -458,6 +500,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// A bounded tail of the container's output.
     async fn logs(&self, id: &ContainerId, query: LogQuery) -> Result<Logs, RuntimeError>;
+
+    /// True when the kernel OOM-killed a process of the container (its
+    /// memory limit was reached). Runtimes without limits say false.
+    async fn oom_killed(&self, id: &ContainerId) -> Result<bool, RuntimeError> {
+        let _ = id;
+        Ok(false)
+    }
 
     /// The owner of this container vanished without stopping it (its actor
     /// was killed): kill everything in it now, synchronously, and remove it

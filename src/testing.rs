@@ -349,3 +349,88 @@ impl JobHarness {
         .await
     }
 }
+
+/// The skip message of tests that need real containers.
+pub const OCI_SKIP: &str =
+    "skipped: needs root, runc and /bin/busybox (as root: apt-get install runc busybox-static)";
+
+/// Why real OCI containers cannot run here, or `None` when they can (root,
+/// `runc` on PATH, a static `/bin/busybox` to build the test image from).
+pub fn oci_unavailable() -> Option<&'static str> {
+    let on_path = |name: &str| {
+        std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .any(|d| std::path::Path::new(d).join(name).is_file())
+    };
+    if !nix::unistd::geteuid().is_root()
+        || !on_path("runc")
+        || !std::path::Path::new("/bin/busybox").is_file()
+    {
+        Some(OCI_SKIP)
+    } else {
+        None
+    }
+}
+
+/// The name of the image [`oci_runtime`] imports.
+pub const BUSYBOX_IMAGE: &str = "busybox:test";
+
+/// An OCI runtime on `state_dir` whose store holds [`BUSYBOX_IMAGE`] (built
+/// from the host's static busybox by the project's own image code, no
+/// download; its command is `sh`); `None` after printing [`OCI_SKIP`] when
+/// containers cannot run here.
+pub async fn oci_runtime(state_dir: &std::path::Path) -> Option<crate::runtime::OciRuntime> {
+    if let Some(why) = oci_unavailable() {
+        eprintln!("{why}");
+        return None;
+    }
+    import_busybox(state_dir, BUSYBOX_IMAGE, &["sh"]);
+    Some(
+        crate::runtime::OciRuntime::builder()
+            .state_dir(state_dir)
+            .build()
+            .await
+            .expect("the OCI runtime starts"),
+    )
+}
+
+/// Builds a busybox image named `name` with command `cmd` and imports it
+/// into the store of `state_dir`.
+pub fn import_busybox(state_dir: &std::path::Path, name: &str, cmd: &[&str]) {
+    use crate::image::{ImageConfig, ImageStore, build};
+    let work = state_dir.join(format!("busybox-build-{}", uuid::Uuid::new_v4().simple()));
+    build::busybox_rootfs(std::path::Path::new("/bin/busybox"), &work.join("rootfs"))
+        .expect("busybox rootfs");
+    let config = ImageConfig {
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        env: vec!["PATH=/bin".into()],
+        ..ImageConfig::default()
+    };
+    let layout = build::pack_layout(&work.join("rootfs"), name, &config, &work.join("layout"))
+        .expect("image layout");
+    ImageStore::open(state_dir.join("images"))
+        .expect("image store")
+        .import(&layout, None)
+        .expect("image import");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Mount points below `dir` (from `/proc/self/mountinfo`).
+pub fn mounts_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Zombie children of this process.
+pub fn zombie_children() -> Vec<i32> {
+    crate::runtime::process::procfs::own_children()
+        .into_iter()
+        .filter(|&pid| crate::runtime::process::procfs::stat(pid).is_some_and(|p| p.is_zombie()))
+        .collect()
+}

@@ -37,6 +37,10 @@ const COMMANDS: &[&[&str]] = &[
     &["events"],
     &["supervise"],
     &["chaos"],
+    &["image"],
+    &["image", "import"],
+    &["image", "ls"],
+    &["image", "rm"],
 ];
 
 fn snapshot_path(words: &[&str]) -> PathBuf {

@@ -1006,3 +1006,104 @@ fn a_zone_that_is_not_a_domain_name_is_refused() {
     let errors = invalid("zone: \"corp example\"\njobs:\n  backup:\n    command: [backup]\n");
     check(&errors[0], "zone", "\"corp example\"", "domain name");
 }
+
+// ---------------------------------------------------------------------------
+// Container fields (OCI runtime): runtime, pull_policy, resources, user,
+// hostname, mounts, image names
+
+#[test]
+fn an_unknown_runtime_or_pull_policy_is_refused_with_the_choices() {
+    let e = read_error(&web_with("runtime: docker"));
+    check(&e, "services.web.runtime", "docker", "oci");
+    let e = read_error(&backup_with("pull_policy: always"));
+    check(&e, "jobs.backup.pull_policy", "always", "if_not_present");
+}
+
+#[test]
+fn resources_that_cannot_be_read_or_make_no_sense_name_their_field() {
+    let e = read_error(&web_with("resources: {memory: lots}"));
+    assert_eq!(e.field, "services.web.resources.memory", "{e}");
+    let e = read_error(&web_with("resources: {memroy: 32Mi}"));
+    check(
+        &e,
+        "services.web.resources.memroy",
+        "\"memroy\"",
+        "unknown field",
+    );
+    let errors = invalid(&web_with("resources: {memory: 1Ki, cpus: 0, pids: 0}"));
+    check(
+        error_for(&errors, "services.web.resources.memory"),
+        "services.web.resources.memory",
+        "KiB",
+        "at least 1MiB",
+    );
+    check(
+        error_for(&errors, "services.web.resources.cpus"),
+        "services.web.resources.cpus",
+        "0",
+        "above 0",
+    );
+    check(
+        error_for(&errors, "services.web.resources.pids"),
+        "services.web.resources.pids",
+        "0",
+        "at least 1",
+    );
+    let errors = invalid(&backup_with("resources: {cpus: -1}"));
+    error_for(&errors, "jobs.backup.resources.cpus");
+}
+
+#[test]
+fn bad_user_hostname_mounts_and_image_names_name_their_field_and_value() {
+    let errors = invalid(&web_with(
+        "user: \"a:b:c\"\nhostname: \"-bad host\"\nmounts: [{source: data, target: /data}, {source: /x, target: /../etc}]\nimage: \"busybox@sha256:00\"",
+    ));
+    check(
+        error_for(&errors, "services.web.user"),
+        "services.web.user",
+        "a:b:c",
+        "user[:group]",
+    );
+    check(
+        error_for(&errors, "services.web.hostname"),
+        "services.web.hostname",
+        "-bad host",
+        "letters",
+    );
+    check(
+        error_for(&errors, "services.web.mounts[0].source"),
+        "services.web.mounts[0].source",
+        "data",
+        "absolute",
+    );
+    error_for(&errors, "services.web.mounts[1].target");
+    check(
+        error_for(&errors, "services.web.image"),
+        "services.web.image",
+        "busybox@sha256:00",
+        "digest references",
+    );
+    let errors = invalid(&backup_with("user: \"\"\nimage: \"a b\""));
+    error_for(&errors, "jobs.backup.user");
+    error_for(&errors, "jobs.backup.image");
+    let e = read_error(&web_with(
+        "mounts: [{source: /a, target: /b, readonly: true}]",
+    ));
+    check(
+        &e,
+        "services.web.mounts[0].readonly",
+        "\"readonly\"",
+        "unknown field",
+    );
+}
+
+#[test]
+fn a_container_service_and_job_with_every_new_field_is_valid() {
+    let yaml = "services:\n  web:\n    image: busybox:test\n    command: [sh, -c, 'sleep 1']\n    runtime: oci\n    pull_policy: never\n    resources: {memory: 32Mi, cpus: 0.5, pids: 64}\n    user: \"1000:1000\"\n    hostname: web\n    mounts: [{source: /srv, target: /srv, read_only: true}]\njobs:\n  report:\n    image: busybox:test\n    runtime: process\n    resources: {memory: 1GiB}\n";
+    let d = Deployment::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    d.validate().unwrap_or_else(|e| panic!("{e}"));
+    let web = &d.services["web"];
+    assert_eq!(web.resources.memory.unwrap().as_u64(), 32 * 1024 * 1024);
+    assert_eq!(web.runtime, Some(arbor::runtime::RuntimeKind::Oci));
+    assert!(web.mounts[0].read_only);
+}

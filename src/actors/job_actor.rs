@@ -604,6 +604,11 @@ impl Execution {
         if self.init.as_ref() == Some(&id) {
             self.init = None;
             let rt = self.services.runtime.clone();
+            if status.is_err() {
+                // Waiting failed, so the step may still run: a running
+                // container cannot be removed, and would be leaked.
+                let _ = rt.stop(&id, Duration::ZERO).await;
+            }
             if let Err(e) = rt.remove(&id).await {
                 // Kill and remove it in the background rather than leak it.
                 tracing::warn!(container = %id, error = %e, "failed to remove an init container; abandoning it");
@@ -646,7 +651,14 @@ impl Execution {
         if self.stopping.is_some() {
             return self.finish_stopped(status.code()).await;
         }
+        let oom = !status.success() && self.services.runtime.oom_killed(&id).await.unwrap_or(false);
         let state = match status {
+            _ if oom => JobState::Failed {
+                reason: FailReason::OutOfMemory {
+                    limit: self.spec.resources.memory.map(|m| m.to_string()),
+                },
+                exit_code: status.code(),
+            },
             ExitStatus::Code(0) => JobState::Completed {
                 exit_code: 0,
                 duration: self.elapsed(),
@@ -835,6 +847,12 @@ impl Execution {
         spec.env = self.env.clone();
         spec.inherit_env = self.spec.inherit_env;
         spec.cwd = self.spec.cwd.clone();
+        spec.pull_policy = self.spec.pull_policy;
+        spec.runtime = self.spec.runtime;
+        spec.resources = self.spec.resources;
+        spec.user = self.spec.user.clone();
+        spec.hostname = self.spec.hostname.clone();
+        spec.mounts = self.spec.mounts.clone();
         spec.labels = self.spec.labels.clone();
         spec.labels.insert("job".into(), self.spec.name.clone());
         spec.labels

@@ -9,6 +9,8 @@
 //! - `arbor run -- CMD` runs a command once as a job: on the agent when one
 //!   answers (the job outlives the command), else in this process, waiting
 //!   for its end.
+//! - `arbor image import|ls|rm` manages the local image store of a state
+//!   dir (OCI layouts, oci-archive and docker-archive tarballs).
 //! - `arbor supervise -- CMD` runs a command as a supervised service in the
 //!   foreground and prints what the supervisor does.
 //!
@@ -39,6 +41,8 @@ mod commands;
 mod common;
 #[path = "arbor/follow.rs"]
 mod follow;
+#[path = "arbor/image.rs"]
+mod image;
 #[path = "arbor/run.rs"]
 mod run;
 
@@ -131,6 +135,8 @@ enum Command {
     /// running, temporary ones never restarted, events matching the tree).
     /// Exit code: 0 when all held, 1 when one broke, 2 on bad input.
     Chaos(chaos::ChaosArgs),
+    /// Manage the local image store (import, ls, rm) under --state-dir.
+    Image(image::Image),
     /// Run a command as a supervised service in the foreground.
     ///
     /// The service restarts by its policy; SIGINT or SIGTERM stops it
@@ -230,6 +236,7 @@ fn main() -> ExitCode {
         Command::Supervise(args) => return runtime.block_on(supervise(args)),
         Command::Agent(args) => return runtime.block_on(agent::agent(args)),
         Command::Validate(args) => return agent::validate(args),
+        Command::Image(args) => return image::image(args),
         client_command => client_command,
     };
     // Read here, so that a bad $ARBOR_AGENT only troubles the client commands.
@@ -242,7 +249,11 @@ fn main() -> ExitCode {
     };
     let url = &url;
     let outcome = match command {
-        Command::Supervise(_) | Command::Agent(_) | Command::Validate(_) | Command::Chaos(_) => {
+        Command::Supervise(_)
+        | Command::Agent(_)
+        | Command::Validate(_)
+        | Command::Chaos(_)
+        | Command::Image(_) => {
             unreachable!()
         }
         Command::Run(args) => runtime.block_on(run::run(url, args)),

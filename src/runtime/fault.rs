@@ -833,6 +833,10 @@ impl<R: Runtime> Runtime for FaultRuntime<R> {
         self.inner.logs(id, query).await
     }
 
+    async fn oom_killed(&self, id: &ContainerId) -> Result<bool, RuntimeError> {
+        self.inner.oom_killed(id).await
+    }
+
     fn abandon(&self, id: &ContainerId) {
         self.release(id);
         let key = id.clone();

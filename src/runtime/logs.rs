@@ -209,6 +209,39 @@ impl LogBuffer {
     }
 }
 
+/// A readable pipe end that can move between tasks.
+pub(crate) trait AsyncReadSend: AsyncRead + Send + Unpin {}
+impl<T: AsyncRead + Send + Unpin> AsyncReadSend for T {}
+
+/// Reads one output stream of a container to its end: into `sink` when the
+/// spec gives one (chunks as read, then `close`), else line by line into
+/// the runtime's bounded tail `logs`. Shared by every runtime that reads
+/// pipes (process, OCI), so output looks the same whatever runs it.
+pub(crate) async fn pump_output(
+    pipe: Option<Box<dyn AsyncReadSend>>,
+    sink: Option<super::Output>,
+    logs: LogBuffer,
+    stream: LogStream,
+    echo: Option<Arc<str>>,
+) {
+    match (pipe, sink) {
+        (Some(mut pipe), Some(sink)) => {
+            // A pipe holds 64 KiB by default: one read can drain it.
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match pipe.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink.0.write(stream, &chunk[..n]),
+                }
+            }
+            sink.0.close(stream);
+        }
+        (Some(pipe), None) => logs.read_from(pipe, stream, echo).await,
+        (None, Some(sink)) => sink.0.close(stream),
+        (None, None) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,29 @@ pub struct JobSpec {
     /// An image to run instead of a host command (OCI runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// When the image is fetched: `if_not_present` (default) or `never`;
+    /// both use the local store (`arbor image import`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::runtime::options::pull_policy_is_default"
+    )]
+    pub pull_policy: crate::runtime::PullPolicy,
+    /// The runtime that runs it: `oci` or `process` (default: the agent's
+    /// `--runtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runtime::RuntimeKind>,
+    /// Limits: `{memory: 32Mi, cpus: 0.5, pids: 64}` (OCI runtime).
+    #[serde(default, skip_serializing_if = "crate::runtime::Resources::is_empty")]
+    pub resources: crate::runtime::Resources,
+    /// `user[:group]` inside the container (OCI runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Hostname inside the container (OCI runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Bind mounts `{source, target, read_only}` (OCI runtime).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::runtime::BindMount>,
     /// Variables for the command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -215,6 +238,12 @@ impl JobSpec {
             name: name.into(),
             command: argv.into_iter().map(Into::into).collect(),
             image: None,
+            pull_policy: Default::default(),
+            runtime: None,
+            resources: Default::default(),
+            user: None,
+            hostname: None,
+            mounts: Vec::new(),
             env: BTreeMap::new(),
             env_file: Vec::new(),
             inherit_env: true,
@@ -298,6 +327,19 @@ impl JobSpec {
         check::env(&mut errors.0, &self.env);
         if let Some(net) = &self.network {
             net.validate("network", &mut errors.0);
+        }
+        crate::runtime::options::validate(
+            "",
+            &self.resources,
+            self.user.as_deref(),
+            self.hostname.as_deref(),
+            &self.mounts,
+            &mut errors.0,
+        );
+        if let Some(image) = &self.image
+            && let Err(e) = crate::image::ImageName::parse(image)
+        {
+            errors.push(SpecError::new("image", format!("{image:?}"), e.to_string()));
         }
         if self.max_concurrent == Some(0) {
             errors.push(SpecError::new("max_concurrent", 0, "must be >= 1"));

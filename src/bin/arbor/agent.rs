@@ -18,7 +18,11 @@ use std::{
     time::Duration,
 };
 
-use arbor::{Deployment, Node, NodeConfig, ProcessRuntime, api::ApiConfig};
+use arbor::{
+    Deployment, Node, NodeConfig, ProcessRuntime,
+    api::ApiConfig,
+    runtime::{OciRuntime, RuntimeKind, RuntimeRouter},
+};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -45,6 +49,13 @@ pub struct Agent {
     /// are cancelled.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
+    /// The default runtime of services and jobs: process (host commands) or
+    /// oci (containers through runc, from the images of <state-dir>/images;
+    /// needs root and runc). A service's or job's `runtime:` overrides it;
+    /// with the process default, specs that name an image still run on the
+    /// OCI runtime when it is available.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Process)]
+    runtime: RuntimeArg,
     /// Log format on stderr (`RUST_LOG` sets the level; default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -55,6 +66,12 @@ pub struct Agent {
     /// Where segment subnets (/24 each) come from.
     #[arg(long, default_value = "10.213.0.0/16")]
     network_pool: arbor::overlay::Ipv4Net,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    Process,
+    Oci,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -167,7 +184,29 @@ pub async fn agent(args: Agent) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut config = NodeConfig::new(Arc::new(process.clone()))
+    let oci = match OciRuntime::builder().state_dir(&state_dir).build().await {
+        Ok(oci) => Ok(oci),
+        Err(e) if args.runtime == RuntimeArg::Oci => {
+            eprintln!("arbor: --runtime oci: {e}");
+            eprintln!("arbor: {}", arbor::runtime::oci::crun_status());
+            return ExitCode::from(2);
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if args.runtime == RuntimeArg::Oci {
+        tracing::info!("{}", arbor::runtime::oci::crun_status());
+    }
+    let default = match args.runtime {
+        RuntimeArg::Process => RuntimeKind::Process,
+        RuntimeArg::Oci => RuntimeKind::Oci,
+    };
+    let router = RuntimeRouter::new(
+        default,
+        Some(Arc::new(process.clone())),
+        oci.clone().map(|o| Arc::new(o) as Arc<dyn arbor::Runtime>),
+    );
+    let oci = oci.ok();
+    let mut config = NodeConfig::new(Arc::new(router))
         .state_dir(&state_dir)
         .network(args.network);
     config.overlay_config.pool = args.network_pool;
@@ -185,6 +224,9 @@ pub async fn agent(args: Agent) -> ExitCode {
         eprintln!("arbor: failed to deploy {}: {e}", args.spec.display());
         node.shutdown(args.shutdown_timeout).await;
         process.shutdown(Duration::ZERO).await;
+        if let Some(oci) = &oci {
+            oci.shutdown(Duration::ZERO).await;
+        }
         return ExitCode::FAILURE;
     }
     let addr = listener.local_addr().unwrap_or(args.listen);
@@ -231,20 +273,26 @@ pub async fn agent(args: Agent) -> ExitCode {
             _ = int.recv() => {}
         }
         if first.elapsed() >= Duration::from_secs(1) {
-            return force(&process).await;
+            return force(&process, oci.as_ref()).await;
         }
     }
     let _ = stop_api.send(());
     let _ = server.await;
     process.shutdown(Duration::ZERO).await;
+    if let Some(oci) = &oci {
+        oci.shutdown(Duration::ZERO).await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
 /// A second signal: kill everything now.
-async fn force(process: &ProcessRuntime) -> ExitCode {
+async fn force(process: &ProcessRuntime, oci: Option<&OciRuntime>) -> ExitCode {
     tracing::warn!("second signal: killing every process now");
-    let killed = process.shutdown(Duration::ZERO).await;
+    let mut killed = process.shutdown(Duration::ZERO).await;
+    if let Some(oci) = oci {
+        killed += oci.shutdown(Duration::ZERO).await;
+    }
     eprintln!("arbor: forced stop ({killed} containers killed)");
     ExitCode::from(130)
 }

@@ -16,7 +16,10 @@ use super::{
     entry::{Entry, ProcState, Run, kill_group},
 };
 use crate::{
-    runtime::{Cause, ContainerSpec, ExitStatus, LogStream, Op, OutputSink, RuntimeError, Signal},
+    runtime::{
+        Cause, ContainerSpec, ExitStatus, LogStream, Op, RuntimeError, Signal,
+        logs::{AsyncReadSend, pump_output},
+    },
     spec::{SpecError, SpecErrors},
 };
 
@@ -158,12 +161,7 @@ impl ProcessRuntime {
                 .then(|| Arc::from(spec.name.as_str()));
             let sink = spec.output.clone();
             let task = tokio::spawn(async move {
-                match (pipe, sink) {
-                    (Some(pipe), Some(sink)) => pump(pipe, &*sink.0, stream).await,
-                    (Some(pipe), None) => logs.read_from(pipe, stream, echo).await,
-                    (None, Some(sink)) => sink.0.close(stream),
-                    (None, None) => {}
-                }
+                pump_output(pipe, sink, logs, stream, echo).await;
                 eof.send_modify(|n| *n += 1);
             });
             readers.push(task.abort_handle());
@@ -201,23 +199,6 @@ impl ProcessRuntime {
         Ok(())
     }
 }
-
-/// Copies `pipe` to `sink` in chunks as they are read, then closes the stream.
-async fn pump(mut pipe: Box<dyn AsyncReadSend>, sink: &dyn OutputSink, stream: LogStream) {
-    use tokio::io::AsyncReadExt;
-    // A pipe holds 64 KiB by default: one read can drain it.
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => sink.write(stream, &chunk[..n]),
-        }
-    }
-    sink.close(stream);
-}
-
-trait AsyncReadSend: tokio::io::AsyncRead + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + Send + Unpin> AsyncReadSend for T {}
 
 /// Finds `program` the way `execvp` would, or says where it looked.
 pub(super) fn resolve_program(spec: &ContainerSpec) -> Result<PathBuf, Cause> {

@@ -37,6 +37,29 @@ pub struct ServiceSpec {
     /// when it starts the service, not when the spec is validated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// When the image is fetched: `if_not_present` (default) or `never`;
+    /// both use the local store (`arbor image import`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::runtime::options::pull_policy_is_default"
+    )]
+    pub pull_policy: crate::runtime::PullPolicy,
+    /// The runtime that runs it: `oci` or `process` (default: the agent's
+    /// `--runtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runtime::RuntimeKind>,
+    /// Limits: `{memory: 32Mi, cpus: 0.5, pids: 64}` (OCI runtime).
+    #[serde(default, skip_serializing_if = "crate::runtime::Resources::is_empty")]
+    pub resources: crate::runtime::Resources,
+    /// `user[:group]` inside the container (OCI runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Hostname inside the container (OCI runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Bind mounts `{source, target, read_only}` (OCI runtime).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::runtime::BindMount>,
     /// Variables for the command; they win over `env_file`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -125,6 +148,12 @@ impl Default for ServiceSpec {
         Self {
             command: Vec::new(),
             image: None,
+            pull_policy: Default::default(),
+            runtime: None,
+            resources: Default::default(),
+            user: None,
+            hostname: None,
+            mounts: Vec::new(),
             env: BTreeMap::new(),
             env_file: Vec::new(),
             inherit_env: true,
@@ -219,6 +248,12 @@ impl ServiceSpec {
             labels: self.labels.clone(),
             netns: None,
             dns_search: Vec::new(),
+            pull_policy: self.pull_policy,
+            runtime: self.runtime,
+            resources: self.resources,
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            mounts: self.mounts.clone(),
             output: None,
         }
     }

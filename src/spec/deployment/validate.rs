@@ -127,7 +127,12 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
         s.container_template(name)
             .validate()
             .into_iter()
-            .filter(|e| e.field != "name")
+            // The name is checked above, an empty image just before.
+            .filter(|e| {
+                e.field != "name"
+                    && !(e.field == "image"
+                        && s.image.as_deref().is_some_and(|i| i.trim().is_empty()))
+            })
             .map(|e| e.within(&at)),
     );
     path_errors(

@@ -1,0 +1,131 @@
+//! The runc binary, behind one small wrapper: every invocation goes through
+//! here, so every failure says which runc command failed and what runc said.
+
+use std::{
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use tokio::process::Command;
+
+use super::OciError;
+
+/// How to call runc: its binary and a state root private to this node (so
+/// `runc --root ROOT list` shows only this node's containers).
+#[derive(Debug, Clone)]
+pub(crate) struct Runc {
+    pub(crate) binary: PathBuf,
+    pub(crate) root: PathBuf,
+}
+
+impl Runc {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.stdin(Stdio::null()).kill_on_drop(false);
+        cmd
+    }
+
+    fn describe(&self, args: &[&str]) -> String {
+        format!("runc {}", args.join(" "))
+    }
+
+    /// Runs `runc ARGS` to its end; its stdout, or an error with its stderr.
+    pub(crate) async fn run(&self, args: &[&str]) -> Result<Vec<u8>, OciError> {
+        let out = self
+            .command(args)
+            .output()
+            .await
+            .map_err(|source| OciError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(OciError::Runc {
+                command: self.describe(args),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// `runc create`: the container's init gets `stdout` and `stderr` (the
+    /// write ends of our pipes) and is left waiting for `start`; its pid is
+    /// written to `pid_file`. runc's own messages go to `log` (the pipes
+    /// belong to the container), and are read back when it fails.
+    pub(crate) async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(), OciError> {
+        let bundle_s = bundle.display().to_string();
+        let pid_s = pid_file.display().to_string();
+        let log_s = log.display().to_string();
+        let args = [
+            "--log",
+            &log_s,
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            &bundle_s,
+            "--pid-file",
+            &pid_s,
+            id,
+        ];
+        // `--root` must come before `--log`; `command` puts it first.
+        let mut cmd = self.command(&args);
+        cmd.stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+        let spawned = cmd.spawn();
+        // Close our copies of the write ends now: only the container keeps them.
+        drop(cmd);
+        let mut child = spawned.map_err(|source| OciError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let status = child.wait().await.map_err(|source| OciError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(OciError::Runc {
+            command: format!("runc create --bundle {bundle_s} {id}"),
+            status: status.to_string(),
+            stderr: log_errors(log),
+        })
+    }
+}
+
+/// The error messages of a runc JSON log (all of it when none parse).
+fn log_errors(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let msgs: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .collect();
+    if msgs.is_empty() {
+        text.trim().to_owned()
+    } else {
+        msgs.join("; ")
+    }
+}
+
+/// Finds `name` on PATH.
+pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
