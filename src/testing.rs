@@ -427,7 +427,23 @@ pub fn mounts_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Zombie children of this process.
+/// The zombie children that stay: those seen now and still there after up
+/// to 5 s. A zombie some other test's waiter is about to reap (tests in
+/// one binary share the process) is transient; a leaked one never goes.
+pub async fn lasting_zombies() -> Vec<i32> {
+    let first = zombie_children();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = zombie_children();
+        let stayed: Vec<i32> = first.iter().copied().filter(|p| now.contains(p)).collect();
+        if stayed.is_empty() || tokio::time::Instant::now() >= deadline {
+            return stayed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The node's children that are zombies right now.
 pub fn zombie_children() -> Vec<i32> {
     crate::runtime::process::procfs::own_children()
         .into_iter()

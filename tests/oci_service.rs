@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use arbor::{
     BackoffPolicy, ContainerSpec, Event, OnLimit, PanicAction, SupervisorRef, SupervisorSpec,
     runtime::OciRuntime,
-    testing::{BUSYBOX_IMAGE, event_of, mounts_below, oci_runtime, within, zombie_children},
+    testing::{BUSYBOX_IMAGE, event_of, lasting_zombies, mounts_below, oci_runtime, within},
 };
 
 fn crashing(name: &str) -> ContainerSpec {
@@ -22,11 +22,8 @@ async fn assert_nothing_left(rt: &OciRuntime) {
     let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
     assert!(bundles.is_empty(), "bundles left: {bundles:?}");
     assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    assert!(
-        zombie_children().is_empty(),
-        "zombies left: {:?}",
-        zombie_children()
-    );
+    let zombies = lasting_zombies().await;
+    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
