@@ -514,6 +514,24 @@ pub trait Runtime: Send + Sync + 'static {
     fn abandon(&self, id: &ContainerId);
 }
 
+/// Stops `ids` (with `grace`) and removes them, all at once; returns how
+/// many were removed. A runtime's own `shutdown`.
+pub(crate) async fn stop_and_remove_all(
+    rt: &impl Runtime,
+    ids: &[ContainerId],
+    grace: Duration,
+) -> usize {
+    let stops = ids.iter().map(|id| async move {
+        let _ = rt.stop(id, grace).await;
+        rt.remove(id).await.is_ok()
+    });
+    futures::future::join_all(stops)
+        .await
+        .into_iter()
+        .filter(|removed| *removed)
+        .count()
+}
+
 /// Validates `spec` for `create`, naming the container in the error.
 pub(crate) fn check_spec(spec: &ContainerSpec) -> Result<(), RuntimeError> {
     let errors = spec.validate();

@@ -416,6 +416,20 @@ pub fn import_busybox(state_dir: &std::path::Path, name: &str, cmd: &[&str]) {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Nothing of `rt`'s containers is left: runc lists none, no bundle, no
+/// mount below the bundles, no lasting zombie.
+pub async fn assert_no_oci_leftovers(rt: &crate::runtime::OciRuntime) {
+    let listed = rt.runc_list().await.expect("runc list");
+    assert!(listed.is_empty(), "runc still lists containers: {listed:?}");
+    let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir())
+        .expect("the bundles dir")
+        .collect();
+    assert!(bundles.is_empty(), "bundles left: {bundles:?}");
+    assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
+    let zombies = lasting_zombies().await;
+    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
+}
+
 /// Mount points below `dir` (from `/proc/self/mountinfo`).
 pub fn mounts_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -8,8 +8,8 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use arbor::{
     Executor, ExecutorConfig, FailReason, FaultRuntime, InitStep, JobSpec, JobState, JobTrigger,
-    runtime::{OciRuntime, Op, Resources, fault::Target},
-    testing::{BUSYBOX_IMAGE, lasting_zombies, mounts_below, oci_runtime, within},
+    runtime::{Op, Resources, fault::Target},
+    testing::{BUSYBOX_IMAGE, assert_no_oci_leftovers, oci_runtime, within},
 };
 
 fn job(name: &str, script: &str) -> JobSpec {
@@ -32,16 +32,6 @@ fn read(state: &Path, id: arbor::ExecutionId, file: &str) -> String {
             .join(file),
     )
     .unwrap_or_default()
-}
-
-async fn assert_nothing_left(rt: &OciRuntime) {
-    let listed = rt.runc_list().await.unwrap();
-    assert!(listed.is_empty(), "runc still lists containers: {listed:?}");
-    let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
-    assert!(bundles.is_empty(), "bundles left: {bundles:?}");
-    assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    let zombies = lasting_zombies().await;
-    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +64,7 @@ async fn a_job_runs_its_init_steps_and_main_command_in_containers_and_keeps_thei
         "init\nmain on reporter\n"
     );
     assert_eq!(read(state.path(), id, "stderr.log"), "oops\n");
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +97,7 @@ async fn cancel_stops_a_container_job_within_its_grace_and_cleans_up() {
         "{:?}",
         record.status.state
     );
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +126,7 @@ async fn a_job_over_its_memory_limit_fails_as_out_of_memory() {
         }
         other => panic!("expected an OOM failure, got {other:?}"),
     }
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +154,7 @@ async fn every_failing_step_still_removes_the_container_and_its_bundle() {
             panic!("{op:?}: expected a failure, got {:?}", record.status.state);
         };
         assert!(reason.to_string().starts_with(expected), "{op:?}: {reason}");
-        assert_nothing_left(&rt).await;
+        assert_no_oci_leftovers(&rt).await;
     }
     // A failing init step (a real non-zero exit) too.
     let mut failing_init = spec.clone();
@@ -178,7 +168,7 @@ async fn every_failing_step_still_removes_the_container_and_its_bundle() {
             ..
         }
     ));
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
     // And the main command's start.
     let mut no_init = spec.clone();
     no_init.init.clear();
@@ -192,7 +182,7 @@ async fn every_failing_step_still_removes_the_container_and_its_bundle() {
             ..
         }
     ));
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
     // With no fault left, the same job completes.
     let id = ex.run(no_init, JobTrigger::Cli).await.unwrap();
     let record = within("the job", ex.wait(id)).await.unwrap();
@@ -200,5 +190,5 @@ async fn every_failing_step_still_removes_the_container_and_its_bundle() {
         record.status.state,
         JobState::Completed { exit_code: 0, .. }
     ));
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }

@@ -8,8 +8,8 @@ use arbor::{
     ContainerSpec, ExitStatus, Runtime,
     runtime::{LogQuery, LogStream, Resources, Signal},
     testing::{
-        BUSYBOX_IMAGE, eventually_async, import_busybox, lasting_zombies, mounts_below,
-        oci_runtime, within,
+        BUSYBOX_IMAGE, assert_no_oci_leftovers, eventually_async, import_busybox, oci_runtime,
+        within,
     },
 };
 
@@ -17,20 +17,6 @@ fn busybox(name: &str, script: &str) -> ContainerSpec {
     let mut spec = ContainerSpec::shell(name, script);
     spec.image = Some(BUSYBOX_IMAGE.into());
     spec
-}
-
-/// Nothing of the runtime's containers is left: runc lists none, no bundle,
-/// no mount, no zombie.
-async fn assert_nothing_left(rt: &arbor::runtime::OciRuntime) {
-    assert!(
-        rt.runc_list().await.unwrap().is_empty(),
-        "runc still lists containers"
-    );
-    let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
-    assert!(bundles.is_empty(), "bundles left: {bundles:?}");
-    assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    let zombies = lasting_zombies().await;
-    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 }
 
 #[tokio::test]
@@ -57,7 +43,7 @@ async fn a_container_runs_from_the_image_and_reports_its_exit_code_and_output() 
     assert_eq!(err.text(), "err\n");
     assert!(!rt.oom_killed(&id).await.unwrap());
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -76,7 +62,7 @@ async fn stop_kills_a_pid_1_that_ignores_sigterm_after_the_grace_and_remove_clea
     assert!(out.killed, "sleep as PID 1 ignores SIGTERM: {out:?}");
     assert_eq!(out.status, ExitStatus::Signal(Signal::SIGKILL as i32));
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -114,7 +100,7 @@ async fn a_shell_that_traps_sigterm_stops_gracefully_within_the_grace() {
             .contains("bye")
     );
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -125,7 +111,7 @@ async fn a_created_container_that_never_started_is_removed_with_its_init() {
     };
     let id = rt.create(&busybox("idle", "exit 0")).await.unwrap();
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -142,7 +128,7 @@ async fn pause_freezes_and_resume_thaws_and_stop_still_works_on_a_paused_contain
     let out = rt.stop(&id, Duration::from_millis(200)).await.unwrap();
     assert!(out.killed);
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -166,7 +152,7 @@ async fn a_container_over_its_memory_limit_is_oom_killed_and_reported_as_such() 
         "not reported as OOM-killed ({status})"
     );
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -200,7 +186,7 @@ async fn bad_images_are_clear_errors_that_leave_nothing() {
     missing.command = vec!["/no/such/program".into()];
     let err = rt.create(&missing).await.unwrap_err().to_string();
     assert!(err.contains("runc create"), "{err}");
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test]
@@ -227,7 +213,7 @@ async fn a_new_runtime_removes_the_containers_and_bundles_a_crashed_node_left() 
     .await;
     // Its init was our child: reap it as the crashed node would have.
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
-    assert_nothing_left(&next).await;
+    assert_no_oci_leftovers(&next).await;
 }
 
 #[tokio::test]
@@ -259,5 +245,5 @@ async fn dns_search_domains_from_the_overlay_are_the_containers_resolv_conf() {
         out.text()
     );
     rt.remove(&id).await.unwrap();
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }

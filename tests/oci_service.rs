@@ -6,24 +6,13 @@ use std::{sync::Arc, time::Duration};
 
 use arbor::{
     BackoffPolicy, ContainerSpec, Event, OnLimit, PanicAction, SupervisorRef, SupervisorSpec,
-    runtime::OciRuntime,
-    testing::{BUSYBOX_IMAGE, event_of, lasting_zombies, mounts_below, oci_runtime, within},
+    testing::{BUSYBOX_IMAGE, assert_no_oci_leftovers, event_of, oci_runtime, within},
 };
 
 fn crashing(name: &str) -> ContainerSpec {
     let mut spec = ContainerSpec::shell(name, "echo crashing; exit 3");
     spec.image = Some(BUSYBOX_IMAGE.into());
     spec
-}
-
-async fn assert_nothing_left(rt: &OciRuntime) {
-    let listed = rt.runc_list().await.unwrap();
-    assert!(listed.is_empty(), "runc still lists containers: {listed:?}");
-    let bundles: Vec<_> = std::fs::read_dir(rt.bundles_dir()).unwrap().collect();
-    assert!(bundles.is_empty(), "bundles left: {bundles:?}");
-    assert!(mounts_below(rt.bundles_dir()).is_empty(), "mounts left");
-    let zombies = lasting_zombies().await;
-    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +51,7 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
     .await
     .unwrap();
     within("the shutdown", sup.shutdown()).await;
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,5 +90,5 @@ async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
         .unwrap();
     assert_eq!(logs.text(), "crashing\n");
     within("the shutdown", sup.shutdown()).await;
-    assert_nothing_left(&rt).await;
+    assert_no_oci_leftovers(&rt).await;
 }

@@ -194,15 +194,7 @@ impl ProcessRuntime {
             .call(|t| t.keys().cloned().collect())
             .await
             .unwrap_or_default();
-        let stops = ids.iter().map(|id| async move {
-            let _ = self.stop(id, grace).await;
-            self.remove(id).await.is_ok()
-        });
-        futures::future::join_all(stops)
-            .await
-            .into_iter()
-            .filter(|removed| *removed)
-            .count()
+        super::stop_and_remove_all(self, &ids, grace).await
     }
 
     async fn entry(&self, op: Op, id: &ContainerId) -> Result<Arc<Entry>, RuntimeError> {

@@ -296,25 +296,15 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
                 }
                 pending.insert(key, *at);
             }
-            Event::ContainerRestarted { id, service, .. } => {
+            Event::ContainerRestarted { id, service, .. }
+            | Event::CrashLoopBackOff { id, service, .. } => {
                 let key = (service.clone(), id.clone());
                 if let Some(t) = pending.remove(&key) {
                     out.entry(key).or_default().push(Decision {
                         at: t,
                         seq,
                         epoch,
-                        immediate: true,
-                    });
-                }
-            }
-            Event::CrashLoopBackOff { id, service, .. } => {
-                let key = (service.clone(), id.clone());
-                if let Some(t) = pending.remove(&key) {
-                    out.entry(key).or_default().push(Decision {
-                        at: t,
-                        seq,
-                        epoch,
-                        immediate: false,
+                        immediate: matches!(e, Event::ContainerRestarted { .. }),
                     });
                 }
             }
