@@ -545,7 +545,7 @@ async fn process() -> Value {
         let t0 = Instant::now();
         kill(pid);
         events
-            .wait_for(|e| matches!(e, Event::ContainerRestarted { .. }))
+            .wait_for(|e| matches!(e, Event::ChildRestarted { .. }))
             .await
             .unwrap();
         replace.push(micros(t0.elapsed()));
@@ -584,7 +584,7 @@ async fn process() -> Value {
 async fn current_pid(sup: &SupervisorRef, rt: &ProcessRuntime) -> u32 {
     loop {
         if let Some(actor) = sup.child::<arbor::ContainerMsg>("sleeper").await.unwrap() {
-            let (id, _) = ractor::call!(actor, arbor::ContainerMsg::Info).unwrap();
+            let (id, _) = ractor::call!(actor, arbor::ContainerMsg::info).unwrap();
             if let Ok(Some(pid)) = rt.pid(&id).await {
                 return pid;
             }

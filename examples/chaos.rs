@@ -85,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut restarts = 0;
     while let Some(e) = events.try_recv() {
-        if let Event::ContainerRestarted { id, .. } = e {
+        if let Event::ChildRestarted { child: id, .. } = e {
             restarts += 1;
             println!("supervisor restarted {id}");
         }

@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "isolate hook: {} failed ({}); container {} kept for debugging",
             i.child,
             i.exit,
-            i.container.as_ref().map_or("-".into(), |c| c.to_string())
+            i.retained.as_deref().unwrap_or("-")
         )
     });
 
@@ -115,16 +115,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn print_event(e: &Event) {
     match e {
         Event::ChildExited { child, exit, .. } => println!("{child} exited: {exit}"),
-        Event::ContainerRestarted {
-            id, restart_count, ..
+        Event::ChildRestarted {
+            child: id,
+            restart_count,
+            ..
         } => println!("{id} restarted (#{restart_count})"),
-        Event::CrashLoopBackOff { id, delay, .. } => {
+        Event::CrashLoopBackOff {
+            child: id, delay, ..
+        } => {
             println!(
                 "{id} is crash-looping: next start in {}",
                 humantime::format_duration(*delay)
             )
         }
-        Event::ContainerIsolated { id, .. } => println!("{id} isolated"),
+        Event::ChildIsolated { child: id, .. } => println!("{id} isolated"),
         _ => {}
     }
 }

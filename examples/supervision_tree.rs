@@ -124,8 +124,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(event) = events.recv().await {
         match &event {
             Event::ChildExited { child, exit, .. } => println!("  {child} exited: {exit}"),
-            Event::ContainerRestarted {
-                id, restart_count, ..
+            Event::ChildRestarted {
+                child: id,
+                restart_count,
+                ..
             } => {
                 println!("  {id} restarted (restart #{restart_count})");
                 if id == "writer" {

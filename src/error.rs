@@ -7,6 +7,7 @@ use crate::{
 
 /// Any arbor error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A spec is invalid.
     #[error(transparent)]

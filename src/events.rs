@@ -2,9 +2,11 @@
 //!
 //! Supervisors publish into an [`EventBus`] shared by a whole tree. The bus is
 //! a task that owns the list of subscribers and forwards each event to each
-//! of them through its own unbounded channel: every subscriber gets every
-//! event, in publish order, and a slow subscriber only grows its own queue,
-//! it never blocks a supervisor. With no subscriber, publishing costs one
+//! of them through its own bounded channel: every subscriber that keeps up
+//! gets every event, in publish order; one that stalls holds at most its
+//! capacity, loses newer events (counted, and shown by `/metrics` as
+//! `arbor_events_dropped_total`) and never blocks a supervisor or the other
+//! subscribers. With no subscriber, publishing costs one
 //! atomic load (plus the `tracing` event, filtered as usual).
 //!
 //! Every event is also emitted as a `tracing` event with the target
@@ -15,7 +17,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -23,9 +25,16 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// Something a supervisor did or saw.
+use crate::spec::ChildKind;
+
+/// Something a supervisor did or saw, or a job execution's progress.
+///
+/// Supervisor events name the supervisor, the child and the child's kind
+/// (`worker`, `container`, `supervisor`); what a child runs is not the
+/// supervisor's business.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// A child started (first start, restart, or operator start).
     ChildStarted {
@@ -33,6 +42,8 @@ pub enum Event {
         supervisor: String,
         /// The child's id.
         child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
     },
     /// A child exited by itself (crash, error, panic, or clean exit).
     ChildExited {
@@ -40,6 +51,8 @@ pub enum Event {
         supervisor: String,
         /// The child's id.
         child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// How it exited, as text.
         exit: String,
         /// Its exit code when it was a process that exited with one.
@@ -51,6 +64,8 @@ pub enum Event {
         supervisor: String,
         /// The child's id.
         child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// Why it was stopped.
         reason: String,
     },
@@ -60,6 +75,8 @@ pub enum Event {
         supervisor: String,
         /// The child's id.
         child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// What failed.
         error: String,
         /// Restarts of this child so far, this failed attempt included (0:
@@ -68,11 +85,13 @@ pub enum Event {
         restart_count: u32,
     },
     /// A child was restarted by its supervisor's policy.
-    ContainerRestarted {
+    ChildRestarted {
+        /// The supervisor's name.
+        supervisor: String,
         /// The child's id.
-        id: String,
-        /// The supervisor (service) name.
-        service: String,
+        child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// The exit code that caused the restart, when there was one.
         exit_code: Option<i32>,
         /// Restarts of this child so far, this one included.
@@ -80,10 +99,12 @@ pub enum Event {
     },
     /// A child crashed too often and waits before its next restart.
     CrashLoopBackOff {
+        /// The supervisor's name.
+        supervisor: String,
         /// The child's id.
-        id: String,
-        /// The supervisor (service) name.
-        service: String,
+        child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// Restarts of this child so far.
         restart_count: u32,
         /// How long it waits.
@@ -91,29 +112,36 @@ pub enum Event {
         delay: Duration,
     },
     /// A failed child was kept for debugging and will not be restarted.
-    ContainerIsolated {
+    ChildIsolated {
+        /// The supervisor's name.
+        supervisor: String,
         /// The child's id.
-        id: String,
-        /// The supervisor (service) name.
-        service: String,
+        child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// Its exit code, when there was one.
         exit_code: Option<i32>,
-        /// The kept container, when the child was a container.
-        container: Option<String>,
+        /// What it kept, when it names it (a container's id).
+        retained: Option<String>,
     },
-    /// A child's failure stopped every child of its supervisor.
+    /// A child's failure stopped every child of its supervisor (panic
+    /// action `shutdown`).
     ServiceShutdown {
         /// The supervisor (service) name.
-        service: String,
+        supervisor: String,
+        /// The child whose failure shut it down.
+        child: String,
         /// Which child failed and how.
         reason: String,
     },
     /// A child finished and will not be restarted.
-    ContainerCompleted {
+    ChildCompleted {
+        /// The supervisor's name.
+        supervisor: String,
         /// The child's id.
-        id: String,
-        /// The supervisor (service) name.
-        service: String,
+        child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
         /// Its exit code, when there was one.
         exit_code: Option<i32>,
     },
@@ -161,6 +189,23 @@ pub enum Event {
 }
 
 impl Event {
+    /// The name of every kind of event, as [`Event::kind`] gives it.
+    pub const KINDS: &'static [&'static str] = &[
+        "child_started",
+        "child_exited",
+        "child_stopped",
+        "child_start_failed",
+        "child_restarted",
+        "crash_loop_back_off",
+        "child_isolated",
+        "service_shutdown",
+        "child_completed",
+        "supervisor_escalated",
+        "execution_started",
+        "execution_finished",
+        "overlay_warning",
+    ];
+
     /// The event's name as in its serialized `event` field.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -168,11 +213,11 @@ impl Event {
             Self::ChildExited { .. } => "child_exited",
             Self::ChildStopped { .. } => "child_stopped",
             Self::ChildStartFailed { .. } => "child_start_failed",
-            Self::ContainerRestarted { .. } => "container_restarted",
+            Self::ChildRestarted { .. } => "child_restarted",
             Self::CrashLoopBackOff { .. } => "crash_loop_back_off",
-            Self::ContainerIsolated { .. } => "container_isolated",
+            Self::ChildIsolated { .. } => "child_isolated",
             Self::ServiceShutdown { .. } => "service_shutdown",
-            Self::ContainerCompleted { .. } => "container_completed",
+            Self::ChildCompleted { .. } => "child_completed",
             Self::SupervisorEscalated { .. } => "supervisor_escalated",
             Self::ExecutionStarted { .. } => "execution_started",
             Self::ExecutionFinished { .. } => "execution_finished",
@@ -187,61 +232,92 @@ impl Event {
             Self::OverlayWarning { id, job, message } => {
                 tracing::warn!(target: T, event, id, job, message, "overlay warning")
             }
-            Self::ChildStarted { supervisor, child } => {
-                tracing::debug!(target: T, event, supervisor, child, "child started")
+            Self::ChildStarted {
+                supervisor,
+                child,
+                child_kind,
+            } => {
+                let kind = child_kind.to_string();
+                tracing::debug!(target: T, event, supervisor, child, kind, "child started")
             }
             Self::ChildExited {
                 supervisor,
                 child,
+                child_kind,
                 exit,
                 exit_code,
             } => {
-                tracing::info!(target: T, event, supervisor, child, exit, exit_code, "child exited")
+                let kind = child_kind.to_string();
+                tracing::info!(target: T, event, supervisor, child, kind, exit, exit_code, "child exited")
             }
             Self::ChildStopped {
                 supervisor,
                 child,
+                child_kind,
                 reason,
-            } => tracing::debug!(target: T, event, supervisor, child, reason, "child stopped"),
+            } => {
+                let kind = child_kind.to_string();
+                tracing::debug!(target: T, event, supervisor, child, kind, reason, "child stopped")
+            }
             Self::ChildStartFailed {
                 supervisor,
                 child,
+                child_kind,
                 error,
                 restart_count,
             } => {
-                tracing::warn!(target: T, event, supervisor, child, error, restart_count, "child failed to start")
+                let kind = child_kind.to_string();
+                tracing::warn!(target: T, event, supervisor, child, kind, error, restart_count, "child failed to start")
             }
-            Self::ContainerRestarted {
-                id,
-                service,
+            Self::ChildRestarted {
+                supervisor,
+                child,
+                child_kind,
                 exit_code,
                 restart_count,
             } => {
-                tracing::info!(target: T, event, service, id, exit_code, restart_count, "restarted")
+                let kind = child_kind.to_string();
+                tracing::info!(target: T, event, supervisor, child, kind, exit_code, restart_count, "restarted")
             }
             Self::CrashLoopBackOff {
-                id,
-                service,
+                supervisor,
+                child,
+                child_kind,
                 restart_count,
                 delay,
-            } => tracing::warn!(
-                target: T, event, service, id, restart_count,
-                delay_ms = delay.as_millis() as u64, "crash loop: backing off"
-            ),
-            Self::ContainerIsolated {
-                id,
-                service,
-                exit_code,
-                container,
-            } => tracing::warn!(target: T, event, service, id, exit_code, container, "isolated"),
-            Self::ServiceShutdown { service, reason } => {
-                tracing::warn!(target: T, event, service, reason, "service shut down")
+            } => {
+                let kind = child_kind.to_string();
+                tracing::warn!(
+                    target: T, event, supervisor, child, kind, restart_count,
+                    delay_ms = delay.as_millis() as u64, "crash loop: backing off"
+                )
             }
-            Self::ContainerCompleted {
-                id,
-                service,
+            Self::ChildIsolated {
+                supervisor,
+                child,
+                child_kind,
                 exit_code,
-            } => tracing::info!(target: T, event, service, id, exit_code, "completed"),
+                retained,
+            } => {
+                let kind = child_kind.to_string();
+                tracing::warn!(target: T, event, supervisor, child, kind, exit_code, retained, "isolated")
+            }
+            Self::ServiceShutdown {
+                supervisor,
+                child,
+                reason,
+            } => {
+                tracing::warn!(target: T, event, supervisor, child, reason, "service shut down")
+            }
+            Self::ChildCompleted {
+                supervisor,
+                child,
+                child_kind,
+                exit_code,
+            } => {
+                let kind = child_kind.to_string();
+                tracing::info!(target: T, event, supervisor, child, kind, exit_code, "completed")
+            }
             Self::SupervisorEscalated { supervisor, reason } => {
                 tracing::error!(target: T, event, supervisor, reason, "escalated to parent")
             }
@@ -266,8 +342,18 @@ impl Event {
 
 enum BusCmd {
     Publish(Event),
-    Subscribe(mpsc::UnboundedSender<Event>),
+    Subscribe(Subscriber),
 }
+
+/// The bus's end of one subscriber.
+struct Subscriber {
+    tx: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// How many events a subscriber may have queued before newer ones are
+/// dropped for it ([`EventBus::subscribe_with_capacity`] sets another).
+pub const SUBSCRIBER_CAPACITY: usize = 8192;
 
 /// Fan-out of events to any number of subscribers. Cheap to clone; clones
 /// share the subscribers.
@@ -275,6 +361,7 @@ enum BusCmd {
 pub struct EventBus {
     tx: mpsc::UnboundedSender<BusCmd>,
     subscribers: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for BusCmd {
@@ -291,21 +378,36 @@ impl EventBus {
     pub fn new() -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<BusCmd>();
         let subscribers = Arc::new(AtomicUsize::new(0));
-        let count = subscribers.clone();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (count, total_dropped) = (subscribers.clone(), dropped.clone());
         tokio::spawn(async move {
-            let mut subs: Vec<mpsc::UnboundedSender<Event>> = Vec::new();
+            let mut subs: Vec<Subscriber> = Vec::new();
             while let Some(cmd) = rx.recv().await {
                 match cmd {
                     BusCmd::Subscribe(s) => subs.push(s),
                     BusCmd::Publish(event) => {
                         let before = subs.len();
-                        subs.retain(|s| s.send(event.clone()).is_ok());
+                        subs.retain(|s| match s.tx.try_send(event.clone()) {
+                            Ok(()) => true,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                // A stalled subscriber: it loses this event,
+                                // nobody waits for it.
+                                s.dropped.fetch_add(1, Ordering::Relaxed);
+                                total_dropped.fetch_add(1, Ordering::Relaxed);
+                                true
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        });
                         count.fetch_sub(before - subs.len(), Ordering::AcqRel);
                     }
                 }
             }
         });
-        Self { tx, subscribers }
+        Self {
+            tx,
+            subscribers,
+            dropped,
+        }
     }
 
     /// Publishes `event` to every subscriber and to `tracing`.
@@ -334,16 +436,36 @@ impl EventBus {
         }
     }
 
-    /// A stream of every event published from now on.
+    /// A stream of every event published from now on, holding up to
+    /// [`SUBSCRIBER_CAPACITY`] unread events.
     pub fn subscribe(&self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribe_with_capacity(SUBSCRIBER_CAPACITY)
+    }
+
+    /// A stream of every event published from now on. Once `capacity`
+    /// events wait unread, newer ones are dropped for this stream alone and
+    /// counted ([`EventStream::dropped`], [`EventBus::dropped`]): a stalled
+    /// subscriber costs bounded memory and never slows the others.
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> EventStream {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
         // Counted before the bus task sees it, so nothing published after
         // this call returns is skipped.
         self.subscribers.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(BusCmd::Subscribe(tx)).is_err() {
+        let sub = Subscriber {
+            tx,
+            dropped: dropped.clone(),
+        };
+        if self.tx.send(BusCmd::Subscribe(sub)).is_err() {
             self.subscribers.fetch_sub(1, Ordering::AcqRel);
         }
-        EventStream { rx }
+        EventStream { rx, dropped }
+    }
+
+    /// Events dropped so far for subscribers that did not keep up, all
+    /// subscribers together.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -356,10 +478,16 @@ impl Default for EventBus {
 /// The events one subscriber receives.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl EventStream {
+    /// Events this stream lost because it held its capacity unread.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// The next event; `None` when the bus is gone.
     pub async fn recv(&mut self) -> Option<Event> {
         self.rx.recv().await

@@ -51,6 +51,7 @@ impl FromStr for ExecutionId {
 /// Who or what asked for an execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobTrigger {
     /// An HTTP API call from this address.
     Endpoint {
@@ -91,6 +92,7 @@ impl fmt::Display for JobTrigger {
 /// Where an execution is. The last three are terminal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobState {
     /// Accepted; nothing has been done yet.
     Pending,
@@ -174,6 +176,7 @@ impl fmt::Display for JobState {
 /// The step an execution failed at, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FailReason {
     /// The image (for host commands: the program) could not be resolved.
     ImagePull {

@@ -99,6 +99,7 @@ pub struct ImageRecord {
 
 /// A failed image operation; each names the file, image or digest involved.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError {
     /// The image is not in the store.
     #[error("image not found locally: {0} (import it with arbor image import)")]

@@ -2,11 +2,14 @@
 
 pub mod actors;
 pub mod api;
+pub mod chaos;
 pub mod cron;
 pub mod error;
 pub mod events;
 pub mod execution;
+pub mod exit;
 pub mod image;
+pub mod journal;
 pub mod node;
 pub mod overlay;
 pub mod panics;

@@ -231,6 +231,8 @@ impl Node {
     /// Starts the root supervisor, the overlay actor and the executor (which
     /// reloads the history kept in the state dir).
     pub async fn start(config: NodeConfig) -> Result<Self, Error> {
+        // Restart storms of panicking children stay cheap (see `panics`).
+        crate::panics::install();
         let events = EventBus::new();
         let overlay = match config.overlay {
             Some(o) => o,

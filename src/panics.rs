@@ -1,4 +1,5 @@
-//! A panic hook that keeps a restart storm cheap.
+//! A panic hook that keeps a restart storm of supervised actors cheap, and
+//! leaves every other panic alone.
 //!
 //! A supervised actor that panics is a failed child like any other: ractor
 //! catches the panic and arbor restarts the child. But before unwinding
@@ -7,24 +8,37 @@
 //! on these machines, which a crash loop of thousands of children would pay
 //! each time.
 //!
-//! [`install`] wraps the current hook with a token bucket: the first
-//! [`BURST`] panics, and then one per [`REFILL`], go to the previous hook in
-//! full (message, location, backtrace); the others are only counted, which
-//! costs a few atomic operations. The next full report says how many were
-//! left out, and [`stats`] reports the totals. The panic message itself is
-//! never lost for supervised children: ractor turns it into the child's exit
-//! reason, which arbor records and publishes.
+//! [`install`] wraps the current hook. Panics raised while a supervised
+//! actor's hook runs (the actors of [`ChildSpec::actor`], which wraps them
+//! in [`Supervised`]) go through a token bucket: the first [`BURST`], and
+//! then one per [`REFILL`], go to the previous hook in full (message,
+//! location, backtrace); the others are only counted, which costs a few
+//! atomic operations. The next full report says how many were left out, and
+//! [`stats`] reports the totals. The panic message itself is never lost for
+//! supervised children: ractor turns it into the child's exit reason, which
+//! arbor records and publishes. Every other panic of the process (the
+//! application's own threads and tasks, a test's failed assertion) goes to
+//! the previous hook unchanged.
 //!
-//! Supervisors install it when they start. Set `ARBOR_PANIC_HOOK=default` to
-//! keep the standard hook untouched (every panic reported in full).
+//! Nothing installs it silently: the node does ([`crate::Node::start`]),
+//! and an application that supervises its own actors can call [`install`].
+//! `ARBOR_PANIC_HOOK=default` keeps the standard hook untouched everywhere.
+//!
+//! [`ChildSpec::actor`]: crate::ChildSpec::actor
 
 use std::{
+    cell::Cell,
+    future::Future,
+    pin::Pin,
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 /// Panics reported in full before rate limiting starts.
 pub const BURST: u32 = 5;
@@ -37,19 +51,24 @@ static REPORTED: AtomicU64 = AtomicU64::new(0);
 static UNREPORTED: AtomicU64 = AtomicU64::new(0);
 static BUCKET: Mutex<Option<(f64, Instant)>> = Mutex::new(None);
 
-/// Panic counts since the hook was installed.
+thread_local! {
+    /// True while a supervised actor's hook is being polled on this thread.
+    static SUPERVISED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts of supervised actors' panics since the hook was installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PanicStats {
-    /// Every panic seen by the hook.
+    /// Every panic of a supervised actor seen by the hook.
     pub total: u64,
-    /// Panics passed to the previous hook (printed in full).
+    /// Those passed to the previous hook (printed in full).
     pub reported: u64,
-    /// Panics only counted.
+    /// Those only counted.
     pub suppressed: u64,
 }
 
-/// Installs the rate-limited hook once per process (later calls do nothing).
-/// Returns false when `ARBOR_PANIC_HOOK=default` asked to keep the standard hook.
+/// Installs the hook once per process (later calls do nothing). Returns
+/// false when `ARBOR_PANIC_HOOK=default` asked to keep the standard hook.
 pub fn install() -> bool {
     *INSTALLED.get_or_init(|| {
         if std::env::var("ARBOR_PANIC_HOOK").is_ok_and(|v| v == "default") {
@@ -57,13 +76,17 @@ pub fn install() -> bool {
         }
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            if !SUPERVISED.with(Cell::get) {
+                previous(info);
+                return;
+            }
             TOTAL.fetch_add(1, Ordering::Relaxed);
             if take_token() {
                 let left_out = UNREPORTED.swap(0, Ordering::Relaxed);
                 if left_out > 0 {
                     eprintln!(
-                        "arbor: {left_out} panic report(s) suppressed by rate limiting \
-                         (ARBOR_PANIC_HOOK=default reports every panic)"
+                        "arbor: {left_out} panic report(s) of supervised actors suppressed by \
+                         rate limiting (ARBOR_PANIC_HOOK=default reports every panic)"
                     );
                 }
                 REPORTED.fetch_add(1, Ordering::Relaxed);
@@ -102,5 +125,88 @@ fn take_token() -> bool {
         true
     } else {
         false
+    }
+}
+
+/// Marks every poll of a future as running supervised-actor code.
+struct Marked<'a, F>(Pin<&'a mut F>);
+
+impl<F: Future> Future for Marked<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // Reset on the way out, unwinding included: the panic of this poll
+        // is reported while the flag is set, and nothing after it is.
+        let _reset = Reset(SUPERVISED.with(|s| s.replace(true)));
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// Puts the flag back as it was.
+struct Reset(bool);
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        SUPERVISED.with(|s| s.set(self.0));
+    }
+}
+
+/// Runs `fut` marked as supervised-actor code.
+async fn marked<F: Future>(fut: F) -> F::Output {
+    let fut = std::pin::pin!(fut);
+    Marked(fut).await
+}
+
+/// An actor whose panics count as a supervised actor's (see the module
+/// docs): the same messages, state and arguments as `A`, every hook
+/// forwarded. [`ChildSpec::actor`](crate::ChildSpec::actor) wraps the
+/// actors it spawns in it.
+pub struct Supervised<A>(pub A);
+
+impl<A: Actor> Actor for Supervised<A> {
+    type Msg = A::Msg;
+    type State = A::State;
+    type Arguments = A::Arguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        marked(self.0.pre_start(myself, args)).await
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        marked(self.0.post_start(myself, state)).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        marked(self.0.handle(myself, message, state)).await
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        marked(self.0.handle_supervisor_evt(myself, message, state)).await
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        marked(self.0.post_stop(myself, state)).await
     }
 }

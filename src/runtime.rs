@@ -15,7 +15,6 @@
 pub mod fault;
 pub mod mock;
 pub mod oci;
-pub mod options;
 pub mod process;
 pub mod router;
 
@@ -26,12 +25,13 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::exit::ExitStatus;
+pub use crate::spec::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use fault::FaultRuntime;
 pub use logs::{LogBuffer, LogLine, LogQuery, LogStream, Logs};
 pub use mock::MockRuntime;
 pub use nix::sys::signal::Signal;
 pub use oci::{OciRuntime, OciRuntimeBuilder};
-pub use options::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use process::ProcessRuntime;
 pub use router::RuntimeRouter;
 
@@ -90,7 +90,10 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
     /// When the image is fetched (images only).
-    #[serde(default, skip_serializing_if = "options::pull_policy_is_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::spec::container::pull_policy_is_default"
+    )]
     pub pull_policy: PullPolicy,
     /// The runtime that must run it (`None`: the node's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,91 +221,24 @@ impl ContainerSpec {
                 "must not be empty",
             ));
         }
-        if self.image.is_none() && self.command.is_empty() {
-            errors.push(SpecError::new(
-                "command",
-                "[]",
-                "must not be empty: give the program and its arguments (argv)",
-            ));
+        crate::spec::container::Fields {
+            image: self.image.as_deref(),
+            command: &self.command,
+            env: &self.env,
+            resources: &self.resources,
+            user: self.user.as_deref(),
+            hostname: self.hostname.as_deref(),
+            mounts: &self.mounts,
         }
-        crate::spec::check::argv(&mut errors, "command", &self.command);
-        crate::spec::check::env(&mut errors, &self.env);
-        if let Some(image) = &self.image
-            && let Err(e) = crate::image::ImageName::parse(image)
-        {
-            errors.push(SpecError::new("image", format!("{image:?}"), e.to_string()));
-        }
-        options::validate(
-            "",
-            &self.resources,
-            self.user.as_deref(),
-            self.hostname.as_deref(),
-            &self.mounts,
-            &mut errors,
-        );
+        .check(&mut errors);
         errors
-    }
-}
-
-/// How a container's main process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// It was terminated by this signal number.
-    Signal(i32),
-}
-
-impl ExitStatus {
-    /// Exit code 0.
-    pub fn success(&self) -> bool {
-        matches!(self, Self::Code(0))
-    }
-
-    /// The exit code, if it exited rather than being killed by a signal.
-    pub fn code(&self) -> Option<i32> {
-        match self {
-            Self::Code(c) => Some(*c),
-            Self::Signal(_) => None,
-        }
-    }
-
-    /// The terminating signal, if any.
-    pub fn signal(&self) -> Option<i32> {
-        match self {
-            Self::Signal(s) => Some(*s),
-            Self::Code(_) => None,
-        }
-    }
-}
-
-impl From<std::process::ExitStatus> for ExitStatus {
-    fn from(s: std::process::ExitStatus) -> Self {
-        use std::os::unix::process::ExitStatusExt;
-        match (s.code(), s.signal()) {
-            (Some(c), _) => Self::Code(c),
-            (None, Some(sig)) => Self::Signal(sig),
-            (None, None) => Self::Code(-1),
-        }
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Code(c) => write!(f, "exit code {c}"),
-            Self::Signal(s) => match Signal::try_from(*s) {
-                Ok(sig) => write!(f, "killed by {sig}"),
-                Err(_) => write!(f, "killed by signal {s}"),
-            },
-        }
     }
 }
 
 /// Where a container is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
+#[non_exhaustive]
 pub enum ContainerState {
     /// Created, not started.
     Created,
@@ -406,6 +342,7 @@ impl RuntimeError {
 
 /// Why a runtime step failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Cause {
     /// The runtime has no container with this id.
     #[error("no such container")]

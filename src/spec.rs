@@ -4,6 +4,7 @@
 
 mod backoff;
 pub(crate) mod check;
+pub(crate) mod container;
 mod deployment;
 mod error;
 mod flags;
@@ -12,13 +13,14 @@ pub(crate) mod network;
 
 pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;
+pub use container::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use deployment::{
     Changes, Deployment, DeploymentDiff, MAX_NAME_LEN, MAX_REPLICAS, MAX_SPEC_FILE, ServiceSpec,
 };
 pub use error::{SpecError, SpecErrors};
 pub use flags::{
-    ExitAction, ExitRule, ExitRules, OnLimit, PanicAction, RestartType, Shutdown, Strategy,
-    SupervisorFlags,
+    ChildKind, ExitAction, ExitRule, ExitRules, OnLimit, PanicAction, RestartType, Shutdown,
+    Strategy, SupervisorFlags,
 };
 pub use job::{History, InitStep, JobSpec, NotifySpec, Overlap};
 pub use network::NetworkSpec;

@@ -57,6 +57,7 @@ pub const COMPLETION_FILE: &str = "completion_event.json";
 
 /// A failed store operation, naming the file or directory.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// A directory could not be created.
     #[error("failed to create directory {}: {source}", path.display())]

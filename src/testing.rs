@@ -6,8 +6,10 @@
 //! check who restarted, in which order, and what the supervisor did,
 //! without timing anything.
 
-pub mod chaos;
-pub mod faulty_actor;
+/// The chaos harness (also at [`crate::chaos`]).
+pub use crate::chaos;
+/// Actor-level faults (also at [`crate::chaos::faulty_actor`]).
+pub use crate::chaos::faulty_actor;
 
 use std::sync::{
     Arc,
@@ -15,65 +17,9 @@ use std::sync::{
 };
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
 
 use crate::actors::supervisor_actor::ChildSpec;
-
-/// An ordered record of what probes did (`"start a"`, `"stop a"`, ...).
-#[derive(Debug, Clone)]
-pub struct Journal {
-    tx: mpsc::UnboundedSender<String>,
-    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
-}
-
-impl Default for Journal {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Journal {
-    /// An empty journal.
-    pub fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            tx,
-            rx: Arc::new(tokio::sync::Mutex::new(rx)),
-        }
-    }
-
-    /// Appends an entry.
-    pub fn write(&self, entry: impl Into<String>) {
-        let _ = self.tx.send(entry.into());
-    }
-
-    /// Takes every entry written so far.
-    pub async fn take(&self) -> Vec<String> {
-        let mut rx = self.rx.lock().await;
-        let mut out = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            out.push(e);
-        }
-        out
-    }
-
-    /// Waits for the next entry.
-    pub async fn next(&self) -> Option<String> {
-        self.rx.lock().await.recv().await
-    }
-
-    /// Waits until `entry` is written, returning the entries before it.
-    pub async fn wait_for(&self, entry: &str) -> Vec<String> {
-        let mut before = Vec::new();
-        while let Some(e) = self.next().await {
-            if e == entry {
-                return before;
-            }
-            before.push(e);
-        }
-        before
-    }
-}
+pub use crate::journal::{Entry, Journal, OverlayOp, RuntimeOp};
 
 /// How a probe ends when told to.
 #[derive(Debug, Clone)]
@@ -121,10 +67,10 @@ impl Actor for Probe {
         let left = args.fail_starts.load(Ordering::Acquire);
         if left > 0 {
             args.fail_starts.store(left - 1, Ordering::Release);
-            args.journal.write(format!("failed start {}", args.id));
+            args.journal.write(Entry::FailedStart(args.id.clone()));
             return Err(format!("{} refused to start", args.id).into());
         }
-        args.journal.write(format!("start {}", args.id));
+        args.journal.write(Entry::Started(args.id.clone()));
         Ok(args)
     }
 
@@ -153,7 +99,7 @@ impl Actor for Probe {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.journal.write(format!("stop {}", state.id));
+        state.journal.write(Entry::Stopped(state.id.clone()));
         Ok(())
     }
 }
@@ -193,7 +139,7 @@ pub fn crash(reason: &str) -> ProbeExit {
 
 /// Matches a restart of child `id` (for [`crate::EventStream::wait_for`]).
 pub fn restarted(id: &str) -> impl FnMut(&crate::Event) -> bool + '_ {
-    move |e| matches!(e, crate::Event::ContainerRestarted { id: i, .. } if i == id)
+    move |e| matches!(e, crate::Event::ChildRestarted { child: i, .. } if i == id)
 }
 
 /// Matches an event of this kind (`"supervisor_escalated"`, ...) about `who`

@@ -2,7 +2,11 @@
 //! the node. arbor does not mint them; it tells whoever does when a
 //! container is gone, so a token never outlives its container.
 
-use crate::{execution::ExecutionId, runtime::ContainerId, testing::Journal};
+use crate::{
+    execution::ExecutionId,
+    journal::{Entry, Journal},
+    runtime::ContainerId,
+};
 
 /// Told when an execution's container is removed, exactly once per
 /// container. Must be quick and must not fail (log instead).
@@ -34,6 +38,6 @@ impl RecordingTokens {
 
 impl TokenSink for RecordingTokens {
     fn revoke(&self, _: ExecutionId, container: &ContainerId) {
-        self.journal.write(format!("token revoke {container}"));
+        self.journal.write(Entry::TokenRevoked(container.0.clone()));
     }
 }

@@ -133,7 +133,7 @@ async fn the_agent_runs_a_spec_serves_the_api_reloads_and_stops_cleanly() {
     write!(events, "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut reader = BufReader::new(events);
     let mut seen = String::new();
-    while !seen.contains("container_restarted") {
+    while !seen.contains("child_restarted") {
         let mut l = String::new();
         assert!(
             reader.read_line(&mut l).unwrap() > 0,

@@ -112,19 +112,20 @@ async fn a_crashing_service_shows_in_events_and_metrics() {
 
     let m = events
         .wait_for(Duration::from_secs(10), |m| {
-            m.event.as_deref() == Some("container_restarted")
+            m.event.as_deref() == Some("child_restarted")
         })
         .await;
     let data = m.json();
-    assert_eq!(data["event"], "container_restarted");
-    assert_eq!(data["service"], "crashy");
+    assert_eq!(data["event"], "child_restarted");
+    assert_eq!(data["supervisor"], "crashy");
+    assert_eq!(data["child_kind"], "container");
     assert_eq!(data["exit_code"], 3);
     let m = events
         .wait_for(Duration::from_secs(10), |m| {
             m.event.as_deref() == Some("crash_loop_back_off")
         })
         .await;
-    assert_eq!(m.json()["service"], "crashy");
+    assert_eq!(m.json()["supervisor"], "crashy");
 
     eventually_async("metrics count the restarts and the crash loop", || async {
         let text = f.api.get("/metrics").await.text();
@@ -146,6 +147,8 @@ async fn a_crashing_service_shows_in_events_and_metrics() {
         "# TYPE arbor_execution_duration_seconds histogram",
         "arbor_executions_active 0",
         "arbor_executions{state=\"running\"} 0",
+        "# TYPE arbor_events_dropped_total counter",
+        "arbor_events_dropped_total 0",
     ] {
         assert!(text.contains(line), "{line:?} missing from\n{text}");
     }

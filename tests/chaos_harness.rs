@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use arbor::{
     ContainerId, ContainerSpec, ContainerState, Deployment, ExitStatus, Runtime, RuntimeError,
+    journal::{Entry, OverlayOp},
     runtime::{LogQuery, Logs, Signal, StopOutcome, fault::FaultKind},
     testing::chaos::{Chaos, Violation, invariants},
 };
@@ -68,8 +69,13 @@ async fn a_deployment_under_seeded_faults_keeps_every_invariant() {
     assert!(report.executions.values().sum::<usize>() > 50, "{report}");
     // The cleanup checks had attachments and namespaces to check.
     let journal = &report.observation.journal;
-    assert!(journal.iter().any(|l| l.starts_with("overlay attach")));
-    assert!(journal.iter().any(|l| l.starts_with("overlay netns del")));
+    let has = |op| {
+        journal
+            .iter()
+            .any(|e| matches!(e, Entry::Overlay { op: o, .. } if *o == op))
+    };
+    assert!(has(OverlayOp::Attach));
+    assert!(has(OverlayOp::NetnsDel));
 }
 
 #[tokio::test(start_paused = true)]
@@ -122,10 +128,10 @@ async fn only_the_chosen_fault_kinds_are_injected() {
 fn the_checks_find_a_restart_past_the_intensity_limit() {
     let obs = observation(
         r#"[
-        [0.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "exit": "exit code 1", "exit_code": 1}],
-        [0.0, {"event": "container_restarted", "id": "web-0", "service": "web", "exit_code": 1, "restart_count": 1}],
-        [1.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "exit": "exit code 1", "exit_code": 1}],
-        [1.0, {"event": "container_restarted", "id": "web-0", "service": "web", "exit_code": 1, "restart_count": 2}]
+        [0.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit": "exit code 1", "exit_code": 1}],
+        [0.0, {"event": "child_restarted", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit_code": 1, "restart_count": 1}],
+        [1.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit": "exit code 1", "exit_code": 1}],
+        [1.0, {"event": "child_restarted", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit_code": 1, "restart_count": 2}]
     ]"#,
         1,
     );
@@ -139,9 +145,9 @@ fn the_checks_find_a_restart_past_the_intensity_limit() {
 fn the_checks_find_a_restart_before_its_back_off_ended() {
     let obs = observation(
         r#"[
-        [0.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "exit": "exit code 1", "exit_code": 1}],
-        [0.0, {"event": "crash_loop_back_off", "id": "web-0", "service": "web", "restart_count": 1, "delay": "1s"}],
-        [0.5, {"event": "container_restarted", "id": "web-0", "service": "web", "exit_code": 1, "restart_count": 2}]
+        [0.0, {"event": "child_exited", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit": "exit code 1", "exit_code": 1}],
+        [0.0, {"event": "crash_loop_back_off", "supervisor": "web", "child": "web-0", "child_kind": "container", "restart_count": 1, "delay": "1s"}],
+        [0.5, {"event": "child_restarted", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit_code": 1, "restart_count": 2}]
     ]"#,
         0,
     );
@@ -168,16 +174,16 @@ fn the_checks_find_an_execution_that_ended_twice_and_one_that_never_ended() {
 #[test]
 fn the_checks_find_a_detach_that_never_happened_and_a_double_revoke() {
     let mut obs = observation("[]", 5);
-    obs.journal = [
-        "overlay attach c1 j",
-        "token revoke c1",
-        "overlay attach c2 j",
-        "overlay detach c2 j",
-        "token revoke c2",
-        "token revoke c2",
-    ]
-    .map(String::from)
-    .to_vec();
+    let attach = |c| Entry::overlay(OverlayOp::Attach, c, Some("j"));
+    let revoke = |c: &str| Entry::TokenRevoked(c.to_owned());
+    obs.journal = vec![
+        attach("c1"),
+        revoke("c1"),
+        attach("c2"),
+        Entry::overlay(OverlayOp::Detach, "c2", Some("j")),
+        revoke("c2"),
+        revoke("c2"),
+    ];
     let v = invariants::cleanup_runs_once(&obs);
     let details: Vec<&str> = v.iter().map(|v| v.detail.as_str()).collect();
     assert!(

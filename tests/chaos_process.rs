@@ -87,7 +87,7 @@ async fn two_hundred_processes_killed_at_random_for_thirty_seconds_leave_nothing
     .await;
     let mut restart_events = 0;
     while let Some(e) = events.try_recv() {
-        if matches!(e, Event::ContainerRestarted { .. }) {
+        if matches!(e, Event::ChildRestarted { .. }) {
             restart_events += 1;
         }
     }

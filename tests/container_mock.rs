@@ -67,9 +67,10 @@ async fn a_crashed_container_is_removed_and_restarted_with_its_exit_code() {
     let e = ev.wait_for(restarted("web-0")).await.unwrap();
     assert_eq!(
         e,
-        Event::ContainerRestarted {
-            id: "web-0".into(),
-            service: "web".into(),
+        Event::ChildRestarted {
+            child: "web-0".into(),
+            supervisor: "web".into(),
+            child_kind: ChildKind::Container,
             exit_code: Some(3),
             restart_count: 1
         }
@@ -107,7 +108,7 @@ async fn a_clean_exit_restarts_a_permanent_container_unless_a_rule_says_it_is_do
     let mut ev = sup.events();
     ev.wait_for(restarted("web-0")).await.unwrap();
     if sup.which_children().await.unwrap()[1].state != ChildState::Completed {
-        ev.wait_for(event_of("container_completed", "batch"))
+        ev.wait_for(event_of("child_completed", "batch"))
             .await
             .unwrap();
     }
@@ -135,12 +136,12 @@ async fn isolate_keeps_the_failed_container_calls_the_hook_and_never_restarts() 
     let (sup, _) = SupervisorRef::start(spec).await.unwrap();
     let mut ev = sup.events();
     let e = ev
-        .wait_for(event_of("container_isolated", "web-1"))
+        .wait_for(event_of("child_isolated", "web-1"))
         .await
         .unwrap();
-    let Event::ContainerIsolated {
+    let Event::ChildIsolated {
         exit_code,
-        container,
+        retained: container,
         ..
     } = e
     else {
@@ -155,7 +156,7 @@ async fn isolate_keeps_the_failed_container_calls_the_hook_and_never_restarts() 
         (isolated[0].supervisor.as_str(), isolated[0].child.as_str()),
         ("web", "web-1")
     );
-    assert_eq!(isolated[0].container.as_ref(), Some(&kept));
+    assert_eq!(isolated[0].retained.as_ref(), Some(&kept.0));
 
     let containers = rt.containers().await;
     let c = containers
@@ -200,7 +201,7 @@ async fn restarting_an_isolated_child_removes_its_kept_container() {
     let spec = web(&rt, 1).map_children(|c| c.on_panic(PanicAction::Isolate));
     let (sup, _) = SupervisorRef::start(spec).await.unwrap();
     let mut ev = sup.events();
-    ev.wait_for(event_of("container_isolated", "web-0"))
+    ev.wait_for(event_of("child_isolated", "web-0"))
         .await
         .unwrap();
     sup.restart_child("web-0").await.unwrap();
@@ -380,7 +381,7 @@ async fn a_panicking_isolate_hook_does_not_take_the_supervisor_down() {
         .on_isolate(|_| panic!("hook bug"));
     let (sup, _) = SupervisorRef::start(spec).await.unwrap();
     let mut ev = sup.events();
-    ev.wait_for(event_of("container_isolated", "web-0"))
+    ev.wait_for(event_of("child_isolated", "web-0"))
         .await
         .unwrap();
     assert_eq!(

@@ -15,7 +15,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use arbor::runtime::process::procfs;
 use arbor::testing::{assert_nothing_left, eventually_some, eventually_some_async, within};
 use arbor::{
-    ChildExit, ChildSpec, ChildState, ContainerSpec, ContainerState, Event, ExitStatus,
+    ChildExit, ChildKind, ChildSpec, ChildState, ContainerSpec, ContainerState, Event, ExitStatus,
     ProcessRuntime, RestartType, Shutdown, SupervisorRef, SupervisorSpec,
 };
 
@@ -55,7 +55,7 @@ async fn running_leaders(rt: &ProcessRuntime, n: usize) -> Vec<i32> {
 }
 
 fn restarted(id: &'static str) -> impl FnMut(&Event) -> bool {
-    move |e| matches!(e, Event::ContainerRestarted { id: i, .. } if i == id)
+    move |e| matches!(e, Event::ChildRestarted { child: i, .. } if i == id)
 }
 
 // --------------------------------------------------------------- tests --
@@ -83,9 +83,10 @@ async fn a_crashing_command_is_restarted() {
         .expect("the event bus is alive");
     assert_eq!(
         event,
-        Event::ContainerRestarted {
-            id: "crasher".into(),
-            service: "svc".into(),
+        Event::ChildRestarted {
+            child: "crasher".into(),
+            supervisor: "svc".into(),
+            child_kind: ChildKind::Container,
             exit_code: Some(3),
             restart_count: 1
         }
@@ -142,7 +143,7 @@ async fn a_command_that_always_crashes_escalates_and_leaves_nothing_behind() {
     let escalated = within("the escalation", async {
         while let Some(e) = events.recv().await {
             match e {
-                Event::ContainerRestarted {
+                Event::ChildRestarted {
                     exit_code,
                     restart_count,
                     ..

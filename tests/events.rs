@@ -27,7 +27,7 @@ async fn every_subscriber_gets_every_event_in_order() {
     };
     let rest_of_first = drain(&mut first);
     let all_of_second = drain(&mut second);
-    let expected_cycle = ["child_exited", "child_started", "container_restarted"];
+    let expected_cycle = ["child_exited", "child_started", "child_restarted"];
     assert_eq!(all_of_second[..9], expected_cycle.repeat(3)[..]);
     assert_eq!(all_of_second[9..], ["child_stopped"]);
     assert_eq!(
@@ -71,16 +71,55 @@ async fn a_dropped_subscriber_is_forgotten() {
 #[test]
 fn events_serialize_with_their_kind_and_fixed_fields() {
     let e = Event::CrashLoopBackOff {
-        id: "web-0".into(),
-        service: "web".into(),
+        child: "web-0".into(),
+        supervisor: "web".into(),
+        child_kind: ChildKind::Container,
         restart_count: 6,
         delay: Duration::from_secs(20),
     };
     let json = serde_json::to_value(&e).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"event": "crash_loop_back_off", "id": "web-0", "service": "web", "restart_count": 6, "delay": "20s"})
+        serde_json::json!({"event": "crash_loop_back_off", "supervisor": "web", "child": "web-0", "child_kind": "container", "restart_count": 6, "delay": "20s"})
     );
     let back: Event = serde_json::from_value(json).unwrap();
     assert_eq!(back, e);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_subscriber_keeps_only_its_capacity_and_counts_what_it_lost() {
+    let j = Journal::new();
+    let spec = SupervisorSpec::new("app")
+        .intensity(100, Duration::from_secs(60))
+        .child(probe("a", &j));
+    let (sup, _) = SupervisorRef::start(spec).await.unwrap();
+    let bus = sup.event_bus().clone();
+    let mut stalled = bus.subscribe_with_capacity(4);
+    let mut reader = sup.events();
+    for n in 0..5 {
+        exit_child(&sup, "a", crash(&format!("crash {n}"))).await;
+        reader.wait_for(restarted("a")).await.unwrap();
+    }
+    // 5 cycles of 3 events: the reader got them all, the stalled one kept 4.
+    let mut kept = Vec::new();
+    while let Some(e) = stalled.try_recv() {
+        kept.push(e.kind());
+    }
+    assert_eq!(
+        kept,
+        [
+            "child_exited",
+            "child_started",
+            "child_restarted",
+            "child_exited"
+        ]
+    );
+    assert_eq!(stalled.dropped(), 11);
+    assert_eq!(reader.dropped(), 0);
+    assert_eq!(bus.dropped(), 11);
+    // Once read, it receives again.
+    exit_child(&sup, "a", crash("after")).await;
+    stalled.wait_for(restarted("a")).await.unwrap();
+    assert_eq!(stalled.dropped(), 11);
+    sup.shutdown().await;
 }

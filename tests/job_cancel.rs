@@ -6,19 +6,43 @@ use arbor::{
     ExecutorError, FailReason, JobSpec, JobState, JobTrigger, SystemClock,
     runtime::{Signal, mock::MockRun},
     spec::InitStep,
-    testing::JobHarness,
+    testing::{Entry, JobHarness, OverlayOp, RuntimeOp},
 };
 
-fn cleanup_of(journal: &[String], container: &str) -> Vec<String> {
+fn cleanup_of(journal: &[Entry], container: &str) -> Vec<String> {
+    journal
+        .iter()
+        .filter(|e| match e {
+            Entry::Runtime {
+                op: RuntimeOp::Remove,
+                subject,
+                ..
+            }
+            | Entry::Overlay {
+                op: OverlayOp::Detach,
+                subject,
+                ..
+            }
+            | Entry::TokenRevoked(subject) => subject == container,
+            _ => false,
+        })
+        .map(Entry::to_string)
+        .collect()
+}
+
+fn removes(journal: &[Entry]) -> usize {
     journal
         .iter()
         .filter(|e| {
-            e.ends_with(container)
-                && (e.starts_with("runtime remove") || e.starts_with("token revoke"))
-                || e.starts_with(&format!("overlay detach {container} "))
+            matches!(
+                e,
+                Entry::Runtime {
+                    op: RuntimeOp::Remove,
+                    ..
+                }
+            )
         })
-        .cloned()
-        .collect()
+        .count()
 }
 
 #[tokio::test(start_paused = true)]
@@ -96,10 +120,7 @@ async fn cancel_during_an_init_step_stops_it_and_cleans_up_everything() {
     assert!(h.mock.containers().await.is_empty());
     let journal = h.journal.take().await;
     assert_eq!(
-        journal
-            .iter()
-            .filter(|e| e.starts_with("runtime remove"))
-            .count(),
+        removes(&journal),
         2,
         "init and main removed once each: {journal:?}"
     );
@@ -222,11 +243,11 @@ async fn shutdown_refuses_new_triggers_drains_then_cancels_what_is_left() {
     // Records are gone with the executor; the journal says what happened.
     let journal = h.journal.take().await;
     assert!(
-        journal.contains(&"runtime remove short#1".to_owned()),
+        journal.iter().any(|e| e == "runtime remove short#1"),
         "{journal:?}"
     );
     assert!(
-        journal.contains(&"runtime remove long#2".to_owned()),
+        journal.iter().any(|e| e == "runtime remove long#2"),
         "{journal:?}"
     );
     let _ = (short, long);

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use arbor::{
-    ExecutorError, JobSpec, JobState, JobTrigger, Overlap, SystemClock, runtime::mock::MockRun,
-    testing::JobHarness,
+    ExecutorError, JobSpec, JobState, JobTrigger, Overlap, SystemClock,
+    runtime::mock::MockRun,
+    testing::{Entry, JobHarness, OverlayOp},
 };
 
 fn long(name: &str, concurrency: Overlap, max: Option<usize>) -> JobSpec {
@@ -158,7 +159,13 @@ async fn the_segment_outlives_a_finished_sibling_and_goes_with_the_last() {
     assert_eq!(segments[0].holders, 1, "the sibling still holds it");
     let journal = h.journal.take().await;
     assert!(
-        !journal.iter().any(|e| e.starts_with("overlay teardown")),
+        !journal.iter().any(|e| matches!(
+            e,
+            Entry::Overlay {
+                op: OverlayOp::Teardown,
+                ..
+            }
+        )),
         "{journal:?}"
     );
 

@@ -5,7 +5,7 @@ use arbor::{
     FailReason, JobSpec, JobState, JobTrigger,
     runtime::{ExitStatus, Op, mock::MockRun},
     spec::InitStep,
-    testing::JobHarness,
+    testing::{Entry, JobHarness, OverlayOp, RuntimeOp},
 };
 
 async fn setup() -> JobHarness {
@@ -13,7 +13,7 @@ async fn setup() -> JobHarness {
 }
 
 /// Runs `spec` once and returns its final state and the journal.
-async fn run(s: &JobHarness, spec: JobSpec) -> (JobState, Vec<String>) {
+async fn run(s: &JobHarness, spec: JobSpec) -> (JobState, Vec<Entry>) {
     s.executor.register(spec.clone()).await.unwrap();
     let id = s
         .executor
@@ -25,17 +25,36 @@ async fn run(s: &JobHarness, spec: JobSpec) -> (JobState, Vec<String>) {
 }
 
 /// The cleanup calls of a journal, in order.
-fn cleanup(journal: &[String]) -> Vec<String> {
+fn cleanup(journal: &[Entry]) -> Vec<String> {
     journal
         .iter()
         .filter(|e| {
-            e.starts_with("overlay detach")
-                || e.starts_with("overlay teardown")
-                || e.starts_with("runtime remove")
-                || e.starts_with("token revoke")
+            matches!(
+                e,
+                Entry::Overlay {
+                    op: OverlayOp::Detach | OverlayOp::Teardown,
+                    ..
+                } | Entry::Runtime {
+                    op: RuntimeOp::Remove,
+                    ..
+                } | Entry::TokenRevoked(_)
+            )
         })
-        .cloned()
+        .map(Entry::to_string)
         .collect()
+}
+
+/// True when the journal has a segment set up.
+fn set_up_a_segment(journal: &[Entry]) -> bool {
+    journal.iter().any(|e| {
+        matches!(
+            e,
+            Entry::Overlay {
+                op: OverlayOp::Setup,
+                ..
+            }
+        )
+    })
 }
 
 fn full_cleanup(container: &str, segment: &str) -> Vec<String> {
@@ -76,7 +95,7 @@ async fn an_image_pull_failure_fails_at_pull_and_has_nothing_to_clean() {
         other => panic!("expected an image pull failure, got {other:?}"),
     }
     assert_eq!(cleanup(&journal), Vec::<String>::new());
-    assert!(!journal.iter().any(|e| e.starts_with("overlay setup")));
+    assert!(!set_up_a_segment(&journal));
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,7 +114,7 @@ async fn a_create_failure_fails_at_create_and_acquires_no_segment() {
         "{state:?}"
     );
     assert_eq!(cleanup(&journal), Vec::<String>::new());
-    assert!(!journal.iter().any(|e| e.starts_with("overlay setup")));
+    assert!(!set_up_a_segment(&journal));
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,9 +144,17 @@ async fn a_failing_init_step_names_its_number_and_still_cleans_up() {
     );
     assert_eq!(state.to_string(), "failed: init step 2 failed: exit code 4");
     // Init containers are removed as they end; the main one never started.
-    assert!(journal.contains(&"runtime remove backup-init-1#2".to_owned()));
-    assert!(journal.contains(&"runtime remove backup-init-2#3".to_owned()));
-    assert!(!journal.contains(&"runtime start backup#1".to_owned()));
+    assert!(
+        journal
+            .iter()
+            .any(|e| e == "runtime remove backup-init-1#2")
+    );
+    assert!(
+        journal
+            .iter()
+            .any(|e| e == "runtime remove backup-init-2#3")
+    );
+    assert!(!journal.iter().any(|e| e == "runtime start backup#1"));
     let main: Vec<_> = cleanup(&journal)
         .into_iter()
         .filter(|e| !e.contains("init"))
@@ -154,7 +181,15 @@ async fn init_steps_run_in_order_before_the_main_command() {
     assert!(matches!(state, JobState::Completed { .. }), "{state:?}");
     let starts: Vec<_> = journal
         .iter()
-        .filter(|e| e.starts_with("runtime start"))
+        .filter(|e| {
+            matches!(
+                e,
+                Entry::Runtime {
+                    op: RuntimeOp::Start,
+                    ..
+                }
+            )
+        })
         .cloned()
         .collect();
     assert_eq!(
@@ -189,7 +224,7 @@ async fn a_wait_error_fails_the_execution_and_stops_the_command() {
         matches!(&state, JobState::Failed { reason: FailReason::Wait { message }, .. } if message.contains("lost track")),
         "{state:?}"
     );
-    assert!(journal.contains(&"runtime stop backup#1".to_owned()));
+    assert!(journal.iter().any(|e| e == "runtime stop backup#1"));
     assert_eq!(cleanup(&journal), full_cleanup("backup#1", "backup"));
     assert!(s.mock.containers().await.is_empty());
 }

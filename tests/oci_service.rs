@@ -46,7 +46,7 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
     // And it is restarted after the delay.
     within(
         "a restart after the back-off",
-        events.wait_for(event_of("container_restarted", "crash-0")),
+        events.wait_for(event_of("child_restarted", "crash-0")),
     )
     .await
     .unwrap();
@@ -66,13 +66,13 @@ async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     let mut events = sup.events();
     let e = within(
         "the isolation",
-        events.wait_for(event_of("container_isolated", "iso-0")),
+        events.wait_for(event_of("child_isolated", "iso-0")),
     )
     .await
     .unwrap();
-    let Event::ContainerIsolated {
+    let Event::ChildIsolated {
         exit_code,
-        container,
+        retained: container,
         ..
     } = e
     else {

@@ -18,7 +18,7 @@ use arbor::{
     overlay::FaultOp,
     runtime::mock::MockRun,
     spec::NetworkSpec,
-    testing::{JobHarness, Journal, eventually_async},
+    testing::{Entry, JobHarness, Journal, OverlayOp, RuntimeOp, eventually_async},
 };
 
 fn net(s: &str) -> Ipv4Net {
@@ -157,13 +157,13 @@ async fn a_segment_is_set_up_once_and_torn_down_by_its_last_holder() {
     assert_eq!(list[0].subnet.as_deref(), Some("10.231.0.0/28"));
     o.detach(&ContainerId("a".into())).await.unwrap();
     o.release(&key).await.unwrap();
-    assert!(
-        !journal
-            .take()
-            .await
-            .iter()
-            .any(|e| e.starts_with("overlay teardown"))
-    );
+    assert!(!journal.take().await.iter().any(|e| matches!(
+        e,
+        Entry::Overlay {
+            op: OverlayOp::Teardown,
+            ..
+        }
+    )));
     o.detach(&ContainerId("b".into())).await.unwrap();
     o.release(&key).await.unwrap();
     assert!(o.list().await.unwrap().is_empty());
@@ -171,7 +171,13 @@ async fn a_segment_is_set_up_once_and_torn_down_by_its_last_holder() {
     assert_eq!(
         journal
             .iter()
-            .filter(|e| e.starts_with("overlay teardown"))
+            .filter(|e| matches!(
+                e,
+                Entry::Overlay {
+                    op: OverlayOp::Teardown,
+                    ..
+                }
+            ))
             .count(),
         1
     );
@@ -279,7 +285,13 @@ async fn a_failed_detach_is_reported_kept_with_its_address_and_retried_until_it_
     assert_eq!(
         journal
             .iter()
-            .filter(|e| e.starts_with("overlay failed detach"))
+            .filter(|e| matches!(
+                e,
+                Entry::OverlayFailed {
+                    op: OverlayOp::Detach,
+                    ..
+                }
+            ))
             .count(),
         3
     );
@@ -310,7 +322,8 @@ async fn a_failed_teardown_is_retried_and_keeps_the_subnet_until_then() {
         journal
             .take()
             .await
-            .contains(&"overlay teardown web".to_owned())
+            .iter()
+            .any(|e| e == "overlay teardown web")
     );
 }
 
@@ -362,7 +375,7 @@ async fn a_restarted_actor_keeps_the_address_of_a_leftover_it_could_not_remove()
         .unwrap();
     assert_ne!(new, old, "the leftover still holds {old}");
     let journal = journal.take().await;
-    assert!(journal.contains(&"overlay sweep arb".to_owned()));
+    assert!(journal.iter().any(|e| e == "overlay sweep arb"));
     // The retry removes it.
     eventually_async("the leftover is removed", || async {
         restarted.attachments().await.unwrap().len() == 1
@@ -393,7 +406,7 @@ async fn a_networked_job_prepares_its_namespace_before_create_and_attaches_befor
     let pos = |p: &str| {
         journal
             .iter()
-            .position(|e| e.starts_with(p))
+            .position(|e| e.to_string().starts_with(p))
             .unwrap_or_else(|| panic!("no {p} in {journal:?}"))
     };
     assert!(pos("overlay netns add") < pos("runtime create backup"));
@@ -435,12 +448,18 @@ async fn a_best_effort_job_runs_on_the_node_network_when_attach_fails_and_says_s
             .unwrap_or_else(|| panic!("no {e} in {journal:?}"))
     };
     assert!(pos("runtime remove backup#1") < pos("runtime start backup#2"));
-    assert!(!journal.contains(&"runtime start backup#1".to_owned()));
+    assert!(!journal.iter().any(|e| e == "runtime start backup#1"));
     assert!(
-        journal.iter().any(|e| e.starts_with("overlay netns del")),
+        journal.iter().any(|e| matches!(
+            e,
+            Entry::Overlay {
+                op: OverlayOp::NetnsDel,
+                ..
+            }
+        )),
         "{journal:?}"
     );
-    assert!(journal.contains(&"overlay teardown store".to_owned()));
+    assert!(journal.iter().any(|e| e == "overlay teardown store"));
     assert!(h.overlay.list().await.unwrap().is_empty());
 }
 
@@ -458,9 +477,21 @@ async fn a_required_network_fails_the_job_when_attach_fails_and_leaks_nothing() 
         other => panic!("expected an overlay failure, got {other:?}"),
     }
     let journal = h.journal.take().await;
-    assert!(!journal.iter().any(|e| e.starts_with("runtime start")));
-    assert!(journal.iter().any(|e| e.starts_with("overlay netns del")));
-    assert!(journal.contains(&"runtime remove backup#1".to_owned()));
+    assert!(!journal.iter().any(|e| matches!(
+        e,
+        Entry::Runtime {
+            op: RuntimeOp::Start,
+            ..
+        }
+    )));
+    assert!(journal.iter().any(|e| matches!(
+        e,
+        Entry::Overlay {
+            op: OverlayOp::NetnsDel,
+            ..
+        }
+    )));
+    assert!(journal.iter().any(|e| e == "runtime remove backup#1"));
     assert!(h.overlay.list().await.unwrap().is_empty());
 }
 
@@ -485,8 +516,8 @@ async fn a_failed_detach_after_a_job_is_a_warning_event_and_is_retried() {
     })
     .await;
     let journal = h.journal.take().await;
-    assert!(journal.contains(&"overlay detach backup#1 store".to_owned()));
-    assert!(journal.contains(&"overlay teardown store".to_owned()));
+    assert!(journal.iter().any(|e| e == "overlay detach backup#1 store"));
+    assert!(journal.iter().any(|e| e == "overlay teardown store"));
 }
 
 // ---- services --------------------------------------------------------------
@@ -522,7 +553,7 @@ async fn a_networked_service_replica_is_attached_before_start_and_detached_when_
     seen.push("runtime start web-0#1".into());
     let pos = |p: &str| {
         seen.iter()
-            .position(|e| e.starts_with(p))
+            .position(|e| e.to_string().starts_with(p))
             .unwrap_or_else(|| panic!("no {p} in {seen:?}"))
     };
     assert!(pos("overlay netns add") < pos("runtime create web-0"));
@@ -535,11 +566,11 @@ async fn a_networked_service_replica_is_attached_before_start_and_detached_when_
     .await;
     let rest = journal.take().await;
     assert!(
-        rest.contains(&"overlay detach web-0#1 front".to_owned()),
+        rest.iter().any(|e| e == "overlay detach web-0#1 front"),
         "{rest:?}"
     );
     assert!(
-        rest.contains(&"overlay teardown front".to_owned()),
+        rest.iter().any(|e| e == "overlay teardown front"),
         "{rest:?}"
     );
     node.shutdown(Duration::from_secs(5)).await;

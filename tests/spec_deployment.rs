@@ -492,7 +492,7 @@ async fn the_example_services_run_and_crash_under_the_process_runtime() {
     let mut events = crasher.events();
     let restarted = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = events.recv().await {
-            if let Event::ContainerRestarted { exit_code, .. } = event {
+            if let Event::ChildRestarted { exit_code, .. } = event {
                 return exit_code;
             }
         }

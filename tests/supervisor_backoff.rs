@@ -40,11 +40,13 @@ async fn crash_and_time(
     let mut announced = None;
     let restart = ev
         .wait_for(|e| match e {
-            Event::CrashLoopBackOff { id: i, delay, .. } if i == id => {
+            Event::CrashLoopBackOff {
+                child: i, delay, ..
+            } if i == id => {
                 announced = Some(*delay);
                 false
             }
-            Event::ContainerRestarted { id: i, .. } => i == id,
+            Event::ChildRestarted { child: i, .. } => i == id,
             _ => false,
         })
         .await;

@@ -193,8 +193,16 @@ async fn children_added_without_waiting_all_start() {
     let (sup, _) = SupervisorRef::start(SupervisorSpec::dynamic("pool"))
         .await
         .unwrap();
+    let mut ev = sup.events();
     for i in 0..100 {
         sup.start_child_nowait(probe(&format!("w{i}"), &j)).unwrap();
+    }
+    // The supervisor answers at once: it does not wait for the starts.
+    assert_eq!(sup.count_children().await.unwrap().specs, 100);
+    for _ in 0..100 {
+        ev.wait_for(|e| matches!(e, Event::ChildStarted { .. }))
+            .await
+            .unwrap();
     }
     assert_eq!(sup.count_children().await.unwrap().active, 100);
     sup.shutdown().await;

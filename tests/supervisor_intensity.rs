@@ -180,9 +180,7 @@ async fn exits_that_are_not_restarted_never_count() {
     let (sup, _) = SupervisorRef::start(spec).await.unwrap();
     let mut ev = sup.events();
     exit_child(&sup, "t", ProbeExit::Normal).await;
-    ev.wait_for(event_of("container_completed", "t"))
-        .await
-        .unwrap();
+    ev.wait_for(event_of("child_completed", "t")).await.unwrap();
     exit_child(&sup, "tmp", crash("tmp")).await;
     ev.wait_for(event_of("child_exited", "tmp")).await.unwrap();
     assert_eq!(

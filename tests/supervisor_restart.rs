@@ -58,9 +58,7 @@ async fn transient_child_is_restarted_after_a_crash_but_completes_after_a_normal
     exit_child(&sup, "t", crash("oops")).await;
     ev.wait_for(restarted("t")).await.unwrap();
     exit_child(&sup, "t", ProbeExit::Normal).await;
-    ev.wait_for(event_of("container_completed", "t"))
-        .await
-        .unwrap();
+    ev.wait_for(event_of("child_completed", "t")).await.unwrap();
     let t = info(&sup, "t").await;
     assert_eq!(t.state, ChildState::Completed);
     assert_eq!(t.restart_count, 1);
@@ -273,7 +271,7 @@ async fn rest_for_one_does_not_start_later_siblings_until_the_failed_one_runs() 
     let (sup, _) = SupervisorRef::start(spec).await.unwrap();
     let mut ev = sup.events();
     if info(&sup, "c").await.state != ChildState::Running {
-        ev.wait_for(restarted("c")).await.unwrap();
+        ev.wait_for(event_of("child_started", "c")).await.unwrap();
     }
     assert_eq!(
         j.take().await,

@@ -159,7 +159,7 @@ async fn a_dynamic_supervisor_stops_its_children_concurrently() {
         .take()
         .await
         .into_iter()
-        .filter(|e| e.starts_with("stop"))
+        .filter(|e| e.to_string().starts_with("stop"))
         .count();
     assert_eq!(stops, 10);
 }
@@ -173,7 +173,7 @@ async fn a_child_that_already_exited_never_makes_shutdown_wait() {
     let (sup, _) = SupervisorRef::start(spec).await.unwrap();
     let mut ev = sup.events();
     exit_child(&sup, "done", ProbeExit::Normal).await;
-    ev.wait_for(event_of("container_completed", "done"))
+    ev.wait_for(event_of("child_completed", "done"))
         .await
         .unwrap();
     let t0 = Instant::now();

@@ -1,28 +1,35 @@
 //! One supervised container (or host process) replica.
 //!
-//! The actor owns one container through the [`Runtime`]: it creates and starts
-//! it when it starts, awaits its exit (the runtime's `wait`, which is
-//! event-driven) and turns that exit into its own: a clean exit (code 0)
-//! stops the actor normally, anything else fails it with a [`ContainerExit`]
-//! carrying the status, so the supervisor's policy applies. When its
-//! supervisor stops it, it stops the container with its grace period
-//! (SIGTERM, then SIGKILL) and removes it.
+//! The actor owns one container through the [`Runtime`]. Its `pre_start`
+//! does no I/O (ractor awaits it before it links the actor, so a slow pull
+//! would hold whoever spawns it): the child's start (see
+//! [`ChildSpec::container`](crate::ChildSpec::container)) spawns the actor,
+//! then asks it to pull, create and start the container, and counts a
+//! failure there as a failed start. Once running, the actor awaits the
+//! container's exit (the runtime's `wait`, which is event-driven) and turns
+//! it into its own: it fails with an [`ExitReport`] carrying the status
+//! (even 0), so the supervisor's policy applies to exactly what happened.
+//! When its supervisor stops it, it stops the container with its grace
+//! period (SIGTERM, then SIGKILL) and removes it.
 //!
 //! On failure, hook by hook:
-//! - `pre_start`: a failed pull, create or start fails the spawn (the
-//!   supervisor counts a failed start); a container created before the
-//!   failure is removed first.
-//! - `handle` (`Exited`): an abnormal exit removes the container and fails
-//!   the actor, except when the child is isolated (`on_panic: isolate` and
-//!   the exit is abnormal by its exit-code rules): the container is kept and
-//!   handed to the supervisor, which removes it when the child is restarted
-//!   or deleted, or when the supervisor stops.
+//! - `pre_start`: cannot fail.
+//! - `handle` (`Start`): a failed pull, create or start answers the error;
+//!   a container created before the failure is removed first. The starter
+//!   then unlinks and stops the actor.
+//! - `handle` (`Exited`): removes the container and fails the actor with
+//!   the exit, except when the child is isolated (`on_panic: isolate` and
+//!   the exit is abnormal by its exit-code rules): the container is kept
+//!   and handed to the supervisor, which removes it when the child is
+//!   restarted, terminated or deleted, or when the supervisor stops.
 //! - `post_stop`: stops the container if it still runs, then removes it. A
 //!   runtime error is logged; the drop guard then abandons the container.
 //! - killed (no `post_stop`): the state's drop guard calls
 //!   [`Runtime::abandon`], which kills every process of the container at
 //!   once and removes it in the background. Nothing is leaked when an
 //!   ancestor is killed or panics.
+
+mod child;
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,16 +38,23 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::AbortHandle;
 
 use super::supervisor_actor::{
-    ChildContext, ChildExit, ContainerExit, Retained,
+    ChildExit, ExitReport, Retained,
     decision::{ExitClass, classify},
 };
 use crate::{
     runtime::{ContainerId, ContainerSpec, ExitStatus, LogQuery, Logs, Runtime, Signal},
-    spec::{ExitRules, PanicAction, Shutdown},
+    spec::ExitRules,
 };
 
-/// Messages a container actor handles.
-pub enum ContainerMsg {
+/// A message to a container actor. The queries are built with
+/// [`ContainerMsg::info`], [`ContainerMsg::logs`] and
+/// [`ContainerMsg::signal`]; the rest (start, the exit report) only by the
+/// actor's own code.
+pub struct ContainerMsg(Msg);
+
+enum Msg {
+    /// Pull, create and start the container (sent once, by the starter).
+    Start(RpcReplyPort<Result<(), String>>),
     /// The runtime reported the main process's end (sent by the actor's waiter).
     Exited(Result<ExitStatus, String>),
     /// The container's id and name.
@@ -49,6 +63,23 @@ pub enum ContainerMsg {
     Logs(LogQuery, RpcReplyPort<Result<Logs, String>>),
     /// Sends a signal to every process of the container.
     Signal(Signal, RpcReplyPort<Result<(), String>>),
+}
+
+impl ContainerMsg {
+    /// Asks for the container's id and name.
+    pub fn info(reply: RpcReplyPort<(ContainerId, String)>) -> Self {
+        Self(Msg::Info(reply))
+    }
+
+    /// Asks for a tail of the container's output.
+    pub fn logs(query: LogQuery, reply: RpcReplyPort<Result<Logs, String>>) -> Self {
+        Self(Msg::Logs(query, reply))
+    }
+
+    /// Sends `signal` to every process of the container.
+    pub fn signal(signal: Signal, reply: RpcReplyPort<Result<(), String>>) -> Self {
+        Self(Msg::Signal(signal, reply))
+    }
 }
 
 /// What a container actor is spawned with.
@@ -68,26 +99,26 @@ pub struct ContainerArgs {
 /// The container actor.
 pub struct ContainerActor;
 
-/// The container actor's state; the supervisor reads the exit status out of
-/// it when the actor stops normally.
+/// The container actor's state.
 pub struct ContainerActorState {
     runtime: Arc<dyn Runtime>,
-    id: ContainerId,
+    /// The spec, until the container is created.
+    spec: Option<ContainerSpec>,
     name: String,
     grace: Duration,
     isolate: bool,
     exit_rules: ExitRules,
-    /// Set when the main process ended by itself.
-    exit: Option<ExitStatus>,
-    guard: AbandonGuard,
-    waiter: Option<AbortHandle>,
+    /// The container, once created.
+    container: Option<Owned>,
 }
 
-impl ContainerActorState {
-    /// How the main process ended by itself, and the container.
-    pub(crate) fn exit(&self) -> Option<(ExitStatus, ContainerId)> {
-        self.exit.map(|s| (s, self.id.clone()))
-    }
+/// A container the actor created.
+struct Owned {
+    id: ContainerId,
+    guard: AbandonGuard,
+    waiter: Option<AbortHandle>,
+    /// Set when the main process ended by itself.
+    exit: Option<ExitStatus>,
 }
 
 impl Actor for ContainerActor {
@@ -100,107 +131,63 @@ impl Actor for ContainerActor {
         _myself: ActorRef<Self::Msg>,
         args: ContainerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let ContainerArgs {
-            runtime,
-            spec,
-            grace,
-            isolate,
-            exit_rules,
-        } = args;
-        runtime.pull_image(&spec).await?;
-        let id = runtime.create(&spec).await?;
-        let mut guard = AbandonGuard::new(runtime.clone(), id.clone());
-        if let Err(e) = runtime.start(&id).await {
-            if runtime.remove(&id).await.is_ok() {
-                guard.disarm();
-            }
-            return Err(Box::new(e));
-        }
         Ok(ContainerActorState {
-            runtime,
-            id,
-            name: spec.name,
-            grace,
-            isolate,
-            exit_rules,
-            exit: None,
-            guard,
-            waiter: None,
+            runtime: args.runtime,
+            name: args.spec.name.clone(),
+            spec: Some(args.spec),
+            grace: args.grace,
+            isolate: args.isolate,
+            exit_rules: args.exit_rules,
+            container: None,
         })
-    }
-
-    async fn post_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let runtime = state.runtime.clone();
-        let id = state.id.clone();
-        let waiter = tokio::spawn(async move {
-            let result = runtime.wait(&id).await.map_err(|e| e.to_string());
-            let _ = myself.cast(ContainerMsg::Exited(result));
-        });
-        state.waiter = Some(waiter.abort_handle());
-        Ok(())
     }
 
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
+        ContainerMsg(message): Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ContainerMsg::Exited(Ok(status)) => {
-                state.exit = Some(status);
-                state.waiter = None;
-                let exit = ChildExit::Exited {
-                    status,
-                    container: Some(state.id.clone()),
-                };
-                let abnormal = classify(&exit, &state.exit_rules) == ExitClass::Abnormal;
-                if state.isolate && abnormal {
-                    state.guard.disarm();
-                    return Err(Box::new(ContainerExit {
-                        status,
-                        container: state.id.clone(),
-                        retained: Some(Box::new(RetainedContainer::new(
-                            state.runtime.clone(),
-                            state.id.clone(),
-                        ))),
-                    }));
-                }
-                if status.success() {
-                    // post_stop removes the container; the supervisor reads
-                    // the status from the final state.
-                    myself.stop(Some(format!("container exited: {status}")));
-                    return Ok(());
-                }
-                state.remove().await;
-                Err(Box::new(ContainerExit {
-                    status,
-                    container: state.id.clone(),
-                    retained: None,
-                }))
+            Msg::Start(reply) => {
+                let result = state.start(&myself).await;
+                let _ = reply.send(result);
+                Ok(())
             }
-            ContainerMsg::Exited(Err(e)) => {
+            Msg::Exited(Ok(status)) => Err(Box::new(state.exited(status).await)),
+            Msg::Exited(Err(e)) => {
                 // The runtime lost track of the container: make sure it is gone.
                 state.stop().await;
                 state.remove().await;
-                Err(format!("failed to wait for container {}: {e}", state.id).into())
+                let id = state.id();
+                Err(format!("failed to wait for container {id}: {e}").into())
             }
-            ContainerMsg::Info(reply) => {
-                let _ = reply.send((state.id.clone(), state.name.clone()));
+            Msg::Info(reply) => {
+                let _ = reply.send((state.id(), state.name.clone()));
                 Ok(())
             }
-            ContainerMsg::Logs(query, reply) => {
-                let logs = state.runtime.logs(&state.id, query).await;
-                let _ = reply.send(logs.map_err(|e| e.to_string()));
+            Msg::Logs(query, reply) => {
+                let logs = match &state.container {
+                    Some(c) => state
+                        .runtime
+                        .logs(&c.id, query)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("container {} is not created yet", state.name)),
+                };
+                let _ = reply.send(logs);
                 Ok(())
             }
-            ContainerMsg::Signal(signal, reply) => {
-                let result = state.runtime.signal(&state.id, signal).await;
-                let _ = reply.send(result.map_err(|e| e.to_string()));
+            Msg::Signal(signal, reply) => {
+                let result = match &state.container {
+                    Some(c) => state
+                        .runtime
+                        .signal(&c.id, signal)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("container {} is not created yet", state.name)),
+                };
+                let _ = reply.send(result);
                 Ok(())
             }
         }
@@ -211,11 +198,13 @@ impl Actor for ContainerActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(waiter) = state.waiter.take() {
-            waiter.abort();
-        }
-        if state.exit.is_none() {
-            state.stop().await;
+        if let Some(c) = &mut state.container {
+            if let Some(waiter) = c.waiter.take() {
+                waiter.abort();
+            }
+            if c.exit.is_none() {
+                state.stop().await;
+            }
         }
         state.remove().await;
         Ok(())
@@ -223,22 +212,105 @@ impl Actor for ContainerActor {
 }
 
 impl ContainerActorState {
-    async fn stop(&mut self) {
-        match self.runtime.stop(&self.id, self.grace).await {
-            Ok(outcome) if outcome.killed => tracing::info!(
-                container = %self.id, grace = ?self.grace, status = %outcome.status,
-                "container did not stop within its grace period and was killed"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(container = %self.id, error = %e, "failed to stop container"),
+    fn id(&self) -> ContainerId {
+        self.container
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_else(|| ContainerId(String::new()))
+    }
+
+    /// Pulls, creates and starts the container, then waits for its exit in
+    /// a task. A container created before a failure is removed.
+    async fn start(&mut self, myself: &ActorRef<ContainerMsg>) -> Result<(), String> {
+        let Some(spec) = self.spec.take() else {
+            return Err(format!("container {} was started already", self.name));
+        };
+        self.runtime
+            .pull_image(&spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = self
+            .runtime
+            .create(&spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut owned = Owned {
+            guard: AbandonGuard::new(self.runtime.clone(), id.clone()),
+            id,
+            waiter: None,
+            exit: None,
+        };
+        if let Err(e) = self.runtime.start(&owned.id).await {
+            if self.runtime.remove(&owned.id).await.is_ok() {
+                owned.guard.disarm();
+            }
+            return Err(e.to_string());
+        }
+        let (runtime, id, myself) = (self.runtime.clone(), owned.id.clone(), myself.clone());
+        let waiter = tokio::spawn(async move {
+            let result = runtime.wait(&id).await.map_err(|e| e.to_string());
+            let _ = myself.cast(ContainerMsg(Msg::Exited(result)));
+        });
+        owned.waiter = Some(waiter.abort_handle());
+        self.container = Some(owned);
+        Ok(())
+    }
+
+    /// The main process ended: the report the actor fails with. An
+    /// isolated child keeps its container; otherwise it is removed first.
+    async fn exited(&mut self, status: ExitStatus) -> ExitReport {
+        let id = self.id();
+        if let Some(c) = &mut self.container {
+            c.exit = Some(status);
+            c.waiter = None;
+        }
+        let exit = ChildExit::Exited {
+            status,
+            container: Some(id.0.clone()),
+        };
+        let abnormal = classify(&exit, &self.exit_rules) == ExitClass::Abnormal;
+        if self.isolate && abnormal {
+            if let Some(c) = &mut self.container {
+                c.guard.disarm();
+            }
+            return ExitReport {
+                exit,
+                retained: Some(Box::new(RetainedContainer::new(self.runtime.clone(), id))),
+            };
+        }
+        self.remove().await;
+        ExitReport {
+            exit,
+            retained: None,
         }
     }
 
+    async fn stop(&mut self) {
+        let Some(c) = &self.container else {
+            return;
+        };
+        match self.runtime.stop(&c.id, self.grace).await {
+            Ok(outcome) if outcome.killed => tracing::info!(
+                container = %c.id, grace = ?self.grace, status = %outcome.status,
+                "container did not stop within its grace period and was killed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(container = %c.id, error = %e, "failed to stop container"),
+        }
+    }
+
+    /// Removes the container (once; an isolated one is the supervisor's).
     async fn remove(&mut self) {
-        match self.runtime.remove(&self.id).await {
-            Ok(()) => self.guard.disarm(),
+        let Some(c) = &mut self.container else {
+            return;
+        };
+        if !c.guard.armed {
+            return;
+        }
+        match self.runtime.remove(&c.id).await {
+            Ok(()) => c.guard.disarm(),
             Err(e) => {
-                tracing::warn!(container = %self.id, error = %e, "failed to remove container; abandoning it")
+                tracing::warn!(container = %c.id, error = %e, "failed to remove container; abandoning it")
             }
         }
     }
@@ -300,34 +372,4 @@ impl Retained for RetainedContainer {
             }
         })
     }
-}
-
-/// Spawns a container actor for a supervised child, linked to `ctx.supervisor`.
-pub(crate) async fn spawn_for_child(
-    ctx: ChildContext,
-    runtime: Arc<dyn Runtime>,
-    mut spec: ContainerSpec,
-) -> Result<ractor::ActorCell, ActorProcessingErr> {
-    let grace = match ctx.shutdown {
-        Shutdown::BrutalKill => Duration::ZERO,
-        Shutdown::Timeout(d) => d,
-        Shutdown::Infinity => Duration::MAX,
-    };
-    spec.labels
-        .entry("service".into())
-        .or_insert_with(|| ctx.service.to_string());
-    spec.labels
-        .entry("child".into())
-        .or_insert_with(|| ctx.id.to_string());
-    let args = ContainerArgs {
-        runtime,
-        spec,
-        grace,
-        isolate: ctx.on_panic == PanicAction::Isolate,
-        exit_rules: ctx.exit_rules,
-    };
-    let (actor, _) = ContainerActor::spawn_linked(None, ContainerActor, args, ctx.supervisor)
-        .await
-        .map_err(super::supervisor_actor::spawn_reason)?;
-    Ok(actor.get_cell())
 }

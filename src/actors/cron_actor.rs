@@ -81,8 +81,16 @@ pub enum CronMsg {
     Get(String, RpcReplyPort<Option<ScheduleInfo>>),
     /// Counters of the actor and its timer.
     Stats(RpcReplyPort<CronStats>),
-    /// Internal: the timer of this generation fired. Stale generations are
-    /// ignored.
+    /// Sent by the actor to itself (opaque: it cannot be built outside).
+    Internal(InternalMsg),
+}
+
+/// A message the cron actor sends to itself.
+pub struct InternalMsg(Internal);
+
+enum Internal {
+    /// The timer of this generation fired. Stale generations are
+    /// Ignored.
     Tick(u64),
 }
 
@@ -149,7 +157,6 @@ impl Actor for CronActor {
         _myself: ActorRef<Self::Msg>,
         args: CronArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        crate::panics::install();
         Ok(CronState {
             target: args.target,
             clock: args.clock,
@@ -210,7 +217,7 @@ impl Actor for CronActor {
             CronMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
-            CronMsg::Tick(generation) => {
+            CronMsg::Internal(InternalMsg(Internal::Tick(generation))) => {
                 if state.timer.as_ref().map(|t| t.generation) != Some(generation) {
                     state.stats.stale_ticks += 1;
                     return Ok(());
@@ -324,7 +331,7 @@ impl CronState {
         let actor = myself.clone();
         let task = tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;
-            let _ = actor.cast(CronMsg::Tick(generation));
+            let _ = actor.cast(CronMsg::Internal(InternalMsg(Internal::Tick(generation))));
         })
         .abort_handle();
         self.timer = Some(Timer {

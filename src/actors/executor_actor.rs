@@ -144,12 +144,8 @@ pub enum ExecutorMsg {
         /// Its final status.
         status: ExecutionStatus,
     },
-    /// Internal: a retry's back-off is over.
-    Retry(Box<RetryOf>),
-    /// Internal: the drain deadline of a shutdown passed.
-    DrainDeadline,
-    /// Internal: retention may have expired something.
-    Expire,
+    /// Sent by the actor to itself (opaque: it cannot be built outside).
+    Internal(InternalMsg),
     /// The job supervisor (for tree snapshots).
     JobSupervisor(RpcReplyPort<SupervisorRef>),
     /// The schedules (next runs) of every scheduled job.
@@ -158,6 +154,18 @@ pub enum ExecutorMsg {
     SetCron(CronRef, RpcReplyPort<()>),
     /// From the cron actor: a scheduled run is due.
     Scheduled(CronFire),
+}
+
+/// A message the executor sends to itself.
+pub struct InternalMsg(Internal);
+
+enum Internal {
+    /// A retry's back-off is over.
+    Retry(Box<RetryOf>),
+    /// The drain deadline of a shutdown passed.
+    DrainDeadline,
+    /// Retention may have expired something.
+    Expire,
 }
 
 /// A failed execution to run again.
@@ -385,13 +393,14 @@ impl Actor for ExecutorActor {
                         let me = myself.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(deadline).await;
-                            let _ = me.cast(ExecutorMsg::DrainDeadline);
+                            let _ = me
+                                .cast(ExecutorMsg::Internal(InternalMsg(Internal::DrainDeadline)));
                         });
                     }
                 }
                 state.maybe_stopped(&myself).await;
             }
-            ExecutorMsg::DrainDeadline => {
+            ExecutorMsg::Internal(InternalMsg(Internal::DrainDeadline)) => {
                 let active: Vec<ExecutionId> = state
                     .table
                     .jobs
@@ -427,7 +436,7 @@ impl Actor for ExecutorActor {
                 state.job_finished(&myself, id, status);
                 state.maybe_stopped(&myself).await;
             }
-            ExecutorMsg::Retry(retry) => {
+            ExecutorMsg::Internal(InternalMsg(Internal::Retry(retry))) => {
                 let RetryOf { meta, spec } = *retry;
                 if let Some(index) = state.table.jobs.get_mut(&meta.job) {
                     index.pending_retries = index.pending_retries.saturating_sub(1);
@@ -448,7 +457,7 @@ impl Actor for ExecutorActor {
                 state.maybe_idle();
                 state.maybe_stopped(&myself).await;
             }
-            ExecutorMsg::Expire => {
+            ExecutorMsg::Internal(InternalMsg(Internal::Expire)) => {
                 state.expiry_timer = None;
                 state.expire();
                 state.arm_expiry(&myself);

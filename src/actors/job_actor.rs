@@ -70,15 +70,23 @@ pub enum JobMsg {
     Signal(Signal, RpcReplyPort<Result<(), String>>),
     /// Stops (SIGSTOP) or continues (SIGCONT) the process group.
     Pause(bool, RpcReplyPort<Result<(), String>>),
-    /// Internal: run the next step.
+    /// Sent by the actor to itself (opaque: it cannot be built outside).
+    Internal(InternalMsg),
+}
+
+/// A message the job actor sends to itself.
+pub struct InternalMsg(Internal);
+
+enum Internal {
+    /// Run the next step.
     Next,
-    /// Internal: a container this actor waits on exited.
+    /// A container this actor waits on exited.
     Exited(ContainerId, Result<ExitStatus, String>),
-    /// Internal: the in-process task returned.
+    /// The in-process task returned.
     TaskDone(Result<(), String>),
-    /// Internal: the run's deadline passed.
+    /// The run's deadline passed.
     Deadline,
-    /// Internal: a cancelled task did not stop within its grace.
+    /// A cancelled task did not stop within its grace.
     AbortTask,
 }
 
@@ -232,7 +240,7 @@ impl Actor for JobActor {
             id: state.meta.id,
             actor: myself.clone(),
         });
-        let _ = myself.cast(JobMsg::Next);
+        let _ = myself.cast(JobMsg::Internal(InternalMsg(Internal::Next)));
         Ok(())
     }
 
@@ -253,7 +261,7 @@ impl Actor for JobActor {
             return Ok(());
         }
         match msg {
-            JobMsg::Next => {
+            JobMsg::Internal(InternalMsg(Internal::Next)) => {
                 tracing::debug!(phase = ?state.phase, "next");
                 state.next().await
             }
@@ -263,10 +271,16 @@ impl Actor for JobActor {
                 }
                 state.stop(Stopping::Cancel).await;
             }
-            JobMsg::Deadline => state.stop(Stopping::Deadline).await,
-            JobMsg::Exited(id, status) => state.exited(id, status).await,
-            JobMsg::TaskDone(result) => state.task_done(result).await,
-            JobMsg::AbortTask => {
+            JobMsg::Internal(InternalMsg(Internal::Deadline)) => {
+                state.stop(Stopping::Deadline).await
+            }
+            JobMsg::Internal(InternalMsg(Internal::Exited(id, status))) => {
+                state.exited(id, status).await
+            }
+            JobMsg::Internal(InternalMsg(Internal::TaskDone(result))) => {
+                state.task_done(result).await
+            }
+            JobMsg::Internal(InternalMsg(Internal::AbortTask)) => {
                 if let Some(t) = state.task.take() {
                     t.abort();
                 }
@@ -593,7 +607,7 @@ impl Execution {
                 }
                 Err(_) => Err("aborted".into()),
             };
-            let _ = me.cast(JobMsg::TaskDone(result));
+            let _ = me.cast(JobMsg::Internal(InternalMsg(Internal::TaskDone(result))));
         }));
         self.arm_deadline();
         self.set(JobState::Running).await;
@@ -708,7 +722,7 @@ impl Execution {
                 let grace = self.grace;
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
-                    let _ = me.cast(JobMsg::AbortTask);
+                    let _ = me.cast(JobMsg::Internal(InternalMsg(Internal::AbortTask)));
                 });
                 return;
             }
@@ -803,7 +817,9 @@ impl Execution {
 
     fn advance(&mut self, phase: Phase) {
         self.phase = phase;
-        let _ = self.myself.cast(JobMsg::Next);
+        let _ = self
+            .myself
+            .cast(JobMsg::Internal(InternalMsg(Internal::Next)));
     }
 
     /// Waits for `id` to exit in a task that reports back.
@@ -812,7 +828,7 @@ impl Execution {
         let me = self.myself.clone();
         tokio::spawn(async move {
             let status = rt.wait(&id).await.map_err(|e| e.to_string());
-            let _ = me.cast(JobMsg::Exited(id, status));
+            let _ = me.cast(JobMsg::Internal(InternalMsg(Internal::Exited(id, status))));
         });
     }
 
@@ -821,7 +837,7 @@ impl Execution {
             let me = self.myself.clone();
             self.deadline = Some(tokio::spawn(async move {
                 tokio::time::sleep(d).await;
-                let _ = me.cast(JobMsg::Deadline);
+                let _ = me.cast(JobMsg::Internal(InternalMsg(Internal::Deadline)));
             }));
         }
     }

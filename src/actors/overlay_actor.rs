@@ -255,9 +255,17 @@ pub enum OverlayMsg {
     List(RpcReplyPort<Vec<SegmentInfo>>),
     /// Every attachment (failed detaches included).
     Attachments(RpcReplyPort<Vec<AttachmentInfo>>),
-    /// Internal: retry a failed detach.
+    /// Sent by the actor to itself (opaque: it cannot be built outside).
+    Internal(InternalMsg),
+}
+
+/// A message the overlay actor sends to itself.
+pub struct InternalMsg(Internal);
+
+enum Internal {
+    /// Retry a failed detach.
     RetryDetach(ContainerId),
-    /// Internal: retry a failed teardown.
+    /// Retry a failed teardown.
     RetryTeardown(SegmentKey),
 }
 
@@ -368,10 +376,12 @@ impl Actor for OverlayActor {
             OverlayMsg::Attachments(reply) => {
                 let _ = reply.send(state.attachment_list());
             }
-            OverlayMsg::RetryDetach(container) => {
+            OverlayMsg::Internal(InternalMsg(Internal::RetryDetach(container))) => {
                 let _ = state.detach(&container).await;
             }
-            OverlayMsg::RetryTeardown(key) => state.teardown_if_done(&key).await,
+            OverlayMsg::Internal(InternalMsg(Internal::RetryTeardown(key))) => {
+                state.teardown_if_done(&key).await
+            }
         }
         Ok(())
     }
@@ -550,7 +560,7 @@ impl OverlayState {
                 }
                 self.myself.send_after(delay, {
                     let key = key.clone();
-                    move || OverlayMsg::RetryTeardown(key)
+                    move || OverlayMsg::Internal(InternalMsg(Internal::RetryTeardown(key)))
                 });
                 self.save();
             }
@@ -714,8 +724,9 @@ impl OverlayState {
                 tracing::warn!(%container, veth = %plan.veth, error = %message, retries, "failed to detach; retrying");
                 let delay = self.retry_delay(retries);
                 let c = container.clone();
-                self.myself
-                    .send_after(delay, move || OverlayMsg::RetryDetach(c));
+                self.myself.send_after(delay, move || {
+                    OverlayMsg::Internal(InternalMsg(Internal::RetryDetach(c)))
+                });
                 self.save();
                 Err(OverlayError::Backend {
                     op: "detach",

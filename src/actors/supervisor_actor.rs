@@ -2,9 +2,11 @@
 //!
 //! A supervisor owns its children's specs and everything known about them;
 //! nothing else holds that table. Children are any ractor actors, given as
-//! spawn closures ([`ChildSpec`]), including container actors and nested
-//! supervisors. What to do when a child exits is decided by a pure function
-//! ([`decision::decide`]); this actor gathers the facts and carries it out.
+//! spawn closures ([`ChildSpec`]), including nested supervisors; nothing
+//! here knows what a child runs (containers come in through
+//! `ChildSpec::container`, next to the container actor). What to do when a
+//! child exits is decided by a pure function ([`decision::decide`]); this
+//! actor gathers the facts and carries it out.
 //!
 //! Semantics (DESIGN.md): `one_for_one`, `one_for_all`, `rest_for_one` and
 //! `dynamic` strategies; `permanent`/`transient`/`temporary` restarts with
@@ -14,61 +16,82 @@
 //! shutdown with each child's `brutal_kill | timeout | infinity` policy;
 //! failed restarts retried through the mailbox.
 //!
+//! # The mailbox never waits on a child
+//!
+//! Starting a child (its spawn closure, which may pull an image) and
+//! stopping one (its grace period) run in tasks that report back through a
+//! channel and a `Wake` message ([`ops`]). Meanwhile the supervisor answers
+//! every call. Order is kept by *work* ([`work`]): each operation (a
+//! restart decision, a group restart, an operator call) holds the *lanes*
+//! of the children it touches and runs its steps one phase at a time; work
+//! on other children goes on beside it, and a call on a child that is busy
+//! waits its turn on that child's lane. `one_for_all` and `rest_for_one`
+//! restarts hold every child of their scope, so a group restart still
+//! stops in reverse order and starts in order, step by step, as OTP does.
+//! Children of a supervisor marked `concurrent` (a service's replicas, a
+//! dynamic supervisor's children) start and stop all at once instead.
+//!
 //! ractor facts this is built around:
 //! - the default `handle_supervisor_evt` stops the parent on any child exit;
 //!   it is overridden here;
 //! - an exiting actor has ractor KILL its still-linked children (no
 //!   `post_stop` for them), so the supervisor stops its children itself,
-//!   one by one in reverse start order, before it exits;
+//!   one by one in reverse start order, before it exits (`post_stop`
+//!   awaits whatever is still in flight first);
 //! - a failing `pre_start` returns `SpawnErr` and sends no event: a spawn
 //!   error is a failed start, counted like a restart;
-//! - a child's `pre_start` runs inside the supervisor's task (ractor awaits it
-//!   in `spawn_linked`): starts are ordered, and a child must not call its
-//!   supervisor from `pre_start`.
+//! - a child is linked only after its `pre_start`, and supervision events
+//!   are served before messages: a child can die before its start report
+//!   arrives; its exit is kept until the report claims it;
+//! - an error returned from `post_stop` becomes the actor's failure: that
+//!   is how an escalating supervisor fails to its parent after an orderly
+//!   stop of its children.
 //!
 //! On failure, hook by hook:
-//! - `pre_start`: starts the children in order; a child that fails to start
-//!   is retried through the mailbox like a crashed one. Fails (the spawn
-//!   returns an error) only if the restart limit is exceeded under
-//!   `escalate`, after stopping the children it started.
-//! - `handle` and `handle_supervisor_evt`: return an error only to escalate
-//!   ("restart intensity exceeded"), after stopping every child in reverse
-//!   order; the parent then applies its own policy to this supervisor.
-//! - `post_stop`: stops the children in reverse order (concurrently for
-//!   `dynamic`) and releases isolated containers; it does not fail.
+//! - `pre_start`: starts the children (in order, or all at once when
+//!   `concurrent`); nobody holds the supervisor's address yet, so it awaits
+//!   them. A child that fails to start is retried through the mailbox like
+//!   a crashed one. Fails (the spawn returns an error naming the child and
+//!   its cause) only if the restart limit is exceeded under `escalate`,
+//!   after stopping the children it started.
+//! - `handle` and `handle_supervisor_evt`: never wait on a child and never
+//!   fail; past the restart limit under `escalate` they stop the actor,
+//!   whose `post_stop` then fails it.
+//! - `post_stop`: waits for the starts and stops in flight, answers every
+//!   queued call, stops the children in reverse order (concurrently when
+//!   `concurrent`), releases what isolated children kept, and fails with
+//!   "restart intensity exceeded" when escalating.
 //! - A panic in this actor is a bug: ractor then kills the children; each
 //!   container actor's drop guard still kills its processes.
 
-mod child;
 pub mod decision;
 mod error;
 mod handle;
+mod lifecycle;
 mod operator;
+mod ops;
 mod restart;
 mod slots;
 mod supervisor_spec;
 mod terminate;
 mod tree;
+mod work;
+
+mod child;
 
 use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
-    panic::AssertUnwindSafe,
     sync::Arc,
 };
 
-use futures::FutureExt;
-
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
-use tracing::Level;
 
 pub(crate) use child::spawn_reason;
 pub use child::{
-    ChildContext, ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState,
-    ContainerExit, Retained, StartFuture,
+    ChildContext, ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState, ExitReport,
+    Retained, StartFuture,
 };
 pub use error::SupervisorError;
 pub use handle::SupervisorRef;
@@ -76,22 +99,31 @@ pub(crate) use handle::spawn_linked;
 pub use supervisor_spec::{IsolateHook, Isolated, SupervisorSpec};
 pub use tree::TreeNode;
 
-use self::{child::observe, slots::Slots, terminate::terminate};
+use self::{
+    child::ObservedExit,
+    ops::Completions,
+    slots::{Key, Slots},
+    work::Works,
+};
 use crate::{
     events::{Event, EventBus},
-    spec::{Strategy, SupervisorFlags},
+    spec::SupervisorFlags,
 };
 
 /// Reply to an operator call on a child.
-pub type ChildReply = RpcReplyPort<Result<(), SupervisorError>>;
+pub(crate) type ChildReply = RpcReplyPort<Result<(), SupervisorError>>;
 
-/// Messages a supervisor handles.
-pub enum SupervisorMsg {
+/// A message to a supervisor. Built only by [`SupervisorRef`] (and by the
+/// supervisor itself): nothing outside can forge a retry or a start report.
+pub struct SupervisorMsg(pub(crate) Msg);
+
+/// What a supervisor handles.
+pub(crate) enum Msg {
     /// Adds a child at the end and starts it; with no reply port, a failure
     /// is only logged.
     StartChild(ChildSpec, Option<ChildReply>),
-    /// Adds children at the end and starts them in order, replying with one
-    /// result per child (in order).
+    /// Adds children at the end and starts them, replying with one result
+    /// per child (in order).
     StartChildren(
         Vec<ChildSpec>,
         RpcReplyPort<Vec<Result<(), SupervisorError>>>,
@@ -109,14 +141,19 @@ pub enum SupervisorMsg {
     CountChildren(RpcReplyPort<ChildCounts>),
     /// The tree below (and including) this supervisor.
     Snapshot(RpcReplyPort<TreeNode>),
-    /// Internal: retry a failed restart, or restart after a back-off delay.
-    /// Ignored unless `token` is still the child's pending one.
-    Retry {
-        /// The child.
-        child: Arc<str>,
-        /// Identifies the pending retry.
-        token: u64,
-    },
+    /// Retry a failed restart, or restart after a back-off delay. Ignored
+    /// unless `token` is still the child's pending one.
+    Retry { key: Key, token: u64 },
+    /// Starts or stops finished in their tasks: collect the reports.
+    Wake,
+    /// A started actor that could not be linked: has its exit come?
+    Verify(ractor::ActorId),
+}
+
+impl From<Msg> for SupervisorMsg {
+    fn from(m: Msg) -> Self {
+        Self(m)
+    }
 }
 
 /// What a supervisor is spawned with.
@@ -136,14 +173,36 @@ pub struct SupervisorState {
     flags: SupervisorFlags,
     on_isolate: Option<IsolateHook>,
     max_children: Option<usize>,
+    /// Children are independent: start and stop them all at once.
+    concurrent: bool,
     events: EventBus,
-    /// Children by start sequence: iteration order is start order.
+    /// Children by key, in start order.
     children: Slots<Slot>,
-    by_id: HashMap<Arc<str>, u64>,
-    by_actor: HashMap<ActorId, u64, BuildHasherDefault<ActorIdHasher>>,
+    by_id: HashMap<Arc<str>, Key>,
+    /// The actors of children that run or are being stopped.
+    by_actor: HashMap<ActorId, Tracked, BuildHasherDefault<ActorIdHasher>>,
+    /// Exits of actors whose start report has not arrived yet.
+    orphans: Orphans,
+    /// Starts whose actor had ended, unlinked, when their report was read:
+    /// held until the events queued by then are served (`Msg::Verify`).
+    unverified: HashMap<ActorId, ops::Unverified, BuildHasherDefault<ActorIdHasher>>,
     next_token: u64,
     /// Restart times of all children (counted under `escalate`).
     restarts: VecDeque<Instant>,
+    /// Operations under way and queued, with the lanes they hold.
+    works: Works,
+    /// Reports of the starts and stops running in tasks.
+    completions: Completions,
+    /// Set when the supervisor gave up: `post_stop` fails with it.
+    escalating: Option<SupervisorError>,
+}
+
+/// An actor the supervisor knows.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    key: Key,
+    /// True once the supervisor began stopping it: its exit is expected.
+    stopping: bool,
 }
 
 /// One child: its spec and what is known of it.
@@ -151,6 +210,8 @@ struct Slot {
     spec: ChildSpec,
     state: ChildState,
     actor: Option<ActorCell>,
+    /// How many actors this child has had; tells a stale exit from a new one.
+    incarnation: u64,
     restart_count: u32,
     last_exit: Option<ChildExit>,
     started_at: Option<Instant>,
@@ -161,6 +222,48 @@ struct Slot {
     retry: Option<u64>,
     /// What an isolated child left for debugging.
     retained: Option<Box<dyn Retained>>,
+    /// An exit whose decision waits for the child's lane.
+    pending: Option<Pending>,
+}
+
+/// An exit not decided yet.
+struct Pending {
+    incarnation: u64,
+    exit: ChildExit,
+    retained: Option<Box<dyn Retained>>,
+}
+
+/// Exits of actors not known yet, bounded (an actor a spawn closure linked
+/// but never returned would otherwise stay forever).
+#[derive(Default)]
+struct Orphans {
+    exits: HashMap<ActorId, ObservedExit, BuildHasherDefault<ActorIdHasher>>,
+    order: VecDeque<ActorId>,
+}
+
+/// Orphan exits kept at most.
+const MAX_ORPHANS: usize = 4096;
+
+impl Orphans {
+    fn insert(&mut self, id: ActorId, exit: ObservedExit) {
+        if self.order.len() >= MAX_ORPHANS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.exits.remove(&old);
+        }
+        self.order.push_back(id);
+        self.exits.insert(id, exit);
+    }
+
+    fn contains(&self, id: &ActorId) -> bool {
+        self.exits.contains_key(id)
+    }
+
+    fn take(&mut self, id: &ActorId) -> Option<ObservedExit> {
+        let exit = self.exits.remove(id)?;
+        self.order.retain(|o| o != id);
+        Some(exit)
+    }
 }
 
 impl Actor for Supervisor {
@@ -173,118 +276,72 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        crate::panics::install();
         let SupervisorArgs { spec, events } = args;
         let mut state = SupervisorState {
             name: Arc::from(spec.name),
             flags: spec.flags,
             on_isolate: spec.on_isolate,
             max_children: spec.max_children,
+            concurrent: spec.concurrent,
             events,
             children: Slots::default(),
             by_id: HashMap::with_capacity(spec.children.len()),
             by_actor: HashMap::with_capacity_and_hasher(spec.children.len(), Default::default()),
+            orphans: Orphans::default(),
+            unverified: HashMap::default(),
             next_token: 0,
             restarts: VecDeque::new(),
+            works: Works::default(),
+            completions: Completions::new(&myself),
+            escalating: None,
         };
         state.children.reserve(spec.children.len());
         for child in spec.children {
-            state.insert(child);
+            state.insert(child, ChildState::Starting);
         }
-        let order: Vec<u64> = state.children.seqs().collect();
-        let independent = matches!(
-            state.flags.strategy,
-            Strategy::OneForOne | Strategy::Dynamic
-        );
-        for seq in order {
-            if let Err(reason) = state.start(&myself, seq).await {
-                state.on_start_failure(&myself, seq, reason).await?;
-                if !independent {
-                    // Later siblings depend on this one: its retry starts them.
-                    break;
-                }
-            }
-        }
+        state.start_initial(&myself).await?;
         Ok(state)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
+        SupervisorMsg(message): Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::StartChild(spec, reply) => {
-                let result = state.start_child(&myself, spec).await;
-                match reply {
-                    Some(reply) => {
-                        let _ = reply.send(result);
-                    }
-                    None => {
-                        if let Err(e) = result {
-                            tracing::warn!(supervisor = %state.name, error = %e, "start_child failed");
-                        }
-                    }
-                }
-            }
-            SupervisorMsg::StartChildren(specs, reply) => {
-                let mut results = Vec::with_capacity(specs.len());
-                for spec in specs {
-                    results.push(state.start_child(&myself, spec).await);
-                }
-                let _ = reply.send(results);
-            }
-            SupervisorMsg::TerminateChild(id, reply) => {
-                let _ = reply.send(state.terminate_child(&id).await);
-            }
-            SupervisorMsg::RestartChild(id, reply) => {
-                let _ = reply.send(state.restart_child(&myself, &id).await);
-            }
-            SupervisorMsg::DeleteChild(id, reply) => {
-                let _ = reply.send(state.delete_child(&id).await);
-            }
-            SupervisorMsg::WhichChildren(reply) => {
+            Msg::StartChild(spec, reply) => state.start_child(spec, reply),
+            Msg::StartChildren(specs, reply) => state.start_children(specs, reply),
+            Msg::TerminateChild(id, reply) => state.terminate_child(&id, reply),
+            Msg::RestartChild(id, reply) => state.restart_child(&id, reply),
+            Msg::DeleteChild(id, reply) => state.delete_child(&id, reply),
+            Msg::WhichChildren(reply) => {
                 let _ = reply.send(state.which_children());
             }
-            SupervisorMsg::CountChildren(reply) => {
+            Msg::CountChildren(reply) => {
                 let _ = reply.send(state.count_children());
             }
-            SupervisorMsg::Snapshot(reply) => state.snapshot(reply),
-            SupervisorMsg::Retry { child, token } => {
-                let Some(&seq) = state.by_id.get(&child) else {
-                    return Ok(());
-                };
-                let slot = state.slot(seq);
-                if slot.retry != Some(token) {
-                    return Ok(());
-                }
-                slot.retry = None;
-                state.restart_scope(&myself, seq).await?;
-            }
+            Msg::Snapshot(reply) => state.snapshot(reply),
+            Msg::Retry { key, token } => state.retry(key, token),
+            Msg::Wake => state.collect(&myself),
+            Msg::Verify(id) => state.verify(&myself, id),
         }
-        state.compact();
+        state.pump(&myself);
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
+        event: ractor::SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Deliberately not ractor's default (which stops the supervisor on
         // any child exit): exits go through the restart decision.
-        let Some((cell, observed)) = observe(event) else {
-            return Ok(());
-        };
-        // Exits of children this supervisor stopped itself were unmapped
-        // when it stopped them; so are stale events of replaced actors.
-        let Some(seq) = state.by_actor.remove(&cell.get_id()) else {
-            return Ok(());
-        };
-        state.on_exit(&myself, seq, observed).await?;
-        state.compact();
+        if let Some((cell, observed)) = child::observe(event) {
+            state.on_exit_event(cell, observed);
+            state.pump(&myself);
+        }
         Ok(())
     }
 
@@ -293,16 +350,26 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.stop_everything("shutdown").await;
-        Ok(())
+        let reason = if state.escalating.is_some() {
+            "escalate"
+        } else {
+            "shutdown"
+        };
+        state.stop_everything(reason).await;
+        match state.escalating.take() {
+            Some(error) => Err(Box::new(error)),
+            None => Ok(()),
+        }
     }
 }
 
 impl SupervisorState {
-    fn slot(&mut self, seq: u64) -> &mut Slot {
-        self.children
-            .get_mut(seq)
-            .expect("supervisor slot vanished")
+    fn slot(&self, key: Key) -> Option<&Slot> {
+        self.children.get(key)
+    }
+
+    fn slot_mut(&mut self, key: Key) -> Option<&mut Slot> {
+        self.children.get_mut(key)
     }
 
     fn publish(&self, event: Event) {
@@ -310,12 +377,13 @@ impl SupervisorState {
     }
 
     /// Adds a child at the end, not started.
-    fn insert(&mut self, spec: ChildSpec) -> u64 {
+    fn insert(&mut self, spec: ChildSpec, state: ChildState) -> Key {
         let id = spec.id.clone();
-        let seq = self.children.push(Slot {
+        let key = self.children.push(Slot {
             spec,
-            state: ChildState::Restarting,
+            state,
             actor: None,
+            incarnation: 0,
             restart_count: 0,
             last_exit: None,
             started_at: None,
@@ -323,162 +391,27 @@ impl SupervisorState {
             backoff_step: 0,
             retry: None,
             retained: None,
+            pending: None,
         });
-        self.by_id.insert(id, seq);
-        seq
+        self.by_id.insert(id, key);
+        key
     }
 
-    /// Squeezes removed children out of the slab once they are the majority
-    /// (a dynamic supervisor with churn); renumbers and re-indexes the rest.
-    /// Only called between operations, when no sequence number is held.
-    fn compact(&mut self) {
-        if !self.children.needs_compaction() {
-            return;
+    /// Removes a child (its actor, if any, is no longer tracked).
+    fn remove(&mut self, key: Key) -> Option<Slot> {
+        let slot = self.children.remove(key)?;
+        if self.by_id.get(&slot.spec.id) == Some(&key) {
+            self.by_id.remove(&slot.spec.id);
         }
-        let (by_id, by_actor) = (&mut self.by_id, &mut self.by_actor);
-        by_id.clear();
-        by_actor.clear();
-        self.children.compact(|slot, seq| {
-            by_id.insert(slot.spec.id.clone(), seq);
-            if let Some(cell) = &slot.actor {
-                by_actor.insert(cell.get_id(), seq);
-            }
-        });
-    }
-
-    fn remove(&mut self, seq: u64) -> Option<Slot> {
-        let slot = self.children.remove(seq)?;
-        self.by_id.remove(&slot.spec.id);
         if let Some(cell) = &slot.actor {
             self.by_actor.remove(&cell.get_id());
         }
         Some(slot)
     }
 
-    /// Spawns the child; on success it is running and mapped. A spawn
-    /// closure that panics is a failed start, not a crash of the supervisor.
-    async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, seq: u64) -> Result<(), String> {
-        let start = {
-            let slot = &self.children[seq];
-            let ctx = ChildContext {
-                supervisor: myself.get_cell(),
-                events: self.events.clone(),
-                id: slot.spec.id.clone(),
-                service: self.name.clone(),
-                shutdown: slot.spec.shutdown,
-                on_panic: slot.spec.on_panic,
-                exit_rules: slot.spec.exit_rules.clone(),
-            };
-            std::panic::catch_unwind(AssertUnwindSafe(|| slot.spec.start(ctx)))
-                .map_err(panic_message)?
-        };
-        let cell = AssertUnwindSafe(start)
-            .catch_unwind()
-            .await
-            .map_err(panic_message)?
-            .map_err(|e| e.to_string())?;
-        // A closure that spawned its actor unlinked still gets supervised.
-        if cell.try_get_supervisor().map(|s| s.get_id()) != Some(myself.get_id()) {
-            cell.link(myself.get_cell());
-        }
-        self.by_actor.insert(cell.get_id(), seq);
-        let slot = self
-            .children
-            .get_mut(seq)
-            .expect("slot of a starting child");
-        slot.actor = Some(cell);
-        slot.state = ChildState::Running;
-        slot.started_at = Some(Instant::now());
-        let (name, id) = (&self.name, &slot.spec.id);
-        self.events
-            .publish_lazy(Level::DEBUG, || Event::ChildStarted {
-                supervisor: name.to_string(),
-                child: id.to_string(),
-            });
-        Ok(())
-    }
-
-    /// Stops a running child with its shutdown policy and unmaps it, so its
-    /// exit event is ignored. Returns false if it was not running.
-    async fn stop_child(&mut self, seq: u64, reason: &str) -> bool {
-        let slot = self.slot(seq);
-        let Some(cell) = slot.actor.take() else {
-            return false;
-        };
-        let (policy, margin, id) = (
-            slot.spec.shutdown,
-            slot.spec.kill_margin,
-            slot.spec.id.clone(),
-        );
-        self.by_actor.remove(&cell.get_id());
-        terminate(&cell, policy, margin, reason).await;
-        self.events
-            .publish_lazy(Level::DEBUG, || Event::ChildStopped {
-                supervisor: self.name.to_string(),
-                child: id.to_string(),
-                reason: reason.to_owned(),
-            });
-        true
-    }
-
-    /// Before the supervisor exits (stopped, or escalating): stops every
-    /// child and removes what isolated children kept.
-    async fn stop_everything(&mut self, reason: &str) {
-        self.stop_all(reason, None).await;
-        let retained: Vec<_> = self
-            .children
-            .iter_mut()
-            .filter_map(|s| s.retained.take())
-            .collect();
-        futures::future::join_all(retained.into_iter().map(|r| r.release())).await;
-    }
-
-    /// Stops every running child: in reverse start order, or all at once
-    /// for `dynamic`. Each stopped child's state becomes `to` (unchanged if `None`).
-    async fn stop_all(&mut self, reason: &str, to: Option<ChildState>) {
-        let order: Vec<u64> = self.children.seqs().rev().collect();
-        for &seq in &order {
-            let slot = self.slot(seq);
-            slot.retry = None;
-            if let Some(state) = to {
-                slot.state = state;
-            }
-        }
-        if self.flags.strategy == Strategy::Dynamic {
-            let mut stopping = Vec::new();
-            for &seq in &order {
-                let slot = self.slot(seq);
-                if let Some(cell) = slot.actor.take() {
-                    stopping.push((
-                        cell,
-                        slot.spec.shutdown,
-                        slot.spec.kill_margin,
-                        slot.spec.id.clone(),
-                    ));
-                }
-            }
-            for (cell, ..) in &stopping {
-                self.by_actor.remove(&cell.get_id());
-            }
-            futures::future::join_all(
-                stopping
-                    .iter()
-                    .map(|(cell, policy, margin, _)| terminate(cell, *policy, *margin, reason)),
-            )
-            .await;
-            for (.., id) in stopping {
-                self.events
-                    .publish_lazy(Level::DEBUG, || Event::ChildStopped {
-                        supervisor: self.name.to_string(),
-                        child: id.to_string(),
-                        reason: reason.to_owned(),
-                    });
-            }
-        } else {
-            for seq in order {
-                self.stop_child(seq, reason).await;
-            }
-        }
+    fn next_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
     }
 }
 

@@ -206,11 +206,12 @@ impl From<SupervisorError> for ApiError {
             }
             SupervisorError::AlreadyPresent(_)
             | SupervisorError::Running(_)
+            | SupervisorError::Restarting(_)
             | SupervisorError::MaxChildren(_) => ErrorCode::Conflict,
-            SupervisorError::Unavailable(_) => ErrorCode::Unavailable,
-            SupervisorError::StartFailed { .. }
-            | SupervisorError::IntensityExceeded { .. }
-            | SupervisorError::Spawn { .. } => ErrorCode::Internal,
+            SupervisorError::Unavailable(_) | SupervisorError::ShuttingDown(_) => {
+                ErrorCode::Unavailable
+            }
+            _ => ErrorCode::Internal,
         };
         Self::new(code, e.to_string())
     }

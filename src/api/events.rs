@@ -1,7 +1,7 @@
 //! `GET /v1/events`: supervisor and job events as Server-Sent Events.
 //!
 //! Each event is one SSE message: `event:` is [`Event::kind`]
-//! (`container_restarted`, `execution_finished`, ...), `data:` the event as
+//! (`child_restarted`, `execution_finished`, ...), `data:` the event as
 //! JSON (the same object, with its `event` field). A comment is sent every
 //! 15 s while nothing happens, so proxies keep the connection. The stream
 //! starts with the events published after the request arrived;
@@ -21,20 +21,7 @@ use super::{AppState, error::ApiError, extract::QueryParams};
 use crate::events::Event;
 
 /// Every kind of event, to check `?kind=`.
-const KINDS: &[&str] = &[
-    "child_started",
-    "child_exited",
-    "child_stopped",
-    "child_start_failed",
-    "container_restarted",
-    "crash_loop_back_off",
-    "container_isolated",
-    "service_shutdown",
-    "container_completed",
-    "supervisor_escalated",
-    "execution_started",
-    "execution_finished",
-];
+const KINDS: &[&str] = Event::KINDS;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

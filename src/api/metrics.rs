@@ -19,6 +19,7 @@
 //! | `arbor_executions_active` | gauge | |
 //! | `arbor_service_replicas_running` | gauge | `service` |
 //! | `arbor_shutting_down` | gauge | |
+//! | `arbor_events_dropped_total` | counter | (events lost by stalled subscribers) |
 //!
 //! Counters start at zero when the router is built.
 
@@ -98,13 +99,22 @@ struct Counters {
 impl Counters {
     fn apply(&mut self, e: &Event) {
         match e {
-            Event::ContainerRestarted { service, .. } => {
+            Event::ChildRestarted {
+                supervisor: service,
+                ..
+            } => {
                 *self.restarts.entry(service.clone()).or_default() += 1;
             }
-            Event::CrashLoopBackOff { service, .. } => {
+            Event::CrashLoopBackOff {
+                supervisor: service,
+                ..
+            } => {
                 *self.crash_loops.entry(service.clone()).or_default() += 1;
             }
-            Event::ContainerIsolated { service, .. } => {
+            Event::ChildIsolated {
+                supervisor: service,
+                ..
+            } => {
                 *self.isolated.entry(service.clone()).or_default() += 1;
             }
             Event::SupervisorEscalated { supervisor, .. } => {
@@ -296,6 +306,17 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         out,
         "arbor_shutting_down {}",
         u8::from(state.node.is_shutting_down())
+    );
+    describe(
+        &mut out,
+        "arbor_events_dropped_total",
+        "Events dropped for subscribers (event streams, this counter's own) that did not keep up.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "arbor_events_dropped_total {}",
+        state.node.event_bus().dropped()
     );
     Ok((
         [(

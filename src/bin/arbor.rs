@@ -375,28 +375,33 @@ fn describe(e: &Event) -> Option<String> {
         Event::ChildStartFailed { child, error, .. } => {
             format!("{child}: failed to start: {error}")
         }
-        Event::ContainerRestarted {
-            id, restart_count, ..
-        } => format!("{id}: restarted (#{restart_count})"),
-        Event::CrashLoopBackOff { id, delay, .. } => {
+        Event::ChildRestarted {
+            child,
+            restart_count,
+            ..
+        } => format!("{child}: restarted (#{restart_count})"),
+        Event::CrashLoopBackOff { child, delay, .. } => {
             format!(
-                "{id}: crash loop, next start in {}",
+                "{child}: crash loop, next start in {}",
                 humantime::format_duration(*delay)
             )
         }
-        Event::ContainerIsolated { id, container, .. } => {
-            format!(
-                "{id}: isolated (container {} kept)",
-                container.as_deref().unwrap_or("-")
-            )
-        }
-        Event::ServiceShutdown { service, reason } => format!("{service}: shut down ({reason})"),
-        Event::ContainerCompleted { id, .. } => format!("{id}: completed"),
+        Event::ChildIsolated {
+            child, retained, ..
+        } => match retained {
+            Some(kept) => format!("{child}: isolated ({kept} kept)"),
+            None => format!("{child}: isolated"),
+        },
+        Event::ServiceShutdown {
+            supervisor, reason, ..
+        } => format!("{supervisor}: shut down ({reason})"),
+        Event::ChildCompleted { child, .. } => format!("{child}: completed"),
         Event::SupervisorEscalated { supervisor, reason } => format!("{supervisor}: {reason}"),
         Event::ExecutionStarted { id, job, .. } => format!("{job} {id}: started"),
         Event::ExecutionFinished {
             id, job, detail, ..
         } => format!("{job} {id}: {detail}"),
         Event::OverlayWarning { id, job, message } => format!("{job} {id}: overlay: {message}"),
+        _ => return None,
     })
 }

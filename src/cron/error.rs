@@ -4,6 +4,7 @@
 /// actor. Each message quotes the expression (and the zone, for zone errors)
 /// and names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CronError {
     /// The expression does not parse, or names values out of range.
     #[error("invalid cron expression {expr:?}: {reason}")]

@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{AttachPlan, Keep, OverlayBackend, SegmentPlan};
-use crate::testing::Journal;
+use crate::journal::{Entry, Journal, OverlayOp};
 
 /// A backend call that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +56,32 @@ impl RecordingOverlay {
         self.fail[op as usize].store(n, Ordering::SeqCst);
     }
 
-    fn check(&self, op: FaultOp, what: &str) -> Result<(), String> {
+    /// Fails on purpose when `op` was told to fail; otherwise records the call.
+    fn call(
+        &self,
+        op: FaultOp,
+        entry: OverlayOp,
+        subject: &str,
+        segment: Option<&str>,
+    ) -> Result<(), String> {
         let left = &self.fail[op as usize];
         if left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            self.journal.write(format!("overlay failed {what}"));
-            Err(format!("injected fault: {what}"))
+            let failed = Entry::OverlayFailed {
+                op: entry,
+                subject: subject.to_owned(),
+                segment: segment.map(str::to_owned),
+            };
+            let what = failed.to_string();
+            self.journal.write(failed);
+            Err(format!(
+                "injected fault: {}",
+                what.trim_start_matches("overlay failed ")
+            ))
         } else {
+            self.journal.write(Entry::overlay(entry, subject, segment));
             Ok(())
         }
     }
@@ -85,46 +102,43 @@ impl OverlayBackend for RecordingOverlay {
         true
     }
     async fn setup_segment(&self, s: &SegmentPlan) -> Result<(), String> {
-        self.check(FaultOp::Setup, &format!("setup {}", s.name))?;
-        self.journal.write(format!("overlay setup {}", s.name));
-        Ok(())
+        self.call(FaultOp::Setup, OverlayOp::Setup, &s.name, None)
     }
     async fn teardown_segment(&self, s: &SegmentPlan) -> Result<(), String> {
-        self.check(FaultOp::Teardown, &format!("teardown {}", s.name))?;
-        self.journal.write(format!("overlay teardown {}", s.name));
-        Ok(())
+        self.call(FaultOp::Teardown, OverlayOp::Teardown, &s.name, None)
     }
     async fn prepare_netns(&self, path: &Path) -> Result<(), String> {
-        let name = file_name(path);
-        self.check(FaultOp::Prepare, &format!("netns add {name}"))?;
-        self.journal.write(format!("overlay netns add {name}"));
-        Ok(())
+        self.call(
+            FaultOp::Prepare,
+            OverlayOp::NetnsAdd,
+            &file_name(path),
+            None,
+        )
     }
     async fn remove_netns(&self, path: &Path) -> Result<(), String> {
         self.journal
-            .write(format!("overlay netns del {}", file_name(path)));
+            .write(Entry::overlay(OverlayOp::NetnsDel, file_name(path), None));
         Ok(())
     }
     async fn attach(&self, p: &AttachPlan) -> Result<(), String> {
-        self.check(
+        self.call(
             FaultOp::Attach,
-            &format!("attach {} {}", p.container, p.segment),
-        )?;
-        self.journal
-            .write(format!("overlay attach {} {}", p.container, p.segment));
-        Ok(())
+            OverlayOp::Attach,
+            &p.container.to_string(),
+            Some(p.segment.as_str()),
+        )
     }
     async fn detach(&self, p: &AttachPlan) -> Result<(), String> {
-        self.check(
+        self.call(
             FaultOp::Detach,
-            &format!("detach {} {}", p.container, p.segment),
-        )?;
-        self.journal
-            .write(format!("overlay detach {} {}", p.container, p.segment));
-        Ok(())
+            OverlayOp::Detach,
+            &p.container.to_string(),
+            Some(p.segment.as_str()),
+        )
     }
     async fn sweep(&self, prefix: &str, _: &Path, _: &Keep) -> Result<Vec<String>, String> {
-        self.journal.write(format!("overlay sweep {prefix}"));
+        self.journal
+            .write(Entry::overlay(OverlayOp::Sweep, prefix, None));
         Ok(Vec::new())
     }
 }

@@ -23,7 +23,10 @@ use super::{
     Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, LogStream,
     Logs, Op, Output, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
-use crate::{owned::Owned, testing::Journal};
+use crate::{
+    journal::{Entry, Journal, RuntimeOp},
+    owned::Owned,
+};
 
 /// One call the runtime received, with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,30 @@ impl std::fmt::Display for Call {
 }
 
 impl Call {
+    /// The call as a journal entry.
+    pub fn entry(&self) -> Entry {
+        let (op, subject) = match self {
+            Self::Pull { name } => (RuntimeOp::Pull, name.clone()),
+            Self::Create { name } => (RuntimeOp::Create, name.clone()),
+            Self::Start { id } => (RuntimeOp::Start, id.0.clone()),
+            Self::Stop { id, .. } => (RuntimeOp::Stop, id.0.clone()),
+            Self::Remove { id } => (RuntimeOp::Remove, id.0.clone()),
+            Self::Wait { id } => (RuntimeOp::Wait, id.0.clone()),
+            Self::State { id } => (RuntimeOp::State, id.0.clone()),
+            Self::Pid { id } => (RuntimeOp::Pid, id.0.clone()),
+            Self::Signal { id, signal } => {
+                return Entry::Runtime {
+                    op: RuntimeOp::Signal,
+                    subject: id.0.clone(),
+                    arg: Some(signal.to_string()),
+                };
+            }
+            Self::Logs { id } => (RuntimeOp::Logs, id.0.clone()),
+            Self::Abandon { id } => (RuntimeOp::Abandon, id.0.clone()),
+        };
+        Entry::runtime(op, subject)
+    }
+
     /// The lifecycle step (`None` for `abandon`).
     pub fn op(&self) -> Option<Op> {
         Some(match self {
@@ -165,7 +192,7 @@ struct State {
 impl State {
     fn record(&mut self, call: Call) {
         if let Some(j) = &self.journal {
-            j.write(call.to_string());
+            j.write(call.entry());
         }
         self.calls.push(call);
     }

@@ -63,6 +63,7 @@ const LOG_SETTLE: Duration = Duration::from_millis(500);
 /// A failure of the OCI machinery (runc, bundles, images), as carried in
 /// [`Cause::Oci`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OciError {
     /// Containers need root.
     #[error("the OCI runtime needs root (runc creates namespaces, cgroups and mounts)")]

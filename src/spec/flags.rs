@@ -7,6 +7,29 @@ use serde::{Deserialize, Serialize};
 use super::backoff::{BackoffPolicy, fmt as fmt_duration};
 use super::error::SpecError;
 
+/// What kind of child a supervisor has (shown in snapshots and events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChildKind {
+    /// A user actor.
+    Worker,
+    /// A container or host process, run by a container actor.
+    Container,
+    /// A nested arbor supervisor.
+    Supervisor,
+}
+
+impl fmt::Display for ChildKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Worker => "worker",
+            Self::Container => "container",
+            Self::Supervisor => "supervisor",
+        })
+    }
+}
+
 /// Which children restart when one of them exits and must be restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -94,16 +94,16 @@ pub struct JobSpec {
     /// both use the local store (`arbor image import`).
     #[serde(
         default,
-        skip_serializing_if = "crate::runtime::options::pull_policy_is_default"
+        skip_serializing_if = "crate::spec::container::pull_policy_is_default"
     )]
-    pub pull_policy: crate::runtime::PullPolicy,
+    pub pull_policy: crate::spec::PullPolicy,
     /// The runtime that runs it: `oci` or `process` (default: the agent's
     /// `--runtime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<crate::runtime::RuntimeKind>,
+    pub runtime: Option<crate::spec::RuntimeKind>,
     /// Limits: `{memory: 32Mi, cpus: 0.5, pids: 64}` (OCI runtime).
-    #[serde(default, skip_serializing_if = "crate::runtime::Resources::is_empty")]
-    pub resources: crate::runtime::Resources,
+    #[serde(default, skip_serializing_if = "crate::spec::Resources::is_empty")]
+    pub resources: crate::spec::Resources,
     /// `user[:group]` inside the container (OCI runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -112,7 +112,7 @@ pub struct JobSpec {
     pub hostname: Option<String>,
     /// Bind mounts `{source, target, read_only}` (OCI runtime).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mounts: Vec<crate::runtime::BindMount>,
+    pub mounts: Vec<crate::spec::BindMount>,
     /// Variables for the command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -328,7 +328,7 @@ impl JobSpec {
         if let Some(net) = &self.network {
             net.validate("network", &mut errors.0);
         }
-        crate::runtime::options::validate(
+        crate::spec::container::validate(
             "",
             &self.resources,
             self.user.as_deref(),

@@ -5,6 +5,7 @@ use crate::{execution::ExecutionId, spec::SpecErrors};
 /// A refused or failed executor request. Each variant maps to one HTTP
 /// status in the API (see [`ExecutorError::status`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecutorError {
     /// No job is registered under that name.
     #[error("no job named {0:?} is registered")]

@@ -233,7 +233,9 @@ impl ExecutorState {
             };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = me.cast(ExecutorMsg::Retry(Box::new(retry)));
+                let _ = me.cast(ExecutorMsg::Internal(InternalMsg(Internal::Retry(
+                    Box::new(retry),
+                ))));
             });
         }
         let expires = Instant::now() + spec.retention;
@@ -425,7 +427,7 @@ impl ExecutorState {
         let me = myself.clone();
         let task = tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            let _ = me.cast(ExecutorMsg::Expire);
+            let _ = me.cast(ExecutorMsg::Internal(InternalMsg(Internal::Expire)));
         });
         self.expiry_timer = Some((at, task));
     }

@@ -4,6 +4,7 @@ use super::allocator::AllocError;
 
 /// A failed overlay operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OverlayError {
     /// The backend failed.
     #[error("failed to {op} {target}: {message}")]

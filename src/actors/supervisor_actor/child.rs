@@ -1,5 +1,11 @@
 //! Children of a supervisor: how to start them (a spawn closure, so any
-//! ractor actor can be supervised), their policies, and what is known of them.
+//! ractor actor can be supervised), their policies, and what is known of
+//! them.
+//!
+//! Nothing here knows what a child runs. A child that knows more about its
+//! own end than "stopped" or "failed" (a container whose process exited
+//! with a status, a child that kept something for debugging) fails with an
+//! [`ExitReport`], which the supervisor reads instead of the error's text.
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -8,9 +14,10 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, SpawnErr, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
 use super::SupervisorSpec;
+pub use crate::spec::ChildKind;
 use crate::{
     events::EventBus,
-    runtime::{ContainerId, ContainerSpec, ExitStatus, Runtime},
+    exit::ExitStatus,
     spec::{ExitRules, PanicAction, RestartType, Shutdown, SpecError},
 };
 
@@ -33,33 +40,15 @@ pub struct ChildContext {
     pub exit_rules: ExitRules,
 }
 
-/// The future a spawn closure returns: the new child's cell.
+/// The future a spawn closure returns: the new child's cell, once the child
+/// has started (for a container: once its process runs).
 pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, ActorProcessingErr>> + Send>>;
 
 type StartFn = Arc<dyn Fn(ChildContext) -> StartFuture + Send + Sync>;
 
-/// What kind of child this is (shown in snapshots; supervisors are asked for
-/// their own children).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChildKind {
-    /// A user actor.
-    Worker,
-    /// A container or process, through a container actor.
-    Container,
-    /// A nested arbor supervisor.
-    Supervisor,
-}
-
-impl fmt::Display for ChildKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Worker => "worker",
-            Self::Container => "container",
-            Self::Supervisor => "supervisor",
-        })
-    }
-}
+/// Extra checks of a kind of child (a container's spec), field names
+/// relative to the child.
+pub(crate) type ChecksFn = Arc<dyn Fn() -> Vec<SpecError> + Send + Sync>;
 
 /// How to start a child and how to treat it. Restartable children are spawn
 /// closures because ractor consumes an actor's arguments when it spawns it.
@@ -76,7 +65,7 @@ pub struct ChildSpec {
     /// kills the actor: a container actor kills its own processes when the
     /// grace period ends and needs a moment to reap and remove them.
     pub(crate) kill_margin: Duration,
-    pub(crate) container: Option<Arc<ContainerSpec>>,
+    pub(crate) checks: Option<ChecksFn>,
     pub(crate) nested: Option<Arc<SupervisorSpec>>,
 }
 
@@ -92,14 +81,15 @@ impl fmt::Debug for ChildSpec {
     }
 }
 
-/// Time a container actor gets, past its grace period, to kill, reap and
-/// remove its processes before the supervisor kills the actor.
-const CONTAINER_KILL_MARGIN: Duration = Duration::from_secs(5);
-
 impl ChildSpec {
     /// A child started by `start`, which must spawn an actor linked to
-    /// `ctx.supervisor` and return its cell. A worker: permanent, stopped
-    /// with a 5 s timeout.
+    /// `ctx.supervisor` and return its cell once the child has started. A
+    /// worker: permanent, stopped with a 5 s timeout.
+    ///
+    /// The closure runs in a task of its own, never in the supervisor's
+    /// handler, so a slow start holds neither the supervisor nor its other
+    /// children. An actor spawned unlinked is linked to the supervisor when
+    /// the closure returns; if it already died by then, the start failed.
     pub fn new<F, Fut>(id: impl Into<String>, start: F) -> Self
     where
         F: Fn(ChildContext) -> Fut + Send + Sync + 'static,
@@ -114,13 +104,15 @@ impl ChildSpec {
             on_panic: PanicAction::Restart,
             exit_rules: ExitRules::none(),
             kill_margin: Duration::ZERO,
-            container: None,
+            checks: None,
             nested: None,
         }
     }
 
     /// A ractor actor: each start builds the handler with `handler()` and its
     /// arguments with `args()`, then spawns it linked to the supervisor.
+    /// Its panics are reported through arbor's panic hook when one is
+    /// installed ([`crate::panics`]).
     pub fn actor<A, H, G>(id: impl Into<String>, handler: H, args: G) -> Self
     where
         A: Actor,
@@ -128,9 +120,9 @@ impl ChildSpec {
         G: Fn() -> A::Arguments + Send + Sync + 'static,
     {
         Self::new(id, move |ctx: ChildContext| {
-            let (handler, args) = (handler(), args());
+            let (handler, args) = (crate::panics::Supervised(handler()), args());
             async move {
-                let (actor, _) = A::spawn_linked(None, handler, args, ctx.supervisor)
+                let (actor, _) = Actor::spawn_linked(None, handler, args, ctx.supervisor)
                     .await
                     .map_err(spawn_reason)?;
                 Ok(actor.get_cell())
@@ -155,27 +147,6 @@ impl ChildSpec {
         child.kind = ChildKind::Supervisor;
         child.shutdown = Shutdown::Infinity;
         child.nested = Some(nested);
-        child
-    }
-
-    /// A container (or host process) run through `runtime`, owned by a
-    /// container actor. Its shutdown timeout is the container's grace period
-    /// (SIGTERM, then SIGKILL); `brutal_kill` kills it at once.
-    pub fn container(
-        id: impl Into<String>,
-        runtime: Arc<dyn Runtime>,
-        spec: ContainerSpec,
-    ) -> Self {
-        let spec = Arc::new(spec);
-        let container = spec.clone();
-        let mut child = Self::new(id, move |ctx: ChildContext| {
-            let runtime = runtime.clone();
-            let spec = (*spec).clone();
-            async move { crate::actors::container_actor::spawn_for_child(ctx, runtime, spec).await }
-        });
-        child.kind = ChildKind::Container;
-        child.kill_margin = CONTAINER_KILL_MARGIN;
-        child.container = Some(container);
         child
     }
 
@@ -229,17 +200,13 @@ impl ChildSpec {
                 .into_iter()
                 .map(|e| e.within("exit_codes")),
         );
-        if let Some(c) = &self.container {
-            errors.extend(c.validate().into_iter().map(|e| e.within("container")));
+        if let Some(checks) = &self.checks {
+            errors.extend(checks());
         }
         if let Some(n) = &self.nested {
             errors.extend(n.errors().into_iter().map(|e| e.within("supervisor")));
         }
         errors
-    }
-
-    pub(crate) fn start(&self, ctx: ChildContext) -> StartFuture {
-        (self.start)(ctx)
     }
 }
 
@@ -254,14 +221,20 @@ pub(crate) fn spawn_reason(e: SpawnErr) -> ActorProcessingErr {
 /// Where a child is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ChildState {
     /// Its actor runs.
     Running,
+    /// It is being started for the first time (`start_child`) or by an
+    /// operator's `restart_child`.
+    Starting,
     /// It exited or failed to start, and its restart is under way or will be
     /// retried through the supervisor's mailbox.
     Restarting,
     /// It crashed too often and waits out a back-off delay before restarting.
     CrashLoopBackOff,
+    /// Its supervisor is stopping it (its shutdown policy runs).
+    Stopping,
     /// It failed and was kept for debugging; never restarted automatically.
     Isolated,
     /// Its service was shut down by a sibling's failure.
@@ -276,8 +249,10 @@ impl fmt::Display for ChildState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Running => "running",
+            Self::Starting => "starting",
             Self::Restarting => "restarting",
             Self::CrashLoopBackOff => "crash_loop_back_off",
+            Self::Stopping => "stopping",
             Self::Isolated => "isolated",
             Self::Shutdown => "shutdown",
             Self::Completed => "completed",
@@ -289,18 +264,20 @@ impl fmt::Display for ChildState {
 /// How a child's actor ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ChildExit {
     /// It stopped normally.
     Normal {
         /// The stop reason, if one was given.
         reason: Option<String>,
     },
-    /// Its container's main process ended (any code, including 0).
+    /// Its process (a container's main process, a host command) ended, with
+    /// any code including 0. Reported by the child ([`ExitReport`]).
     Exited {
         /// How it ended.
         status: ExitStatus,
-        /// The container.
-        container: Option<ContainerId>,
+        /// The container that ran it, when the child names one.
+        container: Option<String>,
     },
     /// It returned an error or panicked.
     Failed {
@@ -317,7 +294,7 @@ pub enum ChildExit {
 }
 
 impl ChildExit {
-    /// The exit code, for a container whose process exited with one.
+    /// The exit code, for a process that exited with one.
     pub fn exit_code(&self) -> Option<i32> {
         match self {
             Self::Exited { status, .. } => status.code(),
@@ -349,42 +326,40 @@ impl fmt::Display for ChildExit {
 }
 
 /// Something a failed child leaves for debugging (an isolated container).
-/// Released (removed) when the child is restarted or deleted, or when its
-/// supervisor stops; dropping it releases it in the background.
+/// Released (removed) when the child is restarted, terminated or deleted,
+/// or when its supervisor stops; dropping it releases it in the background.
 pub trait Retained: Send + Sync {
     /// Removes what was kept.
     fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
-/// The error a container actor fails with when its process exits abnormally:
-/// carries the status (and the kept container when the child is isolated)
-/// to the supervisor.
-pub struct ContainerExit {
-    /// How the process ended.
-    pub status: ExitStatus,
-    /// The container.
-    pub container: ContainerId,
-    /// The container, kept for debugging (isolate).
+/// How a child ended, as the child itself reports it: a child actor fails
+/// with this error (from a handler) to give its supervisor an exact exit
+/// (a process's status, even 0) and, when the child is isolated, what it
+/// kept. Any other error is a [`ChildExit::Failed`] with the error's text.
+pub struct ExitReport {
+    /// How the child ended.
+    pub exit: ChildExit,
+    /// What it kept for debugging (isolate).
     pub retained: Option<Box<dyn Retained>>,
 }
 
-impl fmt::Debug for ContainerExit {
+impl fmt::Debug for ExitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ContainerExit")
-            .field("status", &self.status)
-            .field("container", &self.container)
+        f.debug_struct("ExitReport")
+            .field("exit", &self.exit)
             .field("retained", &self.retained.is_some())
             .finish()
     }
 }
 
-impl fmt::Display for ContainerExit {
+impl fmt::Display for ExitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "container {} ended: {}", self.container, self.status)
+        self.exit.fmt(f)
     }
 }
 
-impl std::error::Error for ContainerExit {}
+impl std::error::Error for ExitReport {}
 
 /// A child's exit as read from a supervision event, with what it kept.
 pub(crate) struct ObservedExit {
@@ -394,55 +369,36 @@ pub(crate) struct ObservedExit {
 
 /// Reads the exit out of a termination or failure event.
 pub(crate) fn observe(event: SupervisionEvent) -> Option<(ActorCell, ObservedExit)> {
-    match event {
-        SupervisionEvent::ActorTerminated(cell, state, reason) => {
-            let container = state.and_then(|mut s| {
-                s.take::<crate::actors::container_actor::ContainerActorState>()
-                    .ok()
-            });
-            let exit = match container.as_ref().and_then(|c| c.exit()) {
-                Some((status, id)) => ChildExit::Exited {
-                    status,
-                    container: Some(id),
-                },
-                None if reason.as_deref() == Some("killed") => ChildExit::Killed,
-                None => ChildExit::Normal { reason },
+    let (cell, exit, retained) = match event {
+        SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            let exit = if reason.as_deref() == Some("killed") {
+                ChildExit::Killed
+            } else {
+                ChildExit::Normal { reason }
             };
-            Some((
+            (cell, exit, None)
+        }
+        SupervisionEvent::ActorFailed(cell, err) => match err.downcast::<ExitReport>() {
+            Ok(report) => {
+                let ExitReport { exit, retained } = *report;
+                (cell, exit, retained)
+            }
+            Err(err) => (
                 cell,
-                ObservedExit {
-                    exit,
-                    retained: None,
+                ChildExit::Failed {
+                    reason: err.to_string(),
                 },
-            ))
-        }
-        SupervisionEvent::ActorFailed(cell, err) => {
-            let observed = match err.downcast::<ContainerExit>() {
-                Ok(c) => {
-                    let c = *c;
-                    ObservedExit {
-                        exit: ChildExit::Exited {
-                            status: c.status,
-                            container: Some(c.container),
-                        },
-                        retained: c.retained,
-                    }
-                }
-                Err(err) => ObservedExit {
-                    exit: ChildExit::Failed {
-                        reason: err.to_string(),
-                    },
-                    retained: None,
-                },
-            };
-            Some((cell, observed))
-        }
-        _ => None,
-    }
+                None,
+            ),
+        },
+        _ => return None,
+    };
+    Some((cell, ObservedExit { exit, retained }))
 }
 
 /// A child as `which_children` reports it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ChildInfo {
     /// Its id.
     pub id: String,
@@ -465,7 +421,7 @@ pub struct ChildInfo {
 pub struct ChildCounts {
     /// Children with a spec (running or not).
     pub specs: usize,
-    /// Children whose actor runs.
+    /// Children whose actor is alive.
     pub active: usize,
     /// Children that are supervisors.
     pub supervisors: usize,

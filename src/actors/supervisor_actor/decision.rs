@@ -27,6 +27,7 @@ use crate::spec::{
 
 /// How an exit is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExitClass {
     /// A clean exit.
     Normal,
@@ -81,6 +82,7 @@ pub struct History<'a> {
 
 /// What to do about an exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Restart now (with the strategy's scope); counts as one restart.
     Restart,

@@ -6,6 +6,7 @@ use crate::spec::{SpecErrors, fmt_duration};
 
 /// What went wrong with a supervisor or a call to it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SupervisorError {
     /// The spec (or a child spec) is invalid; every error names its field.
     #[error("invalid spec for supervisor {name}: {errors}")]
@@ -25,6 +26,11 @@ pub enum SupervisorError {
     /// The child runs; terminate it first.
     #[error("child {0:?} is running: terminate it first")]
     Running(String),
+    /// The child's automatic restart is under way (its starts fail and are
+    /// retried, or it backs off): `restart_child` and `delete_child` refuse
+    /// it, as OTP's do; `terminate_child` stops the retries.
+    #[error("child {0:?} is restarting: terminate it first")]
+    Restarting(String),
     /// `max_children` reached.
     #[error("failed to add a child: the supervisor already has its maximum of {0} children")]
     MaxChildren(usize),
@@ -38,7 +44,7 @@ pub enum SupervisorError {
     },
     /// Too many restarts: the supervisor gave up and failed to its parent.
     #[error(
-        "supervisor {name} gave up: restart intensity exceeded (more than {max_restarts} restarts in {}, last by child {child})",
+        "supervisor {name} gave up: restart intensity exceeded (more than {max_restarts} restarts in {}, last by child {child}: {cause})",
         fmt_duration(*window)
     )]
     IntensityExceeded {
@@ -50,6 +56,9 @@ pub enum SupervisorError {
         max_restarts: u32,
         /// The window.
         window: Duration,
+        /// Why that child needed the restart (`failed to start: ...`,
+        /// `exit code 3`, `failed: ...`).
+        cause: String,
     },
     /// The supervisor could not be spawned.
     #[error("failed to start supervisor {name}: {reason}")]
@@ -62,4 +71,7 @@ pub enum SupervisorError {
     /// The supervisor is not running (it stopped or failed).
     #[error("supervisor {0} is not running")]
     Unavailable(String),
+    /// The supervisor stopped before the call could be carried out.
+    #[error("supervisor {0} is shutting down")]
+    ShuttingDown(String),
 }

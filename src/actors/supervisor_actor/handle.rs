@@ -7,8 +7,8 @@ use ractor::{
 };
 
 use super::{
-    ChildCounts, ChildInfo, ChildSpec, Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg,
-    SupervisorSpec, TreeNode, child::spawn_reason,
+    ChildCounts, ChildInfo, ChildSpec, Msg, Supervisor, SupervisorArgs, SupervisorError,
+    SupervisorMsg, SupervisorSpec, TreeNode, child::spawn_reason,
 };
 use crate::events::{EventBus, EventStream};
 
@@ -43,10 +43,7 @@ impl SupervisorRef {
             },
         )
         .await
-        .map_err(|e| SupervisorError::Spawn {
-            name: name.to_string(),
-            reason: spawn_reason(e).to_string(),
-        })?;
+        .map_err(|e| spawn_error(&name, e))?;
         Ok((
             Self {
                 actor,
@@ -76,10 +73,7 @@ impl SupervisorRef {
             parent,
         )
         .await
-        .map_err(|e| SupervisorError::Spawn {
-            name: name.to_string(),
-            reason: spawn_reason(e).to_string(),
-        })?;
+        .map_err(|e| spawn_error(&name, e))?;
         Ok(Self {
             actor,
             events,
@@ -124,19 +118,19 @@ impl SupervisorRef {
 
     async fn ask<R: Send + 'static>(
         &self,
-        build: impl FnOnce(RpcReplyPort<R>) -> SupervisorMsg,
+        build: impl FnOnce(RpcReplyPort<R>) -> Msg,
     ) -> Result<R, SupervisorError> {
-        match self.actor.call(build, None).await {
+        match self.actor.call(|r| SupervisorMsg(build(r)), None).await {
             Ok(CallResult::Success(r)) => Ok(r),
             _ => Err(SupervisorError::Unavailable(self.name.to_string())),
         }
     }
 
-    /// Adds a child at the end and starts it. If it fails to start it is
-    /// not added (no retry, no restart counted).
+    /// Adds a child at the end and starts it; answers once it started. If
+    /// it fails to start it is not added (no retry, no restart counted).
+    /// The supervisor keeps answering other calls while the child starts.
     pub async fn start_child(&self, spec: ChildSpec) -> Result<(), SupervisorError> {
-        self.ask(|r| SupervisorMsg::StartChild(spec, Some(r)))
-            .await?
+        self.ask(|r| Msg::StartChild(spec, Some(r))).await?
     }
 
     /// Adds and starts many children with one message (the fastest way to
@@ -145,49 +139,54 @@ impl SupervisorRef {
         &self,
         specs: Vec<ChildSpec>,
     ) -> Result<Vec<Result<(), SupervisorError>>, SupervisorError> {
-        self.ask(|r| SupervisorMsg::StartChildren(specs, r)).await
+        self.ask(|r| Msg::StartChildren(specs, r)).await
     }
 
     /// Like [`SupervisorRef::start_child`] without waiting for the result
     /// (a failure is logged); for adding many children fast.
     pub fn start_child_nowait(&self, spec: ChildSpec) -> Result<(), SupervisorError> {
         self.actor
-            .cast(SupervisorMsg::StartChild(spec, None))
+            .cast(SupervisorMsg(Msg::StartChild(spec, None)))
             .map_err(|_| SupervisorError::Unavailable(self.name.to_string()))
     }
 
     /// Stops a child with its shutdown policy; it stays stopped until
     /// [`SupervisorRef::restart_child`] (temporary children are removed).
+    /// Answers once the child is gone; the supervisor answers other calls
+    /// meanwhile, and a second call on the same child waits for the first.
     pub async fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
         let id = id.to_owned();
-        self.ask(|r| SupervisorMsg::TerminateChild(id, r)).await?
+        self.ask(|r| Msg::TerminateChild(id, r)).await?
     }
 
-    /// Restarts a child now (stopping it first if it runs).
+    /// Restarts a child now (stopping it first if it runs; skipping the rest
+    /// of a back-off delay). Refused with [`SupervisorError::Restarting`]
+    /// while the child's automatic restarts fail and are retried.
     pub async fn restart_child(&self, id: &str) -> Result<(), SupervisorError> {
         let id = id.to_owned();
-        self.ask(|r| SupervisorMsg::RestartChild(id, r)).await?
+        self.ask(|r| Msg::RestartChild(id, r)).await?
     }
 
-    /// Removes a child that is not running.
+    /// Removes a child that is not running (refused while it runs or its
+    /// restart is under way).
     pub async fn delete_child(&self, id: &str) -> Result<(), SupervisorError> {
         let id = id.to_owned();
-        self.ask(|r| SupervisorMsg::DeleteChild(id, r)).await?
+        self.ask(|r| Msg::DeleteChild(id, r)).await?
     }
 
     /// The children in start order.
     pub async fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
-        self.ask(SupervisorMsg::WhichChildren).await
+        self.ask(Msg::WhichChildren).await
     }
 
     /// Child counts.
     pub async fn count_children(&self) -> Result<ChildCounts, SupervisorError> {
-        self.ask(SupervisorMsg::CountChildren).await
+        self.ask(Msg::CountChildren).await
     }
 
     /// The whole tree below this supervisor.
     pub async fn snapshot(&self) -> Result<TreeNode, SupervisorError> {
-        self.ask(SupervisorMsg::Snapshot).await
+        self.ask(Msg::Snapshot).await
     }
 
     /// The current actor of child `id` as an `ActorRef<M>` (`None` while it
@@ -237,6 +236,19 @@ fn check(spec: &SupervisorSpec) -> Result<(), SupervisorError> {
         })
 }
 
+/// Why a supervisor did not start: its own error when it gave up while
+/// starting its children (it names the child and the cause), or the spawn
+/// failure.
+fn spawn_error(name: &str, e: ractor::SpawnErr) -> SupervisorError {
+    match spawn_reason(e).downcast::<SupervisorError>() {
+        Ok(own) => *own,
+        Err(other) => SupervisorError::Spawn {
+            name: name.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 /// Spawns `spec` as a child of `parent` (for nested supervisors).
 pub(crate) async fn spawn_linked(
     spec: SupervisorSpec,
@@ -248,9 +260,6 @@ pub(crate) async fn spawn_linked(
     let (actor, _) =
         Supervisor::spawn_linked(None, Supervisor, SupervisorArgs { spec, events }, parent)
             .await
-            .map_err(|e| SupervisorError::Spawn {
-                name,
-                reason: spawn_reason(e).to_string(),
-            })?;
+            .map_err(|e| spawn_error(&name, e))?;
     Ok(actor.get_cell())
 }

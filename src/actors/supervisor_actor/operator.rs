@@ -1,20 +1,26 @@
-//! Operator calls: start, terminate, restart and delete children, and the
-//! views of them (which, count, snapshot).
+//! Operator calls: start, terminate, restart and delete children (queued
+//! as work on the children's lanes), and the views of them (which, count,
+//! snapshot), answered at once whatever is under way.
 
-use ractor::{ActorRef, RpcReplyPort};
+use std::time::Duration;
+
+use futures::future::join_all;
+use ractor::RpcReplyPort;
 
 use super::{
-    ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState, SupervisorError,
+    ChildCounts, ChildInfo, ChildKind, ChildReply, ChildSpec, ChildState, Msg, SupervisorError,
     SupervisorMsg, SupervisorState, TreeNode,
+    slots::Key,
+    work::{Reply, Subject},
 };
-use crate::spec::RestartType;
+use crate::spec::Strategy;
+
+/// How long a snapshot waits for a nested supervisor's own snapshot.
+const NESTED_SNAPSHOT_PATIENCE: Duration = Duration::from_secs(2);
 
 impl SupervisorState {
-    pub(super) async fn start_child(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        spec: ChildSpec,
-    ) -> Result<(), SupervisorError> {
+    /// Checks a new child; the error a `start_child` of it answers.
+    fn admit(&self, spec: &ChildSpec) -> Result<(), SupervisorError> {
         if self.by_id.contains_key(&spec.id) {
             return Err(SupervisorError::AlreadyPresent(spec.id.to_string()));
         }
@@ -30,87 +36,101 @@ impl SupervisorState {
                 errors: crate::spec::SpecErrors(errors),
             });
         }
-        let id = spec.id.to_string();
-        let seq = self.insert(spec);
-        if let Err(reason) = self.start(myself, seq).await {
-            self.remove(seq);
-            return Err(SupervisorError::StartFailed { id, reason });
-        }
         Ok(())
     }
 
-    pub(super) fn find(&self, id: &str) -> Result<u64, SupervisorError> {
+    /// The lanes a start of new children holds: their own, or every child
+    /// under `one_for_all` and `rest_for_one` (a new child joins the end of
+    /// every group, so it waits for a group restart under way).
+    fn start_lanes(&self, new: &[Key]) -> Vec<Key> {
+        match self.flags.strategy {
+            Strategy::OneForAll | Strategy::RestForOne => self.children.keys().collect(),
+            Strategy::OneForOne | Strategy::Dynamic => new.to_vec(),
+        }
+    }
+
+    pub(super) fn start_child(&mut self, spec: ChildSpec, reply: Option<ChildReply>) {
+        if let Err(e) = self.admit(&spec) {
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(e));
+                }
+                None => tracing::warn!(supervisor = %self.name, error = %e, "start_child failed"),
+            }
+            return;
+        }
+        let key = self.insert(spec, ChildState::Starting);
+        let lanes = self.start_lanes(&[key]);
+        let reply = match reply {
+            Some(r) => Reply::One(r),
+            None => Reply::Log,
+        };
+        self.works
+            .enqueue_with(lanes, Subject::Start { keys: vec![key] }, reply);
+    }
+
+    pub(super) fn start_children(
+        &mut self,
+        specs: Vec<ChildSpec>,
+        reply: RpcReplyPort<Vec<Result<(), SupervisorError>>>,
+    ) {
+        let mut refused = Vec::new();
+        let mut keys = Vec::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            match self.admit(&spec) {
+                Ok(()) => keys.push((i, self.insert(spec, ChildState::Starting))),
+                Err(e) => refused.push((i, e)),
+            }
+        }
+        let keys: Vec<Key> = keys.into_iter().map(|(_, k)| k).collect();
+        let lanes = self.start_lanes(&keys);
+        let work = self
+            .works
+            .enqueue_with(lanes, Subject::Start { keys }, Reply::Many(reply));
+        self.works.refuse(work, refused);
+    }
+
+    fn find(&self, id: &str) -> Result<Key, SupervisorError> {
         self.by_id
             .get(id)
             .copied()
             .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))
     }
 
-    pub(super) async fn terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
-        let seq = self.find(id)?;
-        let slot = self.slot(seq);
-        slot.retry = None;
-        let waiting = matches!(
-            slot.state,
-            ChildState::Restarting | ChildState::CrashLoopBackOff
-        );
-        let temporary = slot.spec.restart == RestartType::Temporary;
-        let was_running = self.stop_child(seq, "terminated by operator").await;
-        if temporary {
-            if let Some(slot) = self.remove(seq)
-                && let Some(r) = slot.retained
-            {
-                r.release().await;
-            }
-        } else if was_running || waiting {
-            self.slot(seq).state = ChildState::Stopped;
-        }
-        Ok(())
-    }
-
-    pub(super) async fn restart_child(
+    /// Queues an operator call on child `id`'s lane.
+    fn operate(
         &mut self,
-        myself: &ActorRef<SupervisorMsg>,
         id: &str,
-    ) -> Result<(), SupervisorError> {
-        let seq = self.find(id)?;
-        self.stop_child(seq, "restarted by operator").await;
-        let slot = self.slot(seq);
-        slot.retry = None;
-        slot.backoff_step = 0;
-        if let Some(r) = slot.retained.take() {
-            r.release().await;
-        }
-        self.start(myself, seq).await.map_err(|reason| {
-            let slot = self.slot(seq);
-            slot.state = ChildState::Stopped;
-            slot.last_exit = Some(ChildExit::StartFailed {
-                reason: reason.clone(),
-            });
-            SupervisorError::StartFailed {
-                id: id.to_owned(),
-                reason,
+        reply: ChildReply,
+        subject: impl FnOnce(Key, std::sync::Arc<str>) -> Subject,
+    ) {
+        match self.find(id) {
+            Ok(key) => {
+                self.works
+                    .enqueue_with(vec![key], subject(key, id.into()), Reply::One(reply));
             }
-        })
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 
-    pub(super) async fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
-        let seq = self.find(id)?;
-        if self.children[seq].actor.is_some() {
-            return Err(SupervisorError::Running(id.to_owned()));
-        }
-        if let Some(slot) = self.remove(seq)
-            && let Some(r) = slot.retained
-        {
-            r.release().await;
-        }
-        Ok(())
+    pub(super) fn terminate_child(&mut self, id: &str, reply: ChildReply) {
+        self.operate(id, reply, |key, id| Subject::Terminate { key, id });
+    }
+
+    pub(super) fn restart_child(&mut self, id: &str, reply: ChildReply) {
+        self.operate(id, reply, |key, id| Subject::Restart { key, id });
+    }
+
+    pub(super) fn delete_child(&mut self, id: &str, reply: ChildReply) {
+        self.operate(id, reply, |key, id| Subject::Delete { key, id });
     }
 
     pub(super) fn which_children(&self) -> Vec<ChildInfo> {
         self.children
             .iter()
-            .map(|s| ChildInfo {
+            .map(|(_, s)| ChildInfo {
                 id: s.spec.id.to_string(),
                 kind: s.spec.kind,
                 state: s.state,
@@ -127,8 +147,13 @@ impl SupervisorState {
             specs: self.children.len(),
             ..ChildCounts::default()
         };
-        for s in self.children.iter() {
-            if s.actor.is_some() {
+        for (_, s) in self.children.iter() {
+            // As OTP: an actor that is alive (one that unlinked itself and
+            // died is not, though no exit ever reached the supervisor).
+            if s.actor
+                .as_ref()
+                .is_some_and(|c| c.get_status() < ractor::ActorStatus::Stopping)
+            {
                 counts.active += 1;
             }
             if s.spec.kind == ChildKind::Supervisor {
@@ -141,7 +166,8 @@ impl SupervisorState {
     }
 
     /// Replies with this supervisor's node; nested supervisors are asked for
-    /// theirs from a separate task, so this one keeps serving meanwhile.
+    /// theirs from a separate task (all at once, each with a deadline), so
+    /// this one keeps serving meanwhile.
     pub(super) fn snapshot(&self, reply: RpcReplyPort<TreeNode>) {
         let mut node = TreeNode {
             name: self.name.to_string(),
@@ -154,7 +180,7 @@ impl SupervisorState {
             children: Vec::new(),
         };
         let mut nested = Vec::new();
-        for (i, s) in self.children.iter().enumerate() {
+        for (i, (_, s)) in self.children.iter().enumerate() {
             node.children.push(TreeNode {
                 name: s.spec.id.to_string(),
                 kind: s.spec.kind,
@@ -166,6 +192,7 @@ impl SupervisorState {
                 children: Vec::new(),
             });
             if s.spec.kind == ChildKind::Supervisor
+                && s.state == ChildState::Running
                 && let Some(cell) = &s.actor
             {
                 nested.push((i, cell.clone()));
@@ -176,15 +203,18 @@ impl SupervisorState {
             return;
         }
         tokio::spawn(async move {
-            for (i, cell) in nested {
-                let child: ActorRef<SupervisorMsg> = cell.into();
-                if let Ok(ractor::rpc::CallResult::Success(sub)) = child
+            let asks = nested.into_iter().map(|(i, cell)| async move {
+                let child: ractor::ActorRef<SupervisorMsg> = cell.into();
+                let sub = child
                     .call(
-                        SupervisorMsg::Snapshot,
-                        Some(std::time::Duration::from_secs(5)),
+                        |r| SupervisorMsg(Msg::Snapshot(r)),
+                        Some(NESTED_SNAPSHOT_PATIENCE),
                     )
-                    .await
-                {
+                    .await;
+                (i, sub)
+            });
+            for (i, sub) in join_all(asks).await {
+                if let Ok(ractor::rpc::CallResult::Success(sub)) = sub {
                     let entry = &mut node.children[i];
                     entry.strategy = sub.strategy;
                     entry.children = sub.children;

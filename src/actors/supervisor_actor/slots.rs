@@ -1,16 +1,21 @@
-//! The children of a supervisor in start order: a slab indexed by start
-//! sequence number.
+//! The children of a supervisor in start order, each under a stable key.
 //!
-//! Appending is O(1) and slots sit next to each other (a `BTreeMap` filled in
-//! order leaves its nodes half empty: twice the memory for 100k children).
-//! A removed child leaves a hole; holes are squeezed out by [`Slots::compact`],
-//! which renumbers the children and so must only run between operations (the
-//! supervisor calls it after each message), never while sequence numbers are
-//! held.
+//! Keys are handed out in increasing order and never reused, so the slab,
+//! which only ever appends, stays sorted by key: a key is found by binary
+//! search, with no index to keep in memory (a `BTreeMap` filled in order
+//! leaves its nodes half empty: twice the memory for 100k children). A
+//! removed child leaves a hole; holes are squeezed out once they are the
+//! majority. Keys survive that, so work in flight (a start or stop running
+//! in a task, a queued operator call) can hold a key across any number of
+//! messages.
 
-/// Children by start sequence number.
+/// A child's key: stable for the child's whole life in its supervisor.
+pub(crate) type Key = u64;
+
+/// Children by key, in start order.
 pub(crate) struct Slots<T> {
-    items: Vec<Option<T>>,
+    items: Vec<(Key, Option<T>)>,
+    next: Key,
     live: usize,
 }
 
@@ -18,6 +23,7 @@ impl<T> Default for Slots<T> {
     fn default() -> Self {
         Self {
             items: Vec::new(),
+            next: 0,
             live: 0,
         }
     }
@@ -29,26 +35,40 @@ impl<T> Slots<T> {
         self.items.reserve(n);
     }
 
-    /// Appends a child; returns its sequence number.
-    pub(crate) fn push(&mut self, item: T) -> u64 {
-        self.items.push(Some(item));
+    /// Appends a child; returns its key.
+    pub(crate) fn push(&mut self, item: T) -> Key {
+        let key = self.next;
+        self.next += 1;
+        self.items.push((key, Some(item)));
         self.live += 1;
-        (self.items.len() - 1) as u64
+        key
     }
 
-    pub(crate) fn get(&self, seq: u64) -> Option<&T> {
-        self.items.get(seq as usize)?.as_ref()
+    fn position(&self, key: Key) -> Option<usize> {
+        self.items.binary_search_by_key(&key, |(k, _)| *k).ok()
     }
 
-    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut T> {
-        self.items.get_mut(seq as usize)?.as_mut()
+    pub(crate) fn get(&self, key: Key) -> Option<&T> {
+        self.items[self.position(key)?].1.as_ref()
     }
 
-    /// Removes a child, leaving a hole.
-    pub(crate) fn remove(&mut self, seq: u64) -> Option<T> {
-        let item = self.items.get_mut(seq as usize)?.take();
+    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        let pos = self.position(key)?;
+        self.items[pos].1.as_mut()
+    }
+
+    /// Removes a child, leaving a hole (squeezed out once holes are the
+    /// majority).
+    pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
+        let pos = self.position(key)?;
+        let item = self.items[pos].1.take();
         if item.is_some() {
             self.live -= 1;
+            let holes = self.items.len() - self.live;
+            if holes > 64 && holes > self.live {
+                self.items.retain(|(_, s)| s.is_some());
+                self.items.shrink_to(self.items.len() * 2);
+            }
         }
         item
     }
@@ -58,47 +78,24 @@ impl<T> Slots<T> {
         self.live
     }
 
-    /// Sequence numbers of the live children, in start order.
-    pub(crate) fn seqs(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
+    /// Keys of the live children, in start order.
+    pub(crate) fn keys(&self) -> impl DoubleEndedIterator<Item = Key> + '_ {
         self.items
             .iter()
-            .enumerate()
             .filter(|(_, s)| s.is_some())
-            .map(|(i, _)| i as u64)
+            .map(|(k, _)| *k)
     }
 
     /// The live children, in start order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        self.items.iter().flatten()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Key, &T)> + '_ {
+        self.items
+            .iter()
+            .filter_map(|(k, s)| s.as_ref().map(|s| (*k, s)))
     }
 
     /// The live children, in start order.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
-        self.items.iter_mut().flatten()
-    }
-
-    /// True when holes are more than half of the slab (and it is not tiny).
-    pub(crate) fn needs_compaction(&self) -> bool {
-        let holes = self.items.len() - self.live;
-        holes > 64 && holes > self.live
-    }
-
-    /// Squeezes out the holes. Calls `renumbered(item, new_seq)` for every
-    /// child, in start order, so the caller can rebuild its indexes.
-    pub(crate) fn compact(&mut self, mut renumbered: impl FnMut(&T, u64)) {
-        self.items.retain(Option::is_some);
-        self.items.shrink_to(self.items.len() * 2);
-        for (i, item) in self.items.iter().flatten().enumerate() {
-            renumbered(item, i as u64);
-        }
-    }
-}
-
-impl<T> std::ops::Index<u64> for Slots<T> {
-    type Output = T;
-
-    fn index(&self, seq: u64) -> &T {
-        self.get(seq).expect("no child with this sequence number")
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.items.iter_mut().filter_map(|(_, s)| s.as_mut())
     }
 }
 
@@ -107,22 +104,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holes_are_skipped_and_compaction_renumbers_in_order() {
+    fn keys_survive_compaction_and_order_is_kept() {
         let mut s = Slots::default();
-        let seqs: Vec<u64> = (0..200).map(|i| s.push(i)).collect();
-        for seq in &seqs[..150] {
-            assert!(s.remove(*seq).is_some());
+        let keys: Vec<Key> = (0..200).map(|i| s.push(i)).collect();
+        for key in &keys[..150] {
+            assert!(s.remove(*key).is_some());
         }
         assert_eq!(s.remove(0), None);
         assert_eq!(s.len(), 50);
-        assert_eq!(s.seqs().next(), Some(150));
-        assert!(s.needs_compaction());
-        let mut seen = Vec::new();
-        s.compact(|item, seq| seen.push((*item, seq)));
-        assert_eq!(seen.first(), Some(&(150, 0)));
-        assert_eq!(seen.last(), Some(&(199, 49)));
-        assert_eq!(s[49], 199);
-        assert!(!s.needs_compaction());
-        assert_eq!(s.push(7), 50);
+        assert!(s.items.len() < 200, "holes were squeezed out");
+        assert_eq!(s.keys().next(), Some(150));
+        assert_eq!(s.get(199), Some(&199));
+        assert_eq!(s.get(10), None);
+        assert_eq!(s.push(7), 200);
+        let order: Vec<i32> = s.iter().map(|(_, v)| *v).collect();
+        assert_eq!(order.first(), Some(&150));
+        assert_eq!(order.last(), Some(&7));
     }
 }

@@ -3,10 +3,7 @@
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use super::child::{ChildExit, ChildSpec};
-use crate::{
-    runtime::{ContainerId, ContainerSpec, Runtime},
-    spec::{BackoffPolicy, OnLimit, SpecError, SpecErrors, Strategy, SupervisorFlags},
-};
+use crate::spec::{BackoffPolicy, OnLimit, SpecError, SpecErrors, Strategy, SupervisorFlags};
 
 /// What the isolate hook is told about an isolated child.
 #[derive(Debug, Clone)]
@@ -17,8 +14,9 @@ pub struct Isolated {
     pub child: String,
     /// How it failed.
     pub exit: ChildExit,
-    /// The container kept for debugging, when the child is a container.
-    pub container: Option<ContainerId>,
+    /// What the child kept for debugging, when it names it (the
+    /// container's id, for a container).
+    pub retained: Option<String>,
 }
 
 /// Called (synchronously, inside the supervisor: keep it short) when a child
@@ -33,6 +31,7 @@ pub struct SupervisorSpec {
     pub(crate) children: Vec<ChildSpec>,
     pub(crate) on_isolate: Option<IsolateHook>,
     pub(crate) max_children: Option<usize>,
+    pub(crate) concurrent: bool,
 }
 
 impl fmt::Debug for SupervisorSpec {
@@ -42,6 +41,7 @@ impl fmt::Debug for SupervisorSpec {
             .field("flags", &self.flags)
             .field("children", &self.children)
             .field("max_children", &self.max_children)
+            .field("concurrent", &self.concurrent)
             .finish_non_exhaustive()
     }
 }
@@ -55,44 +55,43 @@ impl SupervisorSpec {
             children: Vec::new(),
             on_isolate: None,
             max_children: None,
+            concurrent: false,
         }
     }
 
-    /// A dynamic supervisor: children are added with `start_child` and
-    /// stopped concurrently when it stops.
+    /// A dynamic supervisor: children are added with `start_child`; they
+    /// are independent, so they start and stop concurrently.
     pub fn dynamic(name: impl Into<String>) -> Self {
-        Self::new(name).strategy(Strategy::Dynamic)
+        Self::new(name).strategy(Strategy::Dynamic).concurrent(true)
     }
 
-    /// A service: `replicas` copies of `container`, named `<name>-<i>`, as
-    /// container children of a supervisor named `name`.
-    pub fn service(
-        name: impl Into<String>,
-        runtime: Arc<dyn Runtime>,
-        container: ContainerSpec,
-        replicas: usize,
-    ) -> Self {
-        let name = name.into();
-        let children = (0..replicas).map(|i| {
-            let id = format!("{name}-{i}");
-            let mut spec = container.clone();
-            spec.name = id.clone();
-            spec.labels.insert("service".into(), name.clone());
-            spec.labels.insert("replica".into(), i.to_string());
-            ChildSpec::container(id, runtime.clone(), spec)
-        });
-        Self::new(name.clone()).children(children)
+    /// Declares the children independent of each other (a service's
+    /// replicas): the supervisor starts them all at once instead of each
+    /// after the one before, and stops them all at once instead of in
+    /// reverse order, so a slow start or a long grace period of one does
+    /// not hold the others. Group restarts (`one_for_all`,
+    /// `rest_for_one`) then stop the group at once and start it at once.
+    /// Off by default (OTP order); on for `dynamic` supervisors.
+    pub fn concurrent(mut self, concurrent: bool) -> Self {
+        self.concurrent = concurrent;
+        self
     }
 
     /// Replaces all flags.
     pub fn flags(mut self, flags: SupervisorFlags) -> Self {
+        if flags.strategy == Strategy::Dynamic {
+            self.concurrent = true;
+        }
         self.flags = flags;
         self
     }
 
-    /// Sets the strategy.
+    /// Sets the strategy (`dynamic` also makes the children concurrent).
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.flags.strategy = strategy;
+        if strategy == Strategy::Dynamic {
+            self.concurrent = true;
+        }
         self
     }
 

@@ -8,7 +8,7 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use arbor::testing::chaos::{ALL_KINDS, Chaos, kind_name, parse_kind};
+use arbor::chaos::{ALL_KINDS, Chaos, kind_name, parse_kind};
 use clap::Parser;
 
 #[derive(Parser)]

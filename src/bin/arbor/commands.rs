@@ -368,6 +368,7 @@ fn trigger_short(t: &JobTrigger) -> String {
         JobTrigger::Cli => "cli".into(),
         JobTrigger::Scheduler { .. } => "schedule".into(),
         JobTrigger::Internal { .. } => "internal".into(),
+        _ => "other".into(),
     }
 }
 
@@ -535,7 +536,7 @@ pub async fn jobs(url: &AgentUrl, a: Jobs) -> Outcome {
 
 #[derive(Args)]
 pub struct Events {
-    /// Only these kinds, comma-separated (container_restarted,
+    /// Only these kinds, comma-separated (child_restarted,
     /// crash_loop_back_off, execution_started, execution_finished, ...).
     #[arg(long, value_name = "KINDS")]
     kind: Option<String>,
@@ -603,6 +604,7 @@ fn event_line(e: &Event) -> String {
         Event::ChildStarted {
             supervisor,
             child: c,
+            ..
         } => format!("{}: started", child(supervisor, c)),
         Event::ChildExited {
             supervisor,
@@ -614,6 +616,7 @@ fn event_line(e: &Event) -> String {
             supervisor,
             child: c,
             reason,
+            ..
         } => format!("{}: stopped ({reason})", child(supervisor, c)),
         Event::ChildStartFailed {
             supervisor,

@@ -1,13 +1,12 @@
-//! One service of a deployment: what it runs, how many replicas, how its
-//! supervisor restarts them, and how it becomes a [`SupervisorSpec`].
+//! One service of a deployment: what it runs, how many replicas, and how
+//! its supervisor restarts them. (What it becomes at run time, a supervisor
+//! of container children, is built next to the container actor.)
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    actors::supervisor_actor::SupervisorSpec,
-    runtime::{ContainerSpec, Runtime},
     spec::{
         BackoffPolicy, ExitAction, ExitRules, NetworkSpec, OnLimit, PanicAction, RestartType,
         Shutdown, SpecError, Strategy, SupervisorFlags,
@@ -41,16 +40,16 @@ pub struct ServiceSpec {
     /// both use the local store (`arbor image import`).
     #[serde(
         default,
-        skip_serializing_if = "crate::runtime::options::pull_policy_is_default"
+        skip_serializing_if = "crate::spec::container::pull_policy_is_default"
     )]
-    pub pull_policy: crate::runtime::PullPolicy,
+    pub pull_policy: crate::spec::PullPolicy,
     /// The runtime that runs it: `oci` or `process` (default: the agent's
     /// `--runtime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<crate::runtime::RuntimeKind>,
+    pub runtime: Option<crate::spec::RuntimeKind>,
     /// Limits: `{memory: 32Mi, cpus: 0.5, pids: 64}` (OCI runtime).
-    #[serde(default, skip_serializing_if = "crate::runtime::Resources::is_empty")]
-    pub resources: crate::runtime::Resources,
+    #[serde(default, skip_serializing_if = "crate::spec::Resources::is_empty")]
+    pub resources: crate::spec::Resources,
     /// `user[:group]` inside the container (OCI runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -59,7 +58,7 @@ pub struct ServiceSpec {
     pub hostname: Option<String>,
     /// Bind mounts `{source, target, read_only}` (OCI runtime).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mounts: Vec<crate::runtime::BindMount>,
+    pub mounts: Vec<crate::spec::BindMount>,
     /// Variables for the command; they win over `env_file`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -235,35 +234,11 @@ impl ServiceSpec {
         }
     }
 
-    /// The container every replica of service `name` runs, without reading
-    /// the env files (what validation checks).
-    pub(super) fn container_template(&self, name: &str) -> ContainerSpec {
-        ContainerSpec {
-            name: name.to_owned(),
-            image: self.image.clone(),
-            command: self.command.clone(),
-            env: self.env.clone(),
-            inherit_env: self.inherit_env,
-            cwd: self.cwd.clone(),
-            labels: self.labels.clone(),
-            netns: None,
-            dns_search: Vec::new(),
-            pull_policy: self.pull_policy,
-            runtime: self.runtime,
-            resources: self.resources,
-            user: self.user.clone(),
-            hostname: self.hostname.clone(),
-            mounts: self.mounts.clone(),
-            output: None,
-        }
-    }
-
-    /// The container every replica of service `name` runs. Reads the env
-    /// files now (in order, a later file winning; `env` wins over them);
-    /// a file that cannot be read or parsed is an error naming the field
+    /// The environment of service `name`'s replicas: the env files read
+    /// now (in order, a later file winning), then `env` over them. A file
+    /// that cannot be read or parsed is an error naming the field
     /// (`services.NAME.env_file[I]`) and the file.
-    pub fn container_spec(&self, name: &str) -> Result<ContainerSpec, SpecError> {
-        let mut spec = self.container_template(name);
+    pub fn resolved_env(&self, name: &str) -> Result<BTreeMap<String, String>, SpecError> {
         let mut env = BTreeMap::new();
         for (i, file) in self.env_file.iter().enumerate() {
             let read = read_env_files(std::slice::from_ref(file)).map_err(|e| {
@@ -275,9 +250,8 @@ impl ServiceSpec {
             })?;
             env.extend(read);
         }
-        env.extend(std::mem::take(&mut spec.env));
-        spec.env = env;
-        Ok(spec)
+        env.extend(self.env.clone());
+        Ok(env)
     }
 
     /// The overlay segment of service `name`'s replicas.
@@ -289,35 +263,6 @@ impl ServiceSpec {
             net.map_or(crate::actors::overlay_actor::DEFAULT_ISOLATION, |n| {
                 n.isolation.as_str()
             }),
-        )
-    }
-
-    /// The supervisor of service `name`: `replicas` containers (see
-    /// [`SupervisorSpec::service`]) with this service's flags, and each
-    /// replica's restart type, panic action, exit rules and shutdown. Reads
-    /// the env files now (see [`container_spec`](Self::container_spec)).
-    pub fn supervisor_spec(
-        &self,
-        name: &str,
-        runtime: Arc<dyn Runtime>,
-    ) -> Result<SupervisorSpec, SpecError> {
-        let container = self.container_spec(name)?;
-        let (restart, on_panic, rules, shutdown) = (
-            self.restart,
-            self.on_panic,
-            self.exit_rules(),
-            self.shutdown(),
-        );
-        Ok(
-            SupervisorSpec::service(name, runtime, container, self.replicas)
-                .flags(self.flags())
-                .map_children(|child| {
-                    child
-                        .restart(restart)
-                        .on_panic(on_panic)
-                        .exit_rules(rules.clone())
-                        .shutdown(shutdown)
-                }),
         )
     }
 }

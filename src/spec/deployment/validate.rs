@@ -122,19 +122,20 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
             "must not be empty (leave it out to run the command on the host)",
         ));
     }
-    // argv, env and the name as a container sees them (the name is checked above).
-    errors.extend(
-        s.container_template(name)
-            .validate()
-            .into_iter()
-            // The name is checked above, an empty image just before.
-            .filter(|e| {
-                e.field != "name"
-                    && !(e.field == "image"
-                        && s.image.as_deref().is_some_and(|i| i.trim().is_empty()))
-            })
-            .map(|e| e.within(&at)),
-    );
+    // argv (or the image), env and the container options. An empty image
+    // was reported just above.
+    let mut found = Vec::new();
+    crate::spec::container::Fields {
+        image: s.image.as_deref().filter(|i| !i.trim().is_empty()),
+        command: &s.command,
+        env: &s.env,
+        resources: &s.resources,
+        user: s.user.as_deref(),
+        hostname: s.hostname.as_deref(),
+        mounts: &s.mounts,
+    }
+    .check(&mut found);
+    errors.extend(found.into_iter().map(|e| e.within(&at)));
     path_errors(
         errors,
         format!("{at}.env_file"),

@@ -18,6 +18,7 @@ use std::{
 use crate::{
     Event, ExecutionRecord, TreeNode,
     actors::supervisor_actor::ChildState,
+    journal::{Entry, OverlayOp, RuntimeOp},
     runtime::fault::InjectedFault,
     spec::{OnLimit, RestartType, SupervisorFlags},
 };
@@ -32,7 +33,7 @@ pub struct Observation {
     /// Every event, with its virtual time since the start of the run.
     pub events: Vec<(Duration, Event)>,
     /// Every runtime, overlay and token call, in order.
-    pub journal: Vec<String>,
+    pub journal: Vec<Entry>,
     /// The execution records retained at the end.
     pub executions: Vec<ExecutionRecord>,
     /// The tree at the end of the quiet period (`None`: it could not be read).
@@ -147,15 +148,21 @@ pub fn cleanup_runs_once(obs: &Observation) -> Vec<Violation> {
     let mut removed: BTreeMap<&str, usize> = BTreeMap::new();
     let mut namespaces: BTreeMap<&str, i64> = BTreeMap::new();
     let mut out = Vec::new();
-    for line in &obs.journal {
-        let words: Vec<&str> = line.split(' ').collect();
-        match words.as_slice() {
-            ["overlay", "attach", c, ..] => *attached.entry(c).or_default() += 1,
-            ["overlay", "detach", c, ..] => *attached.entry(c).or_default() -= 1,
-            ["overlay", "netns", "add", n] => *namespaces.entry(n).or_default() += 1,
-            ["overlay", "netns", "del", n] => *namespaces.entry(n).or_default() -= 1,
-            ["token", "revoke", c, ..] => *revoked.entry(c).or_default() += 1,
-            ["runtime", "remove", c] => *removed.entry(c).or_default() += 1,
+    for entry in &obs.journal {
+        match entry {
+            Entry::Overlay { op, subject, .. } => match op {
+                OverlayOp::Attach => *attached.entry(subject.as_str()).or_default() += 1,
+                OverlayOp::Detach => *attached.entry(subject.as_str()).or_default() -= 1,
+                OverlayOp::NetnsAdd => *namespaces.entry(subject.as_str()).or_default() += 1,
+                OverlayOp::NetnsDel => *namespaces.entry(subject.as_str()).or_default() -= 1,
+                _ => {}
+            },
+            Entry::TokenRevoked(c) => *revoked.entry(c.as_str()).or_default() += 1,
+            Entry::Runtime {
+                op: RuntimeOp::Remove,
+                subject,
+                ..
+            } => *removed.entry(subject.as_str()).or_default() += 1,
             _ => {}
         }
     }
@@ -255,9 +262,14 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
             Event::ChildExited { supervisor, .. }
             | Event::ChildStartFailed { supervisor, .. }
             | Event::ChildStopped { supervisor, .. } => epochs.get(supervisor.as_str()),
-            Event::ContainerRestarted { service, .. } | Event::CrashLoopBackOff { service, .. } => {
-                epochs.get(service.as_str())
+            Event::ChildRestarted {
+                supervisor: service,
+                ..
             }
+            | Event::CrashLoopBackOff {
+                supervisor: service,
+                ..
+            } => epochs.get(service.as_str()),
             _ => None,
         }
         .copied()
@@ -296,20 +308,36 @@ fn restart_decisions(obs: &Observation) -> BTreeMap<(String, String), Vec<Decisi
                 }
                 pending.insert(key, *at);
             }
-            Event::ContainerRestarted { id, service, .. }
-            | Event::CrashLoopBackOff { id, service, .. } => {
+            Event::ChildRestarted {
+                child: id,
+                supervisor: service,
+                ..
+            }
+            | Event::CrashLoopBackOff {
+                child: id,
+                supervisor: service,
+                ..
+            } => {
                 let key = (service.clone(), id.clone());
                 if let Some(t) = pending.remove(&key) {
                     out.entry(key).or_default().push(Decision {
                         at: t,
                         seq,
                         epoch,
-                        immediate: matches!(e, Event::ContainerRestarted { .. }),
+                        immediate: matches!(e, Event::ChildRestarted { .. }),
                     });
                 }
             }
-            Event::ContainerIsolated { id, service, .. }
-            | Event::ContainerCompleted { id, service, .. } => {
+            Event::ChildIsolated {
+                child: id,
+                supervisor: service,
+                ..
+            }
+            | Event::ChildCompleted {
+                child: id,
+                supervisor: service,
+                ..
+            } => {
                 pending.remove(&(service.clone(), id.clone()));
             }
             Event::ChildStopped {
@@ -385,9 +413,11 @@ fn restart_attempts(obs: &Observation) -> BTreeMap<(&str, &str), Vec<usize>> {
     let mut out: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, (_, e)) in obs.events.iter().enumerate() {
         match e {
-            Event::ContainerRestarted { id, service, .. } => {
-                out.entry((service, id)).or_default().push(i)
-            }
+            Event::ChildRestarted {
+                child: id,
+                supervisor: service,
+                ..
+            } => out.entry((service, id)).or_default().push(i),
             Event::ChildStartFailed {
                 supervisor,
                 child,
@@ -408,7 +438,10 @@ pub fn backoff_follows_policy(obs: &Observation) -> Vec<Violation> {
     let mut out = Vec::new();
     for (i, (at, e)) in obs.events.iter().enumerate() {
         let Event::CrashLoopBackOff {
-            id, service, delay, ..
+            child: id,
+            supervisor: service,
+            delay,
+            ..
         } = e
         else {
             continue;
@@ -519,7 +552,11 @@ pub fn temporary_children_never_restart(obs: &Observation) -> Vec<Violation> {
     let mut out = Vec::new();
     for (at, e) in &obs.events {
         let key = match e {
-            Event::ContainerRestarted { id, service, .. } => (service.clone(), id.clone()),
+            Event::ChildRestarted {
+                child: id,
+                supervisor: service,
+                ..
+            } => (service.clone(), id.clone()),
             Event::ChildStartFailed {
                 supervisor,
                 child,
@@ -562,9 +599,11 @@ pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
                     counted.remove(&k);
                 }
             }
-            Event::ContainerRestarted { id, service, .. } => {
-                *counted.entry((service, id)).or_default() += 1
-            }
+            Event::ChildRestarted {
+                child: id,
+                supervisor: service,
+                ..
+            } => *counted.entry((service, id)).or_default() += 1,
             Event::ChildStartFailed {
                 supervisor,
                 child,
@@ -612,6 +651,7 @@ fn child_events(obs: &Observation, supervisor: &str, child: &str, until: Duratio
             Event::ChildStarted {
                 supervisor: s,
                 child: c,
+                ..
             }
             | Event::ChildExited {
                 supervisor: s,
@@ -628,10 +668,26 @@ fn child_events(obs: &Observation, supervisor: &str, child: &str, until: Duratio
                 child: c,
                 ..
             } => s == supervisor && c == child,
-            Event::ContainerRestarted { id, service, .. }
-            | Event::CrashLoopBackOff { id, service, .. }
-            | Event::ContainerIsolated { id, service, .. }
-            | Event::ContainerCompleted { id, service, .. } => service == supervisor && id == child,
+            Event::ChildRestarted {
+                child: id,
+                supervisor: service,
+                ..
+            }
+            | Event::CrashLoopBackOff {
+                child: id,
+                supervisor: service,
+                ..
+            }
+            | Event::ChildIsolated {
+                child: id,
+                supervisor: service,
+                ..
+            }
+            | Event::ChildCompleted {
+                child: id,
+                supervisor: service,
+                ..
+            } => service == supervisor && id == child,
             Event::SupervisorEscalated { supervisor: s, .. } => s == supervisor,
             _ => false,
         })
@@ -660,8 +716,8 @@ fn journal_of(obs: &Observation, id: &str) -> Vec<String> {
     let mut v: Vec<String> = obs
         .journal
         .iter()
-        .filter(|l| l.split(' ').any(|w| w == id))
-        .cloned()
+        .filter(|e| e.mentions(id))
+        .map(Entry::to_string)
         .collect();
     let keep = v.len().saturating_sub(12);
     v.drain(..keep);

@@ -24,6 +24,7 @@
 //! is refused; everything that goes wrong during the run is a finding in the
 //! [`ChaosReport`], never a panic.
 
+pub mod faulty_actor;
 pub mod invariants;
 mod report;
 
@@ -38,12 +39,12 @@ pub use self::{
 use crate::{
     Deployment, Event, FaultRuntime, JobTrigger, MockRuntime, Node, NodeConfig, Overlay,
     RecordingOverlay, RecordingTokens, Runtime, TokioClock,
+    journal::Journal,
     runtime::{
         ExitStatus,
         fault::{FaultKind, FaultPlan},
         mock::MockRun,
     },
-    testing::Journal,
 };
 
 /// Why a chaos run could not be made.

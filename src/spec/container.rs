@@ -1,25 +1,27 @@
-//! Container options beyond argv and env: which runtime, image pull policy,
-//! resource limits, user, hostname and bind mounts.
+//! What to run and with which options, as plain data: which runtime, image
+//! pull policy, resource limits, user, hostname and bind mounts, and the
+//! checks of a container's fields.
 //!
-//! They are runtime-agnostic fields of [`ContainerSpec`](super::ContainerSpec):
-//! the OCI runtime applies all of them; the process runtime runs host
-//! commands and ignores what only a container can have (user, hostname,
-//! mounts, limits) and refuses images.
+//! They are runtime-agnostic fields of services, jobs and
+//! [`ContainerSpec`](crate::ContainerSpec) (the runtime imports
+//! them from here, never the other way round): the OCI runtime applies all
+//! of them; the process runtime runs host commands and ignores what only a
+//! container can have (user, hostname, mounts, limits) and refuses images.
 
-use std::{fmt, path::PathBuf};
+use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::SpecError;
+use super::{SpecError, check};
 
 /// Which runtime runs a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeKind {
-    /// Host processes ([`ProcessRuntime`](super::ProcessRuntime)).
+    /// Host processes ([`ProcessRuntime`](crate::ProcessRuntime)).
     Process,
-    /// OCI containers through runc ([`OciRuntime`](super::OciRuntime)).
+    /// OCI containers through runc (the OCI runtime).
     Oci,
 }
 
@@ -190,4 +192,45 @@ pub(crate) fn validate(
 
 pub(crate) fn pull_policy_is_default(p: &PullPolicy) -> bool {
     p.is_default()
+}
+
+/// The fields every container has, borrowed from a service, a job or a
+/// container spec, to be checked the same way wherever they come from.
+pub(crate) struct Fields<'a> {
+    pub(crate) image: Option<&'a str>,
+    pub(crate) command: &'a [String],
+    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) resources: &'a Resources,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) hostname: Option<&'a str>,
+    pub(crate) mounts: &'a [BindMount],
+}
+
+impl Fields<'_> {
+    /// Checks argv (or the image), env and the options; field names are
+    /// relative (`command`, `env.KEY`, `resources.memory`).
+    pub(crate) fn check(&self, errors: &mut Vec<SpecError>) {
+        if self.image.is_none() && self.command.is_empty() {
+            errors.push(SpecError::new(
+                "command",
+                "[]",
+                "must not be empty: give the program and its arguments (argv)",
+            ));
+        }
+        check::argv(errors, "command", self.command);
+        check::env(errors, self.env);
+        if let Some(image) = self.image
+            && let Err(e) = crate::image::ImageName::parse(image)
+        {
+            errors.push(SpecError::new("image", format!("{image:?}"), e.to_string()));
+        }
+        validate(
+            "",
+            self.resources,
+            self.user,
+            self.hostname,
+            self.mounts,
+            errors,
+        );
+    }
 }

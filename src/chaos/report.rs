@@ -55,13 +55,13 @@ impl ChaosReport {
         let mut executions = BTreeMap::new();
         for (_, e) in &observation.events {
             match e {
-                Event::ContainerRestarted { .. } => restarts += 1,
+                Event::ChildRestarted { .. } => restarts += 1,
                 Event::ChildStartFailed { restart_count, .. } if *restart_count > 0 => {
                     restarts += 1
                 }
                 Event::CrashLoopBackOff { .. } => backoffs += 1,
                 Event::SupervisorEscalated { .. } => escalations += 1,
-                Event::ContainerIsolated { .. } => isolations += 1,
+                Event::ChildIsolated { .. } => isolations += 1,
                 Event::ExecutionFinished { state, .. } => {
                     *executions.entry(state.clone()).or_default() += 1
                 }

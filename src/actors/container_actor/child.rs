@@ -1,0 +1,172 @@
+//! How a container becomes a supervised child: the child spec whose start
+//! spawns a container actor and has it start the container, a service as a
+//! supervisor of replicas, and a deployment's service as such a supervisor.
+//!
+//! These live beside the container actor so the supervisor stays generic:
+//! it only sees a spawn closure, a child kind and a kill margin.
+
+use std::{sync::Arc, time::Duration};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, rpc::CallResult};
+
+use super::{ContainerActor, ContainerArgs, ContainerMsg, Msg};
+use crate::{
+    actors::supervisor_actor::{ChildContext, ChildKind, ChildSpec, SupervisorSpec, spawn_reason},
+    runtime::{ContainerSpec, Runtime},
+    spec::{PanicAction, ServiceSpec, Shutdown, SpecError},
+};
+
+/// Time a container actor gets, past its grace period, to kill, reap and
+/// remove its processes before the supervisor kills the actor.
+const CONTAINER_KILL_MARGIN: Duration = Duration::from_secs(5);
+
+impl ChildSpec {
+    /// A container (or host process) run through `runtime`, owned by a
+    /// container actor. Its start pulls, creates and starts the container
+    /// (in the supervisor's start task, never its handler); a failure there
+    /// is a failed start. Its shutdown timeout is the container's grace
+    /// period (SIGTERM, then SIGKILL); `brutal_kill` kills it at once.
+    pub fn container(
+        id: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        spec: ContainerSpec,
+    ) -> Self {
+        let spec = Arc::new(spec);
+        let checked = spec.clone();
+        let mut child = Self::new(id, move |ctx: ChildContext| {
+            let runtime = runtime.clone();
+            let spec = (*spec).clone();
+            async move { start(ctx, runtime, spec).await }
+        });
+        child.kind = ChildKind::Container;
+        child.kill_margin = CONTAINER_KILL_MARGIN;
+        child.checks = Some(Arc::new(move || {
+            checked
+                .validate()
+                .into_iter()
+                .map(|e| e.within("container"))
+                .collect()
+        }));
+        child
+    }
+}
+
+impl SupervisorSpec {
+    /// A service: `replicas` copies of `container`, named `<name>-<i>`, as
+    /// container children of a supervisor named `name`. The replicas are
+    /// independent: they start and stop concurrently.
+    pub fn service(
+        name: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        container: ContainerSpec,
+        replicas: usize,
+    ) -> Self {
+        let name = name.into();
+        let children = (0..replicas).map(|i| {
+            let id = format!("{name}-{i}");
+            let mut spec = container.clone();
+            spec.name = id.clone();
+            spec.labels.insert("service".into(), name.clone());
+            spec.labels.insert("replica".into(), i.to_string());
+            ChildSpec::container(id, runtime.clone(), spec)
+        });
+        Self::new(name.clone()).children(children).concurrent(true)
+    }
+}
+
+impl ServiceSpec {
+    /// The container every replica of service `name` runs. Reads the env
+    /// files now (see [`ServiceSpec::resolved_env`]).
+    pub fn container_spec(&self, name: &str) -> Result<ContainerSpec, SpecError> {
+        Ok(ContainerSpec {
+            name: name.to_owned(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self.resolved_env(name)?,
+            inherit_env: self.inherit_env,
+            cwd: self.cwd.clone(),
+            labels: self.labels.clone(),
+            netns: None,
+            dns_search: Vec::new(),
+            pull_policy: self.pull_policy,
+            runtime: self.runtime,
+            resources: self.resources,
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            mounts: self.mounts.clone(),
+            output: None,
+        })
+    }
+
+    /// The supervisor of service `name`: `replicas` containers (see
+    /// [`SupervisorSpec::service`]) with this service's flags, and each
+    /// replica's restart type, panic action, exit rules and shutdown. Reads
+    /// the env files now (see [`container_spec`](Self::container_spec)).
+    pub fn supervisor_spec(
+        &self,
+        name: &str,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<SupervisorSpec, SpecError> {
+        let container = self.container_spec(name)?;
+        let (restart, on_panic, rules, shutdown) = (
+            self.restart,
+            self.on_panic,
+            self.exit_rules(),
+            self.shutdown(),
+        );
+        Ok(
+            SupervisorSpec::service(name, runtime, container, self.replicas)
+                .flags(self.flags())
+                .concurrent(true)
+                .map_children(|child| {
+                    child
+                        .restart(restart)
+                        .on_panic(on_panic)
+                        .exit_rules(rules.clone())
+                        .shutdown(shutdown)
+                }),
+        )
+    }
+}
+
+/// Starts a container child: spawns its actor linked to the supervisor
+/// (no I/O), then has it pull, create and start the container. On a
+/// failure the actor is unlinked first (its end is no exit of a running
+/// child) and stopped, which removes whatever was created.
+async fn start(
+    ctx: ChildContext,
+    runtime: Arc<dyn Runtime>,
+    mut spec: ContainerSpec,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let grace = match ctx.shutdown {
+        Shutdown::BrutalKill => Duration::ZERO,
+        Shutdown::Timeout(d) => d,
+        Shutdown::Infinity => Duration::MAX,
+    };
+    spec.labels
+        .entry("service".into())
+        .or_insert_with(|| ctx.service.to_string());
+    spec.labels
+        .entry("child".into())
+        .or_insert_with(|| ctx.id.to_string());
+    let args = ContainerArgs {
+        runtime,
+        spec,
+        grace,
+        isolate: ctx.on_panic == PanicAction::Isolate,
+        exit_rules: ctx.exit_rules,
+    };
+    let (actor, _) =
+        ContainerActor::spawn_linked(None, ContainerActor, args, ctx.supervisor.clone())
+            .await
+            .map_err(spawn_reason)?;
+    let failed = match actor.call(|r| ContainerMsg(Msg::Start(r)), None).await {
+        Ok(CallResult::Success(Ok(()))) => return Ok(actor.get_cell()),
+        Ok(CallResult::Success(Err(e))) => e,
+        Ok(_) | Err(_) => format!("the container actor of {} ended while starting", ctx.id),
+    };
+    actor.unlink(ctx.supervisor);
+    actor.stop(Some("failed to start".into()));
+    let _ = actor.get_cell().wait(None).await;
+    Err(failed.into())
+}
