@@ -124,6 +124,18 @@ pub enum Event {
         /// What it kept, when it names it (a container's id).
         retained: Option<String>,
     },
+    /// A child failed and stays down (panic action `fail`; a service that
+    /// gave up).
+    ChildFailed {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+        /// What kind of child it is.
+        child_kind: ChildKind,
+        /// Why it failed.
+        reason: String,
+    },
     /// A child's failure stopped every child of its supervisor (panic
     /// action `shutdown`).
     ServiceShutdown {
@@ -198,6 +210,7 @@ impl Event {
         "child_restarted",
         "crash_loop_back_off",
         "child_isolated",
+        "child_failed",
         "service_shutdown",
         "child_completed",
         "supervisor_escalated",
@@ -216,6 +229,7 @@ impl Event {
             Self::ChildRestarted { .. } => "child_restarted",
             Self::CrashLoopBackOff { .. } => "crash_loop_back_off",
             Self::ChildIsolated { .. } => "child_isolated",
+            Self::ChildFailed { .. } => "child_failed",
             Self::ServiceShutdown { .. } => "service_shutdown",
             Self::ChildCompleted { .. } => "child_completed",
             Self::SupervisorEscalated { .. } => "supervisor_escalated",
@@ -301,6 +315,15 @@ impl Event {
             } => {
                 let kind = child_kind.to_string();
                 tracing::warn!(target: T, event, supervisor, child, kind, exit_code, retained, "isolated")
+            }
+            Self::ChildFailed {
+                supervisor,
+                child,
+                child_kind,
+                reason,
+            } => {
+                let kind = child_kind.to_string();
+                tracing::error!(target: T, event, supervisor, child, kind, reason, "failed")
             }
             Self::ServiceShutdown {
                 supervisor,

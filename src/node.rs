@@ -132,6 +132,18 @@ pub struct ServiceInfo {
     pub replicas: usize,
     /// Restarts of its replicas (and of the service supervisor itself).
     pub restarts: u32,
+    /// What it does, in a word: `running` (every replica runs),
+    /// `degraded` (some do), `starting`, `crash_loop_back_off` (a replica
+    /// waits out a back-off delay), `failed` (it gave up and stays down),
+    /// `stopped`, `completed`, `shutdown`.
+    pub status: String,
+    /// While a replica backs off: the earliest next restart (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it failed (status `failed`), or how its last failing replica
+    /// ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The service's subtree.
     pub tree: TreeNode,
 }
@@ -163,6 +175,10 @@ pub struct DeployReport {
     pub services_stopped: Vec<String>,
     /// Services whose spec changed: stopped, then started with the new spec.
     pub services_restarted: Vec<String>,
+    /// Services whose `replicas` alone changed: replicas added or removed
+    /// in place, the others untouched.
+    #[serde(default)]
+    pub services_scaled: Vec<String>,
     /// Jobs registered (new or changed).
     pub jobs_registered: Vec<String>,
     /// Jobs removed.
@@ -354,11 +370,27 @@ impl Node {
                 })?;
             specs.insert(name.clone(), spec);
         }
+        // A change of `replicas` alone is applied in place.
+        let scaled: Vec<String> = diff
+            .services
+            .changed
+            .iter()
+            .filter(|n| {
+                let (old, new) = (&deployed.current.services[*n], &deployment.services[*n]);
+                let mut same = old.clone();
+                same.replicas = new.replicas;
+                same == *new
+            })
+            .cloned()
+            .collect();
         let stop: Vec<String> = deployed
             .order
             .iter()
             .rev()
-            .filter(|n| diff.services.removed.contains(n) || diff.services.changed.contains(n))
+            .filter(|n| {
+                diff.services.removed.contains(n)
+                    || (diff.services.changed.contains(n) && !scaled.contains(n))
+            })
             .cloned()
             .collect();
         for name in &stop {
@@ -373,6 +405,13 @@ impl Node {
             }
         }
         for name in deployment.start_order() {
+            if scaled.iter().any(|s| s == name)
+                && let Some(spec) = specs.remove(name)
+            {
+                self.scale_service(name, spec).await?;
+                report.services_scaled.push(name.to_owned());
+                continue;
+            }
             if let Some(spec) = specs.remove(name) {
                 self.start_service_locked(&mut deployed.order, name, spec)
                     .await?;
@@ -433,6 +472,48 @@ impl Node {
         Ok(())
     }
 
+    /// Gives a running service the replicas of `spec`: the missing ones
+    /// start, the extra ones stop (all at once, each with its grace) and
+    /// go; the others are not touched. The service keeps `spec` for its
+    /// later restarts.
+    async fn scale_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
+        if let Some(service) = self.inner.root.child_supervisor(name).await? {
+            let have: Vec<String> = service
+                .which_children()
+                .await?
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            for child in &spec.children {
+                if !have.iter().any(|h| **h == *child.id) {
+                    service.start_child(child.clone()).await?;
+                }
+            }
+            let extra: Vec<&String> = have
+                .iter()
+                .rev()
+                .filter(|h| !spec.children.iter().any(|c| *c.id == ***h))
+                .collect();
+            let stops = extra.iter().map(|id| {
+                let service = service.clone();
+                async move {
+                    service.terminate_child(id).await?;
+                    service.delete_child(id).await
+                }
+            });
+            for result in futures::future::join_all(stops).await {
+                result?;
+            }
+        }
+        self.inner
+            .root
+            .replace_child_spec(
+                ChildSpec::supervisor(name, spec).on_panic(crate::spec::PanicAction::Fail),
+            )
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn start_service_locked(
         &self,
         services: &mut Vec<String>,
@@ -441,7 +522,7 @@ impl Node {
     ) -> Result<(), Error> {
         self.inner
             .root
-            .start_child(ChildSpec::supervisor(name, spec))
+            .start_child(ChildSpec::supervisor(name, spec).on_panic(crate::spec::PanicAction::Fail))
             .await?;
         services.retain(|s| s != name);
         services.push(name.to_owned());
@@ -537,10 +618,24 @@ impl Node {
             tracing::warn!(node = %self.inner.name, "executions did not end in time; killing them");
             self.inner.executor.kill().await;
         }
-        for name in services.order.clone().iter().rev() {
-            if let Err(e) = self.stop_service_locked(&mut services.order, name).await {
-                tracing::warn!(service = %name, error = %e, "failed to stop a service");
-            }
+        // Services stop in waves: a service once every service that depends
+        // on it has stopped, and the services of a wave all at once (the
+        // root answers while their graces run).
+        let mut left = services.order.clone();
+        while !left.is_empty() {
+            let wave = stop_wave(&left, &services.current);
+            let stops = wave.iter().map(|name| async move {
+                let result = match self.inner.root.terminate_child(name).await {
+                    Ok(()) => self.inner.root.delete_child(name).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(service = %name, error = %e, "failed to stop a service");
+                }
+            });
+            futures::future::join_all(stops).await;
+            left.retain(|s| !wave.contains(s));
+            services.order.retain(|s| !wave.contains(s));
         }
         self.inner.root.shutdown().await;
         self.inner.overlay.shutdown().await;
@@ -556,6 +651,31 @@ impl Node {
     }
 }
 
+/// The services of `left` (in start order) that may stop now: those no
+/// other service of `left` depends on. A service started outside the
+/// deployment (`start_service`) depends on every service started before
+/// it, so those stop in reverse start order. Never empty.
+fn stop_wave(left: &[String], deployment: &Deployment) -> Vec<String> {
+    let depends = |who: &str, on: &str| match deployment.services.get(who) {
+        Some(spec) => spec.depends_on.iter().any(|d| d == on),
+        None => {
+            let pos = |n: &str| left.iter().position(|s| s == n);
+            pos(on) < pos(who)
+        }
+    };
+    let wave: Vec<String> = left
+        .iter()
+        .filter(|s| !left.iter().any(|o| o != *s && depends(o, s)))
+        .cloned()
+        .collect();
+    if wave.is_empty() {
+        // A cycle (validation refuses them): the last started goes first.
+        left.last().cloned().into_iter().collect()
+    } else {
+        wave
+    }
+}
+
 fn service_info(tree: TreeNode) -> ServiceInfo {
     let replicas = tree
         .children
@@ -568,12 +688,45 @@ fn service_info(tree: TreeNode) -> ServiceInfo {
         .filter(|c| c.state == ChildState::Running)
         .count();
     let restarts = tree.restarts + tree.children.iter().map(|c| c.restarts).sum::<u32>();
+    let next_restart = tree.children.iter().filter_map(|c| c.next_restart).min();
+    let backing_off = tree
+        .children
+        .iter()
+        .any(|c| c.state == ChildState::CrashLoopBackOff);
+    let status = match tree.state {
+        ChildState::Running if backing_off => "crash_loop_back_off".to_owned(),
+        ChildState::Running if replicas > 0 && running == replicas => "running".to_owned(),
+        ChildState::Running if running > 0 => "degraded".to_owned(),
+        ChildState::Running
+            if tree
+                .children
+                .iter()
+                .all(|c| c.state == ChildState::Shutdown) =>
+        {
+            "shutdown".to_owned()
+        }
+        ChildState::Running if replicas == 0 => "running".to_owned(),
+        ChildState::Running => "starting".to_owned(),
+        other => other.to_string(),
+    };
+    let reason = match (tree.state, &tree.last_exit) {
+        (ChildState::Failed, Some(crate::ChildExit::Failed { reason })) => Some(reason.clone()),
+        (ChildState::Failed, exit) => exit.as_ref().map(ToString::to_string),
+        _ => tree
+            .children
+            .iter()
+            .filter(|c| c.state != ChildState::Running)
+            .find_map(|c| c.last_exit.as_ref().map(|e| format!("{}: {e}", c.name))),
+    };
     ServiceInfo {
         name: tree.name.clone(),
         state: tree.state,
         running,
         replicas,
         restarts,
+        status,
+        next_restart,
+        reason,
         tree,
     }
 }

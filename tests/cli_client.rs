@@ -64,8 +64,16 @@ fn the_client_commands_drive_a_real_agent() {
     // Services and jobs as tables.
     let services = agent.arbor(["services"]).expect(0).stdout;
     let lines: Vec<&str> = services.lines().collect();
-    assert_eq!(lines[0], "NAME  STATE    RUNNING  RESTARTS", "{services}");
-    assert_eq!(lines[1], "web   running  2/2      0", "{services}");
+    assert_eq!(
+        lines[0].trim_end(),
+        "NAME  STATUS   RUNNING  RESTARTS  DETAIL",
+        "{services}"
+    );
+    assert_eq!(
+        lines[1].trim_end(),
+        "web   running  2/2      0",
+        "{services}"
+    );
     assert_eq!(
         agent.arbor(["services", "--json"]).expect(0).json()[0]["name"],
         "web"

@@ -209,14 +209,16 @@ fn the_full_spec_round_trips_through_yaml_and_json() {
 }
 
 #[test]
-fn an_empty_file_is_an_empty_deployment_named_default() {
-    for text in ["", "# nothing yet\n", "{}"] {
-        let d = Deployment::from_yaml(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-        assert_eq!(d, Deployment::default());
-        assert_eq!(d.name, "default");
-        d.validate().unwrap();
-        assert_eq!(d.summary(), "deployment default: 0 services, 0 jobs");
+fn an_empty_file_is_refused_but_an_explicit_empty_mapping_is_an_empty_deployment() {
+    for text in ["", "  \n", "# nothing yet\n", "---\n# still nothing\n"] {
+        let e = Deployment::from_yaml(text).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{text:?}: {e}");
     }
+    let d = Deployment::from_yaml("{}").unwrap();
+    assert_eq!(d, Deployment::default());
+    assert_eq!(d.name, "default");
+    d.validate().unwrap();
+    assert_eq!(d.summary(), "deployment default: 0 services, 0 jobs");
 }
 
 #[test]

@@ -239,6 +239,19 @@ fn shutdown_action_stops_the_service_on_an_abnormal_exit() {
 }
 
 #[test]
+fn fail_action_leaves_a_child_down_on_an_abnormal_exit_even_with_restarts_to_spare() {
+    let mut case = Case::new(RestartType::Permanent);
+    case.on_panic = PanicAction::Fail;
+    let now = Instant::now();
+    assert_eq!(case.decide(&failed(), now), Decision::Fail);
+    assert_eq!(case.decide(&exited(3), now), Decision::Fail);
+    assert_eq!(case.decide(&killed_by(9), now), Decision::Fail);
+    // A normal end is not a failure: the restart type applies.
+    assert_eq!(case.decide(&normal(), now), Decision::Restart);
+    assert_eq!(case.decide(&exited(0), now), Decision::Restart);
+}
+
+#[test]
 fn a_failed_start_is_a_restart_attempt_not_a_panic() {
     let mut case = Case::new(RestartType::Transient);
     case.on_panic = PanicAction::Isolate;

@@ -126,14 +126,22 @@ async fn the_snapshot_shows_the_whole_nested_tree() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_stopped_nested_supervisor_appears_without_children() {
+async fn a_stopped_nested_supervisor_shows_its_children_none_running() {
     let j = Journal::new();
     let (sup, _) = SupervisorRef::start(tree(&j)).await.unwrap();
+    let running = sup.snapshot().await.unwrap().find("db").unwrap().clone();
     sup.terminate_child("db").await.unwrap();
     let snap = sup.snapshot().await.unwrap();
     let db = snap.find("db").unwrap();
     assert_eq!(db.state, ChildState::Stopped);
-    assert!(db.children.is_empty());
+    let names = |n: &TreeNode| {
+        n.children
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(db), names(&running), "its spec's children");
+    assert!(db.children.iter().all(|c| c.state == ChildState::Stopped));
     tokio::time::sleep(Duration::from_secs(1)).await;
     sup.shutdown().await;
 }

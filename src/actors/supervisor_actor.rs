@@ -135,6 +135,9 @@ pub(crate) enum Msg {
     RestartChild(String, ChildReply),
     /// Removes a child that is not running.
     DeleteChild(String, ChildReply),
+    /// Replaces the spec of a child for its next starts; its actor (if it
+    /// runs) is not touched.
+    ReplaceChildSpec(ChildSpec, ChildReply),
     /// Lists the children in start order.
     WhichChildren(RpcReplyPort<Vec<ChildInfo>>),
     /// Counts the children.
@@ -220,6 +223,8 @@ struct Slot {
     backoff_step: u32,
     /// The pending retry, if any (a stale `Retry` message is ignored).
     retry: Option<u64>,
+    /// When a back-off ends, on the wall clock (shown while backing off).
+    next_restart: Option<chrono::DateTime<chrono::Utc>>,
     /// What an isolated child left for debugging.
     retained: Option<Box<dyn Retained>>,
     /// An exit whose decision waits for the child's lane.
@@ -315,6 +320,9 @@ impl Actor for Supervisor {
             Msg::TerminateChild(id, reply) => state.terminate_child(&id, reply),
             Msg::RestartChild(id, reply) => state.restart_child(&id, reply),
             Msg::DeleteChild(id, reply) => state.delete_child(&id, reply),
+            Msg::ReplaceChildSpec(spec, reply) => {
+                let _ = reply.send(state.replace_child_spec(spec));
+            }
             Msg::WhichChildren(reply) => {
                 let _ = reply.send(state.which_children());
             }
@@ -390,6 +398,7 @@ impl SupervisorState {
             restarts: VecDeque::new(),
             backoff_step: 0,
             retry: None,
+            next_restart: None,
             retained: None,
             pending: None,
         });

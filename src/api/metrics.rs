@@ -18,6 +18,7 @@
 //! | `arbor_executions` | gauge | `state` (retained executions) |
 //! | `arbor_executions_active` | gauge | |
 //! | `arbor_service_replicas_running` | gauge | `service` |
+//! | `arbor_service_status` | gauge | `service`, `status` (always 1) |
 //! | `arbor_shutting_down` | gauge | |
 //! | `arbor_events_dropped_total` | counter | (events lost by stalled subscribers) |
 //!
@@ -288,12 +289,27 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         "Replicas whose container runs, by service.",
         "gauge",
     );
-    for s in state.node.services().await? {
+    let services = state.node.services().await?;
+    for s in &services {
         let _ = writeln!(
             out,
             "arbor_service_replicas_running{{service=\"{}\"}} {}",
             escape(&s.name),
             s.running
+        );
+    }
+    describe(
+        &mut out,
+        "arbor_service_status",
+        "1 for each service's current status (running, degraded, starting, crash_loop_back_off, failed, stopped, ...).",
+        "gauge",
+    );
+    for s in &services {
+        let _ = writeln!(
+            out,
+            "arbor_service_status{{service=\"{}\",status=\"{}\"}} 1",
+            escape(&s.name),
+            escape(&s.status)
         );
     }
     describe(

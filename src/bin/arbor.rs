@@ -157,7 +157,7 @@ struct Supervise {
     /// When to restart: permanent (always), transient (after failures), temporary (never).
     #[arg(long, value_enum, default_value_t = Restart::Permanent)]
     restart: Restart,
-    /// What a failure leads to: restart, isolate (keep it, never restart), shutdown (stop every replica).
+    /// What a failure leads to: restart, isolate (keep it, never restart), shutdown (stop every replica), fail (leave it down, `failed`).
     #[arg(long, value_enum, default_value_t = OnPanic::Restart)]
     on_panic: OnPanic,
     /// Restarts allowed within --window before --on-limit applies.
@@ -198,6 +198,7 @@ enum OnPanic {
     Restart,
     Isolate,
     Shutdown,
+    Fail,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -295,6 +296,7 @@ async fn supervise(args: Supervise) -> ExitCode {
         OnPanic::Restart => PanicAction::Restart,
         OnPanic::Isolate => PanicAction::Isolate,
         OnPanic::Shutdown => PanicAction::Shutdown,
+        OnPanic::Fail => PanicAction::Fail,
     };
     let spec = SupervisorSpec::service(
         name.clone(),
@@ -318,6 +320,16 @@ async fn supervise(args: Supervise) -> ExitCode {
         ..BackoffPolicy::default()
     });
 
+    // Listening before anything starts: a SIGTERM that arrives as soon as
+    // the service runs still stops it cleanly.
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("arbor: failed to listen for SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let bus = arbor::EventBus::new();
     let mut events = bus.subscribe();
     let (sup, mut done) = match SupervisorRef::start_with_events(spec, bus).await {
@@ -327,15 +339,7 @@ async fn supervise(args: Supervise) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("arbor: failed to listen for SIGTERM: {e}");
-            sup.shutdown().await;
-            return ExitCode::FAILURE;
-        }
-    };
+
     let say = |e: &Event| {
         if args.json {
             println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -392,6 +396,7 @@ fn describe(e: &Event) -> Option<String> {
             Some(kept) => format!("{child}: isolated ({kept} kept)"),
             None => format!("{child}: isolated"),
         },
+        Event::ChildFailed { child, reason, .. } => format!("{child}: failed ({reason})"),
         Event::ServiceShutdown {
             supervisor, reason, ..
         } => format!("{supervisor}: shut down ({reason})"),

@@ -35,7 +35,7 @@ pub use diff::{Changes, DeploymentDiff};
 pub use service::{MAX_REPLICAS, ServiceSpec};
 pub use validate::MAX_NAME_LEN;
 
-use super::{JobSpec, SpecError, SpecErrors, SupervisorFlags};
+use super::{JobSpec, OnLimit, SpecError, SpecErrors, SupervisorFlags};
 
 /// The largest spec file [`Deployment::load`] reads.
 pub const MAX_SPEC_FILE: u64 = 4 * 1024 * 1024;
@@ -108,6 +108,9 @@ impl Deployment {
     /// stops at the first) names the field path, the value and the line.
     /// The result is not validated: call [`validate`](Self::validate).
     pub fn from_yaml(text: &str) -> Result<Deployment, SpecErrors> {
+        if is_blank(text) {
+            return Err(SpecError::new("spec", "(empty)", EMPTY).into());
+        }
         parse::from_yaml(text, None).map_err(SpecErrors::from)
     }
 
@@ -122,6 +125,9 @@ impl Deployment {
         let text = read_limited(path).map_err(file_error)?;
         let text =
             String::from_utf8(text).map_err(|e| file_error(format!("is not UTF-8 text ({e})")))?;
+        if is_blank(&text) {
+            return Err(file_error(EMPTY.to_owned()).into());
+        }
         let source = path.display().to_string();
         let mut deployment = parse::from_yaml::<Deployment>(&text, Some(&source))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -252,6 +258,22 @@ impl Deployment {
         }
     }
 
+    /// What is valid but probably not wanted, one line each naming the
+    /// field: a service with `on_limit: escalate` gives up for good.
+    pub fn warnings(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, s)| s.on_limit == OnLimit::Escalate)
+            .map(|(name, s)| {
+                format!(
+                    "services.{name}.on_limit: escalate: after more than {} restarts in {} the service gives up and stays `failed` until restarted by hand; `backoff` (the default) keeps retrying with a growing delay",
+                    s.max_restarts,
+                    crate::spec::fmt_duration(s.restart_window)
+                )
+            })
+            .collect()
+    }
+
     /// A one-line summary for people:
     /// `deployment demo: 2 services (db, web x2), 1 job (backup @ */5 * * * *)`.
     /// Services are listed in start order.
@@ -319,4 +341,14 @@ fn key_path(section: &str, key: &str) -> String {
     } else {
         format!("{section}[{key:?}]")
     }
+}
+
+const EMPTY: &str = "is empty: a spec names its services and jobs (an empty spec would remove everything, so it is refused)";
+
+/// No YAML content at all: only blank lines and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
 }

@@ -97,6 +97,11 @@ pub enum PanicAction {
     Isolate,
     /// Stop every child of this supervisor (the whole service).
     Shutdown,
+    /// Leave the child down in state `failed`, with its reason: never
+    /// restarted (nor counted as a restart) until an operator restarts it.
+    /// The node puts each service's supervisor under its root this way, so
+    /// a service that gives up fails alone.
+    Fail,
 }
 
 /// How a child is stopped when its supervisor stops it.

@@ -237,6 +237,9 @@ pub enum ChildState {
     Stopping,
     /// It failed and was kept for debugging; never restarted automatically.
     Isolated,
+    /// It failed (a supervisor that gave up, or panic action `fail`) and
+    /// stays down until an operator restarts it; `last_exit` says why.
+    Failed,
     /// Its service was shut down by a sibling's failure.
     Shutdown,
     /// It finished and is not restarted.
@@ -254,6 +257,7 @@ impl fmt::Display for ChildState {
             Self::CrashLoopBackOff => "crash_loop_back_off",
             Self::Stopping => "stopping",
             Self::Isolated => "isolated",
+            Self::Failed => "failed",
             Self::Shutdown => "shutdown",
             Self::Completed => "completed",
             Self::Stopped => "stopped",

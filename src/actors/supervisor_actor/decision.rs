@@ -102,6 +102,8 @@ pub enum Decision {
     Isolate,
     /// Stop every child of the supervisor.
     ShutdownService,
+    /// Leave the child down in state `failed` (panic action `fail`).
+    Fail,
     /// Give up: stop every child and fail to the parent.
     Escalate,
 }
@@ -120,6 +122,7 @@ pub fn decide(
         match child.on_panic {
             PanicAction::Isolate => return Decision::Isolate,
             PanicAction::Shutdown => return Decision::ShutdownService,
+            PanicAction::Fail => return Decision::Fail,
             PanicAction::Restart => {}
         }
     }

@@ -174,6 +174,13 @@ impl SupervisorRef {
         self.ask(|r| Msg::DeleteChild(id, r)).await?
     }
 
+    /// Replaces the spec of child `spec.id` (same id) for its next starts,
+    /// without stopping or restarting it. For nested supervisors whose own
+    /// children the caller changed in place.
+    pub async fn replace_child_spec(&self, spec: ChildSpec) -> Result<(), SupervisorError> {
+        self.ask(|r| Msg::ReplaceChildSpec(spec, r)).await?
+    }
+
     /// The children in start order.
     pub async fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
         self.ask(Msg::WhichChildren).await

@@ -127,6 +127,20 @@ impl SupervisorState {
         self.operate(id, reply, |key, id| Subject::Delete { key, id });
     }
 
+    /// Gives child `spec.id` this spec for its next starts (an operator
+    /// resizing a nested service keeps its restarts on the new size).
+    pub(super) fn replace_child_spec(&mut self, spec: ChildSpec) -> Result<(), SupervisorError> {
+        let key = *self
+            .by_id
+            .get(&spec.id)
+            .ok_or_else(|| SupervisorError::NotFound(spec.id.to_string()))?;
+        let slot = self
+            .slot_mut(key)
+            .ok_or_else(|| SupervisorError::NotFound(spec.id.to_string()))?;
+        slot.spec = spec;
+        Ok(())
+    }
+
     pub(super) fn which_children(&self) -> Vec<ChildInfo> {
         self.children
             .iter()
@@ -177,6 +191,7 @@ impl SupervisorState {
             restart: None,
             restarts: 0,
             last_exit: None,
+            next_restart: None,
             children: Vec::new(),
         };
         let mut nested = Vec::new();
@@ -189,7 +204,16 @@ impl SupervisorState {
                 restart: Some(s.spec.restart),
                 restarts: s.restart_count,
                 last_exit: s.last_exit.clone(),
-                children: Vec::new(),
+                next_restart: s
+                    .next_restart
+                    .filter(|_| s.state == ChildState::CrashLoopBackOff),
+                children: s
+                    .spec
+                    .nested
+                    .as_deref()
+                    .filter(|_| s.state != ChildState::Running)
+                    .map(|n| down_children(n, s.state))
+                    .unwrap_or_default(),
             });
             if s.spec.kind == ChildKind::Supervisor
                 && s.state == ChildState::Running
@@ -223,4 +247,33 @@ impl SupervisorState {
             let _ = reply.send(node);
         });
     }
+}
+
+/// The children of a nested supervisor that does not run, from its spec:
+/// none of them runs (shown so that a failed or stopped service still
+/// shows its replicas): `stopped` under a stopped supervisor, `shutdown`
+/// under one that failed or shut down.
+fn down_children(spec: &super::SupervisorSpec, parent: ChildState) -> Vec<TreeNode> {
+    let state = match parent {
+        ChildState::Stopped | ChildState::Stopping => ChildState::Stopped,
+        _ => ChildState::Shutdown,
+    };
+    spec.children
+        .iter()
+        .map(|c| TreeNode {
+            name: c.id.to_string(),
+            kind: c.kind,
+            state,
+            strategy: c.nested.as_ref().map(|n| n.flags.strategy),
+            restart: Some(c.restart),
+            restarts: 0,
+            last_exit: None,
+            next_restart: None,
+            children: c
+                .nested
+                .as_deref()
+                .map(|n| down_children(n, parent))
+                .unwrap_or_default(),
+        })
+        .collect()
 }

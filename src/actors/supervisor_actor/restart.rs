@@ -160,6 +160,17 @@ impl SupervisorState {
                 });
                 VecDeque::new()
             }
+            Decision::Fail => {
+                slot.state = ChildState::Failed;
+                slot.retained = retained;
+                self.publish(Event::ChildFailed {
+                    supervisor,
+                    child: id,
+                    child_kind: kind,
+                    reason: exit.to_string(),
+                });
+                VecDeque::new()
+            }
             Decision::ShutdownService => {
                 slot.state = ChildState::Shutdown;
                 self.works.on_done(
@@ -277,7 +288,7 @@ impl SupervisorState {
             slot.retry = None;
             match slot.state {
                 ChildState::Running => stops.push((k, AfterStop::Shutdown)),
-                ChildState::Isolated => {}
+                ChildState::Isolated | ChildState::Failed => {}
                 _ => slot.state = ChildState::Shutdown,
             }
         }
@@ -299,6 +310,9 @@ impl SupervisorState {
         slot.state = ChildState::CrashLoopBackOff;
         slot.backoff_step = next_step;
         slot.retry = Some(token);
+        slot.next_restart = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| chrono::Utc::now().checked_add_signed(d));
         let (id, kind, restart_count) =
             (slot.spec.id.to_string(), slot.spec.kind, slot.restart_count);
         self.publish(Event::CrashLoopBackOff {
@@ -376,7 +390,9 @@ impl SupervisorState {
                 self.remove(key);
                 Vec::new()
             }
-            Some(Decision::Complete | Decision::Isolate | Decision::ShutdownService) => {
+            Some(
+                Decision::Complete | Decision::Isolate | Decision::ShutdownService | Decision::Fail,
+            ) => {
                 if let Some(slot) = self.slot_mut(key) {
                     slot.state = ChildState::Stopped;
                 }

@@ -29,6 +29,10 @@ pub struct TreeNode {
     /// How it last ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ChildExit>,
+    /// While it backs off (`crash_loop_back_off`): when its next restart
+    /// is due, on the wall clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart: Option<chrono::DateTime<chrono::Utc>>,
     /// Its children, in start order (supervisors only).
     #[serde(default)]
     pub children: Vec<TreeNode>,
@@ -66,6 +70,9 @@ impl TreeNode {
         }
         if let Some(exit) = &self.last_exit {
             write!(f, " (last exit: {exit})")?;
+        }
+        if let Some(at) = self.next_restart {
+            write!(f, ", next restart at {}", at.format("%H:%M:%S%.3f UTC"))?;
         }
         Ok(())
     }

@@ -98,6 +98,9 @@ pub fn validate(args: Validate) -> ExitCode {
         Ok(d) => {
             println!("{}: valid", args.file.display());
             println!("{}", d.summary());
+            for w in d.warnings() {
+                eprintln!("warning: {}: {w}", args.file.display());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -149,6 +152,9 @@ pub async fn agent(args: Agent) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in deployment.warnings() {
+        eprintln!("arbor: warning: {}: {w}", args.spec.display());
+    }
     let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
         eprintln!("arbor: no --state-dir given and HOME is not set");
         return ExitCode::from(2);
@@ -247,11 +253,31 @@ pub async fn agent(args: Agent) -> ExitCode {
         },
     ));
 
+    // The root never gives up because of a service (each one fails alone);
+    // if it ever does, the node is no use any more: say why and exit
+    // non-zero at once, so systemd or an operator restarts it.
+    let root = node.root().clone();
+    let gave_up = gave_up_reason(&node);
+    let root_ended = root.wait();
+    tokio::pin!(root_ended);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&node, &args.spec).await,
+            _ = &mut root_ended => {
+                let reason = gave_up.borrow().clone()
+                    .unwrap_or_else(|| "its root supervisor stopped".to_owned());
+                tracing::error!(%reason, "the node's root supervisor gave up: exiting");
+                eprintln!("arbor: the node's root supervisor gave up: {reason}");
+                let _ = stop_api.send(());
+                let _ = server.await;
+                process.shutdown(Duration::ZERO).await;
+                if let Some(oci) = &oci {
+                    oci.shutdown(Duration::ZERO).await;
+                }
+                return ExitCode::from(70);
+            }
         }
     }
 
@@ -295,6 +321,23 @@ async fn force(process: &ProcessRuntime, oci: Option<&OciRuntime>) -> ExitCode {
     }
     eprintln!("arbor: forced stop ({killed} containers killed)");
     ExitCode::from(130)
+}
+
+/// The last escalation of the node's root supervisor, kept as it happens.
+fn gave_up_reason(node: &Node) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let root = node.root().name().to_owned();
+    let mut events = node.events();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let arbor::Event::SupervisorEscalated { supervisor, reason } = e
+                && supervisor == root
+            {
+                let _ = tx.send(Some(reason));
+            }
+        }
+    });
+    rx
 }
 
 /// SIGHUP: load the spec again and apply what changed.

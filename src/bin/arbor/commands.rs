@@ -417,17 +417,29 @@ pub async fn services(url: &AgentUrl, a: Services) -> Outcome {
     let rows: Vec<Vec<String>> = services
         .iter()
         .map(|s| {
+            let detail = match (&s.next_restart, &s.reason) {
+                (Some(at), _) => {
+                    let wait = (*at - chrono::Utc::now()).to_std().unwrap_or_default();
+                    format!(
+                        "next restart in {}",
+                        humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                    )
+                }
+                (None, Some(reason)) if s.status != "running" => reason.clone(),
+                _ => String::new(),
+            };
             vec![
                 s.name.clone(),
-                s.state.to_string(),
+                s.status.clone(),
                 format!("{}/{}", s.running, s.replicas),
                 s.restarts.to_string(),
+                detail,
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["NAME", "STATE", "RUNNING", "RESTARTS"], &rows)
+        table(&["NAME", "STATUS", "RUNNING", "RESTARTS", "DETAIL"], &rows)
     );
     Ok(ExitCode::SUCCESS)
 }

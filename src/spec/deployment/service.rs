@@ -107,8 +107,11 @@ pub struct ServiceSpec {
     /// The sliding window restarts are counted in (default 5 m).
     #[serde(default = "restart_window", with = "humantime_serde")]
     pub restart_window: Duration,
-    /// What happens past the limit: `escalate` (default) or `backoff`.
-    #[serde(default)]
+    /// What happens past the limit: `backoff` (default, as kubelet: the
+    /// replica waits a growing delay, every other service runs on) or
+    /// `escalate` (the service gives up and ends `failed`; the node and
+    /// the other services run on).
+    #[serde(default = "service_on_limit")]
     pub on_limit: OnLimit,
     /// Free-form labels, added to every replica's container.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -167,7 +170,7 @@ impl Default for ServiceSpec {
             strategy: Strategy::default(),
             max_restarts: max_restarts(),
             restart_window: restart_window(),
-            on_limit: OnLimit::default(),
+            on_limit: service_on_limit(),
             labels: BTreeMap::new(),
             network: None,
         }
@@ -265,4 +268,10 @@ impl ServiceSpec {
             }),
         )
     }
+}
+
+/// Services back off by default: one crash-looping service never takes
+/// anything else down.
+fn service_on_limit() -> OnLimit {
+    OnLimit::Backoff
 }

@@ -1,0 +1,497 @@
+//! The real `arbor agent`: one failing service never takes the node or
+//! another service down. Services back off by default; one that gives up
+//! ends `failed` alone; an empty spec is refused; a long stop grace holds
+//! nothing else.
+
+mod cli_support;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use arbor::runtime::process::procfs;
+use cli_support::{Agent, arbor, arbor_out, eventually};
+
+fn write_spec(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("node.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn services(agent: &Agent) -> Vec<serde_json::Value> {
+    let out = agent.arbor(["services", "--json"]).expect(0);
+    out.json().as_array().cloned().unwrap_or_default()
+}
+
+fn service(agent: &Agent, name: &str) -> serde_json::Value {
+    services(agent)
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+/// The one process of the service whose env has `MARK=mark`.
+fn pid_of(mark: &str) -> i32 {
+    let mut pid = None;
+    eventually("the marked process runs", || {
+        pid = procfs::with_env("MARK", mark).first().copied();
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
+fn http_status(addr: &str, method: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A GET's body.
+fn get_body(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn addr(agent: &Agent) -> String {
+    agent.url.trim_start_matches("http://").to_owned()
+}
+
+#[test]
+fn a_service_that_exits_at_once_backs_off_and_every_other_service_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    // The spec of the report: no other settings.
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            r#"
+name: contain
+services:
+  steady:
+    command: [sleep, "301"]
+    env: {{MARK: "{mark}"}}
+  crashy:
+    command: [sh, -c, "exit 3"]
+  quick:
+    command: [sh, -c, "exit 4"]
+    backoff: {{initial: 50ms, max: 400ms}}
+"#
+        ),
+    );
+    let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    let steady = pid_of(&mark);
+
+    eventually("crashy backs off", || {
+        let s = service(&agent, "crashy");
+        s["status"] == "crash_loop_back_off" && s["next_restart"].is_string()
+    });
+    // `quick` (a back-off block, no on_limit) keeps going with growing
+    // delays: its restarts go well past the limit of 5.
+    eventually("quick keeps restarting past the limit", || {
+        service(&agent, "quick")["restarts"].as_u64() >= Some(9)
+    });
+    let crashy = service(&agent, "crashy");
+    assert!(
+        crashy["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exit code 3")),
+        "{crashy}"
+    );
+    let steady_now = service(&agent, "steady");
+    assert_eq!(steady_now["status"], "running", "{steady_now}");
+    assert_eq!(
+        procfs::with_env("MARK", &mark),
+        [steady],
+        "steady never restarted"
+    );
+    assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
+    let table = agent.arbor(["services"]).expect(0).stdout;
+    assert!(
+        table.lines().any(|l| l.starts_with("crashy")
+            && l.contains("crash_loop_back_off")
+            && l.contains("next restart in")),
+        "{table}"
+    );
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn a_service_that_gives_up_ends_failed_alone_and_the_node_stays_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            r#"
+name: contain
+services:
+  steady:
+    command: [sleep, "301"]
+    env: {{MARK: "{mark}"}}
+  crashy:
+    command: [sh, -c, "exit 3"]
+    on_limit: escalate
+"#
+        ),
+    );
+    let validated = arbor_out([std::ffi::OsStr::new("validate"), spec.as_os_str()]).expect(0);
+    assert!(
+        validated
+            .stderr
+            .contains("services.crashy.on_limit: escalate"),
+        "validate warns: {}",
+        validated.stderr
+    );
+    let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    let steady = pid_of(&mark);
+    eventually("crashy ends failed", || {
+        service(&agent, "crashy")["status"] == "failed"
+    });
+    let crashy = service(&agent, "crashy");
+    let reason = crashy["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("gave up") && reason.contains("crashy-0") && reason.contains("exit code 3"),
+        "{crashy}"
+    );
+    assert_eq!(crashy["replicas"], 1, "its replica still shows: {crashy}");
+    assert_eq!(service(&agent, "steady")["status"], "running");
+    assert_eq!(procfs::with_env("MARK", &mark), [steady]);
+    assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
+    let tree = agent.arbor(["tree"]).expect(0).stdout;
+    assert!(tree.contains("crashy [supervisor] failed"), "{tree}");
+    let metrics = get_body(&addr(&agent), "/metrics");
+    assert!(
+        metrics.contains("arbor_service_status{service=\"crashy\",status=\"failed\"} 1"),
+        "{metrics}"
+    );
+    let table = agent.arbor(["services"]).expect(0).stdout;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("crashy") && l.contains("failed") && l.contains("gave up")),
+        "{table}"
+    );
+    // An operator can bring it back (here, to fail again).
+    assert_eq!(
+        http_status(&addr(&agent), "POST", "/v1/services/crashy/restart"),
+        200
+    );
+    eventually("crashy fails again after its restart", || {
+        service(&agent, "crashy")["status"] == "failed"
+    });
+    assert_eq!(agent.stop(), 0);
+}
+
+/// An agent whose stderr lines arrive on a channel.
+struct Logged {
+    child: Child,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_logged(spec: &Path, state: &Path) -> Logged {
+    let mut child = arbor()
+        .args(["agent", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--spec")
+        .arg(spec)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    Logged { child, addr, lines }
+}
+
+#[test]
+fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "  \n# only a comment\n").unwrap();
+    let out = arbor_out([std::ffi::OsStr::new("validate"), empty.as_os_str()]).expect(1);
+    assert!(out.stderr.contains("is empty"), "{}", out.stderr);
+
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            "services:\n  steady:\n    command: [sleep, \"301\"]\n    env: {{MARK: \"{mark}\"}}\n"
+        ),
+    );
+    let agent = start_logged(&spec, &dir.path().join("state"));
+    let steady = pid_of(&mark);
+    std::fs::write(&spec, "").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let line = agent
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a log line saying the reload was refused");
+        if line.contains("reload refused") {
+            break line;
+        }
+    };
+    assert!(refused.contains("is empty"), "{refused}");
+    assert_eq!(procfs::with_env("MARK", &mark), [steady], "nothing changed");
+    assert_eq!(http_status(&agent.addr, "GET", "/v1/services/steady"), 200);
+}
+
+#[test]
+fn a_replica_in_a_20s_stop_grace_holds_neither_the_api_nor_another_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        r#"
+services:
+  stubborn:
+    command: [sh, -c, "trap '' TERM; while true; do sleep 1; done"]
+    stop_timeout: 20s
+  other:
+    command: [sleep, "301"]
+"#,
+    );
+    let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    let a = addr(&agent);
+    eventually("both run", || {
+        services(&agent).iter().all(|s| s["status"] == "running") && services(&agent).len() == 2
+    });
+    let restart = {
+        let a = a.clone();
+        thread::spawn(move || http_status(&a, "POST", "/v1/services/stubborn/restart"))
+    };
+    eventually("stubborn is in its grace", || {
+        service(&agent, "stubborn")["state"] == "stopping"
+    });
+    for path in ["/v1/tree", "/v1/services", "/metrics", "/v1/health"] {
+        assert_eq!(http_status(&a, "GET", path), 200, "{path}");
+    }
+    assert_eq!(http_status(&a, "POST", "/v1/services/other/restart"), 200);
+    assert!(
+        !restart.is_finished(),
+        "every answer above came while stubborn's grace ran"
+    );
+    assert_eq!(restart.join().unwrap(), 200);
+    drop(agent);
+}
+
+fn sigterm(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+#[test]
+fn independent_services_get_their_stop_signal_together_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let d = dir.path().display();
+    // Both ignore SIGTERM (the trap notes it and the loop goes on).
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  slow3:
+    command: [sh, -c, "trap 'echo term > {d}/slow3' TERM; while true; do sleep 0.1; done"]
+    env: {{MARK: "{mark}"}}
+    stop_timeout: 3s
+  slow4:
+    command: [sh, -c, "trap 'echo term > {d}/slow4' TERM; while true; do sleep 0.1; done"]
+    env: {{MARK: "{mark}"}}
+    stop_timeout: 4s
+"#
+        ),
+    );
+    let mut agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    let mut pids = Vec::new();
+    eventually("both run", || {
+        pids = procfs::with_env("MARK", &mark)
+            .into_iter()
+            .filter(|p| procfs::cmdline(*p).starts_with("sh"))
+            .collect();
+        pids.len() == 2
+    });
+    sigterm(agent.child.id());
+    eventually("both got SIGTERM", || {
+        dir.path().join("slow3").exists() && dir.path().join("slow4").exists()
+    });
+    assert!(
+        pids.iter()
+            .all(|p| procfs::stat(*p).is_some_and(|s| s.exists() && !s.is_zombie())),
+        "the second got its SIGTERM while the first was still in its grace: they stop together"
+    );
+    let status = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(procfs::with_env("MARK", &mark).is_empty(), "nothing left");
+}
+
+#[test]
+fn a_service_stops_after_what_depends_on_it_even_after_a_reload_restarted_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stops");
+    let l = log.display();
+    let spec = |version: u32| {
+        format!(
+            r#"
+services:
+  db:
+    command: [sh, -c, "trap 'echo db >> {l}; exit 0' TERM; while true; do sleep 0.1; done"]
+    env: {{VERSION: "{version}"}}
+  app:
+    command: [sh, -c, "trap 'echo app >> {l}; exit 0' TERM; while true; do sleep 0.1; done"]
+    depends_on: [db]
+"#
+        )
+    };
+    let path = write_spec(dir.path(), &spec(1));
+    let mut agent = Agent::start(&path, &dir.path().join("state"), &[]);
+    eventually("both run", || {
+        services(&agent)
+            .iter()
+            .filter(|s| s["status"] == "running")
+            .count()
+            == 2
+    });
+    // A reload that changes only db restarts only db (it starts again after app).
+    std::fs::write(&path, spec(2)).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    eventually("db restarted by the reload", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t == "db\n")
+            && services(&agent)
+                .iter()
+                .filter(|s| s["status"] == "running")
+                .count()
+                == 2
+    });
+    sigterm(agent.child.id());
+    let status = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "db\napp\ndb\n",
+        "at shutdown app stopped before db, which it depends on"
+    );
+}
+
+#[test]
+fn changing_replicas_by_reload_adds_and_removes_replicas_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = |replicas: usize| {
+        format!(
+            "services:\n  web:\n    command: [sleep, \"301\"]\n    env: {{MARK: \"{mark}\"}}\n    replicas: {replicas}\n    stop_timeout: 1s\n"
+        )
+    };
+    let path = write_spec(dir.path(), &spec(2));
+    let agent = Agent::start(&path, &dir.path().join("state"), &[]);
+    let pids = |n: usize| {
+        let mut found = Vec::new();
+        eventually(&format!("{n} replicas run"), || {
+            found = procfs::with_env("MARK", &mark);
+            found.sort();
+            found.len() == n && service(&agent, "web")["running"] == n
+        });
+        found
+    };
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    let two = pids(2);
+    std::fs::write(&path, spec(3)).unwrap();
+    hup();
+    let three = pids(3);
+    assert!(
+        two.iter().all(|p| three.contains(p)),
+        "2 -> 3 keeps both replicas: {two:?} {three:?}"
+    );
+    std::fs::write(&path, spec(1)).unwrap();
+    hup();
+    let one = pids(1);
+    assert!(two.contains(&one[0]), "3 -> 1 keeps web-0: {two:?} {one:?}");
+    let web = service(&agent, "web");
+    assert_eq!(web["replicas"], 1, "{web}");
+    // A restart of the service brings back the new size, not the old one.
+    assert_eq!(
+        http_status(&addr(&agent), "POST", "/v1/services/web/restart"),
+        200
+    );
+    pids(1);
+    assert_eq!(agent.stop(), 0);
+}
