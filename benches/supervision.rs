@@ -204,10 +204,17 @@ async fn run_phase(name: &str) -> Value {
         "spawn-arbor-batch" => spawn_arbor_batch().await,
         "spawn-arbor" => spawn_arbor(false).await,
         "spawn-arbor-call" => spawn_arbor(true).await,
-        "failover-arbor" => failover_arbor().await,
+        "failover-arbor" => {
+            // The hook a node installs (supervisors never install it).
+            arbor::panics::install();
+            failover_arbor().await
+        }
         "failover-raw" => failover_raw().await,
         "failover-raw-arbor-hook" => {
+            // The same hook, treating the bare actor as arbor treats its
+            // children (the hook rate-limits supervised actors only).
             arbor::panics::install();
+            WRAP.store(true, std::sync::atomic::Ordering::SeqCst);
             failover_raw().await
         }
         "panic-hook" => panic_hook().await,
@@ -373,7 +380,12 @@ async fn spawn_arbor(one_call_each: bool) -> Value {
             sup.start_child_nowait(child).unwrap();
         }
     }
-    let counts = sup.count_children().await.unwrap();
+    // Casts return before the starts end (they run in tasks): wait for all.
+    let mut counts = sup.count_children().await.unwrap();
+    while counts.active < ACTORS {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        counts = sup.count_children().await.unwrap();
+    }
     let elapsed = t0.elapsed();
     let rss = rss_bytes() - rss0;
     assert_eq!(counts.active, ACTORS);
@@ -439,6 +451,21 @@ async fn failover_arbor() -> Value {
     measure_failovers(rx).await
 }
 
+/// Whether the bare baseline wraps its `Bomb` as arbor wraps children.
+static WRAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Spawns a `Bomb` linked to `supervisor`: bare, or wrapped as arbor wraps
+/// its children (so arbor's panic hook treats both alike).
+async fn spawn_bomb(supervisor: ractor::ActorCell) -> Result<(), ActorProcessingErr> {
+    let tx = RUNNING.get().unwrap().clone();
+    if WRAP.load(std::sync::atomic::Ordering::SeqCst) {
+        Actor::spawn_linked(None, arbor::panics::Supervised(Bomb), tx, supervisor).await?;
+    } else {
+        Bomb::spawn_linked(None, Bomb, tx, supervisor).await?;
+    }
+    Ok(())
+}
+
 /// A ractor supervisor that respawns a `Bomb` when one fails.
 struct Respawner;
 
@@ -448,8 +475,7 @@ impl Actor for Respawner {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
-        let tx = RUNNING.get().unwrap().clone();
-        Bomb::spawn_linked(None, Bomb, tx, myself.get_cell()).await?;
+        spawn_bomb(myself.get_cell()).await?;
         Ok(())
     }
 
@@ -460,8 +486,7 @@ impl Actor for Respawner {
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(..) = e {
-            let tx = RUNNING.get().unwrap().clone();
-            Bomb::spawn_linked(None, Bomb, tx, myself.get_cell()).await?;
+            spawn_bomb(myself.get_cell()).await?;
         }
         Ok(())
     }

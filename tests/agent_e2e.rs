@@ -263,8 +263,11 @@ services:
     .unwrap();
     let mut agent = start(&spec_path, &dir.path().join("state"));
     let addr = agent.addr.clone();
-    eventually("stubborn runs", || {
-        !procfs::with_env("MARK", &mark).is_empty()
+    // Running, and past its `trap` (a SIGTERM before it would end it).
+    eventually("stubborn runs and ignores SIGTERM", || {
+        procfs::with_env("MARK", &mark)
+            .iter()
+            .any(|p| procfs::ignores_signal(*p, 15))
     })
     .await;
     let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);

@@ -302,6 +302,7 @@ fn a_replica_in_a_20s_stop_grace_holds_neither_the_api_nor_another_service() {
 services:
   stubborn:
     command: [sh, -c, "trap '' TERM; while true; do sleep 1; done"]
+    env: {STUBBORN: "1"}
     stop_timeout: 20s
   other:
     command: [sleep, "301"]
@@ -309,8 +310,12 @@ services:
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     let a = addr(&agent);
-    eventually("both run", || {
-        services(&agent).iter().all(|s| s["status"] == "running") && services(&agent).len() == 2
+    eventually("both run, stubborn past its trap", || {
+        services(&agent).len() == 2
+            && services(&agent).iter().all(|s| s["status"] == "running")
+            && procfs::with_env("STUBBORN", "1")
+                .iter()
+                .any(|p| procfs::ignores_signal(*p, 15))
     });
     let restart = {
         let a = a.clone();
@@ -363,10 +368,10 @@ services:
     );
     let mut agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     let mut pids = Vec::new();
-    eventually("both run", || {
+    eventually("both run, past their trap", || {
         pids = procfs::with_env("MARK", &mark)
             .into_iter()
-            .filter(|p| procfs::cmdline(*p).starts_with("sh"))
+            .filter(|p| procfs::cmdline(*p).starts_with("sh") && procfs::catches_signal(*p, 15))
             .collect();
         pids.len() == 2
     });
@@ -392,6 +397,7 @@ services:
 #[test]
 fn a_service_stops_after_what_depends_on_it_even_after_a_reload_restarted_it() {
     let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
     let log = dir.path().join("stops");
     let l = log.display();
     let spec = |version: u32| {
@@ -400,22 +406,23 @@ fn a_service_stops_after_what_depends_on_it_even_after_a_reload_restarted_it() {
 services:
   db:
     command: [sh, -c, "trap 'echo db >> {l}; exit 0' TERM; while true; do sleep 0.1; done"]
-    env: {{VERSION: "{version}"}}
+    env: {{VERSION: "{version}", MARK: "{mark}"}}
   app:
     command: [sh, -c, "trap 'echo app >> {l}; exit 0' TERM; while true; do sleep 0.1; done"]
+    env: {{MARK: "{mark}"}}
     depends_on: [db]
 "#
         )
     };
     let path = write_spec(dir.path(), &spec(1));
     let mut agent = Agent::start(&path, &dir.path().join("state"), &[]);
-    eventually("both run", || {
-        services(&agent)
-            .iter()
-            .filter(|s| s["status"] == "running")
+    let trapped = || {
+        procfs::with_env("MARK", &mark)
+            .into_iter()
+            .filter(|p| procfs::catches_signal(*p, 15))
             .count()
-            == 2
-    });
+    };
+    eventually("both run, past their trap", || trapped() == 2);
     // A reload that changes only db restarts only db (it starts again after app).
     std::fs::write(&path, spec(2)).unwrap();
     nix::sys::signal::kill(
@@ -423,13 +430,8 @@ services:
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    eventually("db restarted by the reload", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t == "db\n")
-            && services(&agent)
-                .iter()
-                .filter(|s| s["status"] == "running")
-                .count()
-                == 2
+    eventually("db restarted by the reload, past its trap", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t == "db\n") && trapped() == 2
     });
     sigterm(agent.child.id());
     let status = loop {

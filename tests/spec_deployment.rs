@@ -540,3 +540,15 @@ fn a_new_zone_changes_the_networked_jobs_and_services_only() {
     assert_eq!(diff.services.changed, ["web"]);
     assert_eq!(diff.jobs.changed, ["a"]);
 }
+
+#[test]
+fn durations_past_ten_years_are_refused_with_their_field() {
+    let d = Deployment::from_yaml(
+        "services:\n  web:\n    command: [sleep, \"1\"]\n    stop_timeout: 18446744073709551615s\njobs:\n  j:\n    command: [\"true\"]\n    deadline: 18446744073709551615s\n",
+    )
+    .unwrap();
+    let e = d.validate().unwrap_err().to_string();
+    assert!(e.contains("services.web.stop_timeout"), "{e}");
+    assert!(e.contains("jobs.j.deadline"), "{e}");
+    assert!(e.contains("at most 10 years"), "{e}");
+}

@@ -96,6 +96,8 @@ impl RunRequest {
             for e in &mut errors.0 {
                 if let Some(rest) = e.field.strip_prefix("deadline") {
                     e.field = format!("timeout{rest}");
+                } else if let Some(rest) = e.field.strip_prefix("stop_timeout") {
+                    e.field = format!("kill_after{rest}");
                 }
             }
             ApiError::invalid_spec(&errors)

@@ -2,7 +2,7 @@
 //! environment (containers, jobs, services), so they all refuse the same
 //! values with the same words.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::error::SpecError;
 
@@ -45,5 +45,21 @@ pub(crate) fn env(errors: &mut Vec<SpecError>, env: &BTreeMap<String, String>) {
                 "must not contain NUL bytes",
             ));
         }
+    }
+}
+
+/// The longest duration a spec accepts anywhere (ten years): far past any
+/// real grace, deadline or delay, and far from the end of the clock, so
+/// `now + d` never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration at `field` no longer than [`MAX_DURATION`].
+pub(crate) fn duration(errors: &mut Vec<SpecError>, field: &str, d: Duration) {
+    if d > MAX_DURATION {
+        errors.push(SpecError::new(
+            field,
+            super::fmt_duration(d),
+            "must be at most 10 years",
+        ));
     }
 }

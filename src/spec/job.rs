@@ -357,6 +357,17 @@ impl JobSpec {
         if self.deadline.is_some_and(|d| d.is_zero()) {
             errors.push(SpecError::new("deadline", "0s", "must be > 0"));
         }
+        for (field, d) in [
+            ("deadline", self.deadline),
+            ("stop_timeout", Some(self.stop_timeout)),
+            ("starting_deadline", self.starting_deadline),
+            ("jitter", self.jitter),
+            ("retention", Some(self.retention)),
+        ] {
+            if let Some(d) = d {
+                check::duration(&mut errors.0, field, d);
+            }
+        }
         if self.jitter.is_some_and(|d| d.is_zero()) {
             errors.push(SpecError::new("jitter", "0s", "must be > 0"));
         }

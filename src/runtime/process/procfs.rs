@@ -111,11 +111,21 @@ pub fn cmdline(pid: i32) -> String {
 
 /// True when `pid` ignores signal number `signal` (`SigIgn` of its status).
 pub fn ignores_signal(pid: i32, signal: i32) -> bool {
+    signal_mask_has(pid, "SigIgn:", signal)
+}
+
+/// True when `pid` has a handler for signal number `signal` (`SigCgt` of
+/// its status; a shell's `trap 'cmd' TERM`).
+pub fn catches_signal(pid: i32, signal: i32) -> bool {
+    signal_mask_has(pid, "SigCgt:", signal)
+}
+
+fn signal_mask_has(pid: i32, field: &str, signal: i32) -> bool {
     let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
     text.lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .is_some_and(|mask| (1..=64).contains(&signal) && mask & (1 << (signal - 1)) != 0)
 }

@@ -125,6 +125,15 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
     // argv (or the image), env and the container options. An empty image
     // was reported just above.
     let mut found = Vec::new();
+    for (field, d) in [
+        ("stop_timeout", s.stop_timeout),
+        ("restart_window", s.restart_window),
+        ("backoff.initial", s.backoff.initial),
+        ("backoff.max", s.backoff.max),
+        ("backoff.reset_after", s.backoff.reset_after),
+    ] {
+        crate::spec::check::duration(&mut found, field, d);
+    }
     crate::spec::container::Fields {
         image: s.image.as_deref().filter(|i| !i.trim().is_empty()),
         command: &s.command,
