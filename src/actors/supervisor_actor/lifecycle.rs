@@ -2,7 +2,10 @@
 //! await its children directly: before its address is known to anyone
 //! (`pre_start`), and once it serves nothing more (`post_stop`).
 
-use futures::future::join_all;
+use futures::{StreamExt, future::join_all};
+
+/// A concurrent supervisor's first starts in flight at most at once.
+const CONCURRENT_STARTS: usize = 256;
 use ractor::{ActorProcessingErr, ActorRef};
 use tracing::Level;
 
@@ -34,9 +37,21 @@ impl SupervisorState {
             run_start(prepare(&slot.spec, ctx), cell.clone())
         };
         if self.concurrent {
-            let starts: Vec<_> = keys.iter().map(|&k| start(self, k)).collect();
-            let results = join_all(starts).await;
-            for (key, result) in keys.into_iter().zip(results) {
+            // Each start is built when its turn comes, at most
+            // CONCURRENT_STARTS in flight, and taken in as soon as it ends:
+            // slow starts overlap, and a hundred thousand instant ones do
+            // not all hold their context and actor at once.
+            let mut pending = futures::stream::FuturesOrdered::new();
+            let mut next = keys.iter();
+            loop {
+                while pending.len() < CONCURRENT_STARTS {
+                    let Some(&key) = next.next() else { break };
+                    let started = start(self, key);
+                    pending.push_back(async move { (key, started.await) });
+                }
+                let Some((key, result)) = pending.next().await else {
+                    break;
+                };
                 self.initial_result(myself, key, result).await?;
             }
         } else {
