@@ -170,3 +170,25 @@ async fn a_slow_starting_child_does_not_hold_its_independent_siblings_or_calls()
     assert_eq!(t0.elapsed(), Duration::from_secs(30));
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_replicas_of_a_service_whose_pull_is_slow_start_together() {
+    let mock = MockRuntime::new();
+    let faults = FaultRuntime::new(mock.clone());
+    faults.slow(Target::All, Op::Pull, Duration::from_secs(3));
+    let spec = SupervisorSpec::service(
+        "web",
+        Arc::new(faults),
+        ContainerSpec::shell("web", "serve"),
+        5,
+    );
+    let t0 = Instant::now();
+    let (sup, _) = SupervisorRef::start(spec).await.unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(4),
+        "5 pulls of 3 s took {took:?} (one after another: 15 s)"
+    );
+    assert_eq!(mock.running().await.len(), 5);
+    sup.shutdown().await;
+}

@@ -4,8 +4,11 @@
 
 use futures::{StreamExt, future::join_all};
 
-/// A concurrent supervisor's first starts in flight at most at once.
+/// A concurrent supervisor's slow first starts in flight at most at once.
 const CONCURRENT_STARTS: usize = 256;
+
+/// A first start that takes longer goes on in the background.
+const SLOW_START: std::time::Duration = std::time::Duration::from_millis(1);
 use ractor::{ActorProcessingErr, ActorRef};
 use tracing::Level;
 
@@ -37,21 +40,28 @@ impl SupervisorState {
             run_start(prepare(&slot.spec, ctx), cell.clone())
         };
         if self.concurrent {
-            // Each start is built when its turn comes, at most
-            // CONCURRENT_STARTS in flight, and taken in as soon as it ends:
-            // slow starts overlap, and a hundred thousand instant ones do
-            // not all hold their context and actor at once.
-            let mut pending = futures::stream::FuturesOrdered::new();
-            let mut next = keys.iter();
-            loop {
-                while pending.len() < CONCURRENT_STARTS {
-                    let Some(&key) = next.next() else { break };
-                    let started = start(self, key);
-                    pending.push_back(async move { (key, started.await) });
+            // Each start is awaited here for a moment: one that ends within
+            // SLOW_START (a plain actor) is taken in at once, as a
+            // sequential start would, which keeps a hundred thousand
+            // instant starts cheap; a slower one (a pull, a runc create)
+            // goes on in the background, at most CONCURRENT_STARTS at a
+            // time, while the next ones start.
+            let mut slow = futures::stream::FuturesUnordered::new();
+            for &key in &keys {
+                if slow.len() >= CONCURRENT_STARTS
+                    && let Some((k, result)) = slow.next().await
+                {
+                    self.initial_result(myself, k, result).await?;
                 }
-                let Some((key, result)) = pending.next().await else {
-                    break;
-                };
+                let mut started = Box::pin(start(self, key));
+                match tokio::time::timeout(SLOW_START, &mut started).await {
+                    Ok(result) => {
+                        self.initial_result(myself, key, result).await?;
+                    }
+                    Err(_) => slow.push(async move { (key, started.await) }),
+                }
+            }
+            while let Some((key, result)) = slow.next().await {
                 self.initial_result(myself, key, result).await?;
             }
         } else {
