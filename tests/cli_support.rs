@@ -138,6 +138,30 @@ impl Agent {
     /// `arbor agent --spec SPEC --listen 127.0.0.1:0 --state-dir STATE`,
     /// once it printed `listening on ADDR`; `extra` are more flags.
     pub fn start(spec: &Path, state: &Path, extra: &[&str]) -> Self {
+        Self::spawn(spec, state, extra, Stdio::null())
+    }
+
+    /// Like [`Agent::start`], its stderr lines (the log) arriving on the
+    /// returned channel.
+    pub fn start_logged(
+        spec: &Path,
+        state: &Path,
+        extra: &[&str],
+    ) -> (Self, mpsc::Receiver<String>) {
+        let mut agent = Self::spawn(spec, state, extra, Stdio::piped());
+        let stderr = agent.child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        (agent, lines)
+    }
+
+    fn spawn(spec: &Path, state: &Path, extra: &[&str], stderr: Stdio) -> Self {
         let mut child = arbor()
             .args([
                 "agent",
@@ -152,7 +176,7 @@ impl Agent {
             .arg(state)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();

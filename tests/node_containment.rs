@@ -6,16 +6,13 @@
 mod cli_support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
 use arbor::runtime::process::procfs;
-use cli_support::{Agent, arbor, arbor_out, eventually};
+use cli_support::{Agent, arbor_out, eventually};
 
 fn write_spec(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("node.yaml");
@@ -209,52 +206,6 @@ services:
     assert_eq!(agent.stop(), 0);
 }
 
-/// An agent whose stderr lines arrive on a channel.
-struct Logged {
-    child: Child,
-    addr: String,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_logged(spec: &Path, state: &Path) -> Logged {
-    let mut child = arbor()
-        .args(["agent", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--spec")
-        .arg(spec)
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let (tx, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    Logged { child, addr, lines }
-}
-
 #[test]
 fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,7 +221,7 @@ fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
             "services:\n  steady:\n    command: [sleep, \"301\"]\n    env: {{MARK: \"{mark}\"}}\n"
         ),
     );
-    let agent = start_logged(&spec, &dir.path().join("state"));
+    let (agent, lines) = Agent::start_logged(&spec, &dir.path().join("state"), &[]);
     let steady = pid_of(&mark);
     std::fs::write(&spec, "").unwrap();
     nix::sys::signal::kill(
@@ -280,8 +231,7 @@ fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
-        let line = agent
-            .lines
+        let line = lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("a log line saying the reload was refused");
         if line.contains("reload refused") {
@@ -290,7 +240,10 @@ fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
     };
     assert!(refused.contains("is empty"), "{refused}");
     assert_eq!(procfs::with_env("MARK", &mark), [steady], "nothing changed");
-    assert_eq!(http_status(&agent.addr, "GET", "/v1/services/steady"), 200);
+    assert_eq!(
+        http_status(&addr(&agent), "GET", "/v1/services/steady"),
+        200
+    );
 }
 
 #[test]
