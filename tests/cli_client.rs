@@ -436,3 +436,54 @@ fn the_token_comes_from_a_file_or_the_environment() {
     std::thread::sleep(Duration::from_millis(10));
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_arbor_events_quietly() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("node.yaml");
+    // A service that keeps crashing: events keep coming.
+    std::fs::write(
+        &spec,
+        "services:\n  flappy:\n    command: [sh, -c, \"sleep 0.05; exit 1\"]\n    backoff: {initial: 50ms, max: 100ms}\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    let mut child = arbor()
+        .args(["--agent", &agent.url, "events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -1`: one line, then the pipe is closed.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "arbor events did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        status.signal(),
+        Some(13),
+        "ended by SIGPIPE, as Unix tools do: {status:?}"
+    );
+}

@@ -249,6 +249,20 @@ fn main() -> ExitCode {
         }
     };
     let url = &url;
+    if !matches!(command, Command::Run(_)) {
+        // The reading commands end quietly when their reader goes away
+        // (`arbor events --json | head -3`), as Unix tools do: the default
+        // action of SIGPIPE, instead of a panic on the failed write. (`run`
+        // may run a job in this process, so it keeps ignoring SIGPIPE.)
+        // SAFETY: no other thread writes to a pipe yet; resetting a signal
+        // to its default action has no other effect.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let outcome = match command {
         Command::Supervise(_)
         | Command::Agent(_)
