@@ -151,8 +151,8 @@ struct Supervise {
     /// Service name (default: the program's file name).
     #[arg(long)]
     name: Option<String>,
-    /// How many copies to run.
-    #[arg(long, default_value_t = 1)]
+    /// How many copies to run (1 to 1000).
+    #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
     replicas: usize,
     /// When to restart: permanent (always), transient (after failures), temporary (never).
     #[arg(long, value_enum, default_value_t = Restart::Permanent)]
@@ -205,6 +205,21 @@ enum OnPanic {
 enum Limit {
     Escalate,
     Backoff,
+}
+
+/// `--replicas`: at least one (zero would run nothing, silently), at most
+/// the spec's limit.
+fn parse_replicas(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a count: {e}"))?;
+    if n == 0 || n > arbor::spec::MAX_REPLICAS {
+        return Err(format!(
+            "{n}: must be between 1 and {}",
+            arbor::spec::MAX_REPLICAS
+        ));
+    }
+    Ok(n)
 }
 
 fn main() -> ExitCode {
