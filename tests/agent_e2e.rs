@@ -286,7 +286,7 @@ services:
     .await;
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = eventually_some("the agent exits", || agent.child.try_wait().unwrap()).await;
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(128 + 15), "128 + SIGTERM");
     eventually("nothing is left", || {
         procfs::with_env("MARK", &mark).is_empty()
     })

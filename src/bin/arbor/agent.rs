@@ -4,11 +4,14 @@
 //! The agent loads and validates the spec, starts the node (services in
 //! dependency order, jobs and schedules registered), and serves the HTTP
 //! API. SIGTERM or SIGINT stops it: the API refuses new work, running
-//! executions get the shutdown deadline to finish, services stop in reverse
-//! order with each replica's grace, and the agent exits 0. A second
-//! SIGTERM/SIGINT (a second or more after the first) forces: every process is killed at once and the agent
-//! exits 130. SIGHUP reloads the spec and applies the difference; an
-//! invalid spec is logged and the running deployment is kept.
+//! executions get the shutdown deadline to finish, services stop once what
+//! depends on them has stopped (independent ones together), each replica
+//! with its grace, and the agent exits 0. A second SIGTERM/SIGINT (a second
+//! or more after the first) forces: every process is killed at once and the
+//! agent exits 128 + that signal (143, 130). SIGHUP reloads the spec and
+//! applies the difference; an invalid or empty spec is logged and the
+//! running deployment is kept. If the root supervisor ever gives up, the
+//! agent says why and exits 70.
 
 use std::{
     net::SocketAddr,
@@ -293,13 +296,15 @@ pub async fn agent(args: Agent) -> ExitCode {
     let first = tokio::time::Instant::now();
     tokio::pin!(stopping);
     loop {
-        tokio::select! {
+        // The exit status of a forced stop is 128 + the signal, as a
+        // process killed by it would have.
+        let signal = tokio::select! {
             _ = &mut stopping => break,
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+            _ = term.recv() => libc_signal::SIGTERM,
+            _ = int.recv() => libc_signal::SIGINT,
+        };
         if first.elapsed() >= Duration::from_secs(1) {
-            return force(&process, oci.as_ref()).await;
+            return force(&process, oci.as_ref(), signal).await;
         }
     }
     let _ = stop_api.send(());
@@ -312,15 +317,21 @@ pub async fn agent(args: Agent) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A second signal: kill everything now.
-async fn force(process: &ProcessRuntime, oci: Option<&OciRuntime>) -> ExitCode {
+/// Signal numbers for the forced exit status.
+mod libc_signal {
+    pub const SIGINT: u8 = 2;
+    pub const SIGTERM: u8 = 15;
+}
+
+/// A second signal: kill everything now; exit 128 + that signal.
+async fn force(process: &ProcessRuntime, oci: Option<&OciRuntime>, signal: u8) -> ExitCode {
     tracing::warn!("second signal: killing every process now");
     let mut killed = process.shutdown(Duration::ZERO).await;
     if let Some(oci) = oci {
         killed += oci.shutdown(Duration::ZERO).await;
     }
     eprintln!("arbor: forced stop ({killed} containers killed)");
-    ExitCode::from(130)
+    ExitCode::from(128 + signal)
 }
 
 /// The last escalation of the node's root supervisor, kept as it happens.
