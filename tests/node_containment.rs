@@ -370,12 +370,15 @@ services:
     let path = write_spec(dir.path(), &spec(1));
     let mut agent = Agent::start(&path, &dir.path().join("state"), &[]);
     let trapped = || {
-        procfs::with_env("MARK", &mark)
+        let mut pids: Vec<i32> = procfs::with_env("MARK", &mark)
             .into_iter()
             .filter(|p| procfs::catches_signal(*p, 15))
-            .count()
+            .collect();
+        pids.sort();
+        pids
     };
-    eventually("both run, past their trap", || trapped() == 2);
+    eventually("both run, past their trap", || trapped().len() == 2);
+    let before = trapped();
     // A reload that changes only db restarts only db (it starts again after app).
     std::fs::write(&path, spec(2)).unwrap();
     nix::sys::signal::kill(
@@ -383,8 +386,13 @@ services:
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
+    // The new db (another pid) runs past its trap, beside the same app.
     eventually("db restarted by the reload, past its trap", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t == "db\n") && trapped() == 2
+        let now = trapped();
+        std::fs::read_to_string(&log).is_ok_and(|t| t == "db\n")
+            && now.len() == 2
+            && now != before
+            && before.iter().filter(|p| now.contains(p)).count() == 1
     });
     sigterm(agent.child.id());
     let status = loop {
