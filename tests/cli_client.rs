@@ -380,7 +380,27 @@ fn bad_inputs_get_exit_codes_and_messages_that_name_them() {
 fn the_token_comes_from_a_file_or_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "sekrit-token\n").unwrap();
+    // A short token is refused at start, naming the flag.
+    std::fs::write(&token_file, "ab\n").unwrap();
+    let spec = dir.path().join("short.yaml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out = arbor_out([
+        "agent",
+        "--listen",
+        "127.0.0.1:0",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("short-state").to_str().unwrap(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ])
+    .expect(2);
+    assert!(
+        out.stderr.contains("--token-file") && out.stderr.contains("at least 16"),
+        "{out:#?}"
+    );
+    std::fs::write(&token_file, "sekrit-token-of-32-bytes-or-so\n").unwrap();
     let agent = agent(dir.path(), &["--token-file", token_file.to_str().unwrap()]);
 
     agent.arbor(["jobs"]).expect(0);
@@ -402,7 +422,7 @@ fn the_token_comes_from_a_file_or_the_environment() {
         .stdout;
     assert_eq!(id.trim().len(), 36);
     let mut cmd = arbor();
-    cmd.env("ARBOR_TOKEN", "sekrit-token")
+    cmd.env("ARBOR_TOKEN", "sekrit-token-of-32-bytes-or-so")
         .args(["--agent", &agent.url, "jobs", "trigger", "hello"]);
     cli_support::output(cmd).expect(0);
     let mut cmd = arbor();

@@ -45,7 +45,7 @@ pub struct Agent {
     /// printed on stdout as `listening on ADDR`).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// File holding a bearer token required on every mutating request.
+    /// File holding a bearer token (at least 16 bytes) required on every mutating request.
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// How long running executions get to finish on shutdown before they
@@ -164,9 +164,17 @@ pub async fn agent(args: Agent) -> ExitCode {
     };
     let token = match &args.token_file {
         Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
-            Ok(_) => {
+            Ok(t) if t.trim().len() >= MIN_TOKEN_BYTES => Some(t.trim().to_owned()),
+            Ok(t) if t.trim().is_empty() => {
                 eprintln!("arbor: --token-file {}: the file is empty", path.display());
+                return ExitCode::from(2);
+            }
+            Ok(t) => {
+                eprintln!(
+                    "arbor: --token-file {}: the token is {} bytes, too easy to guess: use at least {MIN_TOKEN_BYTES} (e.g. `head -c 32 /dev/urandom | base64`)",
+                    path.display(),
+                    t.trim().len()
+                );
                 return ExitCode::from(2);
             }
             Err(e) => {
@@ -316,6 +324,9 @@ pub async fn agent(args: Agent) -> ExitCode {
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
+
+/// The shortest API token the agent accepts.
+const MIN_TOKEN_BYTES: usize = 16;
 
 /// Signal numbers for the forced exit status.
 mod libc_signal {
