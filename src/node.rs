@@ -507,9 +507,7 @@ impl Node {
         }
         self.inner
             .root
-            .replace_child_spec(
-                ChildSpec::supervisor(name, spec).on_panic(crate::spec::PanicAction::Fail),
-            )
+            .replace_child_spec(service_child(name, spec))
             .await?;
         Ok(())
     }
@@ -522,7 +520,7 @@ impl Node {
     ) -> Result<(), Error> {
         self.inner
             .root
-            .start_child(ChildSpec::supervisor(name, spec).on_panic(crate::spec::PanicAction::Fail))
+            .start_child(service_child(name, spec))
             .await?;
         services.retain(|s| s != name);
         services.push(name.to_owned());
@@ -649,6 +647,12 @@ impl Node {
             Ok(())
         }
     }
+}
+
+/// A service's supervisor as the root's child: one that gives up ends
+/// `failed` alone (panic action `fail`), never restarted by the root.
+fn service_child(name: &str, spec: SupervisorSpec) -> ChildSpec {
+    ChildSpec::supervisor(name, spec).on_panic(crate::spec::PanicAction::Fail)
 }
 
 /// The services of `left` (in start order) that may stop now: those no

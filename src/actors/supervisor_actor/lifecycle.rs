@@ -10,7 +10,6 @@ const CONCURRENT_STARTS: usize = 256;
 /// A first start that takes longer goes on in the background.
 const SLOW_START: std::time::Duration = std::time::Duration::from_millis(1);
 use ractor::{ActorProcessingErr, ActorRef};
-use tracing::Level;
 
 use super::{
     SupervisorMsg, SupervisorState,
@@ -19,7 +18,7 @@ use super::{
     terminate::terminate,
     work::{Action, AfterStop, StartMode},
 };
-use crate::{events::Event, spec::Strategy};
+use crate::spec::Strategy;
 
 impl SupervisorState {
     /// Starts the children of the spec: in order, each after the one before
@@ -173,14 +172,7 @@ impl SupervisorState {
             }
         }
         for (.., id, kind) in stopping {
-            let name = &self.name;
-            self.events
-                .publish_lazy(Level::DEBUG, || Event::ChildStopped {
-                    supervisor: name.to_string(),
-                    child: id.to_string(),
-                    child_kind: kind,
-                    reason: reason.to_owned(),
-                });
+            self.publish_stopped(&id, kind, reason);
         }
         let retained: Vec<_> = self
             .children

@@ -470,15 +470,20 @@ impl SupervisorState {
             AfterStop::Start => slot.state = ChildState::Starting,
         }
         if was_running {
-            let name = &self.name;
-            self.events
-                .publish_lazy(Level::DEBUG, || Event::ChildStopped {
-                    supervisor: name.to_string(),
-                    child: id.to_string(),
-                    child_kind: kind,
-                    reason: reason.to_owned(),
-                });
+            self.publish_stopped(&id, kind, reason);
         }
+    }
+
+    /// Publishes that child `id` stopped (for `reason`).
+    pub(super) fn publish_stopped(&self, id: &str, kind: crate::spec::ChildKind, reason: &str) {
+        let name = &self.name;
+        self.events
+            .publish_lazy(Level::DEBUG, || Event::ChildStopped {
+                supervisor: name.to_string(),
+                child: id.to_owned(),
+                child_kind: kind,
+                reason: reason.to_owned(),
+            });
     }
 
     /// A child's actor ended: a child that runs is decided about; one being
