@@ -2,6 +2,7 @@
 
 pub mod container_actor;
 pub mod cron_actor;
+pub mod deployment_actor;
 pub mod executor_actor;
 pub mod job_actor;
 pub mod overlay_actor;

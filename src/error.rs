@@ -27,6 +27,9 @@ pub enum Error {
     /// An actor could not be started.
     #[error("{0}")]
     Start(String),
+    /// A part of the node is down and being restarted.
+    #[error("{0}")]
+    Restarting(String),
     /// The node is shutting down and takes no new work.
     #[error("the node is shutting down: no new work is accepted")]
     ShuttingDown,

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod node;
 pub mod overlay;
 pub mod panics;
+pub mod part;
 pub mod runtime;
 pub mod spec;
 pub mod store;

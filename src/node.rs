@@ -1,39 +1,65 @@
 //! [`Node`]: the facade an application embeds, and the whole of what the
 //! agent, its HTTP API and the CLI use.
 //!
-//! A node is a root supervisor with one service supervisor per service
-//! (started in dependency order, stopped in reverse), the executor with its
-//! job supervisor and cron actor, and the overlay actor. Build it with a
-//! runtime and a state dir, deploy services and jobs (from a spec file or
-//! from code), trigger and control executions, follow events, read the
-//! tree, and shut it down gracefully.
+//! A node is one supervision tree. Its root (one_for_one) has the node's
+//! own parts as children, then one supervisor per service (started in
+//! dependency order, stopped in reverse):
 //!
-//! The executor and the overlay actor are started beside the root
-//! supervisor rather than as its children: job actors and handles hold
-//! their addresses, which a restart would change. Their failure is reported
-//! by [`Node::health`].
+//! ```text
+//! node                      root supervisor (one_for_one)
+//! ├── node:overlay          overlay actor      (adopts live attachments on restart)
+//! ├── node:executor         executor actor     (reloads its table, finds running job actors)
+//! ├── node:jobs             job supervisor     (dynamic; one job actor per execution)
+//! ├── node:cron             cron actor         (the executor puts the schedules back)
+//! ├── node:deployment       deployment actor   (the applied spec; diff and apply)
+//! └── <service>             one supervisor per service (back-off by default)
+//! ```
+//!
+//! Each part is `transient`: a part that fails is restarted by the root
+//! (within the root's intensity; past it the root gives up and `arbor
+//! agent` exits non-zero). Callers reach the parts through [`Part`]
+//! handles that follow restarts; a call to a part that is down answers
+//! `restarting` after a short wait, never hangs. A service never takes the
+//! node down: its supervisor ends `failed` alone when it gives up.
+//!
+//! Build a node with a runtime and a state dir, deploy services and jobs
+//! (from a spec file or from code), trigger and control executions, follow
+//! events, read the tree, and shut it down gracefully.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
+use ractor::Actor;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use crate::{
     actors::{
-        executor_actor::{Executor, ExecutorConfig},
-        overlay_actor::{Disabled, Overlay, OverlayConfig},
+        cron_actor::{CronActor, CronArgs, CronMsg},
+        deployment_actor::{DeploymentActor, DeploymentArgs, DeploymentMemory, DeploymentMsg},
+        executor_actor::{
+            Executor, ExecutorActor, ExecutorArgs, ExecutorConfig, ExecutorMemory, ExecutorMsg,
+        },
+        overlay_actor::{
+            Disabled, Overlay, OverlayActor, OverlayArgs, OverlayBackend, OverlayConfig,
+            OverlayMemory, OverlayMsg,
+        },
         supervisor_actor::{
-            ChildKind, ChildSpec, ChildState, SupervisorRef, SupervisorSpec, TreeNode,
+            ChildContext, ChildKind, ChildSpec, ChildState, SupervisorMsg, SupervisorRef,
+            SupervisorSpec, TreeNode,
         },
     },
-    cron::{Clock, SystemClock},
+    cron::{Clock, CronRef, SystemClock},
     error::Error,
     events::{EventBus, EventStream},
     overlay::{LinuxBridge, NetworkMode, can_use_bridges},
+    part::{Part, PartError, RESTART_PATIENCE},
     runtime::Runtime,
-    spec::{Deployment, SpecErrors, Strategy, SupervisorFlags},
+    spec::{Deployment, RestartType, Shutdown, Strategy, SupervisorFlags},
     tokens::{NoTokens, TokenSink},
 };
+
+/// Ids of the node's own parts start with this; service names cannot
+/// (a service name has no `:`).
+pub const PART_PREFIX: &str = "node:";
 
 /// How to build a node.
 pub struct NodeConfig {
@@ -159,12 +185,7 @@ pub struct Health {
     pub parts: BTreeMap<String, bool>,
 }
 
-/// The services a node runs, in start order, and the deployment applied.
-#[derive(Default)]
-pub(crate) struct Deployed {
-    order: Vec<String>,
-    current: Deployment,
-}
+pub use crate::actors::deployment_actor::Deployed;
 
 /// What a deploy (or reload) changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -199,57 +220,87 @@ struct Inner {
     root: SupervisorRef,
     executor: Executor,
     overlay: Overlay,
+    /// An overlay actor the application passed in (not a child of the root).
+    own_overlay: bool,
+    jobs: Part<SupervisorMsg>,
+    cron: Part<CronMsg>,
+    deployment: Part<DeploymentMsg>,
+    deployed: DeploymentMemory,
     events: EventBus,
     runtime: Arc<dyn Runtime>,
-    /// Serializes deploys and reloads; holds the names of the services in
-    /// start order and the deployment they came from.
-    services: Mutex<Deployed>,
     shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
-/// Starts the overlay actor `mode` asks for. `Auto` without root, or when
-/// netlink cannot be opened, falls back to no networking and says so once.
-pub async fn start_overlay(mode: NetworkMode, config: OverlayConfig) -> Result<Overlay, Error> {
+/// The overlay backend `mode` asks for, decided once at node start.
+/// `Auto` without root, or when netlink cannot be opened, falls back to no
+/// networking and says so once.
+fn overlay_backend(mode: NetworkMode) -> Result<bool, Error> {
     let failed =
         |e: &dyn std::fmt::Display| Error::Start(format!("failed to start the overlay actor: {e}"));
-    let bridge = match mode {
-        NetworkMode::None => None,
-        NetworkMode::Bridge if !can_use_bridges() => {
-            return Err(Error::Start(
-                "failed to start the overlay actor: --network bridge needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)".into(),
-            ));
-        }
-        NetworkMode::Bridge => Some(LinuxBridge::new().map_err(|e| failed(&e))?),
+    match mode {
+        NetworkMode::None => Ok(false),
+        NetworkMode::Bridge if !can_use_bridges() => Err(Error::Start(
+            "failed to start the overlay actor: --network bridge needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)".into(),
+        )),
+        NetworkMode::Bridge => LinuxBridge::new().map(|_| true).map_err(|e| failed(&e)),
         NetworkMode::Auto if !can_use_bridges() => {
             tracing::warn!(
                 "networking disabled: not running as root; jobs run on the node's network and their `network` fields are ignored (pass --network none to say so)"
             );
-            None
+            Ok(false)
         }
         NetworkMode::Auto => match LinuxBridge::new() {
-            Ok(b) => Some(b),
+            Ok(_) => Ok(true),
             Err(e) => {
                 tracing::warn!(error = %e, "networking disabled: netlink is not available");
-                None
+                Ok(false)
             }
         },
-    };
-    match bridge {
-        Some(b) => {
-            tracing::info!(prefix = %config.prefix, pool = %config.pool, "networking: linux bridges");
-            Overlay::start_with(b, config).await.map_err(|e| failed(&e))
-        }
-        None => Overlay::start(Disabled).await.map_err(|e| failed(&e)),
     }
 }
 
+/// Starts an unsupervised overlay actor for `mode` (for programs that
+/// build an executor without a node).
+pub async fn start_overlay(mode: NetworkMode, config: OverlayConfig) -> Result<Overlay, Error> {
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Start(format!("failed to start the overlay actor: {e}"));
+    if overlay_backend(mode)? {
+        let bridge = LinuxBridge::new().map_err(|e| failed(&e))?;
+        Overlay::start_with(bridge, config)
+            .await
+            .map_err(|e| failed(&e))
+    } else {
+        Overlay::start(Disabled).await.map_err(|e| failed(&e))
+    }
+}
+
+/// A node part as a child of the root: `transient` (restarted when it
+/// fails, not when it is stopped), started by `start`.
+fn part_child<F, Fut>(id: &str, shutdown: Shutdown, start: F) -> ChildSpec
+where
+    F: Fn(ChildContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<ractor::ActorCell, ractor::ActorProcessingErr>>
+        + Send
+        + 'static,
+{
+    ChildSpec::new(format!("{PART_PREFIX}{id}"), start)
+        .restart(RestartType::Transient)
+        .shutdown(shutdown)
+}
+
 impl Node {
-    /// Starts the root supervisor, the overlay actor and the executor (which
-    /// reloads the history kept in the state dir).
+    /// Starts the root supervisor with the node's parts: the overlay actor,
+    /// the executor (which reloads the history kept in the state dir), the
+    /// job supervisor, the cron actor and the deployment actor.
     pub async fn start(config: NodeConfig) -> Result<Self, Error> {
         // Restart storms of panicking children stay cheap (see `panics`).
         crate::panics::install();
         let events = EventBus::new();
+        let mut parts = Vec::new();
+
+        // The overlay actor: a part of the tree unless the application
+        // passed its own.
+        let own_overlay = config.overlay.is_some();
         let overlay = match config.overlay {
             Some(o) => o,
             None => {
@@ -257,23 +308,169 @@ impl Node {
                 if oc.state_file.is_none() {
                     oc.state_file = config.state_dir.as_ref().map(|d| d.join("overlay.json"));
                 }
-                start_overlay(config.network, oc).await?
+                let bridged = overlay_backend(config.network)?;
+                if bridged {
+                    tracing::info!(prefix = %oc.prefix, pool = %oc.pool, "networking: linux bridges");
+                }
+                let part: Part<OverlayMsg> = Part::new("overlay actor");
+                let memory = OverlayMemory::default();
+                let handle = part.clone();
+                parts.push(part_child("overlay", Shutdown::Infinity, move |ctx| {
+                    let (part, memory, oc) = (handle.clone(), memory.clone(), oc.clone());
+                    async move {
+                        let backend: Box<dyn OverlayBackend> = if bridged {
+                            Box::new(LinuxBridge::new()?)
+                        } else {
+                            Box::new(Disabled)
+                        };
+                        let args = OverlayArgs {
+                            backend,
+                            config: oc,
+                            memory: Some(memory),
+                        };
+                        let (actor, _) =
+                            Actor::spawn_linked(None, OverlayActor, args, ctx.supervisor).await?;
+                        part.set(actor.clone());
+                        Ok(actor.get_cell())
+                    }
+                }));
+                Overlay::from_part(part, bridged)
             }
         };
+
+        // The executor, and the job supervisor beside it (so that running
+        // executions outlive an executor restart).
         let mut exec = ExecutorConfig::new(config.runtime.clone())
             .overlay(overlay.clone())
             .events(events.clone());
         exec.tokens = config.tokens;
-        exec.clock = config.clock;
+        exec.clock = config.clock.clone();
         exec.state_dir = config.state_dir.clone();
-        let executor = Executor::start(exec).await?;
+        let (services, _) =
+            crate::actors::executor_actor::job_services(&exec, overlay.clone()).await?;
+        let executor_part: Part<ExecutorMsg> = Part::new("executor");
+        let jobs: Part<SupervisorMsg> = Part::new("job supervisor");
+        let cron: Part<CronMsg> = Part::new("cron actor");
+        {
+            let (me, jobs, cron, events) = (
+                executor_part.clone(),
+                jobs.clone(),
+                cron.clone(),
+                events.clone(),
+            );
+            let memory = ExecutorMemory::default();
+            parts.push(part_child(
+                "executor",
+                Shutdown::Timeout(Duration::from_secs(70)),
+                move |ctx| {
+                    let args = ExecutorArgs {
+                        services: services.clone(),
+                        events: events.clone(),
+                        me: me.clone(),
+                        jobs: jobs.clone(),
+                        own_jobs: false,
+                        cron: Some(CronRef::from(cron.clone())),
+                        memory: memory.clone(),
+                    };
+                    async move {
+                        let (actor, _) =
+                            Actor::spawn_linked(None, ExecutorActor, args, ctx.supervisor).await?;
+                        Ok(actor.get_cell())
+                    }
+                },
+            ));
+        }
+        {
+            let jobs = jobs.clone();
+            let spec = SupervisorSpec::dynamic("jobs");
+            let mut child = ChildSpec::supervisor(format!("{PART_PREFIX}jobs"), spec.clone())
+                .restart(RestartType::Transient);
+            child.start = Arc::new(move |ctx: ChildContext| {
+                let (jobs, spec) = (jobs.clone(), spec.clone());
+                Box::pin(async move {
+                    let cell = crate::actors::supervisor_actor::spawn_linked(
+                        spec,
+                        ctx.supervisor,
+                        ctx.events,
+                    )
+                    .await
+                    .map_err(|e| -> ractor::ActorProcessingErr { Box::new(e) })?;
+                    jobs.set(cell.clone().into());
+                    Ok(cell)
+                })
+            });
+            parts.push(child);
+        }
+        {
+            let (part, executor, clock) = (cron.clone(), executor_part.clone(), config.clock);
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            parts.push(part_child("cron", Shutdown::WORKER_DEFAULT, move |ctx| {
+                let target = executor.clone();
+                let args = CronArgs {
+                    target: Arc::new(move |fire| {
+                        let _ = target.cast(ExecutorMsg::Scheduled(fire));
+                    }),
+                    clock: clock.clone(),
+                };
+                let (part, executor, started) = (part.clone(), executor.clone(), started.clone());
+                async move {
+                    let (actor, _) =
+                        Actor::spawn_linked(None, CronActor, args, ctx.supervisor).await?;
+                    part.set(actor.clone());
+                    // A restarted cron actor is empty: the executor puts
+                    // the schedules back.
+                    if started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        let _ = executor.cast(ExecutorMsg::CronRestarted);
+                    }
+                    Ok(actor.get_cell())
+                }
+            }));
+        }
+        let executor = Executor::from_part(executor_part);
+        let deployment: Part<DeploymentMsg> = Part::new("deployment actor");
+        let deployed = DeploymentMemory::default();
+        {
+            let (me, memory, executor, overlay, runtime, name) = (
+                deployment.clone(),
+                deployed.clone(),
+                executor.clone(),
+                overlay.clone(),
+                config.runtime.clone(),
+                config.name.clone(),
+            );
+            parts.push(part_child(
+                "deployment",
+                Shutdown::WORKER_DEFAULT,
+                move |ctx| {
+                    let args = DeploymentArgs {
+                        root: SupervisorRef::from_cell(
+                            ctx.supervisor.clone(),
+                            name.clone(),
+                            ctx.events.clone(),
+                        ),
+                        executor: executor.clone(),
+                        overlay: overlay.clone(),
+                        runtime: runtime.clone(),
+                        memory: memory.clone(),
+                        me: me.clone(),
+                    };
+                    async move {
+                        let (actor, _) =
+                            Actor::spawn_linked(None, DeploymentActor, args, ctx.supervisor)
+                                .await?;
+                        Ok(actor.get_cell())
+                    }
+                },
+            ));
+        }
+
         let mut flags = config.flags;
         flags.strategy = Strategy::OneForOne;
-        let (root, _) = SupervisorRef::start_with_events(
-            SupervisorSpec::new(&config.name).flags(flags),
-            events.clone(),
-        )
-        .await?;
+        let mut spec = SupervisorSpec::new(&config.name).flags(flags);
+        for part in parts {
+            spec = spec.child(part);
+        }
+        let (root, _) = SupervisorRef::start_with_events(spec, events.clone()).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 name: config.name,
@@ -281,9 +478,13 @@ impl Node {
                 root,
                 executor,
                 overlay,
+                own_overlay,
+                jobs,
+                cron,
+                deployment,
+                deployed,
                 events,
                 runtime: config.runtime,
-                services: Mutex::new(Deployed::default()),
                 shutting_down: tokio::sync::watch::Sender::new(false),
             }),
         })
@@ -299,7 +500,8 @@ impl Node {
         self.inner.state_dir.as_deref()
     }
 
-    /// The executor: jobs, executions, schedules.
+    /// The executor: jobs, executions, schedules. The handle follows the
+    /// executor's restarts.
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
     }
@@ -329,223 +531,80 @@ impl Node {
         &self.inner.events
     }
 
+    /// Asks the deployment actor; waits as long as its work takes (a
+    /// deploy starts services), but not for an actor that is down.
+    async fn deployment_call<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(ractor::RpcReplyPort<T>) -> DeploymentMsg,
+    ) -> Result<T, Error> {
+        self.inner
+            .deployment
+            .call(msg, None)
+            .await
+            .map_err(|e| Error::Restarting(e.to_string()))
+    }
+
     /// Starts a service: a supervisor named `name` under the root, after the
     /// services already running.
     pub async fn start_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
         self.refuse_when_stopping()?;
-        let mut services = self.inner.services.lock().await;
-        self.start_service_locked(&mut services.order, name, spec)
-            .await
+        let name = name.to_owned();
+        self.deployment_call(|r| DeploymentMsg::StartService(name, Box::new(spec), r))
+            .await?
     }
 
     /// Applies `deployment`: validates it, then stops removed services (in
-    /// reverse order), restarts changed ones, starts new ones in dependency
-    /// order, and registers, replaces or removes jobs. What did not change
-    /// is not touched. The first call deploys everything.
+    /// reverse order), restarts changed ones, scales in place the ones
+    /// whose `replicas` alone changed, starts new ones in dependency order,
+    /// and registers, replaces or removes jobs. What did not change is not
+    /// touched. The first call deploys everything.
     pub async fn deploy(&self, deployment: &Deployment) -> Result<DeployReport, Error> {
         self.refuse_when_stopping()?;
         deployment.validate()?;
-        let mut deployed = self.inner.services.lock().await;
-        let diff = deployed.current.diff(deployment);
-        let mut report = DeployReport::default();
-        // Build every new supervisor spec first: an unreadable env file
-        // stops the deploy before anything changed.
-        let mut specs = BTreeMap::new();
-        for name in diff.services.added.iter().chain(&diff.services.changed) {
-            // Replicas of a networked service get their network from a
-            // runtime wrapper (namespace, attach before start, detach on remove).
-            let runtime = match deployment.service_network(name) {
-                Some(net) => Arc::new(crate::overlay::Networked::new(
-                    self.inner.runtime.clone(),
-                    self.inner.overlay.clone(),
-                    deployment.services[name].segment_key(name),
-                    net,
-                )) as Arc<dyn Runtime>,
-                None => self.inner.runtime.clone(),
-            };
-            let spec = deployment.services[name]
-                .supervisor_spec(name, runtime)
-                .map_err(|e| {
-                    Error::Spec(SpecErrors::from(e.within(&format!("services.{name}"))))
-                })?;
-            specs.insert(name.clone(), spec);
-        }
-        // A change of `replicas` alone is applied in place.
-        let scaled: Vec<String> = diff
-            .services
-            .changed
-            .iter()
-            .filter(|n| {
-                let (old, new) = (&deployed.current.services[*n], &deployment.services[*n]);
-                let mut same = old.clone();
-                same.replicas = new.replicas;
-                same == *new
-            })
-            .cloned()
-            .collect();
-        let stop: Vec<String> = deployed
-            .order
-            .iter()
-            .rev()
-            .filter(|n| {
-                diff.services.removed.contains(n)
-                    || (diff.services.changed.contains(n) && !scaled.contains(n))
-            })
-            .cloned()
-            .collect();
-        for name in &stop {
-            self.stop_service_locked(&mut deployed.order, name).await?;
-            if diff.services.removed.contains(name) {
-                report.services_stopped.push(name.clone());
-            }
-        }
-        for name in diff.services.removed.iter() {
-            if !stop.contains(name) {
-                report.services_stopped.push(name.clone());
-            }
-        }
-        for name in deployment.start_order() {
-            if scaled.iter().any(|s| s == name)
-                && let Some(spec) = specs.remove(name)
-            {
-                self.scale_service(name, spec).await?;
-                report.services_scaled.push(name.to_owned());
-                continue;
-            }
-            if let Some(spec) = specs.remove(name) {
-                self.start_service_locked(&mut deployed.order, name, spec)
-                    .await?;
-                if diff.services.changed.iter().any(|c| c == name) {
-                    report.services_restarted.push(name.to_owned());
-                } else {
-                    report.services_started.push(name.to_owned());
-                }
-            }
-        }
-        let executor = &self.inner.executor;
-        for name in &diff.jobs.removed {
-            executor.unregister(name).await?;
-            report.jobs_removed.push(name.clone());
-        }
-        for name in diff.jobs.added.iter().chain(&diff.jobs.changed) {
-            let job = deployment
-                .job_spec(name)
-                .unwrap_or_else(|| deployment.jobs[name].clone());
-            executor.register(job).await?;
-            report.jobs_registered.push(name.clone());
-        }
-        report.unchanged = diff
-            .services
-            .unchanged
-            .iter()
-            .chain(&diff.jobs.unchanged)
-            .cloned()
-            .collect();
-        deployed.current = deployment.clone();
-        tracing::info!(
-            started = ?report.services_started,
-            stopped = ?report.services_stopped,
-            restarted = ?report.services_restarted,
-            jobs_registered = ?report.jobs_registered,
-            jobs_removed = ?report.jobs_removed,
-            "deployment applied"
-        );
-        Ok(report)
+        let deployment = Box::new(deployment.clone());
+        self.deployment_call(|r| DeploymentMsg::Deploy(deployment, r))
+            .await?
     }
 
     /// The deployment applied last.
     pub async fn deployment(&self) -> Deployment {
-        self.inner.services.lock().await.current.clone()
+        self.inner.deployed.get().current.clone()
     }
 
     /// Stops a service (its replicas in reverse order, each with its grace)
     /// and forgets it.
     pub async fn stop_service(&self, name: &str) -> Result<(), Error> {
-        let mut services = self.inner.services.lock().await;
-        self.stop_service_locked(&mut services.order, name).await
+        let name = name.to_owned();
+        self.deployment_call(|r| DeploymentMsg::StopService(name, r))
+            .await?
     }
 
     /// Restarts every replica of a service (stop in reverse order, start again).
     pub async fn restart_service(&self, name: &str) -> Result<(), Error> {
         self.refuse_when_stopping()?;
-        self.inner.root.restart_child(name).await?;
-        Ok(())
-    }
-
-    /// Gives a running service the replicas of `spec`: the missing ones
-    /// start, the extra ones stop (all at once, each with its grace) and
-    /// go; the others are not touched. The service keeps `spec` for its
-    /// later restarts.
-    async fn scale_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
-        if let Some(service) = self.inner.root.child_supervisor(name).await? {
-            let have: Vec<String> = service
-                .which_children()
-                .await?
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            for child in &spec.children {
-                if !have.iter().any(|h| **h == *child.id) {
-                    service.start_child(child.clone()).await?;
-                }
-            }
-            let extra: Vec<&String> = have
-                .iter()
-                .rev()
-                .filter(|h| !spec.children.iter().any(|c| *c.id == ***h))
-                .collect();
-            let stops = extra.iter().map(|id| {
-                let service = service.clone();
-                async move {
-                    service.terminate_child(id).await?;
-                    service.delete_child(id).await
-                }
-            });
-            for result in futures::future::join_all(stops).await {
-                result?;
-            }
+        if name.starts_with(PART_PREFIX) {
+            return Err(crate::SupervisorError::NotFound(name.to_owned()).into());
         }
-        self.inner
-            .root
-            .replace_child_spec(service_child(name, spec))
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn start_service_locked(
-        &self,
-        services: &mut Vec<String>,
-        name: &str,
-        spec: SupervisorSpec,
-    ) -> Result<(), Error> {
-        self.inner
-            .root
-            .start_child(service_child(name, spec))
-            .await?;
-        services.retain(|s| s != name);
-        services.push(name.to_owned());
-        Ok(())
-    }
-
-    pub(crate) async fn stop_service_locked(
-        &self,
-        services: &mut Vec<String>,
-        name: &str,
-    ) -> Result<(), Error> {
-        self.inner.root.terminate_child(name).await?;
-        self.inner.root.delete_child(name).await?;
-        services.retain(|s| s != name);
+        self.inner.root.restart_child(name).await?;
         Ok(())
     }
 
     /// The services, in start order.
     pub async fn services(&self) -> Result<Vec<ServiceInfo>, Error> {
         let tree = self.inner.root.snapshot().await?;
-        Ok(tree.children.into_iter().map(service_info).collect())
+        Ok(tree
+            .children
+            .into_iter()
+            .filter(|c| !c.name.starts_with(PART_PREFIX))
+            .map(service_info)
+            .collect())
     }
 
     /// One service.
     pub async fn service(&self, name: &str) -> Result<Option<ServiceInfo>, Error> {
+        if name.starts_with(PART_PREFIX) {
+            return Ok(None);
+        }
         let tree = self.inner.root.snapshot().await?;
         Ok(tree
             .children
@@ -554,37 +613,73 @@ impl Node {
             .map(service_info))
     }
 
-    /// The whole tree: the root with its services, and the executor's job
-    /// supervisor with one child per running execution.
+    /// The whole tree: the root with the node's parts (the job supervisor
+    /// with one child per running execution) and its services.
     pub async fn tree(&self) -> Result<TreeNode, Error> {
-        let mut tree = self.inner.root.snapshot().await?;
-        let jobs = self.inner.executor.job_supervisor().await?;
-        let mut jobs = jobs.snapshot().await?;
-        jobs.name = "executor/jobs".into();
-        tree.children.push(jobs);
-        Ok(tree)
+        Ok(self.inner.root.snapshot().await?)
     }
 
-    /// Whether every part answers.
+    /// Whether every part runs. A part that is busy (the executor waiting
+    /// on a slow disk, the overlay actor on netlink) is up; a part is down
+    /// only while it is being restarted (or after it stopped).
     pub async fn health(&self) -> Health {
-        // A part busy for more than a second (a supervisor stopping a
-        // child with a long grace answers nothing until it is done) counts
-        // as not answering; health itself never hangs.
         const PATIENCE: Duration = Duration::from_secs(1);
-        let (supervisor, executor, overlay) = tokio::join!(
-            tokio::time::timeout(PATIENCE, self.inner.root.count_children()),
-            tokio::time::timeout(PATIENCE, self.inner.executor.active_count()),
-            tokio::time::timeout(PATIENCE, self.inner.overlay.list()),
-        );
+        let root = tokio::time::timeout(PATIENCE, self.inner.root.count_children()).await;
         let mut parts = BTreeMap::new();
-        parts.insert("supervisor".into(), matches!(supervisor, Ok(Ok(_))));
-        parts.insert("executor".into(), matches!(executor, Ok(Ok(_))));
-        parts.insert("overlay".into(), matches!(overlay, Ok(Ok(_))));
+        parts.insert("supervisor".into(), matches!(root, Ok(Ok(_))));
+        parts.insert("executor".into(), self.inner.executor.part().is_up());
+        parts.insert("jobs".into(), self.inner.jobs.is_up());
+        parts.insert("cron".into(), self.inner.cron.is_up());
+        parts.insert("deployment".into(), self.inner.deployment.is_up());
+        parts.insert("overlay".into(), self.inner.overlay.part().is_up());
         let shutting_down = *self.inner.shutting_down.borrow();
         Health {
             ok: !shutting_down && parts.values().all(|v| *v),
             shutting_down,
             parts,
+        }
+    }
+
+    /// Fault injection for tests: makes one of the node's parts panic
+    /// (`executor`, `overlay`, `cron`, `jobs`, `deployment`, or the root
+    /// `supervisor`). False when the part is unknown or down.
+    #[doc(hidden)]
+    pub fn inject_panic(&self, part: &str) -> bool {
+        use crate::actors::{cron_actor, executor_actor, overlay_actor};
+        let i = &self.inner;
+        match part {
+            "executor" => i
+                .executor
+                .part()
+                .cast(ExecutorMsg::Internal(
+                    executor_actor::InternalMsg::inject_panic(),
+                ))
+                .is_ok(),
+            "overlay" => i
+                .overlay
+                .part()
+                .cast(OverlayMsg::Internal(
+                    overlay_actor::InternalMsg::inject_panic(),
+                ))
+                .is_ok(),
+            "cron" => i
+                .cron
+                .cast(CronMsg::Internal(cron_actor::InternalMsg::inject_panic()))
+                .is_ok(),
+            "deployment" => i.deployment.cast(DeploymentMsg::InjectPanic).is_ok(),
+            "jobs" => match i.jobs.current() {
+                Some(actor) => {
+                    SupervisorRef::from_cell(actor.get_cell(), "jobs", i.events.clone())
+                        .inject_panic();
+                    true
+                }
+                None => false,
+            },
+            "supervisor" => {
+                i.root.inject_panic();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -594,8 +689,8 @@ impl Node {
     }
 
     /// Refuses new work, lets running executions finish within `deadline`
-    /// (then cancels them), stops the services in reverse start order with
-    /// each replica's grace, then the overlay actor. Later calls wait for
+    /// (then cancels them), stops the services in dependency waves with
+    /// each replica's grace, then the node's parts. Later calls wait for
     /// the first.
     pub async fn shutdown(&self, deadline: Duration) {
         let first = !self.inner.shutting_down.send_replace(true);
@@ -604,7 +699,6 @@ impl Node {
             return;
         }
         tracing::info!(node = %self.inner.name, "shutting down");
-        let mut services = self.inner.services.lock().await;
         // Bounded: executions get the deadline, then their cancel with its
         // grace (a minute at most); past that the executor and its job
         // actors are killed and their drop guards abandon the containers.
@@ -615,28 +709,22 @@ impl Node {
         {
             tracing::warn!(node = %self.inner.name, "executions did not end in time; killing them");
             self.inner.executor.kill().await;
+            if let Some(jobs) = self.inner.jobs.last() {
+                jobs.kill();
+            }
         }
-        // Services stop in waves: a service once every service that depends
-        // on it has stopped, and the services of a wave all at once (the
-        // root answers while their graces run).
-        let mut left = services.order.clone();
-        while !left.is_empty() {
-            let wave = stop_wave(&left, &services.current);
-            let stops = wave.iter().map(|name| async move {
-                let result = match self.inner.root.terminate_child(name).await {
-                    Ok(()) => self.inner.root.delete_child(name).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    tracing::warn!(service = %name, error = %e, "failed to stop a service");
-                }
-            });
-            futures::future::join_all(stops).await;
-            left.retain(|s| !wave.contains(s));
-            services.order.retain(|s| !wave.contains(s));
+        match self.inner.deployment.resolve(RESTART_PATIENCE).await {
+            Ok(actor) => {
+                let _ = actor.call(DeploymentMsg::StopAll, None).await;
+            }
+            Err(PartError::Restarting(_) | PartError::Timeout { .. }) => {
+                tracing::warn!(node = %self.inner.name, "the deployment actor is down; services stop with the root");
+            }
         }
         self.inner.root.shutdown().await;
-        self.inner.overlay.shutdown().await;
+        if self.inner.own_overlay {
+            self.inner.overlay.shutdown().await;
+        }
         tracing::info!(node = %self.inner.name, "stopped");
     }
 
@@ -646,37 +734,6 @@ impl Node {
         } else {
             Ok(())
         }
-    }
-}
-
-/// A service's supervisor as the root's child: one that gives up ends
-/// `failed` alone (panic action `fail`), never restarted by the root.
-fn service_child(name: &str, spec: SupervisorSpec) -> ChildSpec {
-    ChildSpec::supervisor(name, spec).on_panic(crate::spec::PanicAction::Fail)
-}
-
-/// The services of `left` (in start order) that may stop now: those no
-/// other service of `left` depends on. A service started outside the
-/// deployment (`start_service`) depends on every service started before
-/// it, so those stop in reverse start order. Never empty.
-fn stop_wave(left: &[String], deployment: &Deployment) -> Vec<String> {
-    let depends = |who: &str, on: &str| match deployment.services.get(who) {
-        Some(spec) => spec.depends_on.iter().any(|d| d == on),
-        None => {
-            let pos = |n: &str| left.iter().position(|s| s == n);
-            pos(on) < pos(who)
-        }
-    };
-    let wave: Vec<String> = left
-        .iter()
-        .filter(|s| !left.iter().any(|o| o != *s && depends(o, s)))
-        .cloned()
-        .collect();
-    if wave.is_empty() {
-        // A cycle (validation refuses them): the last started goes first.
-        left.last().cloned().into_iter().collect()
-    } else {
-        wave
     }
 }
 

@@ -210,3 +210,12 @@ impl<A: Actor> Actor for Supervised<A> {
         marked(self.0.post_stop(myself, state)).await
     }
 }
+
+/// The message of a caught panic (`(non-string panic)` when it has none).
+pub fn message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string panic)".to_owned())
+}

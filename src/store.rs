@@ -250,7 +250,20 @@ impl Store {
     /// A directory that cannot be read is skipped and reported in
     /// [`Loaded::skipped`]; only an unreadable `executions/` fails the call.
     pub fn load_all(&self) -> Result<Loaded, StoreError> {
-        recovery::load_all(self)
+        recovery::load_all(self, true)
+    }
+
+    /// Like [`Store::load_all`] without recovery: active executions come
+    /// back as recorded and nothing is killed. For an executor restarted
+    /// while the node (and its job actors) kept running.
+    pub fn load_all_as_recorded(&self) -> Result<Loaded, StoreError> {
+        recovery::load_all(self, false)
+    }
+
+    /// Marks execution `id` failed (`node restarted`) unless it ended, and
+    /// kills what is left of its recorded process.
+    pub fn recover_execution(&self, id: ExecutionId) -> Result<ExecutionRecord, StoreError> {
+        recovery::recover_one(self, id)
     }
 
     /// A snapshot of a log of execution `id` read from its files.

@@ -42,7 +42,7 @@ async fn health_and_tree_answer_json_and_text() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["name"] == "executor/jobs"),
+            .any(|c| c["name"] == "node:jobs" && c["strategy"] == "dynamic"),
         "{tree}"
     );
 
@@ -51,7 +51,10 @@ async fn health_and_tree_answer_json_and_text() {
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let text = r.text();
     assert!(text.starts_with("node [supervisor"), "{text}");
-    assert!(text.contains("└── executor/jobs"), "{text}");
+    assert!(
+        text.contains("├── node:jobs [supervisor dynamic]"),
+        "{text}"
+    );
     f.shutdown().await;
 }
 

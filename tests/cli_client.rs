@@ -57,7 +57,11 @@ fn the_client_commands_drive_a_real_agent() {
         tree.starts_with("cli [supervisor one_for_one] running\n"),
         "{tree}"
     );
-    assert!(tree.contains("├── web [supervisor"), "{tree}");
+    assert!(tree.contains("── web [supervisor"), "{tree}");
+    assert!(
+        tree.contains("├── node:executor [worker] running"),
+        "{tree}"
+    );
     let v = agent.arbor(["tree", "--json"]).expect(0).json();
     assert_eq!(v["name"], "cli");
 

@@ -138,7 +138,12 @@ impl Agent {
     /// `arbor agent --spec SPEC --listen 127.0.0.1:0 --state-dir STATE`,
     /// once it printed `listening on ADDR`; `extra` are more flags.
     pub fn start(spec: &Path, state: &Path, extra: &[&str]) -> Self {
-        Self::spawn(spec, state, extra, Stdio::null())
+        Self::spawn(spec, state, extra, Stdio::null(), &[])
+    }
+
+    /// Like [`Agent::start`] with more environment variables.
+    pub fn start_with_env(spec: &Path, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(spec, state, extra, Stdio::null(), env)
     }
 
     /// Like [`Agent::start`], its stderr lines (the log) arriving on the
@@ -148,7 +153,7 @@ impl Agent {
         state: &Path,
         extra: &[&str],
     ) -> (Self, mpsc::Receiver<String>) {
-        let mut agent = Self::spawn(spec, state, extra, Stdio::piped());
+        let mut agent = Self::spawn(spec, state, extra, Stdio::piped(), &[]);
         let stderr = agent.child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -161,8 +166,15 @@ impl Agent {
         (agent, lines)
     }
 
-    fn spawn(spec: &Path, state: &Path, extra: &[&str], stderr: Stdio) -> Self {
+    fn spawn(
+        spec: &Path,
+        state: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = arbor()
+            .envs(env.iter().copied())
             .args([
                 "agent",
                 "--listen",

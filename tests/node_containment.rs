@@ -458,3 +458,117 @@ fn changing_replicas_by_reload_adds_and_removes_replicas_in_place() {
     pids(1);
     assert_eq!(agent.stop(), 0);
 }
+
+/// `ARBOR_TEST_PANIC=<part>`: each SIGUSR2 makes that part of the agent's
+/// node panic.
+fn inject(agent: &Agent) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+}
+
+fn part_restarts(agent: &Agent, part: &str) -> u64 {
+    let tree: serde_json::Value =
+        serde_json::from_str(&get_body(&addr(agent), "/v1/tree")).unwrap_or_default();
+    tree["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == format!("node:{part}"))
+        .and_then(|c| c["restarts"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_panic_in_the_executor_of_a_real_agent_restarts_it_and_the_running_job_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  steady:
+    command: [sleep, "301"]
+    env: {{MARK: "{mark}"}}
+jobs:
+  work:
+    command: [sh, -c, "sleep 2; echo done"]
+"#
+        ),
+    );
+    let agent = Agent::start_with_env(
+        &spec,
+        &dir.path().join("state"),
+        &[],
+        &[("ARBOR_TEST_PANIC", "executor")],
+    );
+    let steady = pid_of(&mark);
+    let id = agent
+        .arbor(["jobs", "trigger", "work"])
+        .expect(0)
+        .stdout
+        .trim()
+        .to_owned();
+    inject(&agent);
+    eventually("the executor is restarted", || {
+        part_restarts(&agent, "executor") == 1
+    });
+    assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
+    let status = agent.arbor(["status", &id, "--json"]).expect(0).json();
+    assert!(
+        ["running", "completed"].contains(&status["state"]["status"].as_str().unwrap_or_default()),
+        "the restarted executor knows the execution: {status}"
+    );
+    eventually("the execution completes", || {
+        agent.arbor(["status", &id, "--json"]).json()["state"]["status"] == "completed"
+    });
+    let logs = agent.arbor(["logs", &id]).expect(0).stdout;
+    assert!(logs.contains("done"), "{logs}");
+    let run = agent
+        .arbor(["run", "--wait", "--", "echo", "after"])
+        .expect(0);
+    assert!(run.stdout.contains("after"), "{}", run.stdout);
+    assert_eq!(procfs::with_env("MARK", &mark), [steady]);
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn a_root_that_gives_up_makes_the_agent_exit_non_zero_and_stop_its_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = write_spec(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  steady:
+    command: [sleep, "301"]
+    env: {{MARK: "{mark}"}}
+"#
+        ),
+    );
+    let mut agent = Agent::start_with_env(
+        &spec,
+        &dir.path().join("state"),
+        &[],
+        &[("ARBOR_TEST_PANIC", "supervisor")],
+    );
+    pid_of(&mark);
+    inject(&agent);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agent did not exit"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(70));
+    assert!(procfs::with_env("MARK", &mark).is_empty());
+}

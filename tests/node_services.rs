@@ -68,9 +68,9 @@ async fn services_run_under_the_root_and_jobs_under_the_executor_in_one_tree() {
     assert!(tree.find("web/web-0").is_some(), "{tree}");
     assert!(tree.find("web/web-1").is_some(), "{tree}");
     assert!(
-        tree.find(&format!("executor/jobs/{id}")).is_some()
-            || tree.children.iter().any(|c| c.name == "executor/jobs"
-                && c.children.iter().any(|j| j.name == id.to_string())),
+        tree.children
+            .iter()
+            .any(|c| c.name == "node:jobs" && c.children.iter().any(|j| j.name == id.to_string())),
         "{tree}"
     );
     assert!(node.health().await.ok);

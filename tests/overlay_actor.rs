@@ -359,8 +359,8 @@ async fn a_restarted_actor_keeps_the_address_of_a_leftover_it_could_not_remove()
         .await
         .unwrap()
         .unwrap();
-    crashed.actor().kill();
-    crashed.actor().get_cell().wait(None).await.ok();
+    crashed.actor().unwrap().kill();
+    crashed.actor().unwrap().get_cell().wait(None).await.ok();
 
     // The leftover cannot be removed at start-up: it stays, with its address.
     fake.fail_next(FaultOp::Detach, 1);

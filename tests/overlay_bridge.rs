@@ -497,8 +497,8 @@ async fn a_restarted_node_removes_links_and_namespaces_a_crashed_one_left() {
             .unwrap();
     }
     let prepared = crashed.prepare().await.unwrap().unwrap();
-    crashed.actor().kill();
-    crashed.actor().get_cell().wait(None).await.ok();
+    crashed.actor().unwrap().kill();
+    crashed.actor().unwrap().get_cell().wait(None).await.ok();
     assert!(!net.links().is_empty());
     assert!(prepared.exists());
     // A stray link with the prefix that no state lists.

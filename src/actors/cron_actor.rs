@@ -92,6 +92,16 @@ enum Internal {
     /// The timer of this generation fired. Stale generations are
     /// Ignored.
     Tick(u64),
+    /// Fault injection: panic in the handler.
+    InjectPanic,
+}
+
+impl InternalMsg {
+    /// Fault injection for tests: the actor panics when it handles this.
+    #[doc(hidden)]
+    pub fn inject_panic() -> Self {
+        Self(Internal::InjectPanic)
+    }
 }
 
 /// Counters of the cron actor, for introspection and tests.
@@ -216,6 +226,9 @@ impl Actor for CronActor {
             }
             CronMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
+            }
+            CronMsg::Internal(InternalMsg(Internal::InjectPanic)) => {
+                panic!("injected fault in the cron actor")
             }
             CronMsg::Internal(InternalMsg(Internal::Tick(generation))) => {
                 if state.timer.as_ref().map(|t| t.generation) != Some(generation) {

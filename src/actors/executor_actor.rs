@@ -29,22 +29,32 @@
 mod error;
 mod handle;
 mod operations;
+mod recover;
 mod table;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
 pub use error::ExecutorError;
+pub(crate) use handle::job_services;
 pub use handle::{Executor, ExecutorConfig};
 
 use self::table::Table;
 use crate::{
     actors::{
         job_actor::{JobActor, JobArgs, JobMsg, JobServices, Work, once},
-        supervisor_actor::{ChildSpec, SupervisorRef, SupervisorSpec},
+        supervisor_actor::{ChildSpec, SupervisorMsg, SupervisorRef, SupervisorSpec},
     },
     cron::{CronFire, CronRef, CronSchedule, ScheduleSpec},
     events::EventBus,
@@ -52,6 +62,7 @@ use crate::{
         ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState,
         JobTrigger,
     },
+    part::Part,
     runtime::Signal,
     spec::{JobSpec, Overlap, RestartType, Shutdown, SpecError, SpecErrors},
     store::{
@@ -137,6 +148,15 @@ pub enum ExecutorMsg {
         /// Its live output.
         output: Option<ExecutionOutput>,
     },
+    /// From a job actor asked to report in by a restarted executor.
+    JobReattached {
+        /// The execution as the job actor knows it.
+        record: Box<ExecutionRecord>,
+        /// Its live output (`None` once it finished).
+        output: Option<ExecutionOutput>,
+        /// Its actor.
+        actor: ActorRef<JobMsg>,
+    },
     /// From a job actor: the terminal status.
     JobFinished {
         /// The execution.
@@ -146,14 +166,16 @@ pub enum ExecutorMsg {
     },
     /// Sent by the actor to itself (opaque: it cannot be built outside).
     Internal(InternalMsg),
-    /// The job supervisor (for tree snapshots).
-    JobSupervisor(RpcReplyPort<SupervisorRef>),
+    /// The job supervisor (for tree snapshots); `None` while it restarts.
+    JobSupervisor(RpcReplyPort<Option<SupervisorRef>>),
     /// The schedules (next runs) of every scheduled job.
     Schedules(RpcReplyPort<Vec<crate::cron::ScheduleInfo>>),
     /// The cron actor to keep schedules in (set once at start).
     SetCron(CronRef, RpcReplyPort<()>),
     /// From the cron actor: a scheduled run is due.
     Scheduled(CronFire),
+    /// The cron actor was restarted (empty): put the schedules back.
+    CronRestarted,
 }
 
 /// A message the executor sends to itself.
@@ -166,6 +188,16 @@ enum Internal {
     DrainDeadline,
     /// Retention may have expired something.
     Expire,
+    /// Fault injection: panic in the handler.
+    InjectPanic,
+}
+
+impl InternalMsg {
+    /// Fault injection for tests: the executor panics when it handles this.
+    #[doc(hidden)]
+    pub fn inject_panic() -> Self {
+        Self(Internal::InjectPanic)
+    }
 }
 
 /// A failed execution to run again.
@@ -180,12 +212,49 @@ pub struct ExecutorArgs {
     pub services: JobServices,
     /// The tree's event bus (the job supervisor publishes into it).
     pub events: EventBus,
+    /// The handle to this executor that job actors report through; the
+    /// executor points it at itself as it starts.
+    pub me: Part<ExecutorMsg>,
+    /// The job supervisor.
+    pub jobs: Part<SupervisorMsg>,
+    /// True: the executor starts the job supervisor (linked to itself) and
+    /// fills `jobs`. False: `jobs` is a sibling part started by the node's
+    /// root, which outlives an executor restart.
+    pub own_jobs: bool,
+    /// The cron actor schedules go to (set later with `SetCron` if `None`).
+    pub cron: Option<CronRef>,
+    /// What a restarted executor recovers from.
+    pub memory: ExecutorMemory,
+}
+
+/// The registered jobs by name.
+type Registry = BTreeMap<String, Arc<JobSpec>>;
+
+/// What outlives one executor actor: whether one ran before (a restart,
+/// not a node boot) and the registered jobs, published on every change.
+/// Kept by whoever restarts the executor.
+#[derive(Clone)]
+pub struct ExecutorMemory {
+    started: Arc<AtomicBool>,
+    specs: Arc<watch::Sender<Arc<Registry>>>,
+}
+
+impl Default for ExecutorMemory {
+    fn default() -> Self {
+        Self {
+            started: Arc::new(AtomicBool::new(false)),
+            specs: Arc::new(watch::Sender::new(Arc::new(BTreeMap::new()))),
+        }
+    }
 }
 
 /// The executor's state.
 pub struct ExecutorState {
     services: JobServices,
-    supervisor: SupervisorRef,
+    me: Part<ExecutorMsg>,
+    jobs: Part<SupervisorMsg>,
+    own_jobs: bool,
+    memory: ExecutorMemory,
     specs: BTreeMap<String, Arc<JobSpec>>,
     table: Table,
     shutdown: Option<Vec<RpcReplyPort<()>>>,
@@ -206,34 +275,59 @@ impl Actor for ExecutorActor {
     type State = ExecutorState;
     type Arguments = ExecutorArgs;
 
-    /// Starts the job supervisor and reloads the durable history.
+    /// Starts the job supervisor (when it owns it) and reloads the durable
+    /// history. A restarted executor (the node kept running) takes its
+    /// registered jobs from its memory, reads the records as they are
+    /// (active ones stay active) and asks every job actor still running
+    /// under the job supervisor to report in.
     async fn pre_start(
         &self,
         myself: ActorRef<ExecutorMsg>,
         args: ExecutorArgs,
     ) -> Result<ExecutorState, ActorProcessingErr> {
+        let restarted = args.memory.started.swap(true, Ordering::SeqCst);
+        args.me.set(myself.clone());
         let events = args.events.clone();
-        let supervisor = SupervisorRef::start_linked(
-            SupervisorSpec::dynamic("jobs"),
-            args.events,
-            myself.get_cell(),
-        )
-        .await?;
+        if args.own_jobs {
+            let supervisor = SupervisorRef::start_linked(
+                SupervisorSpec::dynamic("jobs"),
+                args.events,
+                myself.get_cell(),
+            )
+            .await?;
+            args.jobs.set(supervisor.actor().clone());
+        }
+        let specs = if restarted {
+            (**args.memory.specs.borrow()).clone()
+        } else {
+            args.memory.specs.send_replace(Arc::default());
+            BTreeMap::new()
+        };
         let mut state = ExecutorState {
             services: args.services,
-            supervisor,
-            specs: BTreeMap::new(),
+            me: args.me,
+            jobs: args.jobs,
+            own_jobs: args.own_jobs,
+            memory: args.memory,
+            specs,
             table: Table::default(),
             shutdown: None,
             waiters: BTreeMap::new(),
             idle_waiters: Vec::new(),
             expiry_timer: None,
             default_spec: Arc::new(JobSpec::command("-", ["-"])),
-            cron: None,
+            cron: args.cron,
             events,
         };
         if let Some(store) = state.services.store.clone() {
-            let loaded = tokio::task::spawn_blocking(move || store.load_all()).await??;
+            let loaded = tokio::task::spawn_blocking(move || {
+                if restarted {
+                    store.load_all_as_recorded()
+                } else {
+                    store.load_all()
+                }
+            })
+            .await??;
             for (path, why) in &loaded.skipped {
                 tracing::warn!(path = %path.display(), reason = %why, "skipped an unreadable execution record");
             }
@@ -241,6 +335,7 @@ impl Actor for ExecutorActor {
             let count = loaded.records.len();
             for record in loaded.records {
                 let id = record.meta.id;
+                let active = record.status.state.is_active();
                 let age = record
                     .status
                     .finished_at
@@ -249,14 +344,19 @@ impl Actor for ExecutorActor {
                 let retention = state.default_spec.retention;
                 let expires = Instant::now() + retention.saturating_sub(age);
                 state.table.insert(record);
-                let history = crate::spec::History {
-                    successful: usize::MAX,
-                    failed: usize::MAX,
-                };
-                state.table.finished(id, expires, history);
+                if !active {
+                    let history = crate::spec::History {
+                        successful: usize::MAX,
+                        failed: usize::MAX,
+                    };
+                    state.table.finished(id, expires, history);
+                }
             }
             tracing::info!(executions = count, "reloaded execution history");
             state.arm_expiry(&myself);
+        }
+        if restarted {
+            state.reattach(&myself).await;
         }
         Ok(state)
     }
@@ -275,6 +375,7 @@ impl Actor for ExecutorActor {
             ExecutorMsg::Unregister(name, reply) => {
                 let result = match state.specs.remove(&name) {
                     Some(spec) => {
+                        state.remember_specs();
                         if spec.schedule.is_some()
                             && let Some(cron) = &state.cron
                         {
@@ -287,7 +388,7 @@ impl Actor for ExecutorActor {
                 let _ = reply.send(result);
             }
             ExecutorMsg::JobSupervisor(reply) => {
-                let _ = reply.send(state.supervisor.clone());
+                let _ = reply.send(state.job_supervisor().ok());
             }
             ExecutorMsg::Schedules(reply) => {
                 let list = match &state.cron {
@@ -411,6 +512,15 @@ impl Actor for ExecutorActor {
                     let _ = state.cancel(id, None);
                 }
             }
+            ExecutorMsg::JobReattached {
+                record,
+                output,
+                actor,
+            } => {
+                state.reattached(&myself, *record, output, actor);
+                state.maybe_stopped(&myself).await;
+            }
+            ExecutorMsg::CronRestarted => state.resync_schedules().await,
             ExecutorMsg::JobAttached { id, actor } => {
                 if let Some(exec) = state.table.execs.get_mut(&id) {
                     if let Some(grace) = exec.cancel_pending.take() {
@@ -457,6 +567,9 @@ impl Actor for ExecutorActor {
                 state.maybe_idle();
                 state.maybe_stopped(&myself).await;
             }
+            ExecutorMsg::Internal(InternalMsg(Internal::InjectPanic)) => {
+                panic!("injected fault in the executor")
+            }
             ExecutorMsg::Internal(InternalMsg(Internal::Expire)) => {
                 state.expiry_timer = None;
                 state.expire();
@@ -466,23 +579,28 @@ impl Actor for ExecutorActor {
         Ok(())
     }
 
-    /// The job supervisor exiting outside a shutdown fails the executor.
+    /// The job supervisor it owns exiting outside a shutdown fails the
+    /// executor (its own supervisor then restarts it).
     async fn handle_supervisor_evt(
         &self,
         _: ActorRef<ExecutorMsg>,
         evt: SupervisionEvent,
         state: &mut ExecutorState,
     ) -> Result<(), ActorProcessingErr> {
+        let ours = |cell: &ractor::ActorCell| {
+            state.own_jobs
+                && state
+                    .jobs
+                    .last()
+                    .is_some_and(|j| j.get_id() == cell.get_id())
+        };
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason)
-                if cell.get_id() == state.supervisor.cell().get_id()
-                    && state.shutdown.is_none() =>
+                if ours(&cell) && state.shutdown.is_none() =>
             {
                 Err(format!("the job supervisor stopped: {}", reason.unwrap_or_default()).into())
             }
-            SupervisionEvent::ActorFailed(cell, err)
-                if cell.get_id() == state.supervisor.cell().get_id() =>
-            {
+            SupervisionEvent::ActorFailed(cell, err) if ours(&cell) => {
                 Err(format!("the job supervisor failed: {err}").into())
             }
             _ => Ok(()),
@@ -498,10 +616,14 @@ impl Actor for ExecutorActor {
         if let Some((_, t)) = state.expiry_timer.take() {
             t.abort();
         }
-        if let Some(cron) = state.cron.take() {
+        if state.own_jobs
+            && let Some(cron) = state.cron.take()
+        {
             cron.stop();
         }
-        state.supervisor.shutdown().await;
+        if let Ok(jobs) = state.job_supervisor() {
+            jobs.shutdown().await;
+        }
         Ok(())
     }
 }

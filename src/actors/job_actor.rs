@@ -45,7 +45,8 @@ use crate::{
         executor_actor::ExecutorMsg,
         overlay_actor::{AttachRequest, Overlay, SegmentKey},
     },
-    execution::{ExecutionMeta, ExecutionStatus, FailReason, JobState},
+    execution::{ExecutionMeta, ExecutionRecord, ExecutionStatus, FailReason, JobState},
+    part::Part,
     runtime::{
         ContainerId, ContainerSpec, ExitStatus, LogStream, Output, Runtime, Signal, process::procfs,
     },
@@ -70,6 +71,9 @@ pub enum JobMsg {
     Signal(Signal, RpcReplyPort<Result<(), String>>),
     /// Stops (SIGSTOP) or continues (SIGCONT) the process group.
     Pause(bool, RpcReplyPort<Result<(), String>>),
+    /// From a restarted executor: send it this execution's record and
+    /// live output ([`ExecutorMsg::JobReattached`]).
+    Reattach(ActorRef<ExecutorMsg>),
     /// Sent by the actor to itself (opaque: it cannot be built outside).
     Internal(InternalMsg),
 }
@@ -119,8 +123,9 @@ pub struct JobArgs {
     pub work: Work,
     /// Shared services.
     pub services: JobServices,
-    /// Where to report transitions.
-    pub executor: ActorRef<ExecutorMsg>,
+    /// Where to report transitions (the current executor, across its
+    /// restarts).
+    pub executor: Part<ExecutorMsg>,
     /// Set by the executor when a cancel is asked, even before this actor
     /// exists: checked before every step.
     pub cancelled: watch::Receiver<bool>,
@@ -150,7 +155,7 @@ pub struct Execution {
     work: Option<TaskFn>,
     is_task: bool,
     services: JobServices,
-    executor: ActorRef<ExecutorMsg>,
+    executor: Part<ExecutorMsg>,
     cancelled: watch::Receiver<bool>,
     myself: ActorRef<JobMsg>,
     status: ExecutionStatus,
@@ -251,6 +256,17 @@ impl Actor for JobActor {
         msg: JobMsg,
         state: &mut Execution,
     ) -> Result<(), ActorProcessingErr> {
+        if let JobMsg::Reattach(executor) = msg {
+            let _ = executor.cast(ExecutorMsg::JobReattached {
+                record: Box::new(ExecutionRecord {
+                    meta: state.meta.clone(),
+                    status: state.status.clone(),
+                }),
+                output: (!state.finished).then(|| state.output.clone()),
+                actor: myself,
+            });
+            return Ok(());
+        }
         if state.finished {
             match msg {
                 JobMsg::Signal(_, reply) | JobMsg::Pause(_, reply) => {
@@ -261,6 +277,8 @@ impl Actor for JobActor {
             return Ok(());
         }
         match msg {
+            // Answered above, finished or not.
+            JobMsg::Reattach(_) => {}
             JobMsg::Internal(InternalMsg(Internal::Next)) => {
                 tracing::debug!(phase = ?state.phase, "next");
                 state.next().await

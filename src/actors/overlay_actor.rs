@@ -40,6 +40,7 @@ mod recover;
 
 pub use error::OverlayError;
 pub use handle::Overlay;
+pub use recover::OverlayMemory;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -267,6 +268,16 @@ enum Internal {
     RetryDetach(ContainerId),
     /// Retry a failed teardown.
     RetryTeardown(SegmentKey),
+    /// Fault injection: panic in the handler.
+    InjectPanic,
+}
+
+impl InternalMsg {
+    /// Fault injection for tests: the actor panics when it handles this.
+    #[doc(hidden)]
+    pub fn inject_panic() -> Self {
+        Self(Internal::InjectPanic)
+    }
 }
 
 /// What the overlay actor starts with.
@@ -275,6 +286,9 @@ pub struct OverlayArgs {
     pub backend: Box<dyn OverlayBackend>,
     /// Names, pool, state file.
     pub config: OverlayConfig,
+    /// For a node part: what a restarted actor adopts (`None`: every
+    /// start is a node boot).
+    pub memory: Option<OverlayMemory>,
 }
 
 struct Segment {
@@ -308,6 +322,7 @@ pub struct OverlayState {
     attachments: BTreeMap<ContainerId, Attachment>,
     prepared: BTreeSet<PathBuf>,
     next_id: u64,
+    memory: Option<OverlayMemory>,
 }
 
 /// The overlay actor.
@@ -327,7 +342,9 @@ impl Actor for OverlayActor {
     ) -> Result<OverlayState, ActorProcessingErr> {
         args.config.check()?;
         let subnets = SubnetPool::new(args.config.pool, args.config.subnet_prefix)?;
+        let restarted = args.memory.as_ref().is_some_and(OverlayMemory::restarted);
         let mut state = OverlayState {
+            memory: args.memory,
             backend: args.backend,
             config: args.config,
             myself,
@@ -337,7 +354,12 @@ impl Actor for OverlayActor {
             prepared: BTreeSet::new(),
             next_id: 0,
         };
-        state.recover().await;
+        if restarted {
+            state.adopt().await;
+        } else {
+            state.recover().await;
+        }
+        state.remember();
         Ok(state)
     }
 
@@ -379,10 +401,14 @@ impl Actor for OverlayActor {
             OverlayMsg::Internal(InternalMsg(Internal::RetryDetach(container))) => {
                 let _ = state.detach(&container).await;
             }
+            OverlayMsg::Internal(InternalMsg(Internal::InjectPanic)) => {
+                panic!("injected fault in the overlay actor")
+            }
             OverlayMsg::Internal(InternalMsg(Internal::RetryTeardown(key))) => {
                 state.teardown_if_done(&key).await
             }
         }
+        state.remember();
         Ok(())
     }
 

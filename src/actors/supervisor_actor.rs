@@ -151,6 +151,8 @@ pub(crate) enum Msg {
     Wake,
     /// A started actor that could not be linked: has its exit come?
     Verify(ractor::ActorId),
+    /// Fault injection: panic in the handler (see [`SupervisorRef::inject_panic`]).
+    InjectPanic,
 }
 
 impl From<Msg> for SupervisorMsg {
@@ -308,33 +310,46 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
+    /// A panic here (a bug, or an injected fault) ends the supervisor as
+    /// OTP's does: its children are stopped first, each with its shutdown
+    /// policy, then it fails and its parent decides.
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         SupervisorMsg(message): Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            Msg::StartChild(spec, reply) => state.start_child(spec, reply),
-            Msg::StartChildren(specs, reply) => state.start_children(specs, reply),
-            Msg::TerminateChild(id, reply) => state.terminate_child(&id, reply),
-            Msg::RestartChild(id, reply) => state.restart_child(&id, reply),
-            Msg::DeleteChild(id, reply) => state.delete_child(&id, reply),
-            Msg::ReplaceChildSpec(spec, reply) => {
-                let _ = reply.send(state.replace_child_spec(spec));
+        let handled = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+            match message {
+                Msg::StartChild(spec, reply) => state.start_child(spec, reply),
+                Msg::StartChildren(specs, reply) => state.start_children(specs, reply),
+                Msg::TerminateChild(id, reply) => state.terminate_child(&id, reply),
+                Msg::RestartChild(id, reply) => state.restart_child(&id, reply),
+                Msg::DeleteChild(id, reply) => state.delete_child(&id, reply),
+                Msg::ReplaceChildSpec(spec, reply) => {
+                    let _ = reply.send(state.replace_child_spec(spec));
+                }
+                Msg::WhichChildren(reply) => {
+                    let _ = reply.send(state.which_children());
+                }
+                Msg::CountChildren(reply) => {
+                    let _ = reply.send(state.count_children());
+                }
+                Msg::Snapshot(reply) => state.snapshot(reply),
+                Msg::Retry { key, token } => state.retry(key, token),
+                Msg::Wake => state.collect(&myself),
+                Msg::Verify(id) => state.verify(&myself, id),
+                Msg::InjectPanic => panic!("injected fault in supervisor {}", state.name),
             }
-            Msg::WhichChildren(reply) => {
-                let _ = reply.send(state.which_children());
-            }
-            Msg::CountChildren(reply) => {
-                let _ = reply.send(state.count_children());
-            }
-            Msg::Snapshot(reply) => state.snapshot(reply),
-            Msg::Retry { key, token } => state.retry(key, token),
-            Msg::Wake => state.collect(&myself),
-            Msg::Verify(id) => state.verify(&myself, id),
+            state.pump(&myself);
+        }))
+        .await;
+        if let Err(panic) = handled {
+            let text = crate::panics::message(panic.as_ref());
+            tracing::error!(supervisor = %state.name, panic = %text, "supervisor panicked: stopping its children");
+            state.stop_everything("shutdown").await;
+            return Err(format!("supervisor {} panicked: {text}", state.name).into());
         }
-        state.pump(&myself);
         Ok(())
     }
 

@@ -39,6 +39,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 503: the node is shutting down, or a part of it does not answer.
     Unavailable,
+    /// 503: a part of the node the request needs is being restarted; try
+    /// again shortly.
+    Restarting,
     /// 500: anything else.
     Internal,
 }
@@ -55,7 +58,7 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Restarting => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -190,6 +193,7 @@ impl From<ExecutorError> for ApiError {
     fn from(e: ExecutorError) -> Self {
         match &e {
             ExecutorError::Invalid(errors) => Self::invalid_spec(errors),
+            ExecutorError::Restarting(_) => Self::new(ErrorCode::Restarting, e.to_string()),
             _ => Self::new(ErrorCode::from_status(e.status()), e.to_string()),
         }
     }
@@ -224,6 +228,7 @@ impl From<Error> for ApiError {
             Error::Supervisor(e) => e.into(),
             Error::Spec(errors) => Self::invalid_spec(&errors),
             Error::ShuttingDown => Self::new(ErrorCode::Unavailable, e.to_string()),
+            Error::Restarting(_) => Self::new(ErrorCode::Restarting, e.to_string()),
             other => Self::internal(other.to_string()),
         }
     }

@@ -1,21 +1,35 @@
 //! A typed handle to a running cron actor.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorRef, RpcReplyPort, concurrency::JoinHandle, rpc::CallResult};
+use ractor::{Actor, ActorRef, RpcReplyPort, concurrency::JoinHandle};
 
 use super::{Clock, CronError, CronTarget, ScheduleInfo, ScheduleSpec};
-use crate::actors::cron_actor::{CronActor, CronArgs, CronMsg, CronStats};
+use crate::{
+    actors::cron_actor::{CronActor, CronArgs, CronMsg, CronStats},
+    part::Part,
+};
+
+/// Longest a call to the cron actor waits for its answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running cron actor. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CronRef {
-    actor: ActorRef<CronMsg>,
+    actor: Part<CronMsg>,
 }
 
 impl From<ActorRef<CronMsg>> for CronRef {
     fn from(actor: ActorRef<CronMsg>) -> Self {
+        Self {
+            actor: Part::fixed("cron actor", actor),
+        }
+    }
+}
+
+impl From<Part<CronMsg>> for CronRef {
+    fn from(actor: Part<CronMsg>) -> Self {
         Self { actor }
     }
 }
@@ -30,22 +44,22 @@ impl CronRef {
         let (actor, join) = CronActor::spawn(None, CronActor, CronArgs { target, clock })
             .await
             .map_err(|e| CronError::Spawn(e.to_string()))?;
-        Ok((Self { actor }, join))
+        Ok((Self::from(actor), join))
     }
 
-    /// Its actor.
-    pub fn actor(&self) -> &ActorRef<CronMsg> {
-        &self.actor
+    /// Its actor (the newest one; it may have stopped).
+    pub fn actor(&self) -> Option<ActorRef<CronMsg>> {
+        self.actor.last()
     }
 
     async fn ask<R: Send + 'static>(
         &self,
         build: impl FnOnce(RpcReplyPort<R>) -> CronMsg,
     ) -> Result<R, CronError> {
-        match self.actor.call(build, None).await {
-            Ok(CallResult::Success(r)) => Ok(r),
-            _ => Err(CronError::Unavailable),
-        }
+        self.actor
+            .call(build, Some(CALL_TIMEOUT))
+            .await
+            .map_err(|_| CronError::Unavailable)
     }
 
     /// Adds or replaces a schedule; returns its next scheduled time.
@@ -89,6 +103,8 @@ impl CronRef {
 
     /// Stops the actor.
     pub fn stop(&self) {
-        self.actor.stop(None);
+        if let Some(actor) = self.actor.last() {
+            actor.stop(None);
+        }
     }
 }

@@ -170,9 +170,6 @@ impl Runtime for Networked {
     fn abandon(&self, id: &ContainerId) {
         self.inner.abandon(id);
         let (tx, _) = tokio::sync::oneshot::channel();
-        let _ = self
-            .overlay
-            .actor()
-            .cast(OverlayMsg::Leave(id.clone(), tx.into()));
+        self.overlay.cast(OverlayMsg::Leave(id.clone(), tx.into()));
     }
 }

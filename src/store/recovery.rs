@@ -122,7 +122,10 @@ pub(crate) fn read_record(dir: &Path) -> Result<ExecutionRecord, StoreError> {
     Ok(ExecutionRecord { meta, status })
 }
 
-pub(crate) fn load_all(store: &Store) -> Result<Loaded, StoreError> {
+/// Reads every execution; with `recover`, an active one is marked failed
+/// (`node restarted`) and its leftover process killed, else it is returned
+/// as recorded (a restarted executor: its job actors still run).
+pub(crate) fn load_all(store: &Store, recover: bool) -> Result<Loaded, StoreError> {
     let root = store.executions_dir();
     let entries = fs::read_dir(root).map_err(|e| StoreError::read(root, e))?;
     let now = Utc::now();
@@ -137,7 +140,7 @@ pub(crate) fn load_all(store: &Store) -> Result<Loaded, StoreError> {
             }
         };
         let path = entry.path();
-        match load_one(&path, now) {
+        match load_one(&path, now, recover) {
             Ok((record, recovered)) => {
                 if let Some(r) = recovered {
                     loaded.recovered.push(r);
@@ -159,6 +162,7 @@ pub(crate) fn load_all(store: &Store) -> Result<Loaded, StoreError> {
 fn load_one(
     path: &Path,
     now: DateTime<Utc>,
+    recover_active: bool,
 ) -> Result<(ExecutionRecord, Option<Recovered>), StoreError> {
     let invalid = |reason: &str| StoreError::Invalid {
         path: path.to_owned(),
@@ -172,7 +176,9 @@ fn load_one(
         .and_then(|n| n.to_str())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| invalid("the directory name is not an execution id"))?;
-    remove_temp_files(path);
+    if recover_active {
+        remove_temp_files(path);
+    }
     let mut record = read_record(path)?;
     if record.meta.id != id {
         return Err(invalid(&format!(
@@ -180,7 +186,7 @@ fn load_one(
             record.meta.id
         )));
     }
-    if record.status.state.is_terminal() {
+    if record.status.state.is_terminal() || !recover_active {
         return Ok((record, None));
     }
     let files = ExecutionFiles::new(id, path.to_owned());
@@ -278,4 +284,17 @@ fn kill_leftover(pid: Option<u32>, start_ticks: Option<u64>) -> KillOutcome {
             error: e.to_string(),
         },
     }
+}
+
+/// Recovers one active execution (marked failed `node restarted`, its
+/// leftover process killed): one whose job actor is gone while the node
+/// ran on.
+pub(crate) fn recover_one(store: &Store, id: ExecutionId) -> Result<ExecutionRecord, StoreError> {
+    let dir = store.dir(id);
+    let mut record = read_record(&dir)?;
+    if !record.status.state.is_terminal() {
+        let files = ExecutionFiles::new(id, dir);
+        recover(&files, &mut record.status, Utc::now());
+    }
+    Ok(record)
 }

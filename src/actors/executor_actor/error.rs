@@ -70,6 +70,13 @@ pub enum ExecutorError {
     /// The executor is not running.
     #[error("the executor is not running")]
     Unavailable,
+    /// A part the request needs (the executor, the job supervisor) is down
+    /// and being restarted; try again.
+    #[error("failed to reach the {0}: it is restarting")]
+    Restarting(String),
+    /// The executor did not answer in time.
+    #[error("the executor did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl ExecutorError {
@@ -82,7 +89,7 @@ impl ExecutorError {
             | Self::ConcurrencyLimit { .. }
             | Self::Finished { .. }
             | Self::Control { .. } => 409,
-            Self::ShuttingDown | Self::Unavailable => 503,
+            Self::ShuttingDown | Self::Unavailable | Self::Restarting(_) | Self::Timeout(_) => 503,
             Self::Logs { .. } => 500,
         }
     }

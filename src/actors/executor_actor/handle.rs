@@ -3,9 +3,9 @@
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use ractor::{Actor, ActorRef, RpcReplyPort, rpc::CallResult};
+use ractor::{Actor, ActorRef, RpcReplyPort};
 
-use super::{ExecutorActor, ExecutorArgs, ExecutorError, ExecutorMsg};
+use super::{ExecutorActor, ExecutorArgs, ExecutorError, ExecutorMemory, ExecutorMsg};
 use crate::{
     actors::{
         job_actor::{JobServices, TaskContext, Work},
@@ -14,6 +14,7 @@ use crate::{
     cron::{Clock, CronRef, SystemClock},
     events::EventBus,
     execution::{ExecutionId, ExecutionRecord, JobTrigger},
+    part::{Part, PartError},
     runtime::{Runtime, Signal},
     spec::JobSpec,
     store::{LogSnapshot, LogSnapshotQuery, Store},
@@ -84,41 +85,79 @@ impl ExecutorConfig {
     }
 }
 
-/// A cheap, cloneable handle to the executor actor.
+/// Longest a request waits for the executor's answer (waits for an
+/// execution or for the executor to drain have no limit).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cheap, cloneable handle to the executor actor. It follows the
+/// executor's restarts when the executor is a node part.
 #[derive(Clone)]
 pub struct Executor {
-    actor: ActorRef<ExecutorMsg>,
+    actor: Part<ExecutorMsg>,
+}
+
+impl From<PartError> for ExecutorError {
+    fn from(e: PartError) -> Self {
+        match e {
+            PartError::Restarting(part) => ExecutorError::Restarting(part.into()),
+            PartError::Timeout { after, .. } => ExecutorError::Timeout(after),
+        }
+    }
+}
+
+/// What an executor and its job actors are built from (the services
+/// the job actors share).
+pub(crate) async fn job_services(
+    config: &ExecutorConfig,
+    overlay: Overlay,
+) -> Result<(JobServices, EventBus), crate::Error> {
+    let store = match &config.state_dir {
+        Some(dir) => Some(Store::open(dir.clone())?),
+        None => None,
+    };
+    let events = config.events.clone().unwrap_or_default();
+    Ok((
+        JobServices {
+            events: events.clone(),
+            runtime: config.runtime.clone(),
+            overlay,
+            tokens: config.tokens.clone(),
+            store,
+            notify_timeout: config.notify_timeout,
+        },
+        events,
+    ))
 }
 
 impl Executor {
-    /// Starts an executor (and its job supervisor), reloading the history
-    /// kept in the state dir.
+    /// Starts an executor (and its job supervisor, and a cron actor),
+    /// unsupervised, reloading the history kept in the state dir.
     pub async fn start(config: ExecutorConfig) -> Result<Self, crate::Error> {
-        let overlay = match config.overlay {
+        let overlay = match config.overlay.clone() {
             Some(o) => o,
             None => Overlay::start(Disabled).await.map_err(|e| {
                 crate::Error::Start(format!("failed to start the overlay actor: {e}"))
             })?,
         };
-        let store = match config.state_dir {
-            Some(dir) => Some(Store::open(dir)?),
-            None => None,
-        };
-        let events = config.events.unwrap_or_default();
-        let services = JobServices {
-            events: events.clone(),
-            runtime: config.runtime,
-            overlay,
-            tokens: config.tokens,
-            store,
-            notify_timeout: config.notify_timeout,
-        };
-        let (actor, _) =
-            ExecutorActor::spawn(None, ExecutorActor, ExecutorArgs { services, events })
-                .await
-                .map_err(|e| crate::Error::Start(format!("failed to start the executor: {e}")))?;
+        let (services, events) = job_services(&config, overlay).await?;
+        let me = Part::new("executor");
+        ExecutorActor::spawn(
+            None,
+            ExecutorActor,
+            ExecutorArgs {
+                services,
+                events,
+                me: me.clone(),
+                jobs: Part::new("job supervisor"),
+                own_jobs: true,
+                cron: None,
+                memory: ExecutorMemory::default(),
+            },
+        )
+        .await
+        .map_err(|e| crate::Error::Start(format!("failed to start the executor: {e}")))?;
         // Scheduled runs come back to the executor as messages.
-        let target = actor.clone();
+        let target = me.clone();
         let (cron, _) = CronRef::start(
             Arc::new(move |fire| {
                 let _ = target.cast(ExecutorMsg::Scheduled(fire));
@@ -127,7 +166,7 @@ impl Executor {
         )
         .await
         .map_err(|e| crate::Error::Start(format!("failed to start the cron actor: {e}")))?;
-        let executor = Self { actor };
+        let executor = Self { actor: me };
         executor
             .ask(|r| ExecutorMsg::SetCron(cron, r))
             .await
@@ -137,11 +176,23 @@ impl Executor {
 
     /// A handle to a running executor actor.
     pub fn from_ref(actor: ActorRef<ExecutorMsg>) -> Self {
-        Self { actor }
+        Self {
+            actor: Part::fixed("executor", actor),
+        }
     }
 
-    /// The actor.
-    pub fn actor(&self) -> &ActorRef<ExecutorMsg> {
+    /// A handle that resolves the executor `part` holds now.
+    pub fn from_part(part: Part<ExecutorMsg>) -> Self {
+        Self { actor: part }
+    }
+
+    /// The actor (the newest one; it may have stopped).
+    pub fn actor(&self) -> Option<ActorRef<ExecutorMsg>> {
+        self.actor.last()
+    }
+
+    /// The handle that follows the executor's restarts.
+    pub fn part(&self) -> &Part<ExecutorMsg> {
         &self.actor
     }
 
@@ -290,17 +341,26 @@ impl Executor {
 
     /// Waits until the execution has ended and returns its record.
     pub async fn wait(&self, id: ExecutionId) -> Result<ExecutionRecord, ExecutorError> {
-        self.ask(|r| ExecutorMsg::Wait(id, r)).await?
+        loop {
+            // A restarted executor knows the execution again (from the
+            // store or from its job actor): wait on it there.
+            match self.wait_for(|r| ExecutorMsg::Wait(id, r)).await {
+                Err(ExecutorError::Restarting(_)) if self.actor.is_up() => continue,
+                other => return other?,
+            }
+        }
     }
 
     /// Waits until no execution is active and no retry is pending.
     pub async fn wait_all(&self) -> Result<(), ExecutorError> {
-        self.ask(ExecutorMsg::WaitAll).await
+        self.wait_for(ExecutorMsg::WaitAll).await
     }
 
     /// The job supervisor, under which every execution runs.
     pub async fn job_supervisor(&self) -> Result<crate::SupervisorRef, ExecutorError> {
-        self.ask(ExecutorMsg::JobSupervisor).await
+        self.ask(ExecutorMsg::JobSupervisor)
+            .await?
+            .ok_or_else(|| ExecutorError::Restarting("job supervisor".into()))
     }
 
     /// Every schedule with its next run.
@@ -311,25 +371,39 @@ impl Executor {
     /// Refuses new executions, lets active ones finish within `deadline`,
     /// cancels the rest (each with its grace), and stops the executor.
     pub async fn shutdown(&self, deadline: Duration) {
-        let _ = self.ask(|r| ExecutorMsg::Shutdown(deadline, r)).await;
-        let _ = self.actor.get_cell().wait(None).await;
+        let _ = self
+            .actor
+            .call(|r| ExecutorMsg::Shutdown(deadline, r), None)
+            .await;
+        if let Some(actor) = self.actor.last() {
+            let _ = actor.get_cell().wait(None).await;
+        }
     }
 
     /// Kills the executor at once: its job supervisor and job actors are
     /// killed with it (no cleanup hooks run; each job actor's drop guard
     /// abandons its containers). For a shutdown that ran out of time.
     pub async fn kill(&self) {
-        self.actor.kill();
-        let _ = self.actor.get_cell().wait(None).await;
+        if let Some(actor) = self.actor.last() {
+            actor.kill();
+            let _ = actor.get_cell().wait(None).await;
+        }
     }
 
+    /// A request answered at once: at most [`CALL_TIMEOUT`].
     async fn ask<T: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> ExecutorMsg,
     ) -> Result<T, ExecutorError> {
-        match self.actor.call(msg, None).await {
-            Ok(CallResult::Success(v)) => Ok(v),
-            _ => Err(ExecutorError::Unavailable),
-        }
+        Ok(self.actor.call(msg, Some(CALL_TIMEOUT)).await?)
+    }
+
+    /// A request answered when something ends (an execution, all of
+    /// them): no time limit while the executor lives.
+    async fn wait_for<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(RpcReplyPort<T>) -> ExecutorMsg,
+    ) -> Result<T, ExecutorError> {
+        Ok(self.actor.call(msg, None).await?)
     }
 }

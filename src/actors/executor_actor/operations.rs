@@ -14,19 +14,29 @@ impl ExecutorState {
         let had_schedule = self.specs.get(&name).is_some_and(|s| s.schedule.is_some());
         match (&spec.schedule, &self.cron) {
             (Some(expr), Some(cron)) => {
-                let mut schedule = ScheduleSpec::new(&name, expr);
-                schedule.time_zone = spec.time_zone.clone();
-                schedule.starting_deadline = spec.starting_deadline;
-                schedule.jitter = spec.jitter;
-                schedule.suspend = spec.suspend;
-                schedule.last_run = self.last_scheduled(&name);
-                cron.upsert(schedule).await.map_err(|e| {
+                CronSchedule::parse(expr, spec.time_zone.as_deref()).map_err(|e| {
                     ExecutorError::Invalid(SpecErrors::from(SpecError::new(
                         "schedule",
                         format!("{expr:?}"),
                         e.to_string(),
                     )))
                 })?;
+                if let Some(schedule) = self.schedule_of(&spec) {
+                    match cron.upsert(schedule).await {
+                        Ok(_) => {}
+                        // Kept: a restarted cron actor gets every schedule back.
+                        Err(crate::cron::CronError::Unavailable) => {
+                            tracing::warn!(job = %name, "the cron actor is restarting; the schedule is applied when it is back");
+                        }
+                        Err(e) => {
+                            return Err(ExecutorError::Invalid(SpecErrors::from(SpecError::new(
+                                "schedule",
+                                format!("{expr:?}"),
+                                e.to_string(),
+                            ))));
+                        }
+                    }
+                }
             }
             (Some(expr), None) => {
                 CronSchedule::parse(expr, spec.time_zone.as_deref()).map_err(|e| {
@@ -43,6 +53,7 @@ impl ExecutorState {
             (None, _) => {}
         }
         self.specs.insert(name.clone(), Arc::new(spec));
+        self.remember_specs();
         for id in self.table.enforce_history(&name, history) {
             self.delete_files(id);
         }
@@ -106,6 +117,7 @@ impl ExecutorState {
         attempt: u32,
         retry_of: Option<ExecutionId>,
     ) -> Result<ExecutionId, ExecutorError> {
+        let jobs = self.job_supervisor()?;
         let mut env = read_env_files(&spec.env_file).map_err(|e| ExecutorError::EnvFile {
             job: spec.name.clone(),
             message: e.to_string(),
@@ -137,7 +149,7 @@ impl ExecutorState {
             env,
             work,
             services: self.services.clone(),
-            executor: myself.clone(),
+            executor: self.me.clone(),
             cancelled,
         });
         let child = ChildSpec::new(id.to_string(), move |ctx| {
@@ -151,7 +163,7 @@ impl ExecutorState {
         })
         .restart(RestartType::Temporary)
         .shutdown(Shutdown::Timeout(spec.stop_timeout + CLEANUP_MARGIN));
-        if let Err(e) = self.supervisor.start_child_nowait(child) {
+        if let Err(e) = jobs.start_child_nowait(child) {
             let mut status = ExecutionStatus::pending(now);
             status.state = JobState::Failed {
                 reason: FailReason::Start {
@@ -248,6 +260,18 @@ impl ExecutorState {
 
     /// The scheduled time of the newest scheduled run of `job`, so a
     /// restarted node knows what it missed.
+    /// The cron schedule of a job that has one.
+    pub(super) fn schedule_of(&self, spec: &JobSpec) -> Option<ScheduleSpec> {
+        let expr = spec.schedule.as_ref()?;
+        let mut schedule = ScheduleSpec::new(&spec.name, expr);
+        schedule.time_zone = spec.time_zone.clone();
+        schedule.starting_deadline = spec.starting_deadline;
+        schedule.jitter = spec.jitter;
+        schedule.suspend = spec.suspend;
+        schedule.last_run = self.last_scheduled(&spec.name);
+        Some(schedule)
+    }
+
     pub(super) fn last_scheduled(&self, job: &str) -> Option<chrono::DateTime<Utc>> {
         let index = self.table.jobs.get(job)?;
         index
@@ -277,7 +301,9 @@ impl ExecutorState {
         if self.shutdown.is_none() || self.table.active_count() > 0 {
             return;
         }
-        self.supervisor.shutdown().await;
+        if let Ok(jobs) = self.job_supervisor() {
+            jobs.shutdown().await;
+        }
         for w in self.shutdown.take().unwrap_or_default() {
             let _ = w.send(());
         }

@@ -125,21 +125,30 @@ impl Drop for Execution {
         }
         if let Some(c) = self.attached.take() {
             let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self.services.overlay.actor().cast(
-                crate::actors::overlay_actor::OverlayMsg::Detach(c, tx.into()),
-            );
+            self.services
+                .overlay
+                .cast(crate::actors::overlay_actor::OverlayMsg::Detach(
+                    c,
+                    tx.into(),
+                ));
         }
         if let Some(p) = self.netns.take() {
             let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self.services.overlay.actor().cast(
-                crate::actors::overlay_actor::OverlayMsg::Discard(p, tx.into()),
-            );
+            self.services
+                .overlay
+                .cast(crate::actors::overlay_actor::OverlayMsg::Discard(
+                    p,
+                    tx.into(),
+                ));
         }
         if let Some(s) = self.segment.take() {
             let (tx, _) = tokio::sync::oneshot::channel();
-            let _ = self.services.overlay.actor().cast(
-                crate::actors::overlay_actor::OverlayMsg::Release(s, tx.into()),
-            );
+            self.services
+                .overlay
+                .cast(crate::actors::overlay_actor::OverlayMsg::Release(
+                    s,
+                    tx.into(),
+                ));
         }
         self.status.state = JobState::Failed {
             reason: FailReason::Task {

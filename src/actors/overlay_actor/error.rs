@@ -55,7 +55,10 @@ pub enum OverlayError {
         /// What is wrong.
         reason: String,
     },
-    /// The overlay actor is gone.
+    /// The overlay actor is gone, or did not answer in time.
     #[error("the overlay actor is not running")]
     Unavailable,
+    /// The overlay actor is down and being restarted.
+    #[error("failed to reach the overlay actor: it is restarting")]
+    Restarting,
 }

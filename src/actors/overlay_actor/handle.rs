@@ -7,18 +7,37 @@ use std::{
 };
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::time::Duration;
 
 use super::{
     AttachRequest, AttachmentInfo, OverlayActor, OverlayArgs, OverlayBackend, OverlayConfig,
     OverlayError, OverlayMsg, SegmentInfo, SegmentKey,
 };
-use crate::runtime::ContainerId;
+use crate::{
+    part::{Part, PartError},
+    runtime::ContainerId,
+};
 
-/// A cheap handle to the overlay actor.
+/// Longest a query (list, attachments) waits for an answer.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a change (netlink work, done one request at a time) waits.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A cheap handle to the overlay actor; it follows the actor's restarts
+/// when the actor is a supervised node part.
 #[derive(Clone)]
 pub struct Overlay {
-    actor: ActorRef<OverlayMsg>,
+    actor: Part<OverlayMsg>,
     networked: bool,
+}
+
+impl From<PartError> for OverlayError {
+    fn from(e: PartError) -> Self {
+        match e {
+            PartError::Restarting(_) => OverlayError::Restarting,
+            PartError::Timeout { .. } => OverlayError::Unavailable,
+        }
+    }
 }
 
 impl fmt::Debug for Overlay {
@@ -49,20 +68,43 @@ impl Overlay {
             OverlayArgs {
                 backend: Box::new(backend),
                 config,
+                memory: None,
             },
         )
         .await?;
-        Ok(Self { actor, networked })
+        Ok(Self::from_ref(actor, networked))
     }
 
     /// A handle to a running overlay actor.
     pub fn from_ref(actor: ActorRef<OverlayMsg>, networked: bool) -> Self {
-        Self { actor, networked }
+        Self {
+            actor: Part::fixed("overlay actor", actor),
+            networked,
+        }
     }
 
-    /// The actor.
-    pub fn actor(&self) -> &ActorRef<OverlayMsg> {
+    /// A handle to the overlay actor of a node part: it resolves the
+    /// actor `part` holds now.
+    pub fn from_part(part: Part<OverlayMsg>, networked: bool) -> Self {
+        Self {
+            actor: part,
+            networked,
+        }
+    }
+
+    /// The actor (the newest one; it may have stopped).
+    pub fn actor(&self) -> Option<ActorRef<OverlayMsg>> {
+        self.actor.last()
+    }
+
+    /// The handle that follows the actor's restarts.
+    pub fn part(&self) -> &Part<OverlayMsg> {
         &self.actor
+    }
+
+    /// Sends `msg` without waiting (lost while the actor restarts).
+    pub fn cast(&self, msg: OverlayMsg) {
+        let _ = self.actor.cast(msg);
     }
 
     /// Whether containers get namespaces and addresses.
@@ -139,33 +181,32 @@ impl Overlay {
 
     /// Every segment, with holders and attachments.
     pub async fn list(&self) -> Result<Vec<SegmentInfo>, OverlayError> {
-        match self.actor.call(OverlayMsg::List, None).await {
-            Ok(ractor::rpc::CallResult::Success(list)) => Ok(list),
-            _ => Err(OverlayError::Unavailable),
-        }
+        Ok(self
+            .actor
+            .call(OverlayMsg::List, Some(QUERY_TIMEOUT))
+            .await?)
     }
 
     /// Every attachment, failed detaches included.
     pub async fn attachments(&self) -> Result<Vec<AttachmentInfo>, OverlayError> {
-        match self.actor.call(OverlayMsg::Attachments, None).await {
-            Ok(ractor::rpc::CallResult::Success(list)) => Ok(list),
-            _ => Err(OverlayError::Unavailable),
-        }
+        Ok(self
+            .actor
+            .call(OverlayMsg::Attachments, Some(QUERY_TIMEOUT))
+            .await?)
     }
 
     /// Stops the actor, tearing down whatever is still held.
     pub async fn shutdown(&self) {
-        self.actor.stop(None);
-        self.actor.get_cell().wait(None).await.ok();
+        if let Some(actor) = self.actor.last() {
+            actor.stop(None);
+            actor.get_cell().wait(None).await.ok();
+        }
     }
 
     async fn ask<T: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<Result<T, OverlayError>>) -> OverlayMsg,
     ) -> Result<T, OverlayError> {
-        match self.actor.call(msg, None).await {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            _ => Err(OverlayError::Unavailable),
-        }
+        self.actor.call(msg, Some(CHANGE_TIMEOUT)).await?
     }
 }

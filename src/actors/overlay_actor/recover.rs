@@ -6,7 +6,42 @@ use super::{
     allocator::AddressPool,
     persist::{self, Persisted},
 };
-use crate::{overlay::Keep, runtime::ContainerId};
+use crate::{
+    overlay::{AttachPlan, Keep, SegmentPlan},
+    runtime::ContainerId,
+};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+/// What outlives one overlay actor of a node: whether one ran before (a
+/// restart of the actor, not a node boot) and its last state, published
+/// after every request. A restarted actor adopts that state as it is:
+/// live attachments are not torn down (their containers still run).
+#[derive(Clone, Default)]
+pub struct OverlayMemory {
+    started: Arc<AtomicBool>,
+    last: Arc<tokio::sync::watch::Sender<Option<Arc<Remembered>>>>,
+}
+
+impl OverlayMemory {
+    /// True from the second call on: the actor was restarted.
+    pub(super) fn restarted(&self) -> bool {
+        self.started.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// The overlay actor's state in a form a successor can adopt.
+pub(super) struct Remembered {
+    next_id: u64,
+    segments: Vec<(SegmentKey, SegmentPlan, usize, bool)>,
+    attachments: Vec<(SegmentKey, AttachPlan, Vec<String>, bool)>,
+    prepared: Vec<PathBuf>,
+}
 
 impl OverlayState {
     pub(super) fn persisted(&self) -> Persisted {
@@ -16,6 +51,107 @@ impl OverlayState {
             attachments: self.attachments.values().map(|a| a.plan.clone()).collect(),
             prepared: self.prepared.iter().cloned().collect(),
         }
+    }
+
+    /// Publishes the state for a successor (see [`OverlayMemory`]).
+    pub(super) fn remember(&self) {
+        let Some(memory) = &self.memory else {
+            return;
+        };
+        memory.last.send_replace(Some(Arc::new(Remembered {
+            next_id: self.next_id,
+            segments: self
+                .segments
+                .iter()
+                .map(|(k, s)| (k.clone(), s.plan.clone(), s.holders, s.tearing_down))
+                .collect(),
+            attachments: self
+                .attachments
+                .values()
+                .map(|a| {
+                    (
+                        a.key.clone(),
+                        a.plan.clone(),
+                        a.dns_search.clone(),
+                        a.detaching,
+                    )
+                })
+                .collect(),
+            prepared: self.prepared.iter().cloned().collect(),
+        })));
+    }
+
+    /// Takes over the state the previous actor published: segments with
+    /// their holders, attachments, prepared namespaces, all left as they
+    /// are; unfinished detaches and teardowns are retried.
+    pub(super) async fn adopt(&mut self) {
+        let Some(last) = self.memory.as_ref().and_then(|m| m.last.borrow().clone()) else {
+            return;
+        };
+        self.next_id = last.next_id;
+        for (key, plan, holders, tearing_down) in &last.segments {
+            let mut addresses = None;
+            if let Some(subnet) = plan.subnet {
+                if let Err(e) = self.subnets.reserve(subnet) {
+                    tracing::warn!(segment = %key, error = %e, "an adopted segment's subnet does not fit the pool");
+                } else {
+                    addresses = Some(AddressPool::new(&key.to_string(), subnet));
+                }
+            }
+            self.segments.insert(
+                key.clone(),
+                Segment {
+                    plan: plan.clone(),
+                    holders: *holders,
+                    addresses,
+                    tearing_down: *tearing_down,
+                    retries: 0,
+                    set_up: true,
+                },
+            );
+        }
+        for (key, plan, dns_search, detaching) in &last.attachments {
+            if let (Some((addr, _)), Some(seg)) = (plan.address, self.segments.get_mut(key))
+                && let Some(pool) = seg.addresses.as_mut()
+            {
+                let _ = pool.reserve(addr);
+            }
+            self.attachments.insert(
+                plan.container.clone(),
+                Attachment {
+                    key: key.clone(),
+                    plan: plan.clone(),
+                    dns_search: dns_search.clone(),
+                    detaching: *detaching,
+                    retries: 0,
+                },
+            );
+        }
+        self.prepared = last.prepared.iter().cloned().collect();
+        tracing::info!(
+            segments = self.segments.len(),
+            attachments = self.attachments.len(),
+            "overlay actor restarted: adopted the live segments and attachments"
+        );
+        let detaching: Vec<ContainerId> = self
+            .attachments
+            .iter()
+            .filter(|(_, a)| a.detaching)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in detaching {
+            let _ = self.detach(&c).await;
+        }
+        let tearing: Vec<SegmentKey> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.tearing_down)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in tearing {
+            self.teardown_if_done(&key).await;
+        }
+        self.save();
     }
 
     pub(super) fn save(&self) {

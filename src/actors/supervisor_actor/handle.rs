@@ -91,6 +91,13 @@ impl SupervisorRef {
         }
     }
 
+    /// Fault injection for tests: the supervisor panics in its handler
+    /// (its children are stopped, then it fails and its parent decides).
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        let _ = self.actor.cast(SupervisorMsg(Msg::InjectPanic));
+    }
+
     /// The supervisor's name.
     pub fn name(&self) -> &str {
         &self.name

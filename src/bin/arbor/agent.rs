@@ -12,6 +12,10 @@
 //! applies the difference; an invalid or empty spec is logged and the
 //! running deployment is kept. If the root supervisor ever gives up, the
 //! agent says why and exits 70.
+//!
+//! Fault injection for tests: with `ARBOR_TEST_PANIC=<part>` in its
+//! environment (`executor`, `overlay`, `cron`, `jobs`, `deployment`, or the
+//! root `supervisor`), each SIGUSR2 makes that part of the node panic.
 
 use std::{
     net::SocketAddr,
@@ -146,6 +150,10 @@ pub async fn agent(args: Agent) -> ExitCode {
         eprintln!("arbor: failed to install signal handlers");
         return ExitCode::FAILURE;
     };
+    let fault = std::env::var("ARBOR_TEST_PANIC").ok();
+    let mut usr2 = fault
+        .as_ref()
+        .and_then(|_| signal(SignalKind::user_defined2()).ok());
     let deployment = match load(&args.spec) {
         Ok(d) => d,
         Err(errors) => {
@@ -273,6 +281,11 @@ pub async fn agent(args: Agent) -> ExitCode {
     tokio::pin!(root_ended);
     loop {
         tokio::select! {
+            _ = next_signal(&mut usr2) => {
+                let part = fault.as_deref().unwrap_or_default();
+                let hit = node.inject_panic(part);
+                tracing::warn!(part, hit, "ARBOR_TEST_PANIC: injected a panic");
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&node, &args.spec).await,
@@ -374,5 +387,13 @@ async fn reload(node: &Node, spec: &Path) {
                 tracing::error!("reload refused: {e}");
             }
         }
+    }
+}
+
+/// The next delivery of an optional signal (never, without a handler).
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,424 @@
+//! The deployment actor: the node part that owns the applied spec (the
+//! services in start order and the deployment they came from) and applies
+//! changes to it: diff, stop what was removed or changed, scale in place
+//! what changed only in `replicas`, start what is new in dependency order,
+//! register and remove jobs; and, at shutdown, stop the services in
+//! dependency waves.
+//!
+//! One actor applies one change at a time (a deploy, a reload, a service
+//! started or stopped from code), which is what serializes them; it never
+//! holds a lock. What it applied last is published ([`DeploymentMemory`])
+//! after every change, so readers never wait behind a deploy and a
+//! restarted deployment actor takes it over.
+//!
+//! Failure, hook by hook:
+//! - `pre_start`: never fails. A restarted actor (the node kept running)
+//!   adopts the published deployment and re-reads the start order from the
+//!   root supervisor: the services that run are what runs.
+//! - `handle`: a failed step is an error to the caller, never to the actor.
+//!   A panic (a bug, or an injected fault) fails the actor; the root
+//!   restarts it and the caller gets `restarting`.
+//! - `post_stop`: nothing to release.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+
+use crate::{
+    actors::{
+        executor_actor::Executor,
+        overlay_actor::Overlay,
+        supervisor_actor::{ChildSpec, SupervisorRef, SupervisorSpec},
+    },
+    error::Error,
+    node::{DeployReport, PART_PREFIX},
+    part::Part,
+    runtime::Runtime,
+    spec::{Deployment, PanicAction, SpecErrors},
+};
+
+/// Requests to the deployment actor (the [`crate::Node`] facade sends them).
+pub enum DeploymentMsg {
+    /// Applies a deployment (validated first).
+    Deploy(Box<Deployment>, RpcReplyPort<Result<DeployReport, Error>>),
+    /// Starts a service from code, after the ones already running.
+    StartService(String, Box<SupervisorSpec>, RpcReplyPort<Result<(), Error>>),
+    /// Stops a service and forgets it.
+    StopService(String, RpcReplyPort<Result<(), Error>>),
+    /// Stops every service in dependency waves (node shutdown).
+    StopAll(RpcReplyPort<()>),
+    /// Fault injection for tests: panic in the handler.
+    #[doc(hidden)]
+    InjectPanic,
+}
+
+/// The services a node runs, in start order, and the deployment applied.
+#[derive(Debug, Clone, Default)]
+pub struct Deployed {
+    /// Service names in start order.
+    pub order: Vec<String>,
+    /// The deployment applied last.
+    pub current: Deployment,
+}
+
+/// What outlives one deployment actor: the last applied state, and
+/// whether an actor ran before (a restart rather than the node's boot).
+#[derive(Clone, Default)]
+pub struct DeploymentMemory {
+    last: Arc<watch::Sender<Arc<Deployed>>>,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DeploymentMemory {
+    /// What was applied last.
+    pub fn get(&self) -> Arc<Deployed> {
+        self.last.borrow().clone()
+    }
+}
+
+/// What the deployment actor starts with.
+pub struct DeploymentArgs {
+    /// The root: service supervisors are its children.
+    pub root: SupervisorRef,
+    /// Jobs are registered here.
+    pub executor: Executor,
+    /// Networked services attach through it.
+    pub overlay: Overlay,
+    /// Where services run.
+    pub runtime: Arc<dyn Runtime>,
+    /// Published state (and what a restarted actor adopts).
+    pub memory: DeploymentMemory,
+    /// The handle callers reach this actor through.
+    pub me: Part<DeploymentMsg>,
+}
+
+/// The actor's state.
+pub struct DeploymentState {
+    root: SupervisorRef,
+    executor: Executor,
+    overlay: Overlay,
+    runtime: Arc<dyn Runtime>,
+    memory: DeploymentMemory,
+    deployed: Deployed,
+}
+
+/// The deployment actor.
+pub struct DeploymentActor;
+
+impl Actor for DeploymentActor {
+    type Msg = DeploymentMsg;
+    type State = DeploymentState;
+    type Arguments = DeploymentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DeploymentMsg>,
+        args: DeploymentArgs,
+    ) -> Result<DeploymentState, ActorProcessingErr> {
+        let restarted = args
+            .memory
+            .started
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        args.me.set(myself);
+        let mut deployed = (*args.memory.get()).clone();
+        if restarted {
+            // The services that run are what runs: a deploy cut short by
+            // the failure may have started or stopped some.
+            if let Ok(children) = args.root.which_children().await {
+                let running: Vec<String> = children
+                    .into_iter()
+                    .map(|c| c.id)
+                    .filter(|id| !id.starts_with(PART_PREFIX))
+                    .collect();
+                deployed.order.retain(|s| running.contains(s));
+                for name in running {
+                    if !deployed.order.contains(&name) {
+                        deployed.order.push(name);
+                    }
+                }
+            }
+            tracing::info!(
+                services = deployed.order.len(),
+                "deployment actor restarted: adopted the applied deployment"
+            );
+        }
+        let state = DeploymentState {
+            root: args.root,
+            executor: args.executor,
+            overlay: args.overlay,
+            runtime: args.runtime,
+            memory: args.memory,
+            deployed,
+        };
+        state.publish();
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<DeploymentMsg>,
+        msg: DeploymentMsg,
+        state: &mut DeploymentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DeploymentMsg::Deploy(deployment, reply) => {
+                let result = state.deploy(&deployment).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
+            DeploymentMsg::StartService(name, spec, reply) => {
+                let result = state.start_service(&name, *spec).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
+            DeploymentMsg::StopService(name, reply) => {
+                let result = state.stop_service(&name).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
+            DeploymentMsg::StopAll(reply) => {
+                state.stop_all().await;
+                state.publish();
+                let _ = reply.send(());
+            }
+            DeploymentMsg::InjectPanic => panic!("injected fault in the deployment actor"),
+        }
+        Ok(())
+    }
+}
+
+impl DeploymentState {
+    fn publish(&self) {
+        self.memory
+            .last
+            .send_replace(Arc::new(self.deployed.clone()));
+    }
+
+    async fn deploy(&mut self, deployment: &Deployment) -> Result<DeployReport, Error> {
+        deployment.validate()?;
+        let diff = self.deployed.current.diff(deployment);
+        let mut report = DeployReport::default();
+        // Build every new supervisor spec first: an unreadable env file
+        // stops the deploy before anything changed.
+        let mut specs = BTreeMap::new();
+        for name in diff.services.added.iter().chain(&diff.services.changed) {
+            // Replicas of a networked service get their network from a
+            // runtime wrapper (namespace, attach before start, detach on remove).
+            let runtime = match deployment.service_network(name) {
+                Some(net) => Arc::new(crate::overlay::Networked::new(
+                    self.runtime.clone(),
+                    self.overlay.clone(),
+                    deployment.services[name].segment_key(name),
+                    net,
+                )) as Arc<dyn Runtime>,
+                None => self.runtime.clone(),
+            };
+            let spec = deployment.services[name]
+                .supervisor_spec(name, runtime)
+                .map_err(|e| {
+                    Error::Spec(SpecErrors::from(e.within(&format!("services.{name}"))))
+                })?;
+            specs.insert(name.clone(), spec);
+        }
+        // A change of `replicas` alone is applied in place.
+        let scaled: Vec<String> = diff
+            .services
+            .changed
+            .iter()
+            .filter(|n| {
+                let (old, new) = (
+                    &self.deployed.current.services[*n],
+                    &deployment.services[*n],
+                );
+                let mut same = old.clone();
+                same.replicas = new.replicas;
+                same == *new
+            })
+            .cloned()
+            .collect();
+        let stop: Vec<String> = self
+            .deployed
+            .order
+            .iter()
+            .rev()
+            .filter(|n| {
+                diff.services.removed.contains(n)
+                    || (diff.services.changed.contains(n) && !scaled.contains(n))
+            })
+            .cloned()
+            .collect();
+        for name in &stop {
+            self.stop_service(name).await?;
+            if diff.services.removed.contains(name) {
+                report.services_stopped.push(name.clone());
+            }
+        }
+        for name in diff.services.removed.iter() {
+            if !stop.contains(name) {
+                report.services_stopped.push(name.clone());
+            }
+        }
+        for name in deployment.start_order() {
+            if scaled.iter().any(|s| s == name)
+                && let Some(spec) = specs.remove(name)
+            {
+                self.scale_service(name, spec).await?;
+                report.services_scaled.push(name.to_owned());
+                continue;
+            }
+            if let Some(spec) = specs.remove(name) {
+                self.start_service(name, spec).await?;
+                if diff.services.changed.iter().any(|c| c == name) {
+                    report.services_restarted.push(name.to_owned());
+                } else {
+                    report.services_started.push(name.to_owned());
+                }
+            }
+        }
+        for name in &diff.jobs.removed {
+            self.executor.unregister(name).await?;
+            report.jobs_removed.push(name.clone());
+        }
+        for name in diff.jobs.added.iter().chain(&diff.jobs.changed) {
+            let job = deployment
+                .job_spec(name)
+                .unwrap_or_else(|| deployment.jobs[name].clone());
+            self.executor.register(job).await?;
+            report.jobs_registered.push(name.clone());
+        }
+        report.unchanged = diff
+            .services
+            .unchanged
+            .iter()
+            .chain(&diff.jobs.unchanged)
+            .cloned()
+            .collect();
+        self.deployed.current = deployment.clone();
+        tracing::info!(
+            started = ?report.services_started,
+            stopped = ?report.services_stopped,
+            restarted = ?report.services_restarted,
+            scaled = ?report.services_scaled,
+            jobs_registered = ?report.jobs_registered,
+            jobs_removed = ?report.jobs_removed,
+            "deployment applied"
+        );
+        Ok(report)
+    }
+
+    /// Gives a running service the replicas of `spec`: the missing ones
+    /// start, the extra ones stop (all at once, each with its grace) and
+    /// go; the others are not touched. The service keeps `spec` for its
+    /// later restarts.
+    async fn scale_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
+        if let Some(service) = self.root.child_supervisor(name).await? {
+            let have: Vec<String> = service
+                .which_children()
+                .await?
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            for child in &spec.children {
+                if !have.iter().any(|h| **h == *child.id) {
+                    service.start_child(child.clone()).await?;
+                }
+            }
+            let extra: Vec<&String> = have
+                .iter()
+                .rev()
+                .filter(|h| !spec.children.iter().any(|c| *c.id == ***h))
+                .collect();
+            let stops = extra.iter().map(|id| {
+                let service = service.clone();
+                async move {
+                    service.terminate_child(id).await?;
+                    service.delete_child(id).await
+                }
+            });
+            for result in futures::future::join_all(stops).await {
+                result?;
+            }
+        }
+        self.root
+            .replace_child_spec(service_child(name, spec))
+            .await?;
+        Ok(())
+    }
+
+    async fn start_service(&mut self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
+        if name.starts_with(PART_PREFIX) {
+            return Err(Error::Start(format!(
+                "failed to start service {name:?}: names starting with {PART_PREFIX:?} belong to the node's own parts"
+            )));
+        }
+        self.root.start_child(service_child(name, spec)).await?;
+        self.deployed.order.retain(|s| s != name);
+        self.deployed.order.push(name.to_owned());
+        Ok(())
+    }
+
+    async fn stop_service(&mut self, name: &str) -> Result<(), Error> {
+        if name.starts_with(PART_PREFIX) {
+            return Err(crate::SupervisorError::NotFound(name.to_owned()).into());
+        }
+        self.root.terminate_child(name).await?;
+        self.root.delete_child(name).await?;
+        self.deployed.order.retain(|s| s != name);
+        Ok(())
+    }
+
+    /// Stops the services in waves: a service once every service that
+    /// depends on it has stopped, and the services of a wave all at once
+    /// (the root answers while their graces run).
+    async fn stop_all(&mut self) {
+        let mut left = self.deployed.order.clone();
+        while !left.is_empty() {
+            let wave = stop_wave(&left, &self.deployed.current);
+            let root = &self.root;
+            let stops = wave.iter().map(|name| async move {
+                let result = match root.terminate_child(name).await {
+                    Ok(()) => root.delete_child(name).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(service = %name, error = %e, "failed to stop a service");
+                }
+            });
+            futures::future::join_all(stops).await;
+            left.retain(|s| !wave.contains(s));
+            self.deployed.order.retain(|s| !wave.contains(s));
+        }
+    }
+}
+
+/// A service's supervisor as the root's child: one that gives up ends
+/// `failed` alone (panic action `fail`), never restarted by the root.
+pub(crate) fn service_child(name: &str, spec: SupervisorSpec) -> ChildSpec {
+    ChildSpec::supervisor(name, spec).on_panic(PanicAction::Fail)
+}
+
+/// The services of `left` (in start order) that may stop now: those no
+/// other service of `left` depends on. A service started outside the
+/// deployment (`start_service`) depends on every service started before
+/// it, so those stop in reverse start order. Never empty.
+fn stop_wave(left: &[String], deployment: &Deployment) -> Vec<String> {
+    let depends = |who: &str, on: &str| match deployment.services.get(who) {
+        Some(spec) => spec.depends_on.iter().any(|d| d == on),
+        None => {
+            let pos = |n: &str| left.iter().position(|s| s == n);
+            pos(on) < pos(who)
+        }
+    };
+    let wave: Vec<String> = left
+        .iter()
+        .filter(|s| !left.iter().any(|o| o != *s && depends(o, s)))
+        .cloned()
+        .collect();
+    if wave.is_empty() {
+        // A cycle (validation refuses them): the last started goes first.
+        left.last().cloned().into_iter().collect()
+    } else {
+        wave
+    }
+}
