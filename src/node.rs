@@ -38,10 +38,7 @@ use crate::{
         executor_actor::{
             Executor, ExecutorActor, ExecutorArgs, ExecutorConfig, ExecutorMemory, ExecutorMsg,
         },
-        overlay_actor::{
-            Disabled, Overlay, OverlayActor, OverlayArgs, OverlayBackend, OverlayConfig,
-            OverlayMemory, OverlayMsg,
-        },
+        overlay_actor::{Disabled, Overlay, OverlayBackend, OverlayConfig, OverlayMsg},
         supervisor_actor::{
             ChildContext, ChildKind, ChildSpec, ChildState, SupervisorMsg, SupervisorRef,
             SupervisorSpec, TreeNode,
@@ -312,29 +309,24 @@ impl Node {
                 if bridged {
                     tracing::info!(prefix = %oc.prefix, pool = %oc.pool, "networking: linux bridges");
                 }
-                let part: Part<OverlayMsg> = Part::new("overlay actor");
-                let memory = OverlayMemory::default();
-                let handle = part.clone();
-                parts.push(part_child("overlay", Shutdown::Infinity, move |ctx| {
-                    let (part, memory, oc) = (handle.clone(), memory.clone(), oc.clone());
-                    async move {
-                        let backend: Box<dyn OverlayBackend> = if bridged {
+                let (child, overlay) = Overlay::supervised(
+                    format!("{PART_PREFIX}overlay"),
+                    move || -> Result<Box<dyn OverlayBackend>, String> {
+                        Ok(if bridged {
                             Box::new(LinuxBridge::new()?)
                         } else {
                             Box::new(Disabled)
-                        };
-                        let args = OverlayArgs {
-                            backend,
-                            config: oc,
-                            memory: Some(memory),
-                        };
-                        let (actor, _) =
-                            Actor::spawn_linked(None, OverlayActor, args, ctx.supervisor).await?;
-                        part.set(actor.clone());
-                        Ok(actor.get_cell())
-                    }
-                }));
-                Overlay::from_part(part, bridged)
+                        })
+                    },
+                    bridged,
+                    oc,
+                );
+                parts.push(
+                    child
+                        .restart(RestartType::Transient)
+                        .shutdown(Shutdown::Infinity),
+                );
+                overlay
             }
         };
 

@@ -227,3 +227,66 @@ async fn a_panic_in_the_deployment_actor_restarts_it_with_the_applied_spec() {
 async fn a_panic_in_the_job_supervisor_cancels_its_executions_once_and_restarts_it() {
     a_panic_in("jobs").await;
 }
+
+/// The scheduled times of a job's executions, in order.
+async fn scheduled(node: &Node, job: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    node.executor()
+        .list(job)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.meta.trigger {
+            JobTrigger::Scheduler { scheduled_for } => scheduled_for,
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_cron_actor_fires_each_scheduled_time_once() {
+    use chrono::TimeZone;
+    let anchor = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 30).unwrap();
+    let runtime = arbor::MockRuntime::new();
+    let node = Node::start(
+        NodeConfig::new(Arc::new(runtime)).clock(arbor::TokioClock::starting_at(anchor)),
+    )
+    .await
+    .unwrap();
+    let spec = Deployment::from_yaml(
+        r#"
+jobs:
+  tick:
+    command: ["true"]
+    schedule: "* * * * *"
+"#,
+    )
+    .unwrap();
+    node.deploy(&spec).await.unwrap();
+    eventually_async("12:01 fires", || async {
+        scheduled(&node, "tick").await.len() == 1
+    })
+    .await;
+    // The cron actor fails right after a fire and is restarted empty; the
+    // executor puts the schedule back from its own records.
+    assert!(node.inject_panic("cron"));
+    eventually_async("the cron actor is back with its schedule", || async {
+        node.executor()
+            .schedules()
+            .await
+            .is_ok_and(|s| s.iter().any(|s| s.job == "tick"))
+    })
+    .await;
+    eventually_async("12:02 and 12:03 fire", || async {
+        scheduled(&node, "tick").await.len() >= 3
+    })
+    .await;
+    let times = scheduled(&node, "tick").await;
+    let mut unique = times.clone();
+    unique.dedup();
+    assert_eq!(times, unique, "a scheduled time fired twice: {times:?}");
+    assert_eq!(
+        times[..3],
+        [1, 2, 3].map(|m| chrono::Utc.with_ymd_and_hms(2026, 1, 1, 12, m, 0).unwrap())
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}

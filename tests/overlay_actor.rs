@@ -575,3 +575,81 @@ async fn a_networked_service_replica_is_attached_before_start_and_detached_when_
     );
     node.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_supervised_overlay_actor_restarted_after_a_panic_adopts_its_live_attachments() {
+    let journal = Journal::new();
+    let fake = arbor::RecordingOverlay::new(journal.clone());
+    let config = OverlayConfig {
+        pool: net("10.231.0.0/28"),
+        subnet_prefix: 28,
+        ..OverlayConfig::default()
+    };
+    let backend = fake.clone();
+    let (child, o) = Overlay::supervised(
+        "overlay",
+        move || Ok(Box::new(backend.clone()) as Box<dyn arbor::OverlayBackend>),
+        true,
+        config,
+    );
+    let (sup, _) = arbor::SupervisorRef::start(arbor::SupervisorSpec::new("node").child(child))
+        .await
+        .unwrap();
+    let key = SegmentKey::from("web");
+    o.acquire(&key).await.unwrap();
+    let a = attach(&o, "a", &key).await.unwrap().unwrap();
+    let first = o.actor().unwrap().get_id();
+    journal.take().await;
+
+    o.cast(arbor::actors::overlay_actor::OverlayMsg::Internal(
+        arbor::actors::overlay_actor::InternalMsg::inject_panic(),
+    ));
+    eventually_async("the overlay actor is restarted", || async {
+        o.actor().is_some_and(|a| a.get_id() != first) && o.list().await.is_ok()
+    })
+    .await;
+    // Nothing was torn down or swept: the attachment and its address live on.
+    let done = journal.take().await;
+    assert!(
+        !done.iter().any(|e| matches!(
+            e,
+            Entry::Overlay {
+                op: OverlayOp::Teardown
+                    | OverlayOp::Detach
+                    | OverlayOp::Sweep
+                    | OverlayOp::NetnsDel,
+                ..
+            }
+        )),
+        "{done:?}"
+    );
+    let list = o.list().await.unwrap();
+    assert_eq!(
+        (list[0].holders, list[0].held_addresses),
+        (1, 1),
+        "{list:?}"
+    );
+    // Its address stays held: a new attachment gets another one.
+    let b = attach(&o, "b", &key).await.unwrap().unwrap();
+    assert_ne!(a, b);
+    // And the adopted attachment is detached normally, once.
+    o.detach(&ContainerId("a".into())).await.unwrap();
+    o.detach(&ContainerId("b".into())).await.unwrap();
+    o.release(&key).await.unwrap();
+    assert!(o.list().await.unwrap().is_empty());
+    let done = journal.take().await;
+    let detaches = done
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Entry::Overlay {
+                    op: OverlayOp::Detach,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(detaches, 2, "{done:?}");
+    sup.shutdown().await;
+}

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use super::{
     AttachRequest, AttachmentInfo, OverlayActor, OverlayArgs, OverlayBackend, OverlayConfig,
-    OverlayError, OverlayMsg, SegmentInfo, SegmentKey,
+    OverlayError, OverlayMemory, OverlayMsg, SegmentInfo, SegmentKey,
 };
+use crate::actors::supervisor_actor::{ChildContext, ChildSpec};
 use crate::{
     part::{Part, PartError},
     runtime::ContainerId,
@@ -73,6 +74,46 @@ impl Overlay {
         )
         .await?;
         Ok(Self::from_ref(actor, networked))
+    }
+
+    /// The overlay actor as a supervised child `id`, and the handle that
+    /// follows its restarts. Each start makes its backend with `backend`;
+    /// the first start cleans up what a previous node left (as
+    /// [`Overlay::start_with`]), a restart adopts the failed actor's live
+    /// segments and attachments instead.
+    pub fn supervised<F>(
+        id: impl Into<String>,
+        backend: F,
+        networked: bool,
+        config: OverlayConfig,
+    ) -> (ChildSpec, Self)
+    where
+        F: Fn() -> Result<Box<dyn OverlayBackend>, String> + Send + Sync + 'static,
+    {
+        let part: Part<OverlayMsg> = Part::new("overlay actor");
+        let memory = OverlayMemory::default();
+        let handle = part.clone();
+        let backend = std::sync::Arc::new(backend);
+        let spec = ChildSpec::new(id, move |ctx: ChildContext| {
+            let (part, memory, config, backend) = (
+                handle.clone(),
+                memory.clone(),
+                config.clone(),
+                backend.clone(),
+            );
+            async move {
+                let args = OverlayArgs {
+                    backend: backend()?,
+                    config,
+                    memory: Some(memory),
+                };
+                let (actor, _) =
+                    Actor::spawn_linked(None, OverlayActor, args, ctx.supervisor).await?;
+                part.set(actor.clone());
+                Ok(actor.get_cell())
+            }
+        });
+        (spec, Self::from_part(part, networked))
     }
 
     /// A handle to a running overlay actor.
