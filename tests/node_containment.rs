@@ -517,6 +517,12 @@ jobs:
         part_restarts(&agent, "executor") == 1
     });
     assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
+    let metrics = get_body(&addr(&agent), "/metrics");
+    assert!(
+        metrics.contains("arbor_node_part_restarts{part=\"executor\"} 1")
+            && metrics.contains("arbor_node_part_up{part=\"executor\"} 1"),
+        "{metrics}"
+    );
     let status = agent.arbor(["status", &id, "--json"]).expect(0).json();
     assert!(
         ["running", "completed"].contains(&status["state"]["status"].as_str().unwrap_or_default()),

@@ -19,6 +19,8 @@
 //! | `arbor_executions_active` | gauge | |
 //! | `arbor_service_replicas_running` | gauge | `service` |
 //! | `arbor_service_status` | gauge | `service`, `status` (always 1) |
+//! | `arbor_node_part_up` | gauge | `part` (1 while it runs) |
+//! | `arbor_node_part_restarts` | gauge | `part` |
 //! | `arbor_shutting_down` | gauge | |
 //! | `arbor_events_dropped_total` | counter | (events lost by stalled subscribers) |
 //!
@@ -248,7 +250,9 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         .await
         .ok_or_else(|| ApiError::internal("the metrics task is not running"))?;
     let exec = state.node.executor();
-    let records = exec.list_all().await?;
+    // A part that is restarting leaves its figures out for this scrape;
+    // the rest is still served.
+    let records = exec.list_all().await.unwrap_or_default();
     let mut by_state: BTreeMap<&'static str, u64> = [
         "pending",
         "initializing",
@@ -278,11 +282,9 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         "Executions pending, initializing or running.",
         "gauge",
     );
-    let _ = writeln!(
-        out,
-        "arbor_executions_active {}",
-        exec.active_count().await?
-    );
+    if let Ok(active) = exec.active_count().await {
+        let _ = writeln!(out, "arbor_executions_active {active}");
+    }
     describe(
         &mut out,
         "arbor_service_replicas_running",
@@ -311,6 +313,40 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
             escape(&s.name),
             escape(&s.status)
         );
+    }
+    describe(
+        &mut out,
+        "arbor_node_part_up",
+        "1 while a part of the node runs (0 while it is restarted), by part.",
+        "gauge",
+    );
+    let health = state.node.health().await;
+    for (part, up) in &health.parts {
+        let _ = writeln!(
+            out,
+            "arbor_node_part_up{{part=\"{part}\"}} {}",
+            u8::from(*up)
+        );
+    }
+    describe(
+        &mut out,
+        "arbor_node_part_restarts",
+        "Restarts of each of the node's own parts by the root.",
+        "gauge",
+    );
+    if let Ok(tree) = state.node.tree().await {
+        for part in tree
+            .children
+            .iter()
+            .filter(|c| c.name.starts_with(crate::node::PART_PREFIX))
+        {
+            let _ = writeln!(
+                out,
+                "arbor_node_part_restarts{{part=\"{}\"}} {}",
+                escape(part.name.trim_start_matches(crate::node::PART_PREFIX)),
+                part.restarts
+            );
+        }
     }
     describe(
         &mut out,
