@@ -107,7 +107,8 @@ pub use runs::{RunRequest, RunResponse};
 /// How the API behaves.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// When set, mutating requests need `Authorization: Bearer <token>`.
+    /// When set, every request but `GET /v1/health` and `GET /metrics`
+    /// needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// Largest request body accepted (default 1 MiB); larger ones get 413.
     pub max_body_bytes: usize,
@@ -128,7 +129,7 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
-    /// Requires this bearer token on mutating requests.
+    /// Requires this bearer token on every request but health and metrics.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -186,6 +187,28 @@ pub async fn serve(
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
+    .await
+}
+
+/// Serves the API of `node` on a Unix socket (no token: the socket's
+/// file mode decides who may connect), as [`serve`] does on TCP.
+pub async fn serve_unix(
+    node: Node,
+    listener: tokio::net::UnixListener,
+    mut config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    config.token = None;
+    let (tx, rx) = watch::channel(false);
+    let app = build(node, config, rx);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<extract::UnixPeer>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;

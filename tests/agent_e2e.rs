@@ -13,13 +13,21 @@ use arbor::{
     testing::{eventually, eventually_some},
 };
 
-/// One HTTP/1.1 request over a fresh connection: (status, body).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+/// The agent's TCP API: its address and the token it generated.
+#[derive(Clone)]
+struct Api {
+    addr: String,
+    token: String,
+}
+
+/// One HTTP/1.1 request over a fresh connection, with the token: (status, body).
+fn http(api: &Api, method: &str, path: &str, body: &str) -> (u16, String) {
+    let Api { addr, token } = api;
     let mut s = TcpStream::connect(addr).expect("agent answers");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -69,7 +77,7 @@ jobs:
 
 struct Agent {
     child: Child,
-    addr: String,
+    addr: Api,
 }
 
 impl Drop for Agent {
@@ -105,7 +113,14 @@ fn start(spec_path: &std::path::Path, state: &std::path::Path) -> Agent {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    Agent { child, addr }
+    let token = std::fs::read_to_string(state.join("api.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    Agent {
+        child,
+        addr: Api { addr, token },
+    }
 }
 
 #[tokio::test]
@@ -126,11 +141,16 @@ async fn the_agent_runs_a_spec_serves_the_api_reloads_and_stops_cleanly() {
     .await;
 
     // The crashing service's restarts show in the event stream and metrics.
-    let mut events = TcpStream::connect(&addr).unwrap();
+    let mut events = TcpStream::connect(&addr.addr).unwrap();
     events
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(events, "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(
+        events,
+        "GET /v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        addr.addr, addr.token
+    )
+    .unwrap();
     let mut reader = BufReader::new(events);
     let mut seen = String::new();
     while !seen.contains("child_restarted") {

@@ -443,44 +443,101 @@ async fn signals_reach_the_process_group_and_stop_continue_pause() {
 }
 
 #[tokio::test]
-async fn the_token_guards_mutating_requests_only() {
-    let f = Fixture::start(ApiConfig::default().token("s3cret-token")).await;
+async fn with_a_token_every_route_but_health_and_metrics_needs_it() {
+    let f = Fixture::start(ApiConfig::default().token("s3cret-token-16bytes")).await;
     f.node
         .executor()
         .register(JobSpec::command("t", ["true"]))
         .await
         .unwrap();
+    let id = f
+        .node
+        .executor()
+        .trigger("t", arbor::JobTrigger::Cli)
+        .await
+        .unwrap();
     let run = json!({"command": ["true"]});
+    let routes: Vec<(&str, String)> = vec![
+        ("GET", "/v1/tree".into()),
+        ("GET", "/v1/services".into()),
+        ("GET", "/v1/services/x".into()),
+        ("POST", "/v1/services/x/restart".into()),
+        ("GET", "/v1/jobs".into()),
+        ("GET", "/v1/jobs/t".into()),
+        ("POST", "/v1/jobs/t/trigger".into()),
+        ("GET", "/v1/executions".into()),
+        ("GET", format!("/v1/executions/{id}")),
+        ("GET", format!("/v1/executions/{id}/logs")),
+        ("GET", format!("/v1/executions/{id}/wait?timeout=1s")),
+        ("POST", format!("/v1/executions/{id}/cancel")),
+        ("POST", format!("/v1/executions/{id}/signal")),
+        ("POST", format!("/v1/executions/{id}/pause")),
+        ("POST", format!("/v1/executions/{id}/resume")),
+        ("POST", "/v1/runs".into()),
+        ("GET", "/v1/events".into()),
+        ("GET", "/v1/nowhere".into()),
+    ];
+    let run = serde_json::to_vec(&run).unwrap();
+    let body = |path: &str| (path == "/v1/runs").then_some(run.as_slice());
+    for (method, path) in &routes {
+        let r = f
+            .api
+            .request(
+                method,
+                path,
+                &[("Content-Type", "application/json")],
+                body(path),
+            )
+            .await;
+        r.assert_error(401, "unauthorized", &["Authorization"]);
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        let r = f
+            .api
+            .request(
+                method,
+                path,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Authorization", "Bearer wrong-token-of-16-bytes"),
+                ],
+                body(path),
+            )
+            .await;
+        r.assert_error(401, "unauthorized", &["token"]);
+    }
+    assert_eq!(f.node.executor().list_all().await.unwrap().len(), 1);
 
-    let r = f.api.post_json("/v1/runs", &run).await;
-    r.assert_error(401, "unauthorized", &["Authorization"]);
-    assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
-    let r = f.api.with_token("wrong").post_json("/v1/runs", &run).await;
-    r.assert_error(401, "unauthorized", &["token"]);
-    let r = f.api.post("/v1/jobs/t/trigger", None).await;
-    r.assert_error(401, "unauthorized", &["Authorization"]);
-    assert_eq!(f.node.executor().list_all().await.unwrap().len(), 0);
-
-    // Reads stay open.
+    // Liveness probes and scrapers need no token.
     assert_eq!(f.api.get("/v1/health").await.status, 200);
-    assert_eq!(f.api.get("/v1/jobs").await.status, 200);
+    assert_eq!(f.api.get("/metrics").await.status, 200);
 
-    let ok = f.api.with_token("s3cret-token");
-    let r = ok.post_json("/v1/runs", &run).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let r = ok.post("/v1/jobs/t/trigger", None).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    // The scheme is case-insensitive.
-    let r = f
+    // With the token every route is served (the scheme is case-insensitive).
+    for (i, (method, path)) in routes.iter().enumerate() {
+        if path == "/v1/events" {
+            continue; // a stream: checked below
+        }
+        let scheme = if i % 2 == 0 { "Bearer" } else { "bearer" };
+        let auth = format!("{scheme} s3cret-token-16bytes");
+        let r = f
+            .api
+            .request(
+                method,
+                path,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Authorization", &auth),
+                ],
+                body(path),
+            )
+            .await;
+        assert_ne!(r.status, 401, "{method} {path}: {}", r.text());
+    }
+    let events = f
         .api
-        .request(
-            "POST",
-            "/v1/jobs/t/trigger",
-            &[("Authorization", "bearer s3cret-token")],
-            None,
-        )
+        .with_token("s3cret-token-16bytes")
+        .events("/v1/events")
         .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(events.status, 200);
     f.shutdown().await;
 }
 

@@ -92,10 +92,10 @@ fn the_client_commands_drive_a_real_agent() {
 
     // The event stream, followed from here on.
     let mut events = arbor();
-    events.args(["--agent", &agent.url, "events", "--json"]);
+    events.args(["--agent", &agent.socket, "events", "--json"]);
     let events = Lines::spawn(events);
     let mut readable = arbor();
-    readable.args(["--agent", &agent.url, "events"]);
+    readable.args(["--agent", &agent.socket, "events"]);
     let readable = Lines::spawn(readable);
     // The streams start with the events after they connected: trigger
     // until each has seen a whole execution.
@@ -244,7 +244,7 @@ fn the_client_commands_drive_a_real_agent() {
     assert!(!out.stderr.contains("in-process"), "{out:#?}");
     let v = out.json();
     assert_eq!(v["mode"], "agent");
-    assert_eq!(v["agent"], agent.url.as_str());
+    assert_eq!(v["agent"], agent.socket.as_str());
     assert_eq!(v["exit_code"], 3);
     assert_eq!(v["final_snapshot"]["stdout_tail"], "out\n");
     assert_eq!(v["final_snapshot"]["stderr_tail"], "err\n");
@@ -407,9 +407,16 @@ fn the_token_comes_from_a_file_or_the_environment() {
     std::fs::write(&token_file, "sekrit-token-of-32-bytes-or-so\n").unwrap();
     let agent = agent(dir.path(), &["--token-file", token_file.to_str().unwrap()]);
 
-    agent.arbor(["jobs"]).expect(0);
-    let out = agent.arbor(["jobs", "trigger", "hello"]).expect(1);
+    // Over TCP every request but health and metrics needs the token,
+    // reads too; the Unix socket needs none.
+    let out = agent.arbor_tcp(["jobs"]).expect(1);
     assert!(out.stderr.contains("--token-file"), "{out:#?}");
+    let out = agent.arbor_tcp(["jobs", "trigger", "hello"]).expect(1);
+    assert!(out.stderr.contains("--token-file"), "{out:#?}");
+    agent.arbor(["jobs"]).expect(0);
+    agent
+        .arbor_tcp(["jobs", "--token-file", token_file.to_str().unwrap()])
+        .expect(0);
     let out = agent
         .arbor(["jobs", "trigger", "hello", "--token-file"])
         .expect(2);
@@ -475,7 +482,7 @@ fn a_reader_that_goes_away_ends_arbor_events_quietly() {
     .unwrap();
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     let mut child = arbor()
-        .args(["--agent", &agent.url, "events", "--json"])
+        .args(["--agent", &agent.socket, "events", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

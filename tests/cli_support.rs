@@ -131,7 +131,13 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// A running `arbor agent`, killed if the test ends without stopping it.
 pub struct Agent {
     pub child: Child,
+    /// Its TCP API, `http://127.0.0.1:PORT` (every request but health and
+    /// metrics needs [`Agent::token`]).
     pub url: String,
+    /// Its Unix socket, `unix:PATH` (no token: the CLI's way in).
+    pub socket: String,
+    /// The bearer token it generated for TCP.
+    pub token: String,
 }
 
 impl Agent {
@@ -191,23 +197,43 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut listening = || {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .to_owned()
+        };
+        let addr = listening();
+        let socket = listening();
+        // Generated unless --token-file gave one.
+        let token = std::fs::read_to_string(state.join("api.token"))
+            .unwrap_or_default()
             .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         Self {
             child,
             url: format!("http://{addr}"),
+            socket,
+            token,
         }
     }
 
-    /// `arbor --agent URL ARGS...` to its end.
+    /// `arbor --agent unix:SOCKET ARGS...` to its end.
     pub fn arbor<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = arbor();
+        cmd.arg("--agent").arg(&self.socket).args(args);
+        output(cmd)
+    }
+
+    /// `arbor --agent http://ADDR ARGS...` (its TCP API) to its end.
+    pub fn arbor_tcp<I, S>(&self, args: I) -> Out
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,

@@ -42,13 +42,18 @@ fn pid_of(mark: &str) -> i32 {
     pid.unwrap()
 }
 
-fn http_status(addr: &str, method: &str, path: &str) -> u16 {
+/// The status of a request to the agent's TCP API (with its token).
+fn http_status(agent: &Agent, method: &str, path: &str) -> u16 {
+    http_status_at(&addr(agent), &agent.token, method, path)
+}
+
+fn http_status_at(addr: &str, token: &str, method: &str, path: &str) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -59,14 +64,16 @@ fn http_status(addr: &str, method: &str, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// A GET's body.
-fn get_body(addr: &str, path: &str) -> String {
+/// A GET's body (from the agent's TCP API, with its token).
+fn get_body(agent: &Agent, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let addr = addr(agent);
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        agent.token
     )
     .unwrap();
     let mut out = String::new();
@@ -128,7 +135,7 @@ services:
         [steady],
         "steady never restarted"
     );
-    assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
+    assert_eq!(http_status(&agent, "GET", "/v1/health"), 200);
     let table = agent.arbor(["services"]).expect(0).stdout;
     assert!(
         table.lines().any(|l| l.starts_with("crashy")
@@ -180,10 +187,10 @@ services:
     assert_eq!(crashy["replicas"], 1, "its replica still shows: {crashy}");
     assert_eq!(service(&agent, "steady")["status"], "running");
     assert_eq!(procfs::with_env("MARK", &mark), [steady]);
-    assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
+    assert_eq!(http_status(&agent, "GET", "/v1/health"), 200);
     let tree = agent.arbor(["tree"]).expect(0).stdout;
     assert!(tree.contains("crashy [supervisor] failed"), "{tree}");
-    let metrics = get_body(&addr(&agent), "/metrics");
+    let metrics = get_body(&agent, "/metrics");
     assert!(
         metrics.contains("arbor_service_status{service=\"crashy\",status=\"failed\"} 1"),
         "{metrics}"
@@ -197,7 +204,7 @@ services:
     );
     // An operator can bring it back (here, to fail again).
     assert_eq!(
-        http_status(&addr(&agent), "POST", "/v1/services/crashy/restart"),
+        http_status(&agent, "POST", "/v1/services/crashy/restart"),
         200
     );
     eventually("crashy fails again after its restart", || {
@@ -240,10 +247,7 @@ fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
     };
     assert!(refused.contains("is empty"), "{refused}");
     assert_eq!(procfs::with_env("MARK", &mark), [steady], "nothing changed");
-    assert_eq!(
-        http_status(&addr(&agent), "GET", "/v1/services/steady"),
-        200
-    );
+    assert_eq!(http_status(&agent, "GET", "/v1/services/steady"), 200);
 }
 
 #[test]
@@ -262,7 +266,7 @@ services:
 "#,
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
-    let a = addr(&agent);
+    let (a, token) = (addr(&agent), agent.token.clone());
     eventually("both run, stubborn past its trap", || {
         services(&agent).len() == 2
             && services(&agent).iter().all(|s| s["status"] == "running")
@@ -271,16 +275,19 @@ services:
                 .any(|p| procfs::ignores_signal(*p, 15))
     });
     let restart = {
-        let a = a.clone();
-        thread::spawn(move || http_status(&a, "POST", "/v1/services/stubborn/restart"))
+        let (a, token) = (a.clone(), token.clone());
+        thread::spawn(move || http_status_at(&a, &token, "POST", "/v1/services/stubborn/restart"))
     };
     eventually("stubborn is in its grace", || {
         service(&agent, "stubborn")["state"] == "stopping"
     });
     for path in ["/v1/tree", "/v1/services", "/metrics", "/v1/health"] {
-        assert_eq!(http_status(&a, "GET", path), 200, "{path}");
+        assert_eq!(http_status_at(&a, &token, "GET", path), 200, "{path}");
     }
-    assert_eq!(http_status(&a, "POST", "/v1/services/other/restart"), 200);
+    assert_eq!(
+        http_status_at(&a, &token, "POST", "/v1/services/other/restart"),
+        200
+    );
     assert!(
         !restart.is_finished(),
         "every answer above came while stubborn's grace ran"
@@ -451,10 +458,7 @@ fn changing_replicas_by_reload_adds_and_removes_replicas_in_place() {
     let web = service(&agent, "web");
     assert_eq!(web["replicas"], 1, "{web}");
     // A restart of the service brings back the new size, not the old one.
-    assert_eq!(
-        http_status(&addr(&agent), "POST", "/v1/services/web/restart"),
-        200
-    );
+    assert_eq!(http_status(&agent, "POST", "/v1/services/web/restart"), 200);
     pids(1);
     assert_eq!(agent.stop(), 0);
 }
@@ -471,7 +475,7 @@ fn inject(agent: &Agent) {
 
 fn part_restarts(agent: &Agent, part: &str) -> u64 {
     let tree: serde_json::Value =
-        serde_json::from_str(&get_body(&addr(agent), "/v1/tree")).unwrap_or_default();
+        serde_json::from_str(&get_body(agent, "/v1/tree")).unwrap_or_default();
     tree["children"]
         .as_array()
         .into_iter()
@@ -516,8 +520,8 @@ jobs:
     eventually("the executor is restarted", || {
         part_restarts(&agent, "executor") == 1
     });
-    assert_eq!(http_status(&addr(&agent), "GET", "/v1/health"), 200);
-    let metrics = get_body(&addr(&agent), "/metrics");
+    assert_eq!(http_status(&agent, "GET", "/v1/health"), 200);
+    let metrics = get_body(&agent, "/metrics");
     assert!(
         metrics.contains("arbor_node_part_restarts{part=\"executor\"} 1")
             && metrics.contains("arbor_node_part_up{part=\"executor\"} 1"),

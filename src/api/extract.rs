@@ -157,12 +157,17 @@ pub(crate) fn parse_id(raw: &str) -> Result<ExecutionId, ApiError> {
 }
 
 /// The caller's socket address, when the server records it.
-pub(crate) struct Caller(pub Option<SocketAddr>);
+pub(crate) struct Caller(pub Result<SocketAddr, UnixPeer>);
 
 impl Caller {
-    /// The address as the trigger records it (`unknown` without one).
+    /// The address as the trigger records it: `IP:PORT`, `unix:uid=N` on
+    /// the socket, `unknown` without either.
     pub(crate) fn remote_addr(&self) -> String {
-        self.0.map_or_else(|| "unknown".into(), |a| a.to_string())
+        match self.0 {
+            Ok(a) => a.to_string(),
+            Err(UnixPeer { uid: Some(uid) }) => format!("unix:uid={uid}"),
+            Err(UnixPeer { uid: None }) => "unknown".into(),
+        }
     }
 }
 
@@ -170,11 +175,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Ok(ConnectInfo(peer)) =
+            ConnectInfo::<UnixPeer>::from_request_parts(parts, state).await
+        {
+            return Ok(Self(Err(peer)));
+        }
         Ok(Self(
             ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
                 .await
-                .ok()
-                .map(|c| c.0),
+                .map(|c| c.0)
+                .map_err(|_| UnixPeer { uid: None }),
         ))
+    }
+}
+
+/// A caller on the agent's Unix socket: its uid, when the kernel said.
+#[derive(Debug, Clone, Copy)]
+pub struct UnixPeer {
+    /// The caller's user id.
+    pub uid: Option<u32>,
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for UnixPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Self {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
     }
 }

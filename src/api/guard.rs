@@ -1,8 +1,8 @@
-//! Checks on every mutating request (any method but `GET`, `HEAD`,
-//! `OPTIONS`) before its handler runs: the bearer token when one is
-//! configured, the same-origin rule, and refusal while the node shuts down.
-//! Reads stay open: the agent binds to loopback by default. Also the
-//! request log.
+//! Checks before a handler runs: the bearer token when one is configured
+//! (on every request but `GET /v1/health` and `GET /metrics`: logs, records
+//! and events can hold what only the operator may read), and on mutating
+//! requests (any method but `GET`, `HEAD`, `OPTIONS`) the same-origin rule
+//! and refusal while the node shuts down. Also the request log.
 
 use axum::{
     extract::{Request, State},
@@ -32,13 +32,17 @@ pub(crate) async fn log(req: Request, next: Next) -> Response {
     res
 }
 
-/// Refuses a mutating request without the token, from another origin, or
-/// while the node shuts down.
+/// Paths served without the token: liveness probes and scrapers.
+fn open_path(path: &str) -> bool {
+    matches!(path, "/v1/health" | "/metrics")
+}
+
+/// Refuses a request without the token (health and metrics excepted), and
+/// a mutating request from another origin or while the node shuts down.
 pub(crate) async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
-    }
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if let Some(token) = &state.config.token
+        && !(read && open_path(req.uri().path()))
         && let Err(e) = authorize(req.headers(), token)
     {
         let mut res = e.into_response();
@@ -47,6 +51,9 @@ pub(crate) async fn check(State(state): State<AppState>, req: Request, next: Nex
             HeaderValue::from_static("Bearer realm=\"arbor\""),
         );
         return res;
+    }
+    if read {
+        return next.run(req).await;
     }
     if let Err(e) = same_origin(req.headers()) {
         return e.into_response();
@@ -69,7 +76,7 @@ fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
-            "missing Authorization header: this agent requires \"Authorization: Bearer <token>\" on mutating requests",
+            "missing Authorization header: this agent requires \"Authorization: Bearer <token>\" on every request but GET /v1/health and /metrics",
         ));
     };
     let value = value.as_bytes();

@@ -3,7 +3,7 @@
 //! - `arbor agent --spec FILE` runs the node agent (services, jobs,
 //!   schedules, the HTTP API); `arbor validate FILE` checks a spec.
 //! - The client commands talk to an agent's API at `--agent URL`
-//!   (`$ARBOR_AGENT`, default `http://127.0.0.1:7171`): `status`, `logs`,
+//!   (`$ARBOR_AGENT`, default the Unix socket `$ARBOR_STATE_DIR/arbor.sock`): `status`, `logs`,
 //!   `kill`, `cancel`, `list`, `tree`, `services`, `jobs` (`jobs trigger`),
 //!   `events`. Each prints readable tables or, with `--json`, the API's JSON.
 //! - `arbor run -- CMD` runs a command once as a job: on the agent when one
@@ -43,12 +43,13 @@ mod common;
 mod follow;
 #[path = "arbor/image.rs"]
 mod image;
+#[path = "arbor/listen.rs"]
+mod listen;
 #[path = "arbor/run.rs"]
 mod run;
 
 /// Where the client commands look for the agent by default.
-static DEFAULT_AGENT: LazyLock<String> =
-    LazyLock::new(|| format!("http://{}", agent::DEFAULT_LISTEN));
+static DEFAULT_AGENT: LazyLock<String> = LazyLock::new(client::default_agent);
 
 #[derive(Parser)]
 #[command(
@@ -56,17 +57,19 @@ static DEFAULT_AGENT: LazyLock<String> =
     version,
     about = "Supervision trees for node agents",
     after_help = "Exit codes: 0 ok, 1 the operation failed (the message says what), 2 usage error.\n\
-                  Client commands talk to the agent at --agent (default http://127.0.0.1:7171);\n\
-                  start one with `arbor agent --spec FILE`."
+                  Client commands talk to the agent at --agent (default: its Unix socket,\n\
+                  $ARBOR_STATE_DIR/arbor.sock); start one with `arbor agent --spec FILE`."
 )]
 struct Cli {
-    /// The agent's HTTP API, for the client commands and `run`.
+    /// The agent's API, for the client commands and `run`: unix:PATH (its
+    /// socket; default <state dir>/arbor.sock) or http://HOST:PORT.
     #[arg(
         long,
         global = true,
         value_name = "URL",
         env = "ARBOR_AGENT",
         hide_env_values = true,
+        hide_default_value = true,
         default_value = DEFAULT_AGENT.as_str(),
     )]
     agent: String,

@@ -25,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+use super::listen::{self, ListenError};
 use arbor::{
     Deployment, Node, NodeConfig, ProcessRuntime,
     api::ApiConfig,
@@ -32,9 +33,6 @@ use arbor::{
 };
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
-
-/// Where the agent listens by default.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
 
 #[derive(Parser)]
 pub struct Agent {
@@ -45,13 +43,27 @@ pub struct Agent {
     /// else $HOME/.local/state/arbor).
     #[arg(long, env = "ARBOR_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Address of the HTTP API (port 0 picks a free port; the address is
-    /// printed on stdout as `listening on ADDR`).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// File holding a bearer token (at least 16 bytes) required on every mutating request.
+    /// The API's Unix socket (default <state-dir>/arbor.sock; mode 0600:
+    /// only this user may connect). Printed on stdout as `listening on
+    /// unix:PATH`.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Let this group use the socket too (mode 0660).
+    #[arg(long, value_name = "NAME")]
+    socket_group: Option<String>,
+    /// Also serve the API on TCP at ADDR (opt-in; port 0 picks a free port,
+    /// printed as `listening on ADDR`). Every request on it but GET
+    /// /v1/health and /metrics needs the bearer token.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// File holding the bearer token (at least 16 bytes) for --listen;
+    /// without it the agent generates <state-dir>/api.token (0600).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Allow a non-loopback --listen (the API has no TLS: requests and the
+    /// token travel in clear text). A warning is printed at every start.
+    #[arg(long)]
+    insecure_http: bool,
     /// How long running executions get to finish on shutdown before they
     /// are cancelled.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -170,35 +182,14 @@ pub async fn agent(args: Agent) -> ExitCode {
         eprintln!("arbor: no --state-dir given and HOME is not set");
         return ExitCode::from(2);
     };
-    let token = match &args.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) if t.trim().len() >= MIN_TOKEN_BYTES => Some(t.trim().to_owned()),
-            Ok(t) if t.trim().is_empty() => {
-                eprintln!("arbor: --token-file {}: the file is empty", path.display());
-                return ExitCode::from(2);
-            }
-            Ok(t) => {
-                eprintln!(
-                    "arbor: --token-file {}: the token is {} bytes, too easy to guess: use at least {MIN_TOKEN_BYTES} (e.g. `head -c 32 /dev/urandom | base64`)",
-                    path.display(),
-                    t.trim().len()
-                );
-                return ExitCode::from(2);
-            }
-            Err(e) => {
-                eprintln!(
-                    "arbor: --token-file {}: failed to read it: {e}",
-                    path.display()
-                );
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let (socket_path, unix, tcp) = match listen(&args, &state_dir).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("arbor: failed to listen on {}: {e}", args.listen);
+        Err(ListenError::Usage(m)) => {
+            eprintln!("arbor: {m}");
+            return ExitCode::from(2);
+        }
+        Err(ListenError::Failed(m)) => {
+            eprintln!("arbor: {m}");
             return ExitCode::FAILURE;
         }
     };
@@ -254,23 +245,46 @@ pub async fn agent(args: Agent) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    let addr = listener.local_addr().unwrap_or(args.listen);
-    println!("listening on {addr}");
-    tracing::info!(%addr, spec = %args.spec.display(), state_dir = %state_dir.display(), "{}", deployment.summary());
-
-    let mut api_config = ApiConfig::default().state_dir(&state_dir);
-    if let Some(t) = token {
-        api_config = api_config.token(t);
+    let addr = tcp.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    // Written, not printed: a reader that took its line and went away
+    // must not bring the agent down.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Some(addr) = addr {
+            let _ = writeln!(out, "listening on {addr}");
+        }
+        let _ = writeln!(out, "listening on unix:{}", socket_path.display());
+        let _ = out.flush();
     }
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(arbor::api::serve(
+    tracing::info!(tcp = ?addr, socket = %socket_path.display(), spec = %args.spec.display(), state_dir = %state_dir.display(), "{}", deployment.summary());
+
+    let api_config = ApiConfig::default().state_dir(&state_dir);
+    let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = vec![tokio::spawn(arbor::api::serve_unix(
         node.clone(),
-        listener,
-        api_config,
-        async move {
-            let _ = api_stopped.await;
-        },
-    ));
+        unix,
+        api_config.clone(),
+        stopped(api_stopped.clone()),
+    ))];
+    if let Some((listener, token)) = tcp {
+        servers.push(tokio::spawn(arbor::api::serve(
+            node.clone(),
+            listener,
+            api_config.token(token),
+            stopped(api_stopped),
+        )));
+    }
+    let stop_servers = || async {
+        let _ = stop_api.send(true);
+        for server in servers {
+            let _ = server.await;
+        }
+        let _ = std::fs::remove_file(&socket_path);
+    };
 
     // The root never gives up because of a service (each one fails alone);
     // if it ever does, the node is no use any more: say why and exit
@@ -294,8 +308,7 @@ pub async fn agent(args: Agent) -> ExitCode {
                     .unwrap_or_else(|| "its root supervisor stopped".to_owned());
                 tracing::error!(%reason, "the node's root supervisor gave up: exiting");
                 eprintln!("arbor: the node's root supervisor gave up: {reason}");
-                let _ = stop_api.send(());
-                let _ = server.await;
+                stop_servers().await;
                 process.shutdown(Duration::ZERO).await;
                 if let Some(oci) = &oci {
                     oci.shutdown(Duration::ZERO).await;
@@ -328,8 +341,7 @@ pub async fn agent(args: Agent) -> ExitCode {
             return force(&process, oci.as_ref(), signal).await;
         }
     }
-    let _ = stop_api.send(());
-    let _ = server.await;
+    stop_servers().await;
     process.shutdown(Duration::ZERO).await;
     if let Some(oci) = &oci {
         oci.shutdown(Duration::ZERO).await;
@@ -338,8 +350,47 @@ pub async fn agent(args: Agent) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The shortest API token the agent accepts.
-const MIN_TOKEN_BYTES: usize = 16;
+/// The agent's listeners: its Unix socket (path and listener) and, with
+/// `--listen`, the TCP listener with its token.
+async fn listen(
+    args: &Agent,
+    state_dir: &Path,
+) -> Result<
+    (
+        PathBuf,
+        tokio::net::UnixListener,
+        Option<(tokio::net::TcpListener, String)>,
+    ),
+    ListenError,
+> {
+    listen::state_dir(state_dir)?;
+    let tcp = match args.listen {
+        Some(addr) => {
+            listen::check_listen(addr, args.insecure_http)?;
+            let token = listen::token(args.token_file.as_deref(), state_dir)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ListenError::Failed(format!("failed to listen on {addr}: {e}")))?;
+            Some((listener, token))
+        }
+        None => {
+            if let Some(file) = &args.token_file {
+                // Checked all the same: a bad file is a mistake to report.
+                listen::token(Some(file), state_dir)?;
+                eprintln!(
+                    "arbor: warning: --token-file is for --listen; the Unix socket needs no token"
+                );
+            }
+            None
+        }
+    };
+    let path = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| listen::default_socket(state_dir));
+    let unix = listen::socket(&path, args.socket_group.as_deref())?;
+    Ok((path, unix, tcp))
+}
 
 /// Signal numbers for the forced exit status.
 mod libc_signal {

@@ -1,7 +1,7 @@
 //! The HTTP client of the agent's API: one HTTP/1.1 connection per
-//! request (hyper's client connection over a tokio socket; no pool, no
-//! TLS: the agent listens on loopback), JSON in and out, the API's error
-//! bodies turned into messages, and a body stream for the event stream.
+//! request (hyper's client connection over the agent's Unix socket, or a
+//! TCP socket; no pool, no TLS), JSON in and out, the API's error bodies
+//! turned into messages, and a body stream for the event stream.
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
@@ -20,11 +20,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an ordinary request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the agent is: `http://HOST:PORT[/PREFIX]`.
+/// Where the agent is: `unix:PATH` (its socket) or `http://HOST:PORT[/PREFIX]`.
 #[derive(Debug, Clone)]
 pub struct AgentUrl {
     /// As given (without a trailing `/`), for messages.
     shown: String,
+    /// The socket, for `unix:PATH`.
+    socket: Option<PathBuf>,
     host: String,
     port: u16,
     authority: String,
@@ -40,9 +42,24 @@ impl fmt::Display for AgentUrl {
 impl FromStr for AgentUrl {
     type Err = String;
 
-    /// `http://HOST[:PORT][/PREFIX]`, or `HOST:PORT` (taken as http).
+    /// `unix:PATH`, `http://HOST[:PORT][/PREFIX]`, or `HOST:PORT` (taken
+    /// as http).
     fn from_str(s: &str) -> Result<Self, String> {
         let text = s.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("no socket path; expected unix:PATH".into());
+            }
+            return Ok(Self {
+                shown: format!("unix:{path}"),
+                socket: Some(PathBuf::from(path)),
+                host: "localhost".into(),
+                port: 0,
+                authority: "localhost".into(),
+                prefix: String::new(),
+            });
+        }
         let with_scheme = if text.contains("://") {
             text.to_owned()
         } else {
@@ -55,7 +72,7 @@ impl FromStr for AgentUrl {
             Some("http") => {}
             Some(other) => {
                 return Err(format!(
-                    "scheme {other}:// is not supported; expected http://HOST:PORT"
+                    "scheme {other}:// is not supported; expected unix:PATH or http://HOST:PORT"
                 ));
             }
             None => return Err("expected http://HOST:PORT".into()),
@@ -80,6 +97,7 @@ impl FromStr for AgentUrl {
         let prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(Self {
             shown: with_scheme.trim_end_matches('/').to_owned(),
+            socket: None,
             port: authority.port_u16().unwrap_or(80),
             authority: authority.as_str().to_owned(),
             host,
@@ -170,6 +188,22 @@ impl Client {
         }
     }
 
+    async fn handshake<T>(
+        &self,
+        stream: T,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
     /// Sends one request; `timeout` bounds the wait for the response head.
     async fn send(
         &self,
@@ -178,19 +212,28 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ClientError> {
-        let connect = tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port));
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Err(_) => return Err(self.unreachable("timed out connecting".into())),
-            Ok(Err(e)) => return Err(self.unreachable(io_reason(&e))),
-            Ok(Ok(s)) => s,
+        let mut sender = match &self.url.socket {
+            Some(path) => {
+                let connect = tokio::net::UnixStream::connect(path);
+                let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    Err(_) => return Err(self.unreachable("timed out connecting".into())),
+                    Ok(Err(e)) => return Err(self.unreachable(io_reason(&e))),
+                    Ok(Ok(s)) => s,
+                };
+                self.handshake(stream).await?
+            }
+            None => {
+                let connect =
+                    tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port));
+                let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    Err(_) => return Err(self.unreachable("timed out connecting".into())),
+                    Ok(Err(e)) => return Err(self.unreachable(io_reason(&e))),
+                    Ok(Ok(s)) => s,
+                };
+                let _ = stream.set_nodelay(true);
+                self.handshake(stream).await?
+            }
         };
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url.prefix))
@@ -341,7 +384,39 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
 }
 
 /// The token to send: from `--token-file`, else `$ARBOR_TOKEN`.
-pub fn token(file: Option<&PathBuf>) -> Result<Option<String>, String> {
+/// The token: `--token-file`, else `$ARBOR_TOKEN`, else (for an agent
+/// reached over TCP) the token the agent generated in its state dir, when
+/// this user may read it.
+pub fn token(file: Option<&PathBuf>, url: &AgentUrl) -> Result<Option<String>, String> {
+    let given = given_token(file)?;
+    if given.is_some() || url.socket.is_some() {
+        return Ok(given);
+    }
+    Ok(default_state_dir()
+        .and_then(|d| std::fs::read_to_string(d.join("api.token")).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+/// The agent's state dir as the client commands find it: `$ARBOR_STATE_DIR`,
+/// else `$HOME/.local/state/arbor`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("ARBOR_STATE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(super::agent::default_state_dir)
+}
+
+/// Where the client commands look for the agent without `--agent` or
+/// `$ARBOR_AGENT`: the socket in the default state dir.
+pub fn default_agent() -> String {
+    match default_state_dir() {
+        Some(d) => format!("unix:{}", d.join("arbor.sock").display()),
+        None => "unix:arbor.sock".into(),
+    }
+}
+
+fn given_token(file: Option<&PathBuf>) -> Result<Option<String>, String> {
     if let Some(path) = file {
         return match std::fs::read_to_string(path) {
             Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),

@@ -13,8 +13,9 @@ use super::client::{AgentUrl, Client, ClientError};
 /// `--token-file`: how the client commands authenticate.
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
-    /// File holding the agent's bearer token (default: the token in
-    /// $ARBOR_TOKEN). Needed when the agent runs with --token-file.
+    /// File holding the agent's bearer token, for an agent reached over TCP
+    /// (default: $ARBOR_TOKEN, else the api.token the agent made in
+    /// $ARBOR_STATE_DIR when readable). The Unix socket needs none.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 }
@@ -22,7 +23,7 @@ pub struct Conn {
 impl Conn {
     /// A client of the agent at `url` with this token.
     pub fn client(&self, url: &AgentUrl) -> Result<Client, Fail> {
-        let token = super::client::token(self.token_file.as_ref()).map_err(Fail::usage)?;
+        let token = super::client::token(self.token_file.as_ref(), url).map_err(Fail::usage)?;
         Ok(Client::new(url.clone(), token))
     }
 }
