@@ -18,6 +18,7 @@
 
 use std::{
     fs, io,
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -29,6 +30,7 @@ mod env;
 mod files;
 mod output;
 mod recovery;
+mod redact;
 mod snapshot;
 
 pub use completion::{
@@ -38,6 +40,7 @@ pub use env::{MASK, mask_env, parse_env, read_env_files};
 pub use files::ExecutionFiles;
 pub use output::ExecutionOutput;
 pub use recovery::{KillOutcome, Loaded, Recovered};
+pub use redact::Redacting;
 pub use snapshot::{
     DEFAULT_DISK_SNAPSHOT_BYTES, LogSnapshot, LogSnapshotQuery, SnapshotStream, read_snapshot,
 };
@@ -180,10 +183,16 @@ impl Store {
     pub fn open(state_dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let state_dir = state_dir.into();
         let executions = state_dir.join("executions");
-        fs::create_dir_all(&executions).map_err(|source| StoreError::CreateDir {
-            path: executions.clone(),
-            source,
-        })?;
+        // Records and logs can hold what only the operator may read:
+        // directories 0700, files 0600 (whatever the umask).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&executions)
+            .map_err(|source| StoreError::CreateDir {
+                path: executions.clone(),
+                source,
+            })?;
         Ok(Store {
             root: Arc::new(StoreRoot {
                 state_dir,
@@ -215,10 +224,13 @@ impl Store {
         status: &ExecutionStatus,
     ) -> Result<ExecutionFiles, StoreError> {
         let dir = self.dir(meta.id);
-        fs::create_dir(&dir).map_err(|source| StoreError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
         let files = ExecutionFiles::new(meta.id, dir);
         // Made durable with the terminal status (see `write_state`).
         files::write_json_atomic(&files.meta_path(), meta, false)?;

@@ -82,16 +82,19 @@ async fn a_job_killed_by_a_signal_reports_the_signal() {
 }
 
 #[tokio::test]
-async fn masked_env_is_hidden_in_records_and_real_in_the_process() {
+async fn masked_env_is_hidden_in_records_and_logs_and_real_in_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let ex = executor(dir.path()).await;
-    let mut spec = JobSpec::shell("secret", "printf %s \"$TOKEN\"");
+    let mut spec = JobSpec::shell(
+        "secret",
+        "test \"${TOKEN#hunt}\" = er2 && echo real; printf %s \"$TOKEN\"",
+    );
     spec.env.insert("TOKEN".into(), "hunter2".into());
     spec.mask = vec!["TOKEN".into()];
     let id = ex.run(spec, JobTrigger::Cli).await.unwrap();
     let record = ex.wait(id).await.unwrap();
     assert_eq!(record.meta.env["TOKEN"], "***");
-    assert_eq!(read(dir.path(), id, "stdout.log"), b"hunter2");
+    assert_eq!(read(dir.path(), id, "stdout.log"), b"real\n***");
     let meta = String::from_utf8(read(dir.path(), id, "meta.json")).unwrap();
     assert!(!meta.contains("hunter2"), "{meta}");
     ex.shutdown(Duration::from_secs(5)).await;

@@ -436,7 +436,7 @@ impl Execution {
                 }
             }
         }
-        let spec = spec.output(Output::new(self.output.clone()));
+        let spec = spec.output(Output::new(self.redacting(self.output.clone())));
         match rt.create(&spec).await {
             Ok(id) => self.main = Some(id),
             Err(e) => {
@@ -545,7 +545,7 @@ impl Execution {
         let rt = self.services.runtime.clone();
         let spec = self
             .container_spec(self.container_name(Some(i + 1)), step.command.clone())
-            .output(Output::new(Unclosed(self.output.clone())));
+            .output(Output::new(self.redacting(Unclosed(self.output.clone()))));
         let fail = |message: String| FailReason::InitStep {
             step: i + 1,
             message,
@@ -831,6 +831,17 @@ impl Execution {
             status: self.status.clone(),
             output: Some(self.output.clone()),
         });
+    }
+
+    /// `sink` with the values of the job's `mask` variables replaced by
+    /// `***`: they never reach the logs or the live tail.
+    fn redacting<S: crate::runtime::OutputSink>(&self, sink: S) -> crate::store::Redacting<S> {
+        let secrets = self
+            .spec
+            .mask
+            .iter()
+            .filter_map(|name| self.env.get(name).cloned());
+        crate::store::Redacting::new(sink, secrets)
     }
 
     fn advance(&mut self, phase: Phase) {

@@ -7,6 +7,7 @@
 use std::{
     fs::OpenOptions,
     io::Write,
+    os::unix::fs::OpenOptionsExt,
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::Stdio,
@@ -363,7 +364,11 @@ async fn append_line(path: &Path, json: &[u8]) -> Delivery {
     line.push(b'\n');
     let owned = path.to_owned();
     let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut file = OpenOptions::new().create(true).append(true).open(&owned)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&owned)?;
         // One write call: with O_APPEND the line lands whole at the end.
         let n = file.write(&line)?;
         if n != line.len() {

@@ -55,12 +55,17 @@ pub fn parse_env(text: &str, path: &Path) -> Result<BTreeMap<String, String>, St
             _ => line,
         };
         let Some((key, value)) = line.split_once('=') else {
-            return Err(error(format!("expected KEY=VALUE, found {line:?}")));
+            // Never quoted: the file may hold secrets (or not be an env
+            // file at all).
+            return Err(error(
+                "expected KEY=VALUE: the line has no '=' (its content is not shown)".into(),
+            ));
         };
         let key = key.trim_end();
         if !valid_key(key) {
             return Err(error(format!(
-                "invalid variable name {key:?} (letters, digits, '_' and '.', not starting with a digit)"
+                "invalid variable name of {} characters (letters, digits, '_' and '.', not starting with a digit; its content is not shown)",
+                key.chars().count()
             )));
         }
         let value = parse_value(value.trim_start()).map_err(error)?;
@@ -119,7 +124,7 @@ fn parse_value(v: &str) -> Result<String, String> {
     };
     let rest = rest.trim_start();
     if !rest.is_empty() && !rest.starts_with('#') {
-        return Err(format!("unexpected {rest:?} after the quoted value"));
+        return Err("unexpected text after the quoted value (its content is not shown)".into());
     }
     Ok(value)
 }

@@ -4,6 +4,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::Write,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -129,6 +130,7 @@ impl ExecutionFiles {
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)
                 .map(|f| (f, path.clone()))
                 .map_err(|e| StoreError::write(path, e))
@@ -191,7 +193,12 @@ pub(crate) fn write_json_atomic<T: Serialize>(
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(&bytes)?;
         if sync {
             file.sync_all()?;
