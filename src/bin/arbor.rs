@@ -233,8 +233,10 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());
+    // Colours only for a terminal, never into a file or a journal.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         logs.json().init();
@@ -306,6 +308,7 @@ fn main() -> ExitCode {
 }
 
 async fn supervise(args: Supervise) -> ExitCode {
+    let _ = arbor::runtime::process::limits::raise_nofile();
     let name = args.name.clone().unwrap_or_else(|| {
         std::path::Path::new(&args.command[0])
             .file_name()

@@ -26,6 +26,7 @@
 
 mod cgroup;
 mod entry;
+pub mod limits;
 pub mod procfs;
 mod reaper;
 mod spawn;

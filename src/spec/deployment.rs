@@ -23,6 +23,7 @@
 //! then reports every remaining error, each with its path.
 
 mod diff;
+mod host;
 mod parse;
 mod service;
 mod validate;
@@ -261,7 +262,8 @@ impl Deployment {
     /// What is valid but probably not wanted, one line each naming the
     /// field: a service with `on_limit: escalate` gives up for good.
     pub fn warnings(&self) -> Vec<String> {
-        self.services
+        let mut out: Vec<String> = self
+            .services
             .iter()
             .filter(|(_, s)| s.on_limit == OnLimit::Escalate)
             .map(|(name, s)| {
@@ -271,7 +273,30 @@ impl Deployment {
                     crate::spec::fmt_duration(s.restart_window)
                 )
             })
-            .collect()
+            .collect();
+        // What this host lacks (checked without running anything): the
+        // spec may be meant for another machine, so these are warnings.
+        for (name, s) in &self.services {
+            if s.image.is_none() {
+                out.extend(host::check(
+                    &format!("services.{name}"),
+                    &s.command,
+                    s.cwd.as_deref(),
+                    &s.env,
+                ));
+            }
+        }
+        for (name, j) in &self.jobs {
+            if j.image.is_none() {
+                out.extend(host::check(
+                    &format!("jobs.{name}"),
+                    &j.command,
+                    j.cwd.as_deref(),
+                    &j.env,
+                ));
+            }
+        }
+        out
     }
 
     /// A one-line summary for people:

@@ -162,6 +162,21 @@ pub async fn agent(args: Agent) -> ExitCode {
         eprintln!("arbor: failed to install signal handlers");
         return ExitCode::FAILURE;
     };
+    // Room for many replicas (about four descriptors each).
+    match arbor::runtime::process::limits::raise_nofile() {
+        Ok(r) if r.to > r.from => tracing::info!(
+            from = r.from,
+            to = r.to,
+            "raised the open files limit: room for about {} replicas",
+            r.to / 4
+        ),
+        Ok(r) => tracing::info!(
+            limit = r.to,
+            "open files limit: room for about {} replicas",
+            r.to / 4
+        ),
+        Err(e) => tracing::warn!(error = %e, "failed to raise the open files limit"),
+    }
     let fault = std::env::var("ARBOR_TEST_PANIC").ok();
     let mut usr2 = fault
         .as_ref()

@@ -68,6 +68,19 @@ impl ProcessRuntime {
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }
+        if let Some(limit) = super::limits::inherited_nofile() {
+            // SAFETY: runs in the forked child before exec; setrlimit(2) is
+            // a plain system call on a value computed before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         if let Some(cg) = &cgroup {
             let fd = cg.procs_fd();
             // SAFETY: runs in the forked child before exec; write(2) is
@@ -120,6 +133,13 @@ impl ProcessRuntime {
                 _ if e.kind() == std::io::ErrorKind::NotFound => {
                     Cause::CommandNotFound(program.clone())
                 }
+                _ if e.raw_os_error() == Some(libc::EMFILE) => Cause::io(
+                    format!(
+                        "failed to spawn {program:?}: too many open files (the limit is {}; each replica holds about 4: raise it with `ulimit -n` or LimitNOFILE=)",
+                        open_files_limit()
+                    ),
+                    e,
+                ),
                 _ => Cause::io(format!("failed to spawn {program:?}"), e),
             };
             RuntimeError::new(Op::Start, id, cause)
@@ -283,4 +303,11 @@ pub(super) fn missing_cwd(dir: &Path) -> Cause {
         dir.display(),
         "must be an existing directory",
     )))
+}
+
+/// The soft limit of open files of this process.
+fn open_files_limit() -> String {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

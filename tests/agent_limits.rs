@@ -1,0 +1,119 @@
+//! The real binaries at the limits: under `ulimit -n 1024` the agent
+//! raises its own open files limit and runs 300 replicas (its children
+//! keep 1024); `arbor supervise --replicas 1000` stopped one second after
+//! its start leaves no process behind.
+
+mod cli_support;
+
+use std::{
+    process::Stdio,
+    thread,
+    time::{Duration, Instant},
+};
+
+use arbor::runtime::process::procfs;
+use cli_support::eventually;
+
+fn soft_nofile(pid: i32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < within, "did not exit within {within:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn under_ulimit_1024_the_agent_runs_300_replicas_and_its_children_keep_1024() {
+    let hard: u64 = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .unwrap_or(0);
+    if hard < 2048 {
+        eprintln!("skipped: the hard open files limit is {hard}, below what 300 replicas need");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = dir.path().join("node.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "services:\n  many:\n    command: [sleep, \"301\"]\n    replicas: 300\n    env: {{MARK: \"{mark}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut agent = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 1024 && exec '{}' agent --spec '{}' --state-dir '{}'",
+            env!("CARGO_BIN_EXE_arbor"),
+            spec.display(),
+            state.display()
+        ))
+        .env_remove("ARBOR_STATE_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("300 replicas run", || {
+        procfs::with_env("MARK", &mark).len() == 300
+    });
+    let agent_pid = agent.id() as i32;
+    assert!(
+        soft_nofile(agent_pid).unwrap() > 1024,
+        "the agent raised its limit"
+    );
+    let replica = procfs::with_env("MARK", &mark)[0];
+    assert_eq!(
+        soft_nofile(replica),
+        Some(1024),
+        "children keep the limit they had"
+    );
+    let mut cmd = cli_support::arbor();
+    cmd.env("ARBOR_STATE_DIR", &state).args(["services"]);
+    let out = cli_support::output(cmd).expect(0);
+    assert!(out.stdout.contains("300/300"), "{}", out.stdout);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(60)), 0);
+    assert!(procfs::with_env("MARK", &mark).is_empty());
+}
+
+#[test]
+fn supervise_with_1000_replicas_stopped_a_second_after_its_start_leaves_nothing() {
+    let mark = uuid::Uuid::new_v4().to_string();
+    let mut sup = cli_support::arbor()
+        .args(["supervise", "--replicas", "1000", "--", "sleep", "301"])
+        .env("MARK", &mark)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut sup, Duration::from_secs(60)), 0);
+    assert!(
+        procfs::with_env("MARK", &mark).is_empty(),
+        "{} left",
+        procfs::with_env("MARK", &mark).len()
+    );
+}
