@@ -2,6 +2,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod args;
 pub mod chaos;
 pub mod cron;
 pub mod error;

@@ -205,6 +205,31 @@ pub struct DeployReport {
     pub unchanged: Vec<String>,
 }
 
+impl DeployReport {
+    /// One line for people: `started web; scaled db; 2 jobs registered`,
+    /// or `nothing changed`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("started", &self.services_started),
+            ("stopped", &self.services_stopped),
+            ("restarted", &self.services_restarted),
+            ("scaled", &self.services_scaled),
+            ("jobs registered:", &self.jobs_registered),
+            ("jobs removed:", &self.jobs_removed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what} {}", names.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "nothing changed".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
 /// A running node. Cheap to clone; clones drive the same node.
 #[derive(Clone)]
 pub struct Node {

@@ -4,6 +4,7 @@
 
 mod backoff;
 pub(crate) mod check;
+pub use check::MAX_DURATION;
 pub(crate) mod container;
 mod deployment;
 mod error;

@@ -552,3 +552,16 @@ fn durations_past_ten_years_are_refused_with_their_field() {
     assert!(e.contains("jobs.j.deadline"), "{e}");
     assert!(e.contains("at most 10 years"), "{e}");
 }
+
+#[test]
+fn the_summary_of_a_large_spec_lists_a_dozen_names_and_counts_the_rest() {
+    let mut text = String::from("services:\n");
+    for i in 0..30 {
+        text.push_str(&format!("  s{i}:\n    command: [sleep, \"1\"]\n"));
+    }
+    let d = arbor::Deployment::from_yaml(&text).unwrap();
+    let summary = d.summary();
+    assert!(summary.contains("30 services ("), "{summary}");
+    assert!(summary.contains("and 18 more)"), "{summary}");
+    assert!(summary.len() < 200, "{summary}");
+}

@@ -167,19 +167,19 @@ struct Supervise {
     #[arg(long, default_value_t = 5)]
     max_restarts: u32,
     /// Sliding window restarts are counted in (e.g. 30s, 5m).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = crate::common::parse_duration, default_value = "5m")]
     window: Duration,
     /// Past the limit: escalate (give up and exit 1) or backoff (crash-loop back-off).
     #[arg(long, value_enum, default_value_t = Limit::Backoff)]
     on_limit: Limit,
     /// First back-off delay.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = crate::common::parse_duration, default_value = "10s")]
     backoff_initial: Duration,
     /// Longest back-off delay.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = crate::common::parse_duration, default_value = "5m")]
     backoff_max: Duration,
     /// Time between SIGTERM and SIGKILL when stopping.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = crate::common::parse_duration, default_value = "5s")]
     grace: Duration,
     /// Print events as JSON lines.
     #[arg(long)]
@@ -212,18 +212,7 @@ enum Limit {
 
 /// `--replicas`: at least one (zero would run nothing, silently), at most
 /// the spec's limit.
-fn parse_replicas(text: &str) -> Result<usize, String> {
-    let n: usize = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a count: {e}"))?;
-    if n == 0 || n > arbor::spec::MAX_REPLICAS {
-        return Err(format!(
-            "{n}: must be between 1 and {}",
-            arbor::spec::MAX_REPLICAS
-        ));
-    }
-    Ok(n)
-}
+use arbor::args::replicas as parse_replicas;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

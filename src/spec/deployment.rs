@@ -330,7 +330,16 @@ impl Deployment {
             }
             let plural = if items.len() == 1 { "" } else { "s" };
             let _ = write!(out, "{} {noun}{plural}", items.len());
-            if !items.is_empty() {
+            // A long list is cut: the line stays readable in a log.
+            const SHOWN: usize = 12;
+            if items.len() > SHOWN {
+                let _ = write!(
+                    out,
+                    " ({}, and {} more)",
+                    items[..SHOWN].join(", "),
+                    items.len() - SHOWN
+                );
+            } else if !items.is_empty() {
                 let _ = write!(out, " ({})", items.join(", "));
             }
         }

@@ -66,7 +66,7 @@ pub struct Agent {
     insecure_http: bool,
     /// How long running executions get to finish on shutdown before they
     /// are cancelled.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::common::parse_duration)]
     shutdown_timeout: Duration,
     /// The default runtime of services and jobs: process (host commands) or
     /// oci (containers through runc, from the images of <state-dir>/images;
@@ -445,7 +445,12 @@ fn gave_up_reason(node: &Node) -> tokio::sync::watch::Receiver<Option<String>> {
 async fn reload(node: &Node, spec: &Path) {
     match load(spec) {
         Ok(d) => match node.deploy(&d).await {
-            Ok(report) => tracing::info!(?report, "reloaded {}", spec.display()),
+            Ok(report) => {
+                for w in d.warnings() {
+                    tracing::warn!("{}: {w}", spec.display());
+                }
+                tracing::info!("reloaded {}: {}", spec.display(), report.summary())
+            }
             Err(e) => tracing::error!(error = %e, "failed to apply the reloaded spec"),
         },
         Err(errors) => {

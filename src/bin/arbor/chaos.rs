@@ -21,7 +21,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// How long faults are injected, in virtual time (30s, 10m, 2h).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::common::parse_duration)]
     duration: Duration,
     /// The probability (0 to 1) that a runtime call gets a fault.
     #[arg(long, default_value_t = 0.05)]
@@ -31,7 +31,7 @@ pub struct ChaosArgs {
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
     /// Trigger one of the spec's on-demand jobs this often (0s: none).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::common::parse_duration)]
     job_every: Duration,
     /// Print the report as one JSON object.
     #[arg(long)]

@@ -2,9 +2,9 @@
 //! (its exit code and message), argument parsers and the pieces of
 //! readable output (tables, durations, times, argv).
 
-use std::{path::PathBuf, process::ExitCode, str::FromStr, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use arbor::{ExecutionId, ExecutionRecord, JobState};
+use arbor::{ExecutionRecord, JobState};
 use chrono::{DateTime, Local, Utc};
 use clap::Args;
 
@@ -68,41 +68,9 @@ impl From<ClientError> for Fail {
 
 pub type Outcome = Result<ExitCode, Fail>;
 
-/// An execution id argument: a UUID.
-pub fn parse_id(s: &str) -> Result<ExecutionId, String> {
-    ExecutionId::from_str(s.trim()).map_err(|e| {
-        format!(
-            "not an execution id ({e}); expected a UUID like 67e55044-10b1-426f-9247-bb680e5fe0c8"
-        )
-    })
-}
-
-/// A duration argument (`500ms`, `30s`, `5m`, `1h 30m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("not a duration ({e}); expected e.g. 500ms, 30s, 5m"))
-}
-
-/// A signal argument: `TERM`, `SIGTERM`, `sigterm` or `15`; its canonical
-/// name (`SIGTERM`).
-pub fn parse_signal(s: &str) -> Result<String, String> {
-    use nix::sys::signal::Signal;
-    let t = s.trim();
-    let sig = if let Ok(n) = t.parse::<i32>() {
-        Signal::try_from(n).ok()
-    } else {
-        let upper = t.to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
-        Signal::from_str(&full).ok()
-    };
-    sig.map(|s| s.as_str().to_owned()).ok_or_else(|| {
-        "not a signal; expected a name like TERM, SIGUSR1, KILL or a number such as 15".into()
-    })
-}
+pub use arbor::args::{
+    duration as parse_duration, execution_id as parse_id, signal as parse_signal,
+};
 
 /// Prints a value as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) {

@@ -44,22 +44,10 @@ use super::{
 pub struct JsonArgv(Vec<String>);
 
 fn parse_argv(s: &str) -> Result<JsonArgv, String> {
-    let argv: Vec<String> = serde_json::from_str(s).map_err(|e| {
-        format!("not a JSON array of strings ({e}); expected e.g. '[\"notify-send\", \"done\"]'")
-    })?;
-    if argv.first().is_none_or(String::is_empty) {
-        return Err("the program is missing; expected e.g. '[\"notify-send\", \"done\"]'".into());
-    }
-    Ok(JsonArgv(argv))
+    arbor::args::json_argv(s).map(JsonArgv)
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some(("", _)) => Err("the key is empty; expected KEY=VALUE".into()),
-        Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-        None => Err("no '=' in it; expected KEY=VALUE".into()),
-    }
-}
+use arbor::args::env_pair as parse_env;
 
 #[derive(Args)]
 pub struct Run {
