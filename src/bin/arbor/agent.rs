@@ -6,9 +6,11 @@
 //! API. SIGTERM or SIGINT stops it: the API refuses new work, running
 //! executions get the shutdown deadline to finish, services stop once what
 //! depends on them has stopped (independent ones together), each replica
-//! with its grace, and the agent exits 0. A second SIGTERM/SIGINT (a second
-//! or more after the first) forces: every process is killed at once and the
-//! agent exits 128 + that signal (143, 130). SIGHUP reloads the spec and
+//! with its grace, and the agent exits 0. A second SIGTERM/SIGINT forces
+//! (any time after the first, but one delivered within 100 ms of it, as
+//! `timeout` does to a process and its group, is the same stop): every
+//! process is killed at once and the agent exits 128 + that signal (143,
+//! 130). SIGHUP reloads the spec and
 //! applies the difference; an invalid or empty spec is logged and the
 //! running deployment is kept. If the root supervisor ever gives up, the
 //! agent says why and exits 70.
@@ -339,9 +341,9 @@ pub async fn agent(args: Agent) -> ExitCode {
         let deadline = args.shutdown_timeout;
         tokio::spawn(async move { node.shutdown(deadline).await })
     };
-    // A second signal forces, unless it is the same signal delivered twice
-    // (e.g. `timeout` signals the process and its group): within a second
-    // of the first it is ignored.
+    // A second signal forces, unless it is the same stop delivered twice
+    // (`timeout` signals the process and then its group, at once): within
+    // 100 ms of the first it is ignored.
     let first = tokio::time::Instant::now();
     tokio::pin!(stopping);
     loop {
@@ -352,7 +354,7 @@ pub async fn agent(args: Agent) -> ExitCode {
             _ = term.recv() => libc_signal::SIGTERM,
             _ = int.recv() => libc_signal::SIGINT,
         };
-        if first.elapsed() >= Duration::from_secs(1) {
+        if first.elapsed() >= DUPLICATE_WINDOW {
             return force(&process, oci.as_ref(), signal).await;
         }
     }
@@ -406,6 +408,9 @@ async fn listen(
     let unix = listen::socket(&path, args.socket_group.as_deref())?;
     Ok((path, unix, tcp))
 }
+
+/// A second stop signal sooner than this after the first is the same stop.
+const DUPLICATE_WINDOW: Duration = Duration::from_millis(100);
 
 /// Signal numbers for the forced exit status.
 mod libc_signal {
