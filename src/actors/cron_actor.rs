@@ -316,7 +316,7 @@ impl CronState {
         let job = fire.job.clone();
         let target = &self.target;
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| target.fire(fire))) {
-            tracing::error!(job = %job, panic = %panic_text(panic.as_ref()), "cron: target panicked");
+            tracing::error!(job = %job, panic = %crate::panics::message(panic.as_ref()), "cron: target panicked");
         }
     }
 
@@ -363,12 +363,4 @@ impl CronState {
             ..self.stats
         }
     }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic)")
 }

@@ -607,7 +607,7 @@ impl Execution {
             Err(p) => {
                 return self
                     .fail(FailReason::Task {
-                        message: panic_message(&*p),
+                        message: crate::panics::message(&*p),
                     })
                     .await;
             }
@@ -620,9 +620,10 @@ impl Execution {
         self.task = Some(tokio::spawn(async move {
             let result = match inner.await {
                 Ok(r) => r,
-                Err(e) if e.is_panic() => {
-                    Err(format!("panicked: {}", panic_message(&*e.into_panic())))
-                }
+                Err(e) if e.is_panic() => Err(format!(
+                    "panicked: {}",
+                    crate::panics::message(&*e.into_panic())
+                )),
                 Err(_) => Err("aborted".into()),
             };
             let _ = me.cast(JobMsg::Internal(InternalMsg(Internal::TaskDone(result))));
@@ -926,13 +927,6 @@ async fn stop_or_abandon(rt: std::sync::Arc<dyn Runtime>, id: ContainerId, grace
     }
     tracing::warn!(container = %id, "could not stop a job container; abandoning it");
     rt.abandon(&id);
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_owned())
 }
 
 /// Hands `args` to the first start only (job actors are temporary children:

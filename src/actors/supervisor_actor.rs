@@ -471,10 +471,5 @@ impl Hasher for ActorIdHasher {
 
 /// The message of a caught panic.
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    format!("panicked: {text}")
+    format!("panicked: {}", crate::panics::message(&*payload))
 }
