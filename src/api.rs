@@ -98,6 +98,7 @@ mod metrics;
 mod node;
 mod runs;
 mod services;
+pub mod tls;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, FieldError};
 pub use executions::{CancelRequest, LogsResponse, SignalRequest, SignalValue};
@@ -187,6 +188,29 @@ pub async fn serve(
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
+    .await
+}
+
+/// Serves the API of `node` over TLS on `listener` (see [`tls`]), as
+/// [`serve`] does in clear.
+pub async fn serve_tls(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, tls)?;
+    let (tx, rx) = watch::channel(false);
+    let app = build(node, config, rx);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<tls::TlsPeer>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;

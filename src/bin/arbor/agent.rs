@@ -62,8 +62,16 @@ pub struct Agent {
     /// without it the agent generates <state-dir>/api.token (0600).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Allow a non-loopback --listen (the API has no TLS: requests and the
-    /// token travel in clear text). A warning is printed at every start.
+    /// Serve --listen over TLS with this PEM certificate chain (with
+    /// --tls-key). Needed for a non-loopback --listen, unless
+    /// --insecure-http.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow a non-loopback --listen without TLS (requests and the token
+    /// travel in clear text). A warning is printed at every start.
     #[arg(long)]
     insecure_http: bool,
     /// How long running executions get to finish on shutdown before they
@@ -262,7 +270,7 @@ pub async fn agent(args: Agent) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    let addr = tcp.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    let addr = tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok());
     // Written, not printed: a reader that took its line and went away
     // must not bring the agent down.
     {
@@ -287,13 +295,25 @@ pub async fn agent(args: Agent) -> ExitCode {
         api_config.clone(),
         stopped(api_stopped.clone()),
     ))];
-    if let Some((listener, token)) = tcp {
-        servers.push(tokio::spawn(arbor::api::serve(
-            node.clone(),
-            listener,
-            api_config.token(token),
-            stopped(api_stopped),
-        )));
+    match tcp {
+        Some((listener, token, Some(tls))) => {
+            servers.push(tokio::spawn(arbor::api::serve_tls(
+                node.clone(),
+                listener,
+                tls,
+                api_config.token(token),
+                stopped(api_stopped),
+            )));
+        }
+        Some((listener, token, None)) => {
+            servers.push(tokio::spawn(arbor::api::serve(
+                node.clone(),
+                listener,
+                api_config.token(token),
+                stopped(api_stopped),
+            )));
+        }
+        None => {}
     }
     let stop_servers = || async {
         let _ = stop_api.send(true);
@@ -367,28 +387,34 @@ pub async fn agent(args: Agent) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The TCP listener, its token, and its TLS configuration (`None`: clear).
+type Tcp = (
+    tokio::net::TcpListener,
+    String,
+    Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+);
+
 /// The agent's listeners: its Unix socket (path and listener) and, with
 /// `--listen`, the TCP listener with its token.
 async fn listen(
     args: &Agent,
     state_dir: &Path,
-) -> Result<
-    (
-        PathBuf,
-        tokio::net::UnixListener,
-        Option<(tokio::net::TcpListener, String)>,
-    ),
-    ListenError,
-> {
+) -> Result<(PathBuf, tokio::net::UnixListener, Option<Tcp>), ListenError> {
     listen::state_dir(state_dir)?;
     let tcp = match args.listen {
         Some(addr) => {
-            listen::check_listen(addr, args.insecure_http)?;
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(arbor::api::tls::server_config(cert, key).map_err(ListenError::Usage)?)
+                }
+                _ => None,
+            };
+            listen::check_listen(addr, tls.is_some() || args.insecure_http, tls.is_none())?;
             let token = listen::token(args.token_file.as_deref(), state_dir)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| ListenError::Failed(format!("failed to listen on {addr}: {e}")))?;
-            Some((listener, token))
+            Some((listener, token, tls))
         }
         None => {
             if let Some(file) = &args.token_file {

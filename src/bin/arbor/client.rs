@@ -27,6 +27,8 @@ pub struct AgentUrl {
     shown: String,
     /// The socket, for `unix:PATH`.
     socket: Option<PathBuf>,
+    /// `https://`.
+    tls: bool,
     host: String,
     port: u16,
     authority: String,
@@ -54,6 +56,7 @@ impl FromStr for AgentUrl {
             return Ok(Self {
                 shown: format!("unix:{path}"),
                 socket: Some(PathBuf::from(path)),
+                tls: false,
                 host: "localhost".into(),
                 port: 0,
                 authority: "localhost".into(),
@@ -68,15 +71,16 @@ impl FromStr for AgentUrl {
         let uri: Uri = with_scheme
             .parse()
             .map_err(|e| format!("not a URL ({e}); expected http://HOST:PORT"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 return Err(format!(
-                    "scheme {other}:// is not supported; expected unix:PATH or http://HOST:PORT"
+                    "scheme {other}:// is not supported; expected unix:PATH, http://HOST:PORT or https://HOST:PORT"
                 ));
             }
             None => return Err("expected http://HOST:PORT".into()),
-        }
+        };
         let Some(authority) = uri.authority() else {
             return Err("no host; expected http://HOST:PORT".into());
         };
@@ -98,7 +102,8 @@ impl FromStr for AgentUrl {
         Ok(Self {
             shown: with_scheme.trim_end_matches('/').to_owned(),
             socket: None,
-            port: authority.port_u16().unwrap_or(80),
+            tls,
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             authority: authority.as_str().to_owned(),
             host,
             prefix,
@@ -168,17 +173,69 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+impl AgentUrl {
+    /// `https://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
 /// A client of one agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     url: AgentUrl,
     token: Option<String>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
     /// A client of the agent at `url`, sending `token` when given.
     pub fn new(url: AgentUrl, token: Option<String>) -> Self {
-        Self { url, token }
+        Self {
+            url,
+            token,
+            tls: None,
+        }
+    }
+
+    /// Speaks TLS, trusting the certificates in `ca` (default: the
+    /// system's bundle).
+    pub fn tls(mut self, ca: Option<&std::path::Path>) -> Result<Self, String> {
+        use rustls_pki_types::{CertificateDer, pem::PemObject};
+        use tokio_rustls::rustls;
+        let file = ca.map_or_else(
+            || PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            PathBuf::from,
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(&file)
+            .map_err(|e| format!("--ca-cert {}: failed to read it: {e}", file.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("--ca-cert {}: not PEM: {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--ca-cert {}: {e}", file.display()))?;
+        }
+        #[allow(deprecated)] // ring: see arbor::api::tls
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("failed to set up TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.tls = Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        )));
+        Ok(self)
     }
 
     fn unreachable(&self, reason: String) -> ClientError {
@@ -231,7 +288,21 @@ impl Client {
                     Ok(Ok(s)) => s,
                 };
                 let _ = stream.set_nodelay(true);
-                self.handshake(stream).await?
+                match &self.tls {
+                    Some(connector) => {
+                        let name = rustls_pki_types::ServerName::try_from(self.url.host.clone())
+                            .map_err(|e| self.unreachable(format!("invalid host name: {e}")))?;
+                        let tls =
+                            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+                                .await
+                                .map_err(|_| {
+                                    self.unreachable("timed out in the TLS handshake".into())
+                                })?
+                                .map_err(|e| self.unreachable(format!("TLS: {e}")))?;
+                        self.handshake(tls).await?
+                    }
+                    None => self.handshake(stream).await?,
+                }
             }
         };
         let mut req = Request::builder()

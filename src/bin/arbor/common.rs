@@ -18,13 +18,21 @@ pub struct Conn {
     /// $ARBOR_STATE_DIR when readable). The Unix socket needs none.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for an https:// agent (default: the
+    /// system's, /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, value_name = "FILE", env = "ARBOR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
     /// A client of the agent at `url` with this token.
     pub fn client(&self, url: &AgentUrl) -> Result<Client, Fail> {
         let token = super::client::token(self.token_file.as_ref(), url).map_err(Fail::usage)?;
-        Ok(Client::new(url.clone(), token))
+        let client = Client::new(url.clone(), token);
+        if url.is_tls() {
+            return client.tls(self.ca_cert.as_deref()).map_err(Fail::usage);
+        }
+        Ok(client)
     }
 }
 

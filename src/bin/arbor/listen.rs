@@ -7,8 +7,8 @@
 //! refuse to start. TCP is opt-in (`--listen`), and every request on it but
 //! health and metrics needs the bearer token: `--token-file`, or one the
 //! agent generates in `<state-dir>/api.token` (256 random bits, 0600). A
-//! non-loopback `--listen` needs `--insecure-http` (the API has no TLS),
-//! and says so at every start.
+//! non-loopback `--listen` needs TLS (`--tls-cert`/`--tls-key`) or
+//! `--insecure-http`, which is warned about at every start.
 
 use std::{
     fs,
@@ -44,12 +44,13 @@ pub fn state_dir(dir: &Path) -> Result<(), ListenError> {
         })
 }
 
-/// Refuses a non-loopback TCP address unless `--insecure-http` says so.
-pub fn check_listen(addr: SocketAddr, insecure: bool) -> Result<(), ListenError> {
-    if addr.ip().is_loopback() {
+/// Refuses a non-loopback TCP address unless it is served over TLS or
+/// `--insecure-http` says so (`clear`: no TLS).
+pub fn check_listen(addr: SocketAddr, allowed: bool, clear: bool) -> Result<(), ListenError> {
+    if addr.ip().is_loopback() || (allowed && !clear) {
         return Ok(());
     }
-    if insecure {
+    if allowed {
         tracing::warn!(%addr, "--insecure-http: the API is served in clear text on a non-loopback address; its bearer token can be read on the network");
         eprintln!(
             "arbor: warning: --listen {addr} with --insecure-http: the API and its token travel in clear text"
@@ -57,7 +58,7 @@ pub fn check_listen(addr: SocketAddr, insecure: bool) -> Result<(), ListenError>
         return Ok(());
     }
     Err(ListenError::Usage(format!(
-        "--listen {addr} is not a loopback address: the API has no TLS, so its token would travel in clear text; pass --insecure-http to accept that (or put a TLS proxy in front of a loopback --listen)"
+        "--listen {addr} is not a loopback address: serve it over TLS (--tls-cert FILE --tls-key FILE), or pass --insecure-http to let requests and the token travel in clear text"
     )))
 }
 
