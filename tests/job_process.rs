@@ -117,8 +117,11 @@ async fn pause_stops_the_whole_process_group_and_resume_continues_it() {
     eventually("every process of the group is stopped", || {
         // A child forked as the stop was sent may end on its own before
         // its stopped parent reaps it: a zombie is as still as a stopped one.
+        // A shell caught in vfork(2) waits (state D) for its stopped child
+        // to exec, which it never does while stopped: as still too.
         let group = procfs::group(pid as i32);
-        group.iter().any(|p| p.state == 'T') && group.iter().all(|p| matches!(p.state, 'T' | 'Z'))
+        group.iter().any(|p| p.state == 'T')
+            && group.iter().all(|p| matches!(p.state, 'T' | 'Z' | 'D'))
     })
     .await;
     let frozen = size();
