@@ -394,13 +394,24 @@ services:
     )
     .unwrap();
     // The new db (another pid) runs past its trap, beside the same app.
-    eventually("db restarted by the reload, past its trap", || {
+    let start = Instant::now();
+    loop {
         let now = trapped();
-        std::fs::read_to_string(&log).is_ok_and(|t| t == "db\n")
+        let stopped = std::fs::read_to_string(&log).unwrap_or_default();
+        if stopped == "db\n"
             && now.len() == 2
             && now != before
             && before.iter().filter(|p| now.contains(p)).count() == 1
-    });
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "db was not restarted by the reload: stop log {stopped:?}, trapped {now:?} (before {before:?}), services {:?}",
+            services(&agent)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     sigterm(agent.child.id());
     let status = loop {
         if let Some(s) = agent.child.try_wait().unwrap() {
