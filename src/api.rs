@@ -19,7 +19,8 @@
 //! | `api/runs.rs` | `POST /v1/runs` (an ad-hoc command, as `arbor run`) |
 //! | `api/events.rs` | `GET /v1/events` (Server-Sent Events) |
 //! | `api/metrics.rs` | `GET /metrics` (Prometheus text) |
-//! | `api/guard.rs` | the token, same-origin and shutting-down checks of mutating requests; the request log |
+//! | `api/guard.rs` | the token check, and the same-origin and shutting-down checks of mutating requests; the request log |
+//! | `api/tls.rs` | rustls for the TCP listener |
 //! | `api/extract.rs` | JSON bodies, query strings, path values and the caller's address, each refusing bad input with a JSON error |
 //! | `api/error.rs` | [`ApiError`]: `{"error": {"code", "message", "fields"?}}` and the status of each failure |
 //!
@@ -63,10 +64,12 @@
 //!
 //! # Security
 //!
-//! The agent binds to loopback by default. Reading (`GET`) is open to
-//! anyone who can reach the socket. When [`ApiConfig::token`] is set, every
-//! mutating request (any method but `GET`, `HEAD`, `OPTIONS`) must carry
-//! `Authorization: Bearer <token>` or gets 401; the token is compared in
+//! The agent serves the API on a Unix socket only its user may open
+//! ([`serve_unix`], no token), and on TCP only when asked ([`serve`], or
+//! [`serve_tls`] with rustls). When [`ApiConfig::token`] is set, every
+//! request but `GET /v1/health` and `GET /metrics` must carry
+//! `Authorization: Bearer <token>` or gets 401 (logs, records and events
+//! can hold what only the operator may read); the token is compared in
 //! constant time. Independently of the token, a mutating request that
 //! carries an `Origin` header naming another host than its `Host` header is
 //! refused with 403, and a request body must be JSON (`Content-Type:
