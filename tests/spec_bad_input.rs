@@ -1107,3 +1107,18 @@ fn a_container_service_and_job_with_every_new_field_is_valid() {
     assert_eq!(web.runtime, Some(arbor::runtime::RuntimeKind::Oci));
     assert!(web.mounts[0].read_only);
 }
+
+#[test]
+fn a_name_too_long_for_a_yaml_key_is_explained_not_only_called_a_missing_mapping() {
+    let text = format!(
+        "services:\n  {}:\n    command: [sleep, \"1\"]\n",
+        "a".repeat(5000)
+    );
+    let errors = arbor::Deployment::from_yaml(&text).unwrap_err();
+    let shown = errors.to_string();
+    assert!(
+        shown.contains("a key longer than 1024 characters is not a key in YAML"),
+        "{shown}"
+    );
+    assert!(shown.len() < 1000, "the value is cut: {}", shown.len());
+}

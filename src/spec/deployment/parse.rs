@@ -131,6 +131,21 @@ fn translate(err: &YamlError, path: Option<&str>, text: &str, source: Option<&st
                 )
             } else {
                 let line = location.and_then(|l| line_at(text, l));
+                // YAML reads a key of more than 1024 characters as no key
+                // at all: say so rather than only "expected a mapping".
+                let long_key = location
+                    .and_then(|l| usize::try_from(l.line()).ok()?.checked_sub(1))
+                    .and_then(|i| text.lines().nth(i))
+                    .and_then(|l| l.split_once(':'))
+                    .is_some_and(|(k, _)| k.trim().chars().count() > 1024);
+                let message = if long_key {
+                    format!(
+                        "{message}: a key longer than 1024 characters is not a key in YAML (names are at most {} characters)",
+                        crate::spec::MAX_NAME_LEN
+                    )
+                } else {
+                    message
+                };
                 (written.or(line), message)
             }
         }
