@@ -290,3 +290,45 @@ jobs:
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waiting_out_its_back_off_runs_on_the_restarted_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = ProcessRuntime::builder().build().unwrap();
+    let node = Node::start(NodeConfig::new(Arc::new(runtime)).state_dir(dir.path()))
+        .await
+        .unwrap();
+    let spec = Deployment::from_yaml(
+        r#"
+jobs:
+  flaky:
+    command: [sh, -c, "exit 1"]
+    backoff_limit: 1
+    retry_backoff: {initial: 1s, max: 1s}
+"#,
+    )
+    .unwrap();
+    node.deploy(&spec).await.unwrap();
+    let first = node
+        .executor()
+        .trigger("flaky", JobTrigger::Cli)
+        .await
+        .unwrap();
+    let failed = node.executor().wait(first).await.unwrap();
+    assert!(matches!(failed.status.state, JobState::Failed { .. }));
+    // The retry waits out its second of back-off; the executor fails now.
+    assert!(node.inject_panic("executor"));
+    let retry = eventually_some_async("the retry ran on the restarted executor", || async {
+        node.executor()
+            .list("flaky")
+            .await
+            .ok()?
+            .into_iter()
+            .find(|r| r.meta.attempt == 2 && r.status.state.is_terminal())
+    })
+    .await;
+    assert_eq!(retry.meta.retry_of, Some(first));
+    let tree = node.tree().await.unwrap();
+    assert_eq!(part(&tree, "executor").restarts, 1);
+    node.shutdown(Duration::from_secs(5)).await;
+}

@@ -341,11 +341,13 @@ impl Executor {
 
     /// Waits until the execution has ended and returns its record.
     pub async fn wait(&self, id: ExecutionId) -> Result<ExecutionRecord, ExecutorError> {
+        // A restarted executor knows the execution again (from the store or
+        // from its job actor): wait on it there. Each try first waits a
+        // while for the executor to be back.
+        let mut tries = 0;
         loop {
-            // A restarted executor knows the execution again (from the
-            // store or from its job actor): wait on it there.
             match self.wait_for(|r| ExecutorMsg::Wait(id, r)).await {
-                Err(ExecutorError::Restarting(_)) if self.actor.is_up() => continue,
+                Err(ExecutorError::Restarting(_)) if tries < 3 => tries += 1,
                 other => return other?,
             }
         }

@@ -238,7 +238,8 @@ impl ExecutorState {
                 .retry_backoff
                 .delay(record.meta.attempt.saturating_sub(1), &record.meta.job);
             tracing::info!(execution = %id, job = %record.meta.job, delay = %crate::spec::fmt_duration(delay), "retrying after back-off");
-            let me = myself.clone();
+            // Through the part: a restarted executor still gets the retry.
+            let me = self.me.clone();
             let retry = RetryOf {
                 meta: record.meta.clone(),
                 spec: spec.clone(),
