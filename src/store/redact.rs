@@ -105,28 +105,29 @@ impl<S: OutputSink> OutputSink for Redacting<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::mpsc;
 
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Collect(Arc<Mutex<Vec<u8>>>);
+    /// Sends every chunk it is given down a channel.
+    struct Collect(mpsc::Sender<Vec<u8>>);
 
     impl OutputSink for Collect {
         fn write(&self, _: LogStream, bytes: &[u8]) {
-            self.0.lock().unwrap().extend_from_slice(bytes);
+            let _ = self.0.send(bytes.to_vec());
         }
         fn close(&self, _: LogStream) {}
     }
 
     fn through(secrets: &[&str], chunks: &[&str]) -> String {
-        let sink = Collect::default();
-        let r = Redacting::new(sink.clone(), secrets.iter().map(|s| s.to_string()));
+        let (tx, rx) = mpsc::channel();
+        let r = Redacting::new(Collect(tx), secrets.iter().map(|s| s.to_string()));
         for c in chunks {
             r.write(LogStream::Stdout, c.as_bytes());
         }
         r.close(LogStream::Stdout);
-        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+        drop(r);
+        String::from_utf8(rx.iter().flatten().collect()).unwrap()
     }
 
     #[test]
