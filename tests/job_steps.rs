@@ -86,7 +86,9 @@ async fn a_successful_run_completes_and_cleans_up_once_in_order() {
 async fn an_image_pull_failure_fails_at_pull_and_has_nothing_to_clean() {
     let s = setup().await;
     s.mock.fail_next("backup", Op::Pull, 1, "registry down");
-    let (state, journal) = run(&s, JobSpec::command("backup", ["true"])).await;
+    let mut spec = JobSpec::command("backup", ["true"]);
+    spec.image = Some("registry.example/backup:1".into());
+    let (state, journal) = run(&s, spec).await;
     match state {
         JobState::Failed {
             reason: FailReason::ImagePull { message },
@@ -96,6 +98,25 @@ async fn an_image_pull_failure_fails_at_pull_and_has_nothing_to_clean() {
     }
     assert_eq!(cleanup(&journal), Vec::<String>::new());
     assert!(!set_up_a_segment(&journal));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_command_whose_program_cannot_be_found_fails_to_start_not_at_an_image() {
+    let s = setup().await;
+    s.mock
+        .fail_next("backup", Op::Pull, 1, "command not found: backup-tool");
+    let (state, journal) = run(&s, JobSpec::command("backup", ["backup-tool"])).await;
+    match state {
+        JobState::Failed {
+            reason: FailReason::Start { message },
+            exit_code: None,
+        } => assert!(
+            message.contains("command not found: backup-tool"),
+            "{message}"
+        ),
+        other => panic!("expected a failed start, got {other:?}"),
+    }
+    assert_eq!(cleanup(&journal), Vec::<String>::new());
 }
 
 #[tokio::test(start_paused = true)]

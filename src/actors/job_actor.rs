@@ -413,11 +413,17 @@ impl Execution {
         let rt = self.services.runtime.clone();
         let mut spec = self.container_spec(self.container_name(None), self.spec.command.clone());
         if let Err(e) = rt.pull_image(&spec).await {
-            return self
-                .fail(FailReason::ImagePull {
+            // For a host command, "pull" is finding its program: a missing
+            // one is a failed start, not an image problem.
+            let reason = match self.spec.image {
+                Some(_) => FailReason::ImagePull {
                     message: e.to_string(),
-                })
-                .await;
+                },
+                None => FailReason::Start {
+                    message: e.cause.to_string(),
+                },
+            };
+            return self.fail(reason).await;
         }
         // A job that asks for networking runs in a namespace the overlay
         // prepares now: the container is created in it.
