@@ -186,16 +186,12 @@ pub async fn serve(
     config: ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, rx) = watch::channel(false);
-    let app = build(node, config, rx);
+    let (app, stop) = prepared(node, config, shutdown);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    })
+    .with_graceful_shutdown(stop)
     .await
 }
 
@@ -209,16 +205,12 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tls::TlsListener::new(listener, tls)?;
-    let (tx, rx) = watch::channel(false);
-    let app = build(node, config, rx);
+    let (app, stop) = prepared(node, config, shutdown);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<tls::TlsPeer>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    })
+    .with_graceful_shutdown(stop)
     .await
 }
 
@@ -231,17 +223,29 @@ pub async fn serve_unix(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     config.token = None;
-    let (tx, rx) = watch::channel(false);
-    let app = build(node, config, rx);
+    let (app, stop) = prepared(node, config, shutdown);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<extract::UnixPeer>(),
     )
-    .with_graceful_shutdown(async move {
+    .with_graceful_shutdown(stop)
+    .await
+}
+
+/// The router of a server, and the future its graceful shutdown waits on:
+/// `shutdown`, after which the event streams are told to end.
+fn prepared(
+    node: Node,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Router, impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = watch::channel(false);
+    let app = build(node, config, rx);
+    let stop = async move {
         shutdown.await;
         let _ = tx.send(true);
-    })
-    .await
+    };
+    (app, stop)
 }
 
 /// Resolves once [`serve`] is asked to stop (never for a bare [`router`]).

@@ -5,46 +5,17 @@
 mod cli_support;
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::Path,
-    process::{Child, Stdio},
 };
 
-use cli_support::{arbor, arbor_out, output};
+use cli_support::{Running, arbor, arbor_out, output, start_agent};
 
 const SPEC: &str = "services:\n  idle:\n    command: [sleep, \"301\"]\n";
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `arbor agent` with no transport flags; returns once it printed its
-/// socket, with that line.
+/// `arbor agent` with no transport flags but `extra`.
 fn start(dir: &Path, extra: &[&str]) -> (Running, String) {
-    let spec = dir.join("node.yaml");
-    std::fs::write(&spec, SPEC).unwrap();
-    let mut child = arbor()
-        .arg("agent")
-        .arg("--spec")
-        .arg(&spec)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Running(child), line.trim().to_owned())
+    start_agent(dir, SPEC, extra)
 }
 
 #[test]

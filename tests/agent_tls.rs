@@ -4,12 +4,9 @@
 
 mod cli_support;
 
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    process::Stdio,
-};
+use std::io::{Read, Write};
 
-use cli_support::{arbor, output};
+use cli_support::{arbor, output, start_agent};
 
 #[test]
 fn a_tls_listener_serves_the_cli_over_https_and_refuses_clear_http() {
@@ -19,27 +16,19 @@ fn a_tls_listener_serves_the_cli_over_https_and_refuses_clear_http() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let spec = dir.path().join("node.yaml");
-    std::fs::write(&spec, "services:\n  idle:\n    command: [sleep, \"301\"]\n").unwrap();
     let state = dir.path().join("state");
-    let mut child = arbor()
-        .arg("agent")
-        .arg("--spec")
-        .arg(&spec)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", "0.0.0.0:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (agent_process, line) = start_agent(
+        dir.path(),
+        "services:\n  idle:\n    command: [sleep, \"301\"]\n",
+        [
+            "--listen".as_ref(),
+            "0.0.0.0:0".as_ref(),
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    );
     let port = line.trim().rsplit(':').next().unwrap().to_owned();
     let agent = format!("https://localhost:{port}");
 
@@ -69,6 +58,5 @@ fn a_tls_listener_serves_the_cli_over_https_and_refuses_clear_http() {
     let _ = s.read_to_end(&mut answer);
     assert!(!answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent_process);
 }

@@ -350,3 +350,41 @@ impl Drop for Lines {
         }
     }
 }
+
+/// An agent process, killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `arbor agent --spec <dir>/node.yaml --state-dir <dir>/state EXTRA...`
+/// with `spec` as the spec; returns once it printed its first line, with
+/// that line (`listening on ...`).
+pub fn start_agent<I, S>(dir: &Path, spec: &str, extra: I) -> (Running, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let spec_path = dir.join("node.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let mut child = arbor()
+        .arg("agent")
+        .arg("--spec")
+        .arg(&spec_path)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Running(child), line.trim().to_owned())
+}
