@@ -6,4 +6,5 @@ pub mod deployment_actor;
 pub mod executor_actor;
 pub mod job_actor;
 pub mod overlay_actor;
+pub mod probe_actor;
 pub mod supervisor_actor;

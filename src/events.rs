@@ -164,6 +164,36 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A child said it is ready: its readiness probe passed (after its
+    /// startup probe), or it sent `READY=1`.
+    Ready {
+        /// The supervisor's name (the service, for replicas).
+        supervisor: String,
+        /// The child's id.
+        child: String,
+    },
+    /// A ready child is not ready any more: its readiness probe failed.
+    NotReady {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+        /// The last failed check's output or error.
+        reason: String,
+    },
+    /// A probe of a child failed `failure_threshold` times in a row; for
+    /// liveness and startup the child is then failed (and restarted by its
+    /// policy).
+    ProbeFailed {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The child's id.
+        child: String,
+        /// `liveness`, `readiness` or `startup`.
+        probe: String,
+        /// The last failed check's output or error.
+        output: String,
+    },
     /// A job execution was accepted.
     ExecutionStarted {
         /// The execution id.
@@ -214,6 +244,9 @@ impl Event {
         "service_shutdown",
         "child_completed",
         "supervisor_escalated",
+        "ready",
+        "not_ready",
+        "probe_failed",
         "execution_started",
         "execution_finished",
         "overlay_warning",
@@ -233,6 +266,9 @@ impl Event {
             Self::ServiceShutdown { .. } => "service_shutdown",
             Self::ChildCompleted { .. } => "child_completed",
             Self::SupervisorEscalated { .. } => "supervisor_escalated",
+            Self::Ready { .. } => "ready",
+            Self::NotReady { .. } => "not_ready",
+            Self::ProbeFailed { .. } => "probe_failed",
             Self::ExecutionStarted { .. } => "execution_started",
             Self::ExecutionFinished { .. } => "execution_finished",
             Self::OverlayWarning { .. } => "overlay_warning",
@@ -344,6 +380,20 @@ impl Event {
             Self::SupervisorEscalated { supervisor, reason } => {
                 tracing::error!(target: T, event, supervisor, reason, "escalated to parent")
             }
+            Self::Ready { supervisor, child } => {
+                tracing::info!(target: T, event, supervisor, child, "ready")
+            }
+            Self::NotReady {
+                supervisor,
+                child,
+                reason,
+            } => tracing::warn!(target: T, event, supervisor, child, reason, "not ready"),
+            Self::ProbeFailed {
+                supervisor,
+                child,
+                probe,
+                output,
+            } => tracing::warn!(target: T, event, supervisor, child, probe, output, "probe failed"),
             Self::ExecutionStarted {
                 id,
                 job,

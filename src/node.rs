@@ -153,10 +153,15 @@ pub struct ServiceInfo {
     pub running: usize,
     /// Replicas in all.
     pub replicas: usize,
+    /// Replicas that run and pass their readiness probe (all running ones
+    /// when the service has no readiness or startup probe).
+    #[serde(default)]
+    pub ready: usize,
     /// Restarts of its replicas (and of the service supervisor itself).
     pub restarts: u32,
     /// What it does, in a word: `running` (every replica runs),
-    /// `degraded` (some do), `starting`, `crash_loop_back_off` (a replica
+    /// `degraded` (some do), `starting`, `waiting` (for the services it
+    /// depends on to be ready; `reason` names them), `crash_loop_back_off` (a replica
     /// waits out a back-off delay), `failed` (it gave up and stays down),
     /// `stopped`, `completed`, `shutdown`.
     pub status: String,
@@ -446,7 +451,9 @@ impl Node {
         let executor = Executor::from_part(executor_part);
         let deployment: Part<DeploymentMsg> = Part::new("deployment actor");
         let deployed = DeploymentMemory::default();
+        let shutting_down = tokio::sync::watch::Sender::new(false);
         {
+            let stopping = shutting_down.subscribe();
             let (me, memory, executor, overlay, runtime, name) = (
                 deployment.clone(),
                 deployed.clone(),
@@ -470,6 +477,7 @@ impl Node {
                         runtime: runtime.clone(),
                         memory: memory.clone(),
                         me: me.clone(),
+                        stopping: stopping.clone(),
                     };
                     async move {
                         let (actor, _) =
@@ -502,7 +510,7 @@ impl Node {
                 deployed,
                 events,
                 runtime: config.runtime,
-                shutting_down: tokio::sync::watch::Sender::new(false),
+                shutting_down,
             }),
         })
     }
@@ -765,6 +773,11 @@ fn service_info(tree: TreeNode) -> ServiceInfo {
         .iter()
         .filter(|c| c.state == ChildState::Running)
         .count();
+    let ready = tree
+        .children
+        .iter()
+        .filter(|c| c.state == ChildState::Running && c.ready != Some(false))
+        .count();
     let restarts = tree.restarts + tree.children.iter().map(|c| c.restarts).sum::<u32>();
     let next_restart = tree.children.iter().filter_map(|c| c.next_restart).min();
     let backing_off = tree
@@ -785,9 +798,11 @@ fn service_info(tree: TreeNode) -> ServiceInfo {
         }
         ChildState::Running if replicas == 0 => "running".to_owned(),
         ChildState::Running => "starting".to_owned(),
+        ChildState::Starting if tree.status.is_some() => "waiting".to_owned(),
         other => other.to_string(),
     };
     let reason = match (tree.state, &tree.last_exit) {
+        (ChildState::Starting, _) if tree.status.is_some() => tree.status.clone(),
         (ChildState::Failed, Some(crate::ChildExit::Failed { reason })) => Some(reason.clone()),
         (ChildState::Failed, exit) => exit.as_ref().map(ToString::to_string),
         _ => tree
@@ -801,6 +816,7 @@ fn service_info(tree: TreeNode) -> ServiceInfo {
         state: tree.state,
         running,
         replicas,
+        ready,
         restarts,
         status,
         next_restart,

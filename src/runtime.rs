@@ -297,6 +297,8 @@ pub enum Op {
     Signal,
     /// Read its logs.
     Logs,
+    /// Run a command in it (a probe).
+    Exec,
 }
 
 impl fmt::Display for Op {
@@ -312,6 +314,7 @@ impl fmt::Display for Op {
             Self::Pid => "read the pid of",
             Self::Signal => "signal",
             Self::Logs => "read the logs of",
+            Self::Exec => "run a command in",
         })
     }
 }
@@ -376,6 +379,12 @@ pub enum Cause {
     /// The OCI machinery failed (runc, a bundle, an image).
     #[error("{0}")]
     Oci(#[source] Box<oci::OciError>),
+    /// The runtime cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A command run in the container did not end in time (it was killed).
+    #[error("timed out after {}", crate::spec::fmt_duration(*.0))]
+    TimedOut(Duration),
     /// A failure injected on purpose (mock and fault runtimes).
     #[error("injected fault: {0}")]
     Injected(String),
@@ -445,10 +454,74 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Runs `argv` beside the container's main process, in its
+    /// environment (a health probe): for a host process with the
+    /// container's env, working directory and network namespace, for an
+    /// OCI container through `runc exec`. Killed (with everything it
+    /// started) after `timeout`, which is then an error. Output is kept up
+    /// to [`EXEC_OUTPUT_LIMIT`] bytes.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let _ = (argv, timeout);
+        Err(RuntimeError::new(
+            Op::Exec,
+            id,
+            Cause::Unsupported(format!(
+                "the {} runtime cannot run commands in a container",
+                self.name()
+            )),
+        ))
+    }
+
+    /// The container's address on its overlay network, if it has one
+    /// (where HTTP and TCP probes connect by default).
+    async fn address(&self, id: &ContainerId) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// The owner of this container vanished without stopping it (its actor
     /// was killed): kill everything in it now, synchronously, and remove it
     /// in the background. Never blocks and never fails.
     fn abandon(&self, id: &ContainerId);
+}
+
+/// How much of a command's output [`Runtime::exec`] keeps.
+pub const EXEC_OUTPUT_LIMIT: usize = 4096;
+
+/// What a command run in a container ([`Runtime::exec`]) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Its stdout then its stderr, at most [`EXEC_OUTPUT_LIMIT`] bytes
+    /// (lossy UTF-8).
+    pub output: String,
+}
+
+/// Reads a pipe to its end, keeping the first [`EXEC_OUTPUT_LIMIT`] bytes
+/// (the rest is read and dropped, so a chatty command never blocks on a
+/// full pipe).
+pub(crate) async fn read_capped(pipe: Option<&mut (impl tokio::io::AsyncRead + Unpin)>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(pipe) = pipe else {
+        return kept;
+    };
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
 }
 
 /// Stops `ids` (with `grace`) and removes them, all at once; returns how

@@ -11,12 +11,14 @@ mod error;
 mod flags;
 mod job;
 pub(crate) mod network;
+mod probe;
 
 pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;
 pub use container::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use deployment::{
     Changes, Deployment, DeploymentDiff, MAX_NAME_LEN, MAX_REPLICAS, MAX_SPEC_FILE, ServiceSpec,
+    StartTimeoutAction,
 };
 pub use error::{SpecError, SpecErrors};
 pub use flags::{
@@ -25,3 +27,4 @@ pub use flags::{
 };
 pub use job::{History, InitStep, JobSpec, NotifySpec, Overlap};
 pub use network::NetworkSpec;
+pub use probe::{HttpProbe, ProbeCheck, ProbeKind, ProbeSpec, TcpProbe};

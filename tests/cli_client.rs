@@ -70,12 +70,12 @@ fn the_client_commands_drive_a_real_agent() {
     let lines: Vec<&str> = services.lines().collect();
     assert_eq!(
         lines[0].trim_end(),
-        "NAME  STATUS   RUNNING  RESTARTS  DETAIL",
+        "NAME  STATUS   RUNNING  READY  RESTARTS  DETAIL",
         "{services}"
     );
     assert_eq!(
         lines[1].trim_end(),
-        "web   running  2/2      0",
+        "web   running  2/2      2/2    0",
         "{services}"
     );
     assert_eq!(

@@ -92,3 +92,77 @@ async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     within("the shutdown", sup.shutdown()).await;
     assert_no_oci_leftovers(&rt).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_probes_run_inside_the_container_through_runc_exec() {
+    use arbor::{actors::container_actor::Probes, spec::ProbeSpec};
+    let state = tempfile::tempdir().unwrap();
+    let Some(rt) = oci_runtime(state.path()).await else {
+        return;
+    };
+    // `sleep` as PID 1 ignores SIGTERM: a short grace keeps stops short.
+    let quick_stop = |c: arbor::ChildSpec| {
+        c.shutdown(arbor::spec::Shutdown::Timeout(Duration::from_millis(100)))
+    };
+    // PID 1 is `sleep` only inside the container: a pass proves the probe
+    // ran there.
+    let mut ready = ContainerSpec::shell("ready", "exec sleep 300");
+    ready.image = Some(BUSYBOX_IMAGE.into());
+    let probes = Probes {
+        readiness: Some(
+            ProbeSpec::exec(["grep", "-q", "sleep", "/proc/1/cmdline"])
+                .period(Duration::from_millis(100)),
+        ),
+        ..Probes::default()
+    };
+    let mut dead = ContainerSpec::shell("dead", "exec sleep 300");
+    dead.image = Some(BUSYBOX_IMAGE.into());
+    let failing = Probes {
+        liveness: Some(
+            ProbeSpec::exec(["sh", "-c", "echo not alive; exit 2"])
+                .period(Duration::from_millis(100))
+                .failure_threshold(1),
+        ),
+        ..Probes::default()
+    };
+    let oci = rt.clone();
+    let rt: Arc<dyn arbor::runtime::Runtime> = Arc::new(rt);
+    let root = SupervisorSpec::new("oci-probes")
+        .child(arbor::ChildSpec::supervisor(
+            "ready",
+            SupervisorSpec::probed_service("ready", rt.clone(), ready, 1, Arc::new(probes))
+                .map_children(quick_stop),
+        ))
+        .child(arbor::ChildSpec::supervisor(
+            "dead",
+            SupervisorSpec::probed_service("dead", rt.clone(), dead, 1, Arc::new(failing))
+                .map_children(quick_stop)
+                .on_limit(OnLimit::Backoff),
+        ));
+    // Subscribed before the start: `ready` may pass before it returns.
+    let bus = arbor::EventBus::new();
+    let mut events = bus.subscribe();
+    let (sup, _) = SupervisorRef::start_with_events(root, bus)
+        .await
+        .expect("start");
+    let mut ready_seen = false;
+    let mut failed_seen = None;
+    within("ready and probe_failed", async {
+        while !(ready_seen && failed_seen.is_some()) {
+            match events.recv().await {
+                Some(Event::Ready { child, .. }) if child == "ready-0" => ready_seen = true,
+                Some(Event::ProbeFailed { child, output, .. }) if child == "dead-0" => {
+                    failed_seen = Some(output)
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(ready_seen);
+    let output = failed_seen.unwrap();
+    assert!(output.contains("exit code 2: not alive"), "{output}");
+    within("the shutdown", sup.shutdown()).await;
+    assert_no_oci_leftovers(&oci).await;
+}

@@ -22,6 +22,12 @@
 //!   the exit is abnormal by its exit-code rules): the container is kept
 //!   and handed to the supervisor, which removes it when the child is
 //!   restarted, terminated or deleted, or when the supervisor stops.
+//! - `handle` (`Probe`): a liveness or startup probe that failed stops the
+//!   container (with its grace) and fails the actor with "liveness probe
+//!   failed: ..." (a failed child: restart type, intensity and back-off
+//!   apply); readiness verdicts go to the supervisor.
+//! - `handle_supervisor_evt`: a probe actor that panicked is logged; the
+//!   replica runs on without that probe.
 //! - `post_stop`: stops the container if it still runs, then removes it. A
 //!   runtime error is logged; the drop guard then abandons the container.
 //! - killed (no `post_stop`): the state's drop guard calls
@@ -31,19 +37,24 @@
 
 mod child;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::AbortHandle;
 
-use super::supervisor_actor::{
-    ChildExit, ExitReport, Retained,
-    decision::{ExitClass, classify},
+use super::{
+    probe_actor::{ProbeActor, ProbeArgs, ProbeMsg, ProbeReport},
+    supervisor_actor::{
+        ChildExit, ExitReport, Retained,
+        decision::{ExitClass, classify},
+        report_ready,
+    },
 };
 use crate::{
+    events::{Event, EventBus},
     runtime::{ContainerId, ContainerSpec, ExitStatus, LogQuery, Logs, Runtime, Signal},
-    spec::ExitRules,
+    spec::{ExitRules, ProbeKind, ProbeSpec},
 };
 
 /// A message to a container actor. The queries are built with
@@ -63,6 +74,8 @@ enum Msg {
     Logs(LogQuery, RpcReplyPort<Result<Logs, String>>),
     /// Sends a signal to every process of the container.
     Signal(Signal, RpcReplyPort<Result<(), String>>),
+    /// A probe's verdict changed (sent by a probe actor).
+    Probe(ProbeReport),
 }
 
 impl ContainerMsg {
@@ -94,6 +107,46 @@ pub struct ContainerArgs {
     pub isolate: bool,
     /// Exit-code rules deciding what "abnormal" means.
     pub exit_rules: ExitRules,
+    /// Its health probes.
+    pub probes: Arc<Probes>,
+    /// Where readiness and probe failures are told: the supervisor, its
+    /// name and the event bus (none outside a supervisor).
+    pub health: Option<HealthSink>,
+}
+
+/// The probes of one replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// Alive: failing restarts the replica.
+    pub liveness: Option<ProbeSpec>,
+    /// Ready: gates the services that depend on it.
+    pub readiness: Option<ProbeSpec>,
+    /// Started: holds the other two back until it passes once.
+    pub startup: Option<ProbeSpec>,
+}
+
+impl Probes {
+    /// True when a replica is not ready as soon as it starts.
+    pub fn gate_readiness(&self) -> bool {
+        self.readiness.is_some() || self.startup.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.liveness.is_none() && self.readiness.is_none() && self.startup.is_none()
+    }
+}
+
+/// Where a replica's health goes.
+#[derive(Clone)]
+pub struct HealthSink {
+    /// Its supervisor (readiness is reported to it).
+    pub supervisor: ActorCell,
+    /// The supervisor's name, for events.
+    pub service: Arc<str>,
+    /// The child's id, for events.
+    pub child: Arc<str>,
+    /// The tree's event bus.
+    pub events: EventBus,
 }
 
 /// The container actor.
@@ -110,6 +163,10 @@ pub struct ContainerActorState {
     exit_rules: ExitRules,
     /// The container, once created.
     container: Option<Owned>,
+    probes: Arc<Probes>,
+    health: Option<HealthSink>,
+    /// The probe actors that run.
+    probing: Vec<(ProbeKind, ActorRef<ProbeMsg>)>,
 }
 
 /// A container the actor created.
@@ -139,6 +196,9 @@ impl Actor for ContainerActor {
             isolate: args.isolate,
             exit_rules: args.exit_rules,
             container: None,
+            probes: args.probes,
+            health: args.health,
+            probing: Vec::new(),
         })
     }
 
@@ -151,13 +211,23 @@ impl Actor for ContainerActor {
         match message {
             Msg::Start(reply) => {
                 let result = state.start(&myself).await;
+                let started = result.is_ok();
                 let _ = reply.send(result);
+                if started {
+                    let first = if state.probes.startup.is_some() {
+                        &[ProbeKind::Startup][..]
+                    } else {
+                        &[ProbeKind::Liveness, ProbeKind::Readiness][..]
+                    };
+                    state.spawn_probes(&myself, first).await;
+                }
                 Ok(())
             }
+            Msg::Probe(report) => state.probed(&myself, report).await,
             Msg::Exited(Ok(status)) => Err(Box::new(state.exited(status).await)),
             Msg::Exited(Err(e)) => {
                 // The runtime lost track of the container: make sure it is gone.
-                state.stop().await;
+                let _ = state.stop().await;
                 state.remove().await;
                 let id = state.id();
                 Err(format!("failed to wait for container {id}: {e}").into())
@@ -193,17 +263,33 @@ impl Actor for ContainerActor {
         }
     }
 
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(who, reason) = event {
+            state.probing.retain(|(_, p)| p.get_id() != who.get_id());
+            tracing::warn!(container = %state.name, error = %reason, "a probe actor failed; the replica runs on without it");
+        }
+        Ok(())
+    }
+
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        for (_, probe) in state.probing.drain(..) {
+            probe.stop(None);
+        }
         if let Some(c) = &mut state.container {
             if let Some(waiter) = c.waiter.take() {
                 waiter.abort();
             }
             if c.exit.is_none() {
-                state.stop().await;
+                let _ = state.stop().await;
             }
         }
         state.remove().await;
@@ -212,6 +298,109 @@ impl Actor for ContainerActor {
 }
 
 impl ContainerActorState {
+    /// Starts the probe actors of `kinds` that the replica has.
+    async fn spawn_probes(&mut self, myself: &ActorRef<ContainerMsg>, kinds: &[ProbeKind]) {
+        let Some(c) = &self.container else {
+            return;
+        };
+        if self.probes.is_empty() {
+            return;
+        }
+        let default_host = match self.runtime.address(&c.id).await {
+            Ok(Some(ip)) => ip,
+            _ => IpAddr::from([127, 0, 0, 1]),
+        };
+        for kind in kinds {
+            let spec = match kind {
+                ProbeKind::Liveness => &self.probes.liveness,
+                ProbeKind::Readiness => &self.probes.readiness,
+                ProbeKind::Startup => &self.probes.startup,
+            };
+            let Some(spec) = spec.clone() else {
+                continue;
+            };
+            let me = myself.clone();
+            let args = ProbeArgs {
+                kind: *kind,
+                spec,
+                runtime: self.runtime.clone(),
+                container: c.id.clone(),
+                default_host,
+                report: Box::new(move |r| {
+                    let _ = me.cast(ContainerMsg(Msg::Probe(r)));
+                }),
+            };
+            match ProbeActor::spawn_linked(None, ProbeActor, args, myself.get_cell()).await {
+                Ok((probe, _)) => self.probing.push((*kind, probe)),
+                Err(e) => {
+                    tracing::warn!(container = %self.name, probe = %kind, error = %e, "failed to start a probe")
+                }
+            }
+        }
+    }
+
+    /// A probe's verdict changed.
+    async fn probed(
+        &mut self,
+        myself: &ActorRef<ContainerMsg>,
+        report: ProbeReport,
+    ) -> Result<(), ActorProcessingErr> {
+        match (report.kind, report.passed) {
+            (ProbeKind::Startup, true) => {
+                self.probing.retain(|(k, p)| {
+                    if *k == ProbeKind::Startup {
+                        p.stop(None);
+                    }
+                    *k != ProbeKind::Startup
+                });
+                self.spawn_probes(myself, &[ProbeKind::Liveness, ProbeKind::Readiness])
+                    .await;
+                if self.probes.readiness.is_none() {
+                    self.tell_ready(myself, true, None);
+                }
+                Ok(())
+            }
+            (ProbeKind::Readiness, ready) => {
+                self.tell_ready(myself, ready, Some(report.output));
+                Ok(())
+            }
+            (ProbeKind::Liveness, true) => Ok(()),
+            (kind, _) => {
+                if let Some(h) = &self.health {
+                    h.events.publish(Event::ProbeFailed {
+                        supervisor: h.service.to_string(),
+                        child: h.child.to_string(),
+                        probe: kind.to_string(),
+                        output: report.output.clone(),
+                    });
+                }
+                for (_, probe) in self.probing.drain(..) {
+                    probe.stop(None);
+                }
+                if let Some(waiter) = self.container.as_mut().and_then(|c| c.waiter.take()) {
+                    waiter.abort();
+                }
+                let status = self.stop().await;
+                if let Some(c) = &mut self.container {
+                    c.exit = status;
+                }
+                self.remove().await;
+                Err(Box::new(ExitReport {
+                    exit: ChildExit::Failed {
+                        reason: format!("{kind} probe failed: {}", report.output),
+                    },
+                    retained: None,
+                }))
+            }
+        }
+    }
+
+    fn tell_ready(&self, myself: &ActorRef<ContainerMsg>, ready: bool, reason: Option<String>) {
+        if let Some(h) = &self.health {
+            report_ready(&h.supervisor, myself.get_id(), ready, reason);
+        }
+    }
+
     fn id(&self) -> ContainerId {
         self.container
             .as_ref()
@@ -285,17 +474,23 @@ impl ContainerActorState {
         }
     }
 
-    async fn stop(&mut self) {
-        let Some(c) = &self.container else {
-            return;
-        };
+    /// Stops the container with its grace; how it ended, when known.
+    async fn stop(&mut self) -> Option<ExitStatus> {
+        let c = self.container.as_ref()?;
         match self.runtime.stop(&c.id, self.grace).await {
-            Ok(outcome) if outcome.killed => tracing::info!(
-                container = %c.id, grace = ?self.grace, status = %outcome.status,
-                "container did not stop within its grace period and was killed"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(container = %c.id, error = %e, "failed to stop container"),
+            Ok(outcome) => {
+                if outcome.killed {
+                    tracing::info!(
+                        container = %c.id, grace = ?self.grace, status = %outcome.status,
+                        "container did not stop within its grace period and was killed"
+                    );
+                }
+                Some(outcome.status)
+            }
+            Err(e) => {
+                tracing::warn!(container = %c.id, error = %e, "failed to stop container");
+                None
+            }
         }
     }
 

@@ -29,13 +29,13 @@ use crate::{
     actors::{
         executor_actor::Executor,
         overlay_actor::Overlay,
-        supervisor_actor::{ChildSpec, SupervisorRef, SupervisorSpec},
+        supervisor_actor::{ChildContext, ChildSpec, SupervisorRef, SupervisorSpec},
     },
     error::Error,
     node::{DeployReport, PART_PREFIX},
     part::Part,
     runtime::Runtime,
-    spec::{Deployment, PanicAction, SpecErrors},
+    spec::{Deployment, PanicAction, SpecErrors, StartTimeoutAction},
 };
 
 /// Requests to the deployment actor (the [`crate::Node`] facade sends them).
@@ -91,6 +91,8 @@ pub struct DeploymentArgs {
     pub memory: DeploymentMemory,
     /// The handle callers reach this actor through.
     pub me: Part<DeploymentMsg>,
+    /// True once the node shuts down (ends waits for dependencies).
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The actor's state.
@@ -101,6 +103,7 @@ pub struct DeploymentState {
     runtime: Arc<dyn Runtime>,
     memory: DeploymentMemory,
     deployed: Deployed,
+    stopping: watch::Receiver<bool>,
 }
 
 /// The deployment actor.
@@ -150,6 +153,7 @@ impl Actor for DeploymentActor {
             runtime: args.runtime,
             memory: args.memory,
             deployed,
+            stopping: args.stopping,
         };
         state.publish();
         Ok(state)
@@ -268,7 +272,21 @@ impl DeploymentState {
                 continue;
             }
             if let Some(spec) = specs.remove(name) {
-                self.start_service(name, spec).await?;
+                let service = &deployment.services[name];
+                if service.depends_on.is_empty() {
+                    self.start_child(name, service_child(name, spec)).await?;
+                } else {
+                    // Started in the root's start task once its
+                    // dependencies are ready: the deploy (and the agent's
+                    // API) never waits for that.
+                    let gate = Gate {
+                        depends_on: service.depends_on.clone(),
+                        timeout: service.start_timeout,
+                        action: service.start_timeout_action,
+                        stopping: self.stopping.clone(),
+                    };
+                    self.start_child_nowait(name, gated_service_child(name, spec, gate))?;
+                }
                 if diff.services.changed.iter().any(|c| c == name) {
                     report.services_restarted.push(name.to_owned());
                 } else {
@@ -347,12 +365,28 @@ impl DeploymentState {
     }
 
     async fn start_service(&mut self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
+        self.start_child(name, service_child(name, spec)).await
+    }
+
+    async fn start_child(&mut self, name: &str, child: ChildSpec) -> Result<(), Error> {
         if name.starts_with(PART_PREFIX) {
             return Err(Error::Start(format!(
                 "failed to start service {name:?}: names starting with {PART_PREFIX:?} belong to the node's own parts"
             )));
         }
-        self.root.start_child(service_child(name, spec)).await?;
+        self.root.start_child(child).await?;
+        self.deployed.order.retain(|s| s != name);
+        self.deployed.order.push(name.to_owned());
+        Ok(())
+    }
+
+    fn start_child_nowait(&mut self, name: &str, child: ChildSpec) -> Result<(), Error> {
+        if name.starts_with(PART_PREFIX) {
+            return Err(Error::Start(format!(
+                "failed to start service {name:?}: names starting with {PART_PREFIX:?} belong to the node's own parts"
+            )));
+        }
+        self.root.start_child_nowait(child)?;
         self.deployed.order.retain(|s| s != name);
         self.deployed.order.push(name.to_owned());
         Ok(())
@@ -381,8 +415,13 @@ impl DeploymentState {
                     Ok(()) => root.delete_child(name).await,
                     Err(e) => Err(e),
                 };
-                if let Err(e) = result {
-                    tracing::warn!(service = %name, error = %e, "failed to stop a service");
+                match result {
+                    Ok(()) => {}
+                    // Never started (its start waited for a dependency).
+                    Err(crate::SupervisorError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(service = %name, error = %e, "failed to stop a service")
+                    }
                 }
             });
             futures::future::join_all(stops).await;
@@ -396,6 +435,143 @@ impl DeploymentState {
 /// `failed` alone (panic action `fail`), never restarted by the root.
 pub(crate) fn service_child(name: &str, spec: SupervisorSpec) -> ChildSpec {
     ChildSpec::supervisor(name, spec).on_panic(PanicAction::Fail)
+}
+
+/// What a service waits for before it starts.
+struct Gate {
+    depends_on: Vec<String>,
+    timeout: std::time::Duration,
+    action: StartTimeoutAction,
+    stopping: watch::Receiver<bool>,
+}
+
+/// A service that starts once every service it depends on is ready (every
+/// replica running and passing its readiness probe), or when `timeout`
+/// ends (then as `action` says). The wait runs in the root's start task:
+/// the root answers meanwhile, and the tree shows `waiting for db`. A
+/// restart of the service (by an operator) waits again.
+fn gated_service_child(name: &str, spec: SupervisorSpec, gate: Gate) -> ChildSpec {
+    let mut child = service_child(name, spec);
+    let start = child.start.clone();
+    let gate = Arc::new(gate);
+    child.start = Arc::new(move |ctx: ChildContext| {
+        let (start, gate) = (start.clone(), gate.clone());
+        Box::pin(async move {
+            match wait_ready(&ctx, &gate).await {
+                Ok(()) => {
+                    ctx.set_status(None);
+                    start(ctx).await
+                }
+                // Started as a child that fails at once: the service shows
+                // `failed` with the reason, and a restart waits again.
+                Err(reason) if !*gate.stopping.borrow() => {
+                    let (actor, _) =
+                        Actor::spawn_linked(None, NotStarted, reason, ctx.supervisor.clone())
+                            .await?;
+                    Ok(actor.get_cell())
+                }
+                Err(reason) => Err(reason.into()),
+            }
+        })
+    });
+    child
+}
+
+/// A service that was not started because its dependencies were not
+/// ready: fails as soon as it is linked, with the reason.
+struct NotStarted;
+
+impl Actor for NotStarted {
+    type Msg = ();
+    type State = String;
+    type Arguments = String;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<()>,
+        reason: String,
+    ) -> Result<String, ActorProcessingErr> {
+        Ok(reason)
+    }
+
+    async fn post_start(
+        &self,
+        _: ActorRef<()>,
+        reason: &mut String,
+    ) -> Result<(), ActorProcessingErr> {
+        Err(std::mem::take(reason).into())
+    }
+}
+
+/// Waits until every dependency of `gate` is ready; an error when the
+/// timeout ends under `fail`, or when the node shuts down.
+async fn wait_ready(ctx: &ChildContext, gate: &Gate) -> Result<(), String> {
+    let root = SupervisorRef::from_cell(ctx.supervisor.clone(), "", ctx.events.clone());
+    let mut events = ctx.events.subscribe();
+    let mut stopping = gate.stopping.clone();
+    let deadline = tokio::time::Instant::now() + gate.timeout;
+    loop {
+        let waiting = not_ready(&root, &gate.depends_on).await;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let names = waiting.join(", ");
+        ctx.set_status(Some(format!("waiting for {names}")));
+        tokio::select! {
+            _ = events.wait_for(|e| concerns(e, &waiting)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let after = crate::spec::fmt_duration(gate.timeout);
+                return match gate.action {
+                    StartTimeoutAction::Start => {
+                        tracing::warn!(service = %ctx.id, waiting = %names, "dependencies not ready after {after}: starting anyway (start_timeout_action: start)");
+                        Ok(())
+                    }
+                    StartTimeoutAction::Fail => Err(format!(
+                        "dependencies not ready after {after}: {names} (start_timeout_action: fail)"
+                    )),
+                };
+            }
+            _ = stopping.wait_for(|s| *s) => {
+                return Err("the node is shutting down".into());
+            }
+        }
+    }
+}
+
+/// The services of `deps` that are not ready: not running, or with a
+/// replica that is not running or not ready.
+async fn not_ready(root: &SupervisorRef, deps: &[String]) -> Vec<String> {
+    let mut waiting = Vec::new();
+    for dep in deps {
+        let ready = match root.child_supervisor(dep).await {
+            Ok(Some(service)) => match service.snapshot().await {
+                Ok(tree) => tree.children.iter().all(|c| c.ready != Some(false)),
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if !ready {
+            waiting.push(dep.clone());
+        }
+    }
+    waiting
+}
+
+/// Whether `event` may change the readiness of one of `services`.
+fn concerns(event: &crate::events::Event, services: &[String]) -> bool {
+    use crate::events::Event as E;
+    let supervisor = match event {
+        E::Ready { supervisor, .. }
+        | E::NotReady { supervisor, .. }
+        | E::ChildStarted { supervisor, .. }
+        | E::ChildExited { supervisor, .. }
+        | E::ChildStopped { supervisor, .. }
+        | E::ChildFailed { supervisor, .. } => supervisor,
+        _ => return false,
+    };
+    // A service's own start shows up as a child of the root.
+    services.iter().any(|s| s == supervisor)
+        || matches!(event, E::ChildStarted { child, .. } if services.contains(child))
 }
 
 /// The services of `left` (in start order) that may stop now: those no

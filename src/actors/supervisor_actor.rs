@@ -88,11 +88,11 @@ use std::{
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 
-pub(crate) use child::spawn_reason;
 pub use child::{
     ChildContext, ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState, ExitReport,
     Retained, StartFuture,
 };
+pub(crate) use child::{report_ready, spawn_reason};
 pub use error::SupervisorError;
 pub use handle::SupervisorRef;
 pub(crate) use handle::spawn_linked;
@@ -151,6 +151,19 @@ pub(crate) enum Msg {
     Wake,
     /// A started actor that could not be linked: has its exit come?
     Verify(ractor::ActorId),
+    /// A running child's actor says whether it is ready (its readiness
+    /// probe). Ignored unless `actor` is the child's current actor.
+    Ready {
+        actor: ActorId,
+        ready: bool,
+        reason: Option<String>,
+    },
+    /// A one-line status of child `id` (a start waiting for a dependency,
+    /// a process's `STATUS=`); `None` clears it.
+    Status {
+        id: Arc<str>,
+        status: Option<String>,
+    },
     /// Fault injection: panic in the handler (see [`SupervisorRef::inject_panic`]).
     InjectPanic,
 }
@@ -191,6 +204,9 @@ pub struct SupervisorState {
     /// Starts whose actor had ended, unlinked, when their report was read:
     /// held until the events queued by then are served (`Msg::Verify`).
     unverified: HashMap<ActorId, ops::Unverified, BuildHasherDefault<ActorIdHasher>>,
+    /// Readiness reported by actors whose start report has not arrived
+    /// yet (a probe can pass before it): applied when it does.
+    early_ready: HashMap<ActorId, (bool, Option<String>), BuildHasherDefault<ActorIdHasher>>,
     next_token: u64,
     /// Restart times of all children (counted under `escalate`).
     restarts: VecDeque<Instant>,
@@ -231,6 +247,11 @@ struct Slot {
     retained: Option<Box<dyn Retained>>,
     /// An exit whose decision waits for the child's lane.
     pending: Option<Pending>,
+    /// Whether the current actor said it is ready (children whose spec is
+    /// not `gated` are ready once started).
+    ready: bool,
+    /// A one-line status, shown in the tree.
+    status: Option<String>,
 }
 
 /// An exit not decided yet.
@@ -296,6 +317,7 @@ impl Actor for Supervisor {
             by_actor: HashMap::with_capacity_and_hasher(spec.children.len(), Default::default()),
             orphans: Orphans::default(),
             unverified: HashMap::default(),
+            early_ready: HashMap::default(),
             next_token: 0,
             restarts: VecDeque::new(),
             works: Works::default(),
@@ -339,6 +361,20 @@ impl Actor for Supervisor {
                 Msg::Retry { key, token } => state.retry(key, token),
                 Msg::Wake => state.collect(&myself),
                 Msg::Verify(id) => state.verify(&myself, id),
+                Msg::Ready {
+                    actor,
+                    ready,
+                    reason,
+                } => state.set_ready(actor, ready, reason),
+                Msg::Status { id, status } => {
+                    if let Some(slot) = state
+                        .by_id
+                        .get(&id)
+                        .and_then(|k| state.children.get_mut(*k))
+                    {
+                        slot.status = status;
+                    }
+                }
                 Msg::InjectPanic => panic!("injected fault in supervisor {}", state.name),
             }
             state.pump(&myself);
@@ -416,6 +452,8 @@ impl SupervisorState {
             next_restart: None,
             retained: None,
             pending: None,
+            ready: false,
+            status: None,
         });
         self.by_id.insert(id, key);
         key

@@ -18,6 +18,7 @@
 //! | `arbor_executions` | gauge | `state` (retained executions) |
 //! | `arbor_executions_active` | gauge | |
 //! | `arbor_service_replicas_running` | gauge | `service` |
+//! | `arbor_service_replicas_ready` | gauge | `service` |
 //! | `arbor_service_status` | gauge | `service`, `status` (always 1) |
 //! | `arbor_node_part_up` | gauge | `part` (1 while it runs) |
 //! | `arbor_node_part_restarts` | gauge | `part` |
@@ -298,6 +299,20 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
             "arbor_service_replicas_running{{service=\"{}\"}} {}",
             escape(&s.name),
             s.running
+        );
+    }
+    describe(
+        &mut out,
+        "arbor_service_replicas_ready",
+        "Replicas that run and pass their readiness probe (if any), by service.",
+        "gauge",
+    );
+    for s in &services {
+        let _ = writeln!(
+            out,
+            "arbor_service_replicas_ready{{service=\"{}\"}} {}",
+            escape(&s.name),
+            s.ready
         );
     }
     describe(

@@ -167,6 +167,34 @@ impl Runtime for Networked {
         self.inner.logs(id, query).await
     }
 
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<crate::runtime::ExecOutput, RuntimeError> {
+        self.inner.exec(id, argv, timeout).await
+    }
+
+    async fn oom_killed(&self, id: &ContainerId) -> Result<bool, RuntimeError> {
+        self.inner.oom_killed(id).await
+    }
+
+    /// The address the overlay gave the container.
+    async fn address(&self, id: &ContainerId) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        match self.overlay.attachments().await {
+            Ok(all) => Ok(all
+                .into_iter()
+                .find(|a| a.container == *id)
+                .and_then(|a| a.address)),
+            Err(e) => Err(RuntimeError::new(
+                crate::runtime::Op::State,
+                id,
+                crate::runtime::Cause::Network(e.to_string()),
+            )),
+        }
+    }
+
     fn abandon(&self, id: &ContainerId) {
         self.inner.abandon(id);
         let (tx, _) = tokio::sync::oneshot::channel();

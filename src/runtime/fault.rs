@@ -837,6 +837,19 @@ impl<R: Runtime> Runtime for FaultRuntime<R> {
         self.inner.oom_killed(id).await
     }
 
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<super::ExecOutput, RuntimeError> {
+        self.inner.exec(id, argv, timeout).await
+    }
+
+    async fn address(&self, id: &ContainerId) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        self.inner.address(id).await
+    }
+
     fn abandon(&self, id: &ContainerId) {
         self.release(id);
         let key = id.clone();

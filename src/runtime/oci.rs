@@ -694,6 +694,23 @@ impl Runtime for OciRuntime {
         Ok(entry.logs.query(query))
     }
 
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<super::ExecOutput, RuntimeError> {
+        self.entry(Op::Exec, id).await?;
+        match self.shared.runc.exec(&id.0, argv, timeout).await {
+            Ok(Some((status, output))) => Ok(super::ExecOutput {
+                status: status.into(),
+                output: String::from_utf8_lossy(&output).trim_end().to_owned(),
+            }),
+            Ok(None) => Err(RuntimeError::new(Op::Exec, id, Cause::TimedOut(timeout))),
+            Err(e) => Err(RuntimeError::new(Op::Exec, id, e.into())),
+        }
+    }
+
     async fn oom_killed(&self, id: &ContainerId) -> Result<bool, RuntimeError> {
         let entry = self.entry(Op::State, id).await?;
         Ok(entry.oom_kills.load(Ordering::Acquire) > 0)

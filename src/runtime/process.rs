@@ -26,6 +26,7 @@
 
 mod cgroup;
 mod entry;
+mod exec;
 pub mod limits;
 pub mod procfs;
 mod reaper;
@@ -50,8 +51,8 @@ use self::{
     spawn::{image_refused, missing_cwd, resolve_program},
 };
 use super::{
-    Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, Logs, Op,
-    Runtime, RuntimeError, Signal, StopOutcome, check_spec,
+    Cause, ContainerId, ContainerSpec, ContainerState, ExecOutput, ExitStatus, LogBuffer, LogQuery,
+    Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
 use crate::owned::Owned;
 
@@ -440,6 +441,16 @@ impl Runtime for ProcessRuntime {
                 },
             )),
         }
+    }
+
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let entry = self.entry(Op::Exec, id).await?;
+        exec::exec(id, &entry.spec, argv, timeout).await
     }
 
     async fn logs(&self, id: &ContainerId, query: LogQuery) -> Result<Logs, RuntimeError> {

@@ -158,6 +158,22 @@ impl Runtime for RuntimeRouter {
         self.owner(Op::Logs, id).await?.logs(id, query).await
     }
 
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<super::ExecOutput, RuntimeError> {
+        self.owner(Op::Exec, id)
+            .await?
+            .exec(id, argv, timeout)
+            .await
+    }
+
+    async fn address(&self, id: &ContainerId) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        self.owner(Op::State, id).await?.address(id).await
+    }
+
     async fn oom_killed(&self, id: &ContainerId) -> Result<bool, RuntimeError> {
         self.owner(Op::State, id).await?.oom_killed(id).await
     }

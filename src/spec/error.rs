@@ -30,7 +30,9 @@ impl SpecError {
 
     /// The same error under a parent path (`backoff.max` -> `flags.backoff.max`).
     pub fn within(mut self, parent: &str) -> Self {
-        if !parent.is_empty() {
+        if self.field.is_empty() {
+            parent.clone_into(&mut self.field);
+        } else if !parent.is_empty() {
             let sep = if self.field.starts_with('[') { "" } else { "." };
             self.field = format!("{parent}{sep}{}", self.field);
         }

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, rpc::CallResult};
 
-use super::{ContainerActor, ContainerArgs, ContainerMsg, Msg};
+use super::{ContainerActor, ContainerArgs, ContainerMsg, HealthSink, Msg, Probes};
 use crate::{
     actors::supervisor_actor::{ChildContext, ChildKind, ChildSpec, SupervisorSpec, spawn_reason},
     runtime::{ContainerSpec, Runtime},
@@ -31,14 +31,29 @@ impl ChildSpec {
         runtime: Arc<dyn Runtime>,
         spec: ContainerSpec,
     ) -> Self {
+        Self::probed_container(id, runtime, spec, Arc::default())
+    }
+
+    /// A container (see [`ChildSpec::container`]) whose health `probes`
+    /// check: a failing liveness or startup probe fails the child; with a
+    /// readiness or startup probe it is ready only once they pass.
+    pub fn probed_container(
+        id: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        spec: ContainerSpec,
+        probes: Arc<Probes>,
+    ) -> Self {
         let spec = Arc::new(spec);
         let checked = spec.clone();
+        let gated = probes.gate_readiness();
         let mut child = Self::new(id, move |ctx: ChildContext| {
             let runtime = runtime.clone();
             let spec = (*spec).clone();
-            async move { start(ctx, runtime, spec).await }
+            let probes = probes.clone();
+            async move { start(ctx, runtime, spec, probes).await }
         });
         child.kind = ChildKind::Container;
+        child.gated = gated;
         child.kill_margin = CONTAINER_KILL_MARGIN;
         child.checks = Some(Arc::new(move || {
             checked
@@ -61,6 +76,17 @@ impl SupervisorSpec {
         container: ContainerSpec,
         replicas: usize,
     ) -> Self {
+        Self::probed_service(name, runtime, container, replicas, Arc::default())
+    }
+
+    /// A service (see [`SupervisorSpec::service`]) whose replicas `probes` check.
+    pub fn probed_service(
+        name: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        container: ContainerSpec,
+        replicas: usize,
+        probes: Arc<Probes>,
+    ) -> Self {
         let name = name.into();
         let children = (0..replicas).map(|i| {
             let id = format!("{name}-{i}");
@@ -68,13 +94,22 @@ impl SupervisorSpec {
             spec.name = id.clone();
             spec.labels.insert("service".into(), name.clone());
             spec.labels.insert("replica".into(), i.to_string());
-            ChildSpec::container(id, runtime.clone(), spec)
+            ChildSpec::probed_container(id, runtime.clone(), spec, probes.clone())
         });
         Self::new(name.clone()).children(children).concurrent(true)
     }
 }
 
 impl ServiceSpec {
+    /// The probes of every replica.
+    pub fn probes(&self) -> Probes {
+        Probes {
+            liveness: self.liveness.clone(),
+            readiness: self.readiness.clone(),
+            startup: self.startup.clone(),
+        }
+    }
+
     /// The container every replica of service `name` runs. Reads the env
     /// files now (see [`ServiceSpec::resolved_env`]).
     pub fn container_spec(&self, name: &str) -> Result<ContainerSpec, SpecError> {
@@ -114,18 +149,22 @@ impl ServiceSpec {
             self.exit_rules(),
             self.shutdown(),
         );
-        Ok(
-            SupervisorSpec::service(name, runtime, container, self.replicas)
-                .flags(self.flags())
-                .concurrent(true)
-                .map_children(|child| {
-                    child
-                        .restart(restart)
-                        .on_panic(on_panic)
-                        .exit_rules(rules.clone())
-                        .shutdown(shutdown)
-                }),
+        Ok(SupervisorSpec::probed_service(
+            name,
+            runtime,
+            container,
+            self.replicas,
+            Arc::new(self.probes()),
         )
+        .flags(self.flags())
+        .concurrent(true)
+        .map_children(|child| {
+            child
+                .restart(restart)
+                .on_panic(on_panic)
+                .exit_rules(rules.clone())
+                .shutdown(shutdown)
+        }))
     }
 }
 
@@ -137,6 +176,7 @@ async fn start(
     ctx: ChildContext,
     runtime: Arc<dyn Runtime>,
     mut spec: ContainerSpec,
+    probes: Arc<Probes>,
 ) -> Result<ActorCell, ActorProcessingErr> {
     let grace = match ctx.shutdown {
         Shutdown::BrutalKill => Duration::ZERO,
@@ -155,6 +195,13 @@ async fn start(
         grace,
         isolate: ctx.on_panic == PanicAction::Isolate,
         exit_rules: ctx.exit_rules,
+        probes,
+        health: Some(HealthSink {
+            supervisor: ctx.supervisor.clone(),
+            service: ctx.service.clone(),
+            child: ctx.id.clone(),
+            events: ctx.events.clone(),
+        }),
     };
     let (actor, _) =
         ContainerActor::spawn_linked(None, ContainerActor, args, ctx.supervisor.clone())

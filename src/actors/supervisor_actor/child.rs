@@ -40,6 +40,35 @@ pub struct ChildContext {
     pub exit_rules: ExitRules,
 }
 
+impl ChildContext {
+    /// Shows `status` beside the child in its supervisor's tree (a start
+    /// that waits for something says what); `None` clears it. Cleared
+    /// when the child starts.
+    pub fn set_status(&self, status: Option<String>) {
+        let supervisor: ractor::ActorRef<super::SupervisorMsg> = self.supervisor.clone().into();
+        let _ = supervisor.cast(super::SupervisorMsg(super::Msg::Status {
+            id: self.id.clone(),
+            status,
+        }));
+    }
+}
+
+/// Tells `supervisor` whether its child `actor` is ready. Ignored unless
+/// `actor` is the current actor of one of its running children.
+pub(crate) fn report_ready(
+    supervisor: &ActorCell,
+    actor: ractor::ActorId,
+    ready: bool,
+    reason: Option<String>,
+) {
+    let supervisor: ractor::ActorRef<super::SupervisorMsg> = supervisor.clone().into();
+    let _ = supervisor.cast(super::SupervisorMsg(super::Msg::Ready {
+        actor,
+        ready,
+        reason,
+    }));
+}
+
 /// The future a spawn closure returns: the new child's cell, once the child
 /// has started (for a container: once its process runs).
 pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, ActorProcessingErr>> + Send>>;
@@ -67,6 +96,9 @@ pub struct ChildSpec {
     pub(crate) kill_margin: Duration,
     pub(crate) checks: Option<ChecksFn>,
     pub(crate) nested: Option<Arc<SupervisorSpec>>,
+    /// Not ready when started: ready once its actor says so (a replica
+    /// with a readiness or startup probe).
+    pub(crate) gated: bool,
 }
 
 impl fmt::Debug for ChildSpec {
@@ -106,6 +138,7 @@ impl ChildSpec {
             kill_margin: Duration::ZERO,
             checks: None,
             nested: None,
+            gated: false,
         }
     }
 

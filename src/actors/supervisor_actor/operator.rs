@@ -192,6 +192,8 @@ impl SupervisorState {
             restarts: 0,
             last_exit: None,
             next_restart: None,
+            ready: None,
+            status: None,
             children: Vec::new(),
         };
         let mut nested = Vec::new();
@@ -207,6 +209,9 @@ impl SupervisorState {
                 next_restart: s
                     .next_restart
                     .filter(|_| s.state == ChildState::CrashLoopBackOff),
+                ready: (s.spec.kind == ChildKind::Container)
+                    .then_some(s.state == ChildState::Running && s.ready),
+                status: s.status.clone(),
                 children: s
                     .spec
                     .nested
@@ -256,6 +261,8 @@ impl SupervisorState {
 fn down_children(spec: &super::SupervisorSpec, parent: ChildState) -> Vec<TreeNode> {
     let state = match parent {
         ChildState::Stopped | ChildState::Stopping => ChildState::Stopped,
+        // A start that waits (for the services it depends on).
+        ChildState::Starting => ChildState::Starting,
         _ => ChildState::Shutdown,
     };
     spec.children
@@ -269,6 +276,8 @@ fn down_children(spec: &super::SupervisorSpec, parent: ChildState) -> Vec<TreeNo
             restarts: 0,
             last_exit: None,
             next_restart: None,
+            ready: (c.kind == ChildKind::Container).then_some(false),
+            status: None,
             children: c
                 .nested
                 .as_deref()

@@ -41,6 +41,9 @@ use super::{
 };
 use crate::{events::Event, spec::RestartType};
 
+/// Readiness reports of not-yet-started actors kept at most.
+const MAX_EARLY_READY: usize = 1024;
+
 /// What ended.
 pub(super) enum Outcome {
     /// A start, with the new actor or why it failed.
@@ -405,8 +408,53 @@ impl SupervisorState {
         }
     }
 
+    /// A running child's actor reports its readiness: recorded, shown (a
+    /// failing check's output as the child's status) and published, unless
+    /// the actor is not the child's current one or is being stopped.
+    pub(super) fn set_ready(&mut self, actor: ActorId, ready: bool, reason: Option<String>) {
+        let Some(tracked) = self.by_actor.get(&actor).copied() else {
+            // Its start report is still on its way (bounded: an actor that
+            // never starts leaves at most this many behind).
+            if self.early_ready.len() < MAX_EARLY_READY {
+                self.early_ready.insert(actor, (ready, reason));
+            }
+            return;
+        };
+        if tracked.stopping {
+            return;
+        }
+        let name = self.name.clone();
+        let Some(slot) = self.children.get_mut(tracked.key) else {
+            return;
+        };
+        if slot.state != ChildState::Running {
+            return;
+        }
+        // Reports come only when the verdict changes (the first failing
+        // one included, so that a replica never ready says why).
+        slot.ready = ready;
+        slot.status = match (&reason, ready) {
+            (Some(r), false) if !r.is_empty() => Some(format!("not ready: {r}")),
+            _ => None,
+        };
+        let child = slot.spec.id.to_string();
+        self.events.publish(if ready {
+            Event::Ready {
+                supervisor: name.to_string(),
+                child,
+            }
+        } else {
+            Event::NotReady {
+                supervisor: name.to_string(),
+                child,
+                reason: reason.unwrap_or_default(),
+            }
+        });
+    }
+
     /// Records a started child's actor.
     pub(super) fn running(&mut self, key: Key, cell: ActorCell, mode: StartMode) {
+        let cell_id = cell.get_id();
         self.by_actor.insert(
             cell.get_id(),
             Tracked {
@@ -422,6 +470,9 @@ impl SupervisorState {
         slot.started_at = Some(Instant::now());
         slot.incarnation += 1;
         slot.pending = None;
+        slot.ready = !slot.spec.gated;
+        slot.status = None;
+        let early = self.early_ready.remove(&cell_id);
         let (name, id, kind, restart_count) = (
             &self.name,
             &slot.spec.id,
@@ -443,6 +494,9 @@ impl SupervisorState {
                     exit_code,
                     restart_count,
                 });
+        }
+        if let Some((ready, reason)) = early {
+            self.set_ready(cell_id, ready, reason);
         }
     }
 

@@ -33,6 +33,13 @@ pub struct TreeNode {
     /// is due, on the wall clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart: Option<chrono::DateTime<chrono::Utc>>,
+    /// For containers: whether it is ready (running, and its readiness
+    /// probe, if any, passes). `None` for other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// A one-line status (`waiting for db`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     /// Its children, in start order (supervisors only).
     #[serde(default)]
     pub children: Vec<TreeNode>,
@@ -64,6 +71,13 @@ impl TreeNode {
             write!(f, " {s}")?;
         }
         write!(f, "] {}", self.state)?;
+        match &self.status {
+            Some(status) => write!(f, " ({status})")?,
+            None if self.ready == Some(false) && self.state == ChildState::Running => {
+                f.write_str(" (not ready)")?
+            }
+            None => {}
+        }
         if self.restarts > 0 {
             let s = if self.restarts == 1 { "" } else { "s" };
             write!(f, ", {} restart{s}", self.restarts)?;

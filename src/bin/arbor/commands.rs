@@ -432,6 +432,7 @@ pub async fn services(url: &AgentUrl, a: Services) -> Outcome {
                 s.name.clone(),
                 s.status.clone(),
                 format!("{}/{}", s.running, s.replicas),
+                format!("{}/{}", s.ready, s.replicas),
                 s.restarts.to_string(),
                 detail,
             ]
@@ -439,7 +440,10 @@ pub async fn services(url: &AgentUrl, a: Services) -> Outcome {
         .collect();
     print!(
         "{}",
-        table(&["NAME", "STATUS", "RUNNING", "RESTARTS", "DETAIL"], &rows)
+        table(
+            &["NAME", "STATUS", "RUNNING", "READY", "RESTARTS", "DETAIL"],
+            &rows
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

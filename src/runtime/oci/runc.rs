@@ -105,6 +105,50 @@ impl Runc {
     }
 }
 
+impl Runc {
+    /// `runc exec ID ARGV...`: its exit status and output (stdout then
+    /// stderr, capped), or `None` when it did not end within `timeout`
+    /// (runc, in a process group of its own, is then killed).
+    pub(crate) async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<Option<(std::process::ExitStatus, Vec<u8>)>, OciError> {
+        let mut args = vec!["exec", id];
+        args.extend(argv.iter().map(String::as_str));
+        let mut cmd = self.command(&args);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| OciError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            tokio::join!(
+                child.wait(),
+                crate::runtime::read_capped(out.as_mut()),
+                crate::runtime::read_capped(err.as_mut())
+            )
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok((status, mut out, err)) => {
+                let status = status.map_err(|source| OciError::Spawn {
+                    binary: self.binary.clone(),
+                    source,
+                })?;
+                out.extend_from_slice(&err);
+                out.truncate(crate::runtime::EXEC_OUTPUT_LIMIT);
+                Ok(Some((status, out)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 /// The error messages of a runc JSON log (all of it when none parse).
 fn log_errors(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();

@@ -113,6 +113,26 @@ pub struct ServiceSpec {
     /// the other services run on).
     #[serde(default = "service_on_limit")]
     pub on_limit: OnLimit,
+    /// Restarts a replica that fails this probe `failure_threshold` times
+    /// in a row (see [`ProbeSpec`](crate::spec::ProbeSpec)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<crate::spec::ProbeSpec>,
+    /// A replica is `ready` while this probe passes; services that depend
+    /// on this one start once every replica is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::spec::ProbeSpec>,
+    /// Holds liveness and readiness back until it passes once; failing
+    /// `failure_threshold` times in a row fails the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<crate::spec::ProbeSpec>,
+    /// How long this service waits for the services it depends on to be
+    /// ready (default 5m); then `start_timeout_action` applies.
+    #[serde(default = "start_timeout", with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// `start` (default: start anyway, with a warning) or `fail` (the
+    /// service is not started and shows `failed`).
+    #[serde(default)]
+    pub start_timeout_action: StartTimeoutAction,
     /// Free-form labels, added to every replica's container.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -120,6 +140,21 @@ pub struct ServiceSpec {
     /// segment (default segment: the service's name), as for jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+}
+
+/// What a service does when its dependencies are not ready in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartTimeoutAction {
+    /// Start anyway (a warning says which dependency was not ready).
+    #[default]
+    Start,
+    /// Do not start: the service ends `failed`.
+    Fail,
+}
+
+fn start_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn yes() -> bool {
@@ -173,6 +208,11 @@ impl Default for ServiceSpec {
             on_limit: service_on_limit(),
             labels: BTreeMap::new(),
             network: None,
+            liveness: None,
+            readiness: None,
+            startup: None,
+            start_timeout: start_timeout(),
+            start_timeout_action: StartTimeoutAction::default(),
         }
     }
 }

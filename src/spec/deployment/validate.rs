@@ -3,6 +3,7 @@
 //! the cron parser) are reused, their fields prefixed with where the part
 //! sits in the file.
 
+use crate::spec::ProbeKind;
 use std::{collections::BTreeMap, path::Path};
 
 use super::{Deployment, ServiceSpec, key_path, service::MAX_REPLICAS};
@@ -131,8 +132,18 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
         ("backoff.initial", s.backoff.initial),
         ("backoff.max", s.backoff.max),
         ("backoff.reset_after", s.backoff.reset_after),
+        ("start_timeout", s.start_timeout),
     ] {
         crate::spec::check::duration(&mut found, field, d);
+    }
+    for (field, kind, probe) in [
+        ("liveness", ProbeKind::Liveness, &s.liveness),
+        ("readiness", ProbeKind::Readiness, &s.readiness),
+        ("startup", ProbeKind::Startup, &s.startup),
+    ] {
+        if let Some(probe) = probe {
+            found.extend(probe.validate(kind).into_iter().map(|e| e.within(field)));
+        }
     }
     crate::spec::container::Fields {
         image: s.image.as_deref().filter(|i| !i.trim().is_empty()),
