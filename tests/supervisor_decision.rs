@@ -19,6 +19,7 @@ fn exited(code: i32) -> ChildExit {
     ChildExit::Exited {
         status: ExitStatus::Code(code),
         container: None,
+        oom_killed: false,
     }
 }
 
@@ -26,6 +27,7 @@ fn killed_by(signal: i32) -> ChildExit {
     ChildExit::Exited {
         status: ExitStatus::Signal(signal),
         container: None,
+        oom_killed: false,
     }
 }
 

@@ -453,9 +453,11 @@ impl ContainerActorState {
             c.exit = Some(status);
             c.waiter = None;
         }
+        let oom_killed = !status.success() && self.runtime.oom_killed(&id).await.unwrap_or(false);
         let exit = ChildExit::Exited {
             status,
             container: Some(id.0.clone()),
+            oom_killed,
         };
         let abnormal = classify(&exit, &self.exit_rules) == ExitClass::Abnormal;
         if self.isolate && abnormal {

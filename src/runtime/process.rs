@@ -30,6 +30,7 @@ mod exec;
 pub mod limits;
 pub mod procfs;
 mod reaper;
+mod resources;
 mod spawn;
 
 use std::{
@@ -75,6 +76,8 @@ struct Shared {
     table: Owned<BTreeMap<ContainerId, Arc<Entry>>>,
     reaper: Reaper,
     cgroups: Option<Cgroups>,
+    /// Where `resources` limits go (root only).
+    limiter: Option<resources::Limiter>,
     log_lines: usize,
     log_bytes: usize,
     echo_output: bool,
@@ -143,6 +146,15 @@ impl ProcessRuntimeBuilder {
         } else {
             None
         };
+        let limiter = (self.cgroups && nix::unistd::geteuid().is_root())
+            .then(|| {
+                resources::Limiter::detect(
+                    cgroups
+                        .as_ref()
+                        .and_then(|c| Some((c.base().parent()?, c.base()))),
+                )
+            })
+            .flatten();
         let reaper = Reaper::spawn(cgroups.as_ref().map(|c| c.base().to_path_buf()))
             .map_err(|e| setup("failed to listen for SIGCHLD", e))?;
         Ok(ProcessRuntime {
@@ -150,6 +162,7 @@ impl ProcessRuntimeBuilder {
                 table: Owned::spawn(BTreeMap::new()),
                 reaper,
                 cgroups,
+                limiter,
                 log_lines: self.log_lines,
                 log_bytes: self.log_bytes,
                 echo_output: self.echo_output,
@@ -210,6 +223,17 @@ impl ProcessRuntime {
     }
 }
 
+/// The first limit set in `r` (field, value), if any.
+fn limited_field(r: &crate::spec::Resources) -> Option<(&'static str, String)> {
+    if let Some(m) = r.memory {
+        return Some(("memory", m.to_string()));
+    }
+    if let Some(c) = r.cpus {
+        return Some(("cpus", c.to_string()));
+    }
+    r.pids.map(|p| ("pids", p.to_string()))
+}
+
 fn new_id(name: &str) -> ContainerId {
     let clean: String = name
         .chars()
@@ -259,6 +283,19 @@ impl Runtime for ProcessRuntime {
         }
         if let Some(ns) = &spec.netns {
             spawn::check_netns(ns).map_err(|c| RuntimeError::new(Op::Create, &spec.name, c))?;
+        }
+        if self.shared.limiter.is_none()
+            && let Some(field) = limited_field(&spec.resources)
+        {
+            return Err(RuntimeError::new(
+                Op::Create,
+                &spec.name,
+                Cause::Spec(crate::spec::SpecErrors::from(crate::spec::SpecError::new(
+                    format!("resources.{}", field.0),
+                    field.1,
+                    "the process runtime sets limits through cgroups, which needs root (run the agent as root, or use the oci runtime)",
+                ))),
+            ));
         }
         let id = new_id(&spec.name);
         let entry = Arc::new(Entry {
@@ -451,6 +488,15 @@ impl Runtime for ProcessRuntime {
     ) -> Result<ExecOutput, RuntimeError> {
         let entry = self.entry(Op::Exec, id).await?;
         exec::exec(id, &entry.spec, argv, timeout).await
+    }
+
+    async fn oom_killed(&self, id: &ContainerId) -> Result<bool, RuntimeError> {
+        let entry = self.entry(Op::State, id).await?;
+        Ok(entry
+            .run
+            .get()
+            .and_then(|r| r.limited.as_ref())
+            .is_some_and(|l| l.oom_kills() > 0))
     }
 
     async fn logs(&self, id: &ContainerId, query: LogQuery) -> Result<Logs, RuntimeError> {

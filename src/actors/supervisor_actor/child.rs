@@ -315,6 +315,9 @@ pub enum ChildExit {
         status: ExitStatus,
         /// The container that ran it, when the child names one.
         container: Option<String>,
+        /// The kernel OOM-killed a process of it at its memory limit.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        oom_killed: bool,
     },
     /// It returned an error or panicked.
     Failed {
@@ -354,6 +357,14 @@ impl fmt::Display for ChildExit {
         match self {
             Self::Normal { reason: None } => f.write_str("stopped normally"),
             Self::Normal { reason: Some(r) } => write!(f, "stopped normally ({r})"),
+            Self::Exited {
+                status,
+                oom_killed: true,
+                ..
+            } => write!(
+                f,
+                "{status} (out of memory: OOM-killed at its memory limit)"
+            ),
             Self::Exited { status, .. } => write!(f, "{status}"),
             Self::Failed { reason } => write!(f, "failed: {reason}"),
             Self::Killed => f.write_str("killed"),

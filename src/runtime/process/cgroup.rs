@@ -91,6 +91,11 @@ impl Drop for Cgroups {
 }
 
 impl Cgroup {
+    /// Its directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The open `cgroup.procs` file the child writes `0` to before `exec`.
     pub(crate) fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()

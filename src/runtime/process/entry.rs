@@ -37,6 +37,8 @@ pub(super) struct Entry {
 pub(super) struct Run {
     pub(super) pgid: i32,
     pub(super) cgroup: Option<Arc<Cgroup>>,
+    /// Its resource-limit cgroups, when it has limits.
+    pub(super) limited: Option<Arc<super::resources::Limited>>,
     pub(super) readers: Vec<AbortHandle>,
     /// Counts pipes read to their end (2 when both are done).
     pub(super) eof: watch::Receiver<u8>,

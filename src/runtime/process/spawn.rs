@@ -95,6 +95,37 @@ impl ProcessRuntime {
                 });
             }
         }
+        let limited = match (&self.shared.limiter, spec.resources.is_empty()) {
+            (Some(limiter), false) => {
+                match limiter.apply(&id.0, &spec.resources, cgroup.as_deref().map(|c| c.path())) {
+                    Ok(l) => Some(Arc::new(l)),
+                    Err(e) => {
+                        if let Some(cg) = &cgroup {
+                            cg.remove();
+                        }
+                        return Err(RuntimeError::new(
+                            Op::Start,
+                            id,
+                            Cause::io("failed to set its resource limits", e),
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        for fd in limited.as_ref().map(|l| l.procs_fds()).unwrap_or_default() {
+            // SAFETY: runs in the forked child before exec; write(2) is
+            // async-signal-safe and `fd` stays open (the parent holds it).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         // The namespace is opened before the fork (the child only calls
         // setns, which is async-signal-safe) and closed after it.
         let netns = match &spec.netns {
@@ -125,6 +156,9 @@ impl ProcessRuntime {
         let mut child = cmd.spawn().map_err(|e| {
             if let Some(cg) = &cgroup {
                 cg.remove();
+            }
+            if let Some(l) = &limited {
+                l.remove();
             }
             let cause = match &spec.cwd {
                 // The working directory vanished after `create` checked it:
@@ -189,6 +223,7 @@ impl ProcessRuntime {
         let _ = entry.run.set(Run {
             pgid: pid,
             cgroup: cgroup.clone(),
+            limited: limited.clone(),
             readers,
             eof: eof_tx.subscribe(),
         });
@@ -214,6 +249,9 @@ impl ProcessRuntime {
             }
             entry.state.send_replace(ProcState::Exited { status });
             let _ = reaper.drain(pid, cgroup).await;
+            if let Some(l) = &limited {
+                l.remove();
+            }
             entry.drained.send_replace(true);
         });
         Ok(())

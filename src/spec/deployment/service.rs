@@ -47,7 +47,9 @@ pub struct ServiceSpec {
     /// `--runtime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::spec::RuntimeKind>,
-    /// Limits: `{memory: 32Mi, cpus: 0.5, pids: 64}` (OCI runtime).
+    /// Limits: `{memory: 32Mi, cpus: 0.5, pids: 64}`: OCI containers, and
+    /// host processes when the agent runs as root (cgroups; refused
+    /// without).
     #[serde(default, skip_serializing_if = "crate::spec::Resources::is_empty")]
     pub resources: crate::spec::Resources,
     /// `user[:group]` inside the container (OCI runtime).
