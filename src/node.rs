@@ -700,6 +700,10 @@ impl Node {
                 }
                 None => false,
             },
+            "supervisor-stall" => {
+                i.root.inject_stall(Duration::from_secs(30));
+                true
+            }
             "supervisor" => {
                 i.root.inject_panic();
                 true

@@ -41,6 +41,7 @@ const COMMANDS: &[&[&str]] = &[
     &["image", "import"],
     &["image", "ls"],
     &["image", "rm"],
+    &["notify"],
 ];
 
 fn snapshot_path(words: &[&str]) -> PathBuf {

@@ -36,23 +36,24 @@
 //!   ancestor is killed or panics.
 
 mod child;
+mod health;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::AbortHandle;
 
 use super::{
-    probe_actor::{ProbeActor, ProbeArgs, ProbeMsg, ProbeReport},
+    probe_actor::{ProbeMsg, ProbeReport},
     supervisor_actor::{
         ChildExit, ExitReport, Retained,
         decision::{ExitClass, classify},
-        report_ready,
+        report_status,
     },
 };
 use crate::{
-    events::{Event, EventBus},
+    events::EventBus,
     runtime::{ContainerId, ContainerSpec, ExitStatus, LogQuery, Logs, Runtime, Signal},
     spec::{ExitRules, ProbeKind, ProbeSpec},
 };
@@ -76,6 +77,10 @@ enum Msg {
     Signal(Signal, RpcReplyPort<Result<(), String>>),
     /// A probe's verdict changed (sent by a probe actor).
     Probe(ProbeReport),
+    /// A datagram on the replica's notify socket (`READY=1`, ...).
+    Notify(String),
+    /// A watchdog period ended (stale unless its generation is current).
+    WatchdogDue(u64),
 }
 
 impl ContainerMsg {
@@ -111,7 +116,7 @@ pub struct ContainerArgs {
     pub probes: Arc<Probes>,
     /// Where readiness and probe failures are told: the supervisor, its
     /// name and the event bus (none outside a supervisor).
-    pub health: Option<HealthSink>,
+    pub health_sink: Option<HealthSink>,
 }
 
 /// The probes of one replica.
@@ -123,16 +128,18 @@ pub struct Probes {
     pub readiness: Option<ProbeSpec>,
     /// Started: holds the other two back until it passes once.
     pub startup: Option<ProbeSpec>,
+    /// The process speaks sd_notify on its own `NOTIFY_SOCKET`: ready
+    /// once it sends `READY=1`.
+    pub notify: bool,
+    /// With `notify`: `WATCHDOG=1` expected at least this often, else the
+    /// replica failed.
+    pub watchdog: Option<Duration>,
 }
 
 impl Probes {
     /// True when a replica is not ready as soon as it starts.
     pub fn gate_readiness(&self) -> bool {
-        self.readiness.is_some() || self.startup.is_some()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.liveness.is_none() && self.readiness.is_none() && self.startup.is_none()
+        self.readiness.is_some() || self.startup.is_some() || self.notify
     }
 }
 
@@ -147,6 +154,13 @@ pub struct HealthSink {
     pub child: Arc<str>,
     /// The tree's event bus.
     pub events: EventBus,
+}
+
+impl HealthSink {
+    /// Shows `status` beside the child in the tree.
+    fn set_status(&self, status: Option<String>) {
+        report_status(&self.supervisor, self.child.clone(), status);
+    }
 }
 
 /// The container actor.
@@ -164,7 +178,8 @@ pub struct ContainerActorState {
     /// The container, once created.
     container: Option<Owned>,
     probes: Arc<Probes>,
-    health: Option<HealthSink>,
+    health_sink: Option<HealthSink>,
+    health: health::Health,
     /// The probe actors that run.
     probing: Vec<(ProbeKind, ActorRef<ProbeMsg>)>,
 }
@@ -197,7 +212,8 @@ impl Actor for ContainerActor {
             exit_rules: args.exit_rules,
             container: None,
             probes: args.probes,
-            health: args.health,
+            health_sink: args.health_sink,
+            health: Default::default(),
             probing: Vec::new(),
         })
     }
@@ -214,16 +230,13 @@ impl Actor for ContainerActor {
                 let started = result.is_ok();
                 let _ = reply.send(result);
                 if started {
-                    let first = if state.probes.startup.is_some() {
-                        &[ProbeKind::Startup][..]
-                    } else {
-                        &[ProbeKind::Liveness, ProbeKind::Readiness][..]
-                    };
-                    state.spawn_probes(&myself, first).await;
+                    state.started(&myself).await;
                 }
                 Ok(())
             }
             Msg::Probe(report) => state.probed(&myself, report).await,
+            Msg::Notify(text) => state.notified(&myself, &text).await,
+            Msg::WatchdogDue(generation) => state.watchdog_due(generation).await,
             Msg::Exited(Ok(status)) => Err(Box::new(state.exited(status).await)),
             Msg::Exited(Err(e)) => {
                 // The runtime lost track of the container: make sure it is gone.
@@ -298,109 +311,6 @@ impl Actor for ContainerActor {
 }
 
 impl ContainerActorState {
-    /// Starts the probe actors of `kinds` that the replica has.
-    async fn spawn_probes(&mut self, myself: &ActorRef<ContainerMsg>, kinds: &[ProbeKind]) {
-        let Some(c) = &self.container else {
-            return;
-        };
-        if self.probes.is_empty() {
-            return;
-        }
-        let default_host = match self.runtime.address(&c.id).await {
-            Ok(Some(ip)) => ip,
-            _ => IpAddr::from([127, 0, 0, 1]),
-        };
-        for kind in kinds {
-            let spec = match kind {
-                ProbeKind::Liveness => &self.probes.liveness,
-                ProbeKind::Readiness => &self.probes.readiness,
-                ProbeKind::Startup => &self.probes.startup,
-            };
-            let Some(spec) = spec.clone() else {
-                continue;
-            };
-            let me = myself.clone();
-            let args = ProbeArgs {
-                kind: *kind,
-                spec,
-                runtime: self.runtime.clone(),
-                container: c.id.clone(),
-                default_host,
-                report: Box::new(move |r| {
-                    let _ = me.cast(ContainerMsg(Msg::Probe(r)));
-                }),
-            };
-            match ProbeActor::spawn_linked(None, ProbeActor, args, myself.get_cell()).await {
-                Ok((probe, _)) => self.probing.push((*kind, probe)),
-                Err(e) => {
-                    tracing::warn!(container = %self.name, probe = %kind, error = %e, "failed to start a probe")
-                }
-            }
-        }
-    }
-
-    /// A probe's verdict changed.
-    async fn probed(
-        &mut self,
-        myself: &ActorRef<ContainerMsg>,
-        report: ProbeReport,
-    ) -> Result<(), ActorProcessingErr> {
-        match (report.kind, report.passed) {
-            (ProbeKind::Startup, true) => {
-                self.probing.retain(|(k, p)| {
-                    if *k == ProbeKind::Startup {
-                        p.stop(None);
-                    }
-                    *k != ProbeKind::Startup
-                });
-                self.spawn_probes(myself, &[ProbeKind::Liveness, ProbeKind::Readiness])
-                    .await;
-                if self.probes.readiness.is_none() {
-                    self.tell_ready(myself, true, None);
-                }
-                Ok(())
-            }
-            (ProbeKind::Readiness, ready) => {
-                self.tell_ready(myself, ready, Some(report.output));
-                Ok(())
-            }
-            (ProbeKind::Liveness, true) => Ok(()),
-            (kind, _) => {
-                if let Some(h) = &self.health {
-                    h.events.publish(Event::ProbeFailed {
-                        supervisor: h.service.to_string(),
-                        child: h.child.to_string(),
-                        probe: kind.to_string(),
-                        output: report.output.clone(),
-                    });
-                }
-                for (_, probe) in self.probing.drain(..) {
-                    probe.stop(None);
-                }
-                if let Some(waiter) = self.container.as_mut().and_then(|c| c.waiter.take()) {
-                    waiter.abort();
-                }
-                let status = self.stop().await;
-                if let Some(c) = &mut self.container {
-                    c.exit = status;
-                }
-                self.remove().await;
-                Err(Box::new(ExitReport {
-                    exit: ChildExit::Failed {
-                        reason: format!("{kind} probe failed: {}", report.output),
-                    },
-                    retained: None,
-                }))
-            }
-        }
-    }
-
-    fn tell_ready(&self, myself: &ActorRef<ContainerMsg>, ready: bool, reason: Option<String>) {
-        if let Some(h) = &self.health {
-            report_ready(&h.supervisor, myself.get_id(), ready, reason);
-        }
-    }
-
     fn id(&self) -> ContainerId {
         self.container
             .as_ref()
@@ -411,9 +321,10 @@ impl ContainerActorState {
     /// Pulls, creates and starts the container, then waits for its exit in
     /// a task. A container created before a failure is removed.
     async fn start(&mut self, myself: &ActorRef<ContainerMsg>) -> Result<(), String> {
-        let Some(spec) = self.spec.take() else {
+        let Some(mut spec) = self.spec.take() else {
             return Err(format!("container {} was started already", self.name));
         };
+        self.prepare_notify(myself, &mut spec)?;
         self.runtime
             .pull_image(&spec)
             .await
@@ -448,6 +359,7 @@ impl ContainerActorState {
     /// The main process ended: the report the actor fails with. An
     /// isolated child keeps its container; otherwise it is removed first.
     async fn exited(&mut self, status: ExitStatus) -> ExitReport {
+        self.close_notify();
         let id = self.id();
         if let Some(c) = &mut self.container {
             c.exit = Some(status);

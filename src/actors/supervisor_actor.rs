@@ -92,7 +92,7 @@ pub use child::{
     ChildContext, ChildCounts, ChildExit, ChildInfo, ChildKind, ChildSpec, ChildState, ExitReport,
     Retained, StartFuture,
 };
-pub(crate) use child::{report_ready, spawn_reason};
+pub(crate) use child::{report_ready, report_status, spawn_reason};
 pub use error::SupervisorError;
 pub use handle::SupervisorRef;
 pub(crate) use handle::spawn_linked;
@@ -166,6 +166,8 @@ pub(crate) enum Msg {
     },
     /// Fault injection: panic in the handler (see [`SupervisorRef::inject_panic`]).
     InjectPanic,
+    /// Fault injection: sleep in the handler (see [`SupervisorRef::inject_stall`]).
+    InjectStall(std::time::Duration),
 }
 
 impl From<Msg> for SupervisorMsg {
@@ -376,6 +378,10 @@ impl Actor for Supervisor {
                     }
                 }
                 Msg::InjectPanic => panic!("injected fault in supervisor {}", state.name),
+                Msg::InjectStall(d) => {
+                    tracing::warn!(supervisor = %state.name, stall = ?d, "injected fault: the supervisor stalls");
+                    tokio::time::sleep(d).await;
+                }
             }
             state.pump(&myself);
         }))

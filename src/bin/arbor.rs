@@ -47,6 +47,8 @@ mod image;
 mod listen;
 #[path = "arbor/run.rs"]
 mod run;
+#[path = "arbor/systemd.rs"]
+mod systemd;
 
 /// Where the client commands look for the agent by default.
 static DEFAULT_AGENT: LazyLock<String> = LazyLock::new(client::default_agent);
@@ -140,6 +142,14 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Manage the local image store (import, ls, rm) under --state-dir.
     Image(image::Image),
+    /// Tell the service manager about this process (sd_notify): for a
+    /// service run with `notify: true` (arbor gives each replica its own
+    /// NOTIFY_SOCKET), or a systemd `Type=notify` unit.
+    ///
+    /// Sends what the flags say, plus any raw STATE=VALUE lines, to
+    /// $NOTIFY_SOCKET, as systemd-notify does. Exit code: 0 sent, 1 when
+    /// NOTIFY_SOCKET is not set or the send failed, 2 on bad arguments.
+    Notify(systemd::Notify),
     /// Run a command as a supervised service in the foreground.
     ///
     /// The service restarts by its policy; SIGINT or SIGTERM stops it
@@ -247,6 +257,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => return runtime.block_on(agent::agent(args)),
         Command::Validate(args) => return agent::validate(args),
         Command::Image(args) => return image::image(args),
+        Command::Notify(args) => return systemd::notify(args),
         client_command => client_command,
     };
     // Read here, so that a bad $ARBOR_AGENT only troubles the client commands.
@@ -277,6 +288,7 @@ fn main() -> ExitCode {
         | Command::Agent(_)
         | Command::Validate(_)
         | Command::Chaos(_)
+        | Command::Notify(_)
         | Command::Image(_) => {
             unreachable!()
         }

@@ -223,6 +223,18 @@ impl ProcessRuntime {
     }
 }
 
+/// What the service manager (systemd) tells the agent alone: never
+/// inherited by a container, which gets its own `NOTIFY_SOCKET` when it
+/// asks for one (`notify: true`).
+const SERVICE_MANAGER_VARS: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
 /// The first limit set in `r` (field, value), if any.
 fn limited_field(r: &crate::spec::Resources) -> Option<(&'static str, String)> {
     if let Some(m) = r.memory {

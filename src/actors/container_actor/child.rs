@@ -107,6 +107,8 @@ impl ServiceSpec {
             liveness: self.liveness.clone(),
             readiness: self.readiness.clone(),
             startup: self.startup.clone(),
+            notify: self.notify,
+            watchdog: self.watchdog,
         }
     }
 
@@ -196,7 +198,7 @@ async fn start(
         isolate: ctx.on_panic == PanicAction::Isolate,
         exit_rules: ctx.exit_rules,
         probes,
-        health: Some(HealthSink {
+        health_sink: Some(HealthSink {
             supervisor: ctx.supervisor.clone(),
             service: ctx.service.clone(),
             child: ctx.id.clone(),

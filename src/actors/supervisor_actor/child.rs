@@ -53,6 +53,12 @@ impl ChildContext {
     }
 }
 
+/// Shows `status` beside child `id` in `supervisor`'s tree (`None` clears it).
+pub(crate) fn report_status(supervisor: &ActorCell, id: Arc<str>, status: Option<String>) {
+    let supervisor: ractor::ActorRef<super::SupervisorMsg> = supervisor.clone().into();
+    let _ = supervisor.cast(super::SupervisorMsg(super::Msg::Status { id, status }));
+}
+
 /// Tells `supervisor` whether its child `actor` is ready. Ignored unless
 /// `actor` is the current actor of one of its running children.
 pub(crate) fn report_ready(

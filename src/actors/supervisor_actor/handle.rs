@@ -98,6 +98,13 @@ impl SupervisorRef {
         let _ = self.actor.cast(SupervisorMsg(Msg::InjectPanic));
     }
 
+    /// Fault injection for tests: the supervisor's handler sleeps for
+    /// `d`, answering nothing meanwhile (a wedged supervisor).
+    #[doc(hidden)]
+    pub fn inject_stall(&self, d: std::time::Duration) {
+        let _ = self.actor.cast(SupervisorMsg(Msg::InjectStall(d)));
+    }
+
     /// The supervisor's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -17,7 +17,12 @@
 //!
 //! Fault injection for tests: with `ARBOR_TEST_PANIC=<part>` in its
 //! environment (`executor`, `overlay`, `cron`, `jobs`, `deployment`, or the
-//! root `supervisor`), each SIGUSR2 makes that part of the node panic.
+//! root `supervisor`), each SIGUSR2 makes that part of the node panic;
+//! `supervisor-stall` makes the root supervisor unresponsive for 30 s.
+//!
+//! Under systemd (`Type=notify`, see `packaging/arbor.service`) the agent
+//! sends `READY=1` once the spec is deployed, `WATCHDOG=1` while its root
+//! supervisor answers, and `STOPPING=1` when it stops (`systemd.rs`).
 
 use std::{
     net::SocketAddr,
@@ -283,6 +288,8 @@ pub async fn agent(args: Agent) -> ExitCode {
         let _ = out.flush();
     }
     tracing::info!(tcp = ?addr, socket = %socket_path.display(), spec = %args.spec.display(), state_dir = %state_dir.display(), "{}", deployment.summary());
+    super::systemd::ready(&deployment.summary());
+    let watchdog = super::systemd::watchdog(&node);
 
     let api_config = ApiConfig::default().state_dir(&state_dir);
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
@@ -356,6 +363,10 @@ pub async fn agent(args: Agent) -> ExitCode {
     }
 
     tracing::info!("stopping: new work is refused");
+    super::systemd::stopping();
+    if let Some(w) = &watchdog {
+        w.abort();
+    }
     let stopping = {
         let node = node.clone();
         let deadline = args.shutdown_timeout;

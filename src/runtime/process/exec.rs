@@ -39,6 +39,9 @@ pub(super) async fn exec(
     if !spec.inherit_env {
         cmd.env_clear();
     }
+    for var in super::SERVICE_MANAGER_VARS {
+        cmd.env_remove(var);
+    }
     cmd.envs(&spec.env);
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);

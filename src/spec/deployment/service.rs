@@ -127,6 +127,20 @@ pub struct ServiceSpec {
     /// `failure_threshold` times in a row fails the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup: Option<crate::spec::ProbeSpec>,
+    /// The process speaks sd_notify: each replica gets its own
+    /// `NOTIFY_SOCKET`, is ready once it sends `READY=1`, and its
+    /// `STATUS=` shows in the tree (`arbor notify` sends them from a
+    /// script).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
+    /// With `notify`: `WATCHDOG=1` expected at least this often (given to
+    /// the process as `WATCHDOG_USEC`); a replica that misses it failed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub watchdog: Option<Duration>,
     /// How long this service waits for the services it depends on to be
     /// ready (default 5m); then `start_timeout_action` applies.
     #[serde(default = "start_timeout", with = "humantime_serde")]
@@ -213,6 +227,8 @@ impl Default for ServiceSpec {
             liveness: None,
             readiness: None,
             startup: None,
+            notify: false,
+            watchdog: None,
             start_timeout: start_timeout(),
             start_timeout_action: StartTimeoutAction::default(),
         }

@@ -136,6 +136,23 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
     ] {
         crate::spec::check::duration(&mut found, field, d);
     }
+    if let Some(w) = s.watchdog {
+        if !s.notify {
+            found.push(SpecError::new(
+                "watchdog",
+                crate::spec::fmt_duration(w),
+                "needs notify: true (WATCHDOG=1 comes over the notify socket)",
+            ));
+        }
+        if w < std::time::Duration::from_millis(1) {
+            found.push(SpecError::new(
+                "watchdog",
+                crate::spec::fmt_duration(w),
+                "must be at least 1ms",
+            ));
+        }
+        crate::spec::check::duration(&mut found, "watchdog", w);
+    }
     for (field, kind, probe) in [
         ("liveness", ProbeKind::Liveness, &s.liveness),
         ("readiness", ProbeKind::Readiness, &s.readiness),
