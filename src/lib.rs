@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod execution;
 pub mod exit;
+pub mod hooks;
 pub mod image;
 pub mod journal;
 pub mod node;

@@ -788,8 +788,11 @@ fn service_info(tree: TreeNode) -> ServiceInfo {
         .children
         .iter()
         .any(|c| c.state == ChildState::CrashLoopBackOff);
+    let failed = tree.children.iter().any(|c| c.state == ChildState::Failed);
     let status = match tree.state {
         ChildState::Running if backing_off => "crash_loop_back_off".to_owned(),
+        ChildState::Running if failed && running == 0 => "failed".to_owned(),
+        ChildState::Running if failed => "degraded".to_owned(),
         ChildState::Running if replicas > 0 && running == replicas => "running".to_owned(),
         ChildState::Running if running > 0 => "degraded".to_owned(),
         ChildState::Running
@@ -813,7 +816,12 @@ fn service_info(tree: TreeNode) -> ServiceInfo {
             .children
             .iter()
             .filter(|c| c.state != ChildState::Running)
-            .find_map(|c| c.last_exit.as_ref().map(|e| format!("{}: {e}", c.name))),
+            .find_map(|c| match (&c.status, &c.last_exit) {
+                (Some(s), Some(e)) if c.state == ChildState::Failed => {
+                    Some(format!("{}: {s} (last exit: {e})", c.name))
+                }
+                (_, e) => e.as_ref().map(|e| format!("{}: {e}", c.name)),
+            }),
     };
     ServiceInfo {
         name: tree.name.clone(),

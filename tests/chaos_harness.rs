@@ -294,3 +294,35 @@ async fn a_runtime_that_forgets_to_remove_containers_is_reported_with_what_it_le
             .any(|v| v.events.iter().any(|e| e.starts_with("runtime start")))
     );
 }
+
+#[test]
+fn a_child_that_gave_up_is_fine_only_after_as_many_crash_loops_as_it_says() {
+    let tree: arbor::TreeNode = serde_json::from_str(
+        r#"{"name": "root", "kind": "supervisor", "state": "running", "restarts": 0, "children": [
+            {"name": "web", "kind": "supervisor", "state": "running", "restart": "permanent", "restarts": 0, "children": [
+                {"name": "web-0", "kind": "container", "state": "failed", "restart": "permanent", "restarts": 4, "children": []}
+            ]}
+        ]}"#,
+    )
+    .unwrap();
+    let loop_at = |t: f64| {
+        format!(
+            r#"[{t}, {{"event": "crash_loop_back_off", "supervisor": "web", "child": "web-0", "child_kind": "container", "restart_count": 2, "delay": "1s"}}]"#
+        )
+    };
+    let gave_up = r#"[9.0, {"event": "child_failed", "supervisor": "web", "child": "web-0", "child_kind": "container", "reason": "gave up after 2 crash loops (backoff.give_up_after); last exit: exit code 1"}]"#;
+    let check = |events: Vec<String>| {
+        let mut obs = observation(&format!("[{}]", events.join(",")), 1);
+        obs.tree_after_quiet = Some(tree.clone());
+        invariants::permanent_children_run(&obs)
+    };
+    assert!(check(vec![loop_at(1.0), loop_at(3.0), gave_up.into()]).is_empty());
+    let early = check(vec![loop_at(1.0), gave_up.into()]);
+    assert_eq!(early.len(), 1, "{early:?}");
+    assert!(
+        early[0].detail.contains("backed off only 1 times"),
+        "{early:?}"
+    );
+    // Failed without giving up (no such event): a broken invariant.
+    assert_eq!(check(vec![loop_at(1.0)]).len(), 1);
+}

@@ -240,3 +240,70 @@ async fn an_exit_after_a_delay_reports_the_status_and_kills_the_inner_container(
     faults.remove(&id).await.unwrap();
     assert!(mock.containers().await.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_climbs_the_ladder_back_off_then_gives_up_and_runs_the_hook_once() {
+    let mock = MockRuntime::new();
+    let faults = FaultRuntime::new(mock.clone());
+    faults.crash_loop(Target::service("web"));
+    let (hooked, mut hooks) = tokio::sync::mpsc::unbounded_channel();
+    let spec = web(&faults)
+        .on_limit(OnLimit::Backoff)
+        .intensity(1, Duration::from_secs(300))
+        .backoff(BackoffPolicy {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(60),
+            jitter: 0.0,
+            reset_after: Duration::from_secs(600),
+            give_up_after: Some(2),
+        })
+        .on_fail(move |g| {
+            let _ = hooked.send(g.clone());
+        });
+    let started = Instant::now();
+    let (sup, _) = SupervisorRef::start(spec).await.unwrap();
+    let mut ev = sup.events();
+    let mut delays = Vec::new();
+    let reason = loop {
+        match ev.recv().await.unwrap() {
+            Event::CrashLoopBackOff { delay, .. } => delays.push(delay),
+            Event::ChildFailed { child, reason, .. } if child == "web-0" => break reason,
+            _ => {}
+        }
+    };
+    // Two rounds of back-off (1 s, then 2 s), then it gives up.
+    assert_eq!(delays, [Duration::from_secs(1), Duration::from_secs(2)]);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(
+        reason.starts_with(
+            "gave up after 2 crash loops (backoff.give_up_after); last exit: exit code 1"
+        ),
+        "{reason}"
+    );
+    let child = &sup.which_children().await.unwrap()[0];
+    assert_eq!(child.state, ChildState::Failed);
+    let hook = hooks.recv().await.unwrap();
+    assert_eq!(
+        (hook.supervisor.as_str(), hook.child.as_str()),
+        ("web", "web-0")
+    );
+    assert_eq!(hook.reason, reason);
+    // Every restart was a fresh container; none is left, and nothing more
+    // happens: the hook ran once.
+    let created = mock
+        .calls()
+        .await
+        .into_iter()
+        .filter(|c| matches!(c, Call::Create { .. }))
+        .count();
+    assert!(created >= 4, "{created} containers created");
+    assert!(mock.running().await.is_empty());
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(hooks.try_recv().is_err(), "the hook ran twice");
+    assert_eq!(
+        sup.which_children().await.unwrap()[0].state,
+        ChildState::Failed
+    );
+    sup.shutdown().await;
+}

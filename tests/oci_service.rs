@@ -30,6 +30,7 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
             max: Duration::from_millis(200),
             jitter: 0.0,
             reset_after: Duration::from_secs(600),
+            give_up_after: None,
         });
     let (sup, _) = SupervisorRef::start(spec).await.expect("start");
     let mut events = sup.events();

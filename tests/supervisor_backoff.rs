@@ -17,6 +17,7 @@ fn policy() -> BackoffPolicy {
         max: Duration::from_secs(40),
         jitter: 0.1,
         reset_after: Duration::from_secs(600),
+        give_up_after: None,
     }
 }
 

@@ -404,3 +404,29 @@ fn rest_for_one_restarts_exactly_the_later_siblings() {
     assert_eq!(restart_scope(Strategy::RestForOne, order, 5), [5]);
     assert_eq!(restart_scope(Strategy::RestForOne, order, 1), order);
 }
+
+#[test]
+fn backoff_gives_up_once_the_step_reaches_give_up_after() {
+    let now = Instant::now();
+    let mut case = Case::new(RestartType::Permanent);
+    case.flags.on_limit = OnLimit::Backoff;
+    case.flags.max_restarts = 0;
+    case.flags.backoff.give_up_after = Some(3);
+    for step in 0..3 {
+        case.step = step;
+        assert!(
+            matches!(case.decide(&failed(), now), Decision::Backoff { next_step, .. } if next_step == step + 1),
+            "step {step}"
+        );
+    }
+    case.step = 3;
+    assert_eq!(
+        case.decide(&failed(), now),
+        Decision::GiveUp { crash_loops: 3 }
+    );
+    // A clean exit of a transient child never reaches the ladder.
+    let mut transient = Case::new(RestartType::Transient);
+    transient.flags = case.flags;
+    transient.step = 3;
+    assert_eq!(transient.decide(&normal(), now), Decision::Complete);
+}

@@ -96,7 +96,7 @@ pub(crate) use child::{report_ready, report_status, spawn_reason};
 pub use error::SupervisorError;
 pub use handle::SupervisorRef;
 pub(crate) use handle::spawn_linked;
-pub use supervisor_spec::{IsolateHook, Isolated, SupervisorSpec};
+pub use supervisor_spec::{FailHook, GaveUp, IsolateHook, Isolated, SupervisorSpec};
 pub use tree::TreeNode;
 
 use self::{
@@ -192,6 +192,7 @@ pub struct SupervisorState {
     name: Arc<str>,
     flags: SupervisorFlags,
     on_isolate: Option<IsolateHook>,
+    on_fail: Option<supervisor_spec::FailHook>,
     max_children: Option<usize>,
     /// Children are independent: start and stop them all at once.
     concurrent: bool,
@@ -311,6 +312,7 @@ impl Actor for Supervisor {
             name: Arc::from(spec.name),
             flags: spec.flags,
             on_isolate: spec.on_isolate,
+            on_fail: spec.on_fail,
             max_children: spec.max_children,
             concurrent: spec.concurrent,
             events,

@@ -495,8 +495,9 @@ pub fn backoff_follows_policy(obs: &Observation) -> Vec<Violation> {
 }
 
 /// At the end of the quiet period every permanent child runs, unless it
-/// waits in CrashLoopBackOff, was isolated or completed by policy, or its
-/// supervisor escalated.
+/// waits in CrashLoopBackOff, was isolated or completed by policy, its
+/// supervisor escalated, or it gave up at the top of the escalation ladder
+/// (`backoff.give_up_after`) after at least that many crash loops.
 pub fn permanent_children_run(obs: &Observation) -> Vec<Violation> {
     let Some(tree) = &obs.tree_after_quiet else {
         let root_escalated = obs.events.iter().any(|(_, e)| {
@@ -525,6 +526,28 @@ pub fn permanent_children_run(obs: &Observation) -> Vec<Violation> {
                 | ChildState::Completed
                 | ChildState::Stopped
         );
+        if child.state == ChildState::Failed
+            && let Some(n) = gave_up_after(obs, &parent.name, &child.name)
+        {
+            // The top of the escalation ladder: fine once it went through
+            // as many crash loops as it says.
+            let loops = obs
+                .events
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::CrashLoopBackOff { supervisor, child: c, .. } if *supervisor == parent.name && *c == child.name))
+                .count();
+            if loops < n as usize {
+                out.push(Violation::new(
+                    "permanent_children_run",
+                    format!(
+                        "{}/{} gave up after {n} crash loops but backed off only {loops} times",
+                        parent.name, child.name
+                    ),
+                    child_events(obs, &parent.name, &child.name, obs.elapsed),
+                ));
+            }
+            return;
+        }
         if !fine {
             out.push(Violation::new(
                 "permanent_children_run",
@@ -537,6 +560,25 @@ pub fn permanent_children_run(obs: &Observation) -> Vec<Violation> {
         }
     });
     out
+}
+
+/// The crash loops a child gave up after (`backoff.give_up_after`), from
+/// its `child_failed` event.
+fn gave_up_after(obs: &Observation, supervisor: &str, child: &str) -> Option<u32> {
+    obs.events.iter().find_map(|(_, e)| match e {
+        Event::ChildFailed {
+            supervisor: s,
+            child: c,
+            reason,
+            ..
+        } if s == supervisor && c == child => reason
+            .strip_prefix("gave up after ")?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok(),
+        _ => None,
+    })
 }
 
 /// Temporary children are never restarted.

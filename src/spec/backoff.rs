@@ -29,6 +29,11 @@ pub struct BackoffPolicy {
     /// (default 600 s).
     #[serde(with = "humantime_serde")]
     pub reset_after: Duration,
+    /// Give up after this many back-off rounds in a row (crash loops): the
+    /// child then ends `failed` and is not restarted until an operator
+    /// restarts it (default: never give up, as kubelet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub give_up_after: Option<u32>,
 }
 
 impl Default for BackoffPolicy {
@@ -39,6 +44,7 @@ impl Default for BackoffPolicy {
             max: Duration::from_secs(300),
             jitter: 0.1,
             reset_after: Duration::from_secs(600),
+            give_up_after: None,
         }
     }
 }

@@ -214,6 +214,7 @@ fn retry_backoff() -> BackoffPolicy {
         max: Duration::from_secs(360),
         jitter: 0.0,
         reset_after: Duration::from_secs(600),
+        give_up_after: None,
     }
 }
 

@@ -151,7 +151,7 @@ impl ServiceSpec {
             self.exit_rules(),
             self.shutdown(),
         );
-        Ok(SupervisorSpec::probed_service(
+        let spec = SupervisorSpec::probed_service(
             name,
             runtime,
             container,
@@ -166,7 +166,15 @@ impl ServiceSpec {
                 .on_panic(on_panic)
                 .exit_rules(rules.clone())
                 .shutdown(shutdown)
-        }))
+        });
+        Ok(if self.on_failure.is_empty() {
+            spec
+        } else {
+            let argv = self.on_failure.clone();
+            spec.on_fail(move |g| {
+                crate::hooks::spawn_failure_hook(argv.clone(), crate::hooks::ServiceFailed::from(g))
+            })
+        })
     }
 }
 

@@ -14,7 +14,8 @@
 //!   code completes any child;
 //! - a restart is counted in the window; when the restarts inside the window
 //!   (this one included) go above `max_restarts`, `escalate` gives up and
-//!   `backoff` delays the restart by the child's back-off step.
+//!   `backoff` delays the restart by the child's back-off step, or gives up
+//!   once the step reaches `backoff.give_up_after`.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -106,6 +107,12 @@ pub enum Decision {
     Fail,
     /// Give up: stop every child and fail to the parent.
     Escalate,
+    /// Stop restarting the child: it crash-looped `crash_loops` times
+    /// (`backoff.give_up_after`); it stays down in state `failed`.
+    GiveUp {
+        /// Back-off rounds it went through.
+        crash_loops: u32,
+    },
 }
 
 /// Decides what to do after `child` ended with `exit` at `now`.
@@ -147,6 +154,9 @@ pub fn decide(
         OnLimit::Escalate => Decision::Escalate,
         OnLimit::Backoff => {
             let step = effective_step(flags, history, now);
+            if flags.backoff.give_up_after.is_some_and(|n| step >= n) {
+                return Decision::GiveUp { crash_loops: step };
+            }
             Decision::Backoff {
                 delay: flags.backoff.delay(step, child.id),
                 next_step: step.saturating_add(1),

@@ -163,12 +163,13 @@ impl SupervisorState {
             Decision::Fail => {
                 slot.state = ChildState::Failed;
                 slot.retained = retained;
-                self.publish(Event::ChildFailed {
-                    supervisor,
-                    child: id,
-                    child_kind: kind,
-                    reason: exit.to_string(),
-                });
+                self.failed(key, exit.to_string(), &exit);
+                VecDeque::new()
+            }
+            Decision::GiveUp { crash_loops } => {
+                slot.state = ChildState::Failed;
+                slot.retained = retained;
+                self.gave_up(key, crash_loops, &exit);
                 VecDeque::new()
             }
             Decision::ShutdownService => {
@@ -390,6 +391,13 @@ impl SupervisorState {
                 self.remove(key);
                 Vec::new()
             }
+            Some(Decision::GiveUp { crash_loops }) => {
+                if let Some(slot) = self.slot_mut(key) {
+                    slot.state = ChildState::Failed;
+                }
+                self.gave_up(key, crash_loops, &exit);
+                Vec::new()
+            }
             Some(
                 Decision::Complete | Decision::Isolate | Decision::ShutdownService | Decision::Fail,
             ) => {
@@ -399,6 +407,48 @@ impl SupervisorState {
                 Vec::new()
             }
             None => Vec::new(),
+        }
+    }
+
+    /// Child `key` stopped crash-looping for good (`give_up_after`): shown
+    /// in its status, published and told to the failure hook.
+    fn gave_up(&mut self, key: Key, crash_loops: u32, exit: &ChildExit) {
+        let reason = format!(
+            "gave up after {crash_loops} crash loops (backoff.give_up_after); last exit: {exit}"
+        );
+        if let Some(slot) = self.slot_mut(key) {
+            slot.status = Some(format!("gave up after {crash_loops} crash loops"));
+            slot.next_restart = None;
+        }
+        self.failed(key, reason, exit);
+    }
+
+    /// Child `key` stays down `failed` for `reason`: the event, then the
+    /// failure hook.
+    fn failed(&mut self, key: Key, reason: String, exit: &ChildExit) {
+        let Some(slot) = self.slot(key) else {
+            return;
+        };
+        let (child, kind, restarts) =
+            (slot.spec.id.to_string(), slot.spec.kind, slot.restart_count);
+        let supervisor = self.name.to_string();
+        self.publish(Event::ChildFailed {
+            supervisor: supervisor.clone(),
+            child: child.clone(),
+            child_kind: kind,
+            reason: reason.clone(),
+        });
+        if let Some(hook) = &self.on_fail {
+            let gave_up = super::GaveUp {
+                supervisor: supervisor.clone(),
+                child: child.clone(),
+                reason,
+                exit: exit.clone(),
+                restarts,
+            };
+            if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&gave_up))) {
+                tracing::error!(supervisor = %supervisor, child = %child, panic = %panic_message(p), "failure hook panicked");
+            }
         }
     }
 

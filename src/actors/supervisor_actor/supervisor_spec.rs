@@ -23,6 +23,26 @@ pub struct Isolated {
 /// is isolated.
 pub type IsolateHook = Arc<dyn Fn(&Isolated) + Send + Sync>;
 
+/// What the failure hook is told about a child that stays down.
+#[derive(Debug, Clone)]
+pub struct GaveUp {
+    /// The supervisor's name.
+    pub supervisor: String,
+    /// The child's id.
+    pub child: String,
+    /// Why it stays down.
+    pub reason: String,
+    /// How it last ended.
+    pub exit: ChildExit,
+    /// Restarts it had.
+    pub restarts: u32,
+}
+
+/// Called (synchronously, inside the supervisor: keep it short; spawn
+/// anything slow) when a child gives up (`backoff.give_up_after`) or fails
+/// by its panic action `fail`.
+pub type FailHook = Arc<dyn Fn(&GaveUp) + Send + Sync>;
+
 /// A supervisor: its flags and its children in start order.
 #[derive(Clone)]
 pub struct SupervisorSpec {
@@ -30,6 +50,7 @@ pub struct SupervisorSpec {
     pub(crate) flags: SupervisorFlags,
     pub(crate) children: Vec<ChildSpec>,
     pub(crate) on_isolate: Option<IsolateHook>,
+    pub(crate) on_fail: Option<FailHook>,
     pub(crate) max_children: Option<usize>,
     pub(crate) concurrent: bool,
 }
@@ -54,6 +75,7 @@ impl SupervisorSpec {
             flags: SupervisorFlags::default(),
             children: Vec::new(),
             on_isolate: None,
+            on_fail: None,
             max_children: None,
             concurrent: false,
         }
@@ -136,6 +158,14 @@ impl SupervisorSpec {
     /// Sets the hook called when a child is isolated.
     pub fn on_isolate(mut self, hook: impl Fn(&Isolated) + Send + Sync + 'static) -> Self {
         self.on_isolate = Some(Arc::new(hook));
+        self
+    }
+
+    /// Sets the hook called when a child stays down `failed` (it gave up
+    /// after `backoff.give_up_after` crash loops, or failed by its panic
+    /// action `fail`).
+    pub fn on_fail(mut self, hook: impl Fn(&GaveUp) + Send + Sync + 'static) -> Self {
+        self.on_fail = Some(Arc::new(hook));
         self
     }
 

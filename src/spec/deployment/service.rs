@@ -141,6 +141,12 @@ pub struct ServiceSpec {
         with = "humantime_serde"
     )]
     pub watchdog: Option<Duration>,
+    /// argv of a command run when a replica stays down `failed` (it gave
+    /// up after `backoff.give_up_after` crash loops), with the event as
+    /// JSON on stdin (`service`, `replica`, `reason`, `last_exit`,
+    /// `exit_code`, `restarts`, `at`); never through a shell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
     /// How long this service waits for the services it depends on to be
     /// ready (default 5m); then `start_timeout_action` applies.
     #[serde(default = "start_timeout", with = "humantime_serde")]
@@ -229,6 +235,7 @@ impl Default for ServiceSpec {
             startup: None,
             notify: false,
             watchdog: None,
+            on_failure: Vec::new(),
             start_timeout: start_timeout(),
             start_timeout_action: StartTimeoutAction::default(),
         }

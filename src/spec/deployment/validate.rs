@@ -153,6 +153,7 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
         }
         crate::spec::check::duration(&mut found, "watchdog", w);
     }
+    crate::spec::check::argv(&mut found, "on_failure", &s.on_failure);
     for (field, kind, probe) in [
         ("liveness", ProbeKind::Liveness, &s.liveness),
         ("readiness", ProbeKind::Readiness, &s.readiness),
