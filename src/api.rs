@@ -57,7 +57,7 @@
 //! 409, `payload_too_large` 413, `unsupported_media_type` 415,
 //! `unavailable` 503, `internal` 500. Messages name the field or the value
 //! that is wrong (`invalid JSON body: command[1]: invalid type: integer
-//! `1`, expected a string`); an invalid job spec also lists every error
+//! `1`, expected a string`); an invalid spec also lists every error
 //! under `fields`. axum's own plain-text rejections (bad JSON, a bad query
 //! string, an oversized body) and unknown routes are turned into this
 //! shape. A bad request changes nothing: the node keeps serving.
@@ -85,12 +85,13 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use tokio::sync::watch;
 
 use crate::node::Node;
 
+mod deployment;
 mod error;
 mod events;
 mod executions;
@@ -270,6 +271,10 @@ fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Rout
         .route("/services", get(services::list))
         .route("/services/{name}", get(services::get))
         .route("/services/{name}/restart", post(services::restart))
+        .route("/services/{name}/stop", post(services::stop))
+        .route("/services/{name}/start", post(services::start))
+        .route("/services/{name}/replicas", put(services::scale))
+        .route("/deployment", get(deployment::get).put(deployment::put))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{name}", get(jobs::get))
         .route("/jobs/{name}/trigger", post(jobs::trigger))

@@ -604,6 +604,35 @@ impl Node {
             .await?
     }
 
+    /// Stops a service as an operator does (`arbor services stop`): its
+    /// replicas stop with their graces and it stays in the tree `stopped`,
+    /// across reloads too, until [`Node::start_stopped_service`].
+    pub async fn stop_service_kept(&self, name: &str) -> Result<(), Error> {
+        self.refuse_when_stopping()?;
+        let name = name.to_owned();
+        self.deployment_call(|r| DeploymentMsg::Halt(name, r))
+            .await?
+    }
+
+    /// Starts a service an operator stopped (or one that is down); a
+    /// running one is left as it is.
+    pub async fn start_stopped_service(&self, name: &str) -> Result<(), Error> {
+        self.refuse_when_stopping()?;
+        let name = name.to_owned();
+        self.deployment_call(|r| DeploymentMsg::Resume(name, r))
+            .await?
+    }
+
+    /// Sets a deployed service's replicas in place: new ones start in
+    /// order, extra ones stop from the last; the others are not touched.
+    /// The next deploy of a spec file sets them again.
+    pub async fn scale_service(&self, name: &str, replicas: usize) -> Result<(), Error> {
+        self.refuse_when_stopping()?;
+        let name = name.to_owned();
+        self.deployment_call(|r| DeploymentMsg::Scale(name, replicas, r))
+            .await?
+    }
+
     /// Restarts every replica of a service (stop in reverse order, start again).
     pub async fn restart_service(&self, name: &str) -> Result<(), Error> {
         self.refuse_when_stopping()?;

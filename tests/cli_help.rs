@@ -42,6 +42,11 @@ const COMMANDS: &[&[&str]] = &[
     &["image", "ls"],
     &["image", "rm"],
     &["notify"],
+    &["deploy"],
+    &["services", "stop"],
+    &["services", "start"],
+    &["services", "restart"],
+    &["services", "scale"],
 ];
 
 fn snapshot_path(words: &[&str]) -> PathBuf {

@@ -48,6 +48,14 @@ pub enum DeploymentMsg {
     StopService(String, RpcReplyPort<Result<(), Error>>),
     /// Stops every service in dependency waves (node shutdown).
     StopAll(RpcReplyPort<()>),
+    /// An operator stops a service: it stays stopped (across reloads)
+    /// until started.
+    Halt(String, RpcReplyPort<Result<(), Error>>),
+    /// An operator starts a stopped service (a running one is left as is).
+    Resume(String, RpcReplyPort<Result<(), Error>>),
+    /// An operator sets a deployed service's replicas (until the next
+    /// deploy of a spec says otherwise).
+    Scale(String, usize, RpcReplyPort<Result<(), Error>>),
     /// Fault injection for tests: panic in the handler.
     #[doc(hidden)]
     InjectPanic,
@@ -60,6 +68,8 @@ pub struct Deployed {
     pub order: Vec<String>,
     /// The deployment applied last.
     pub current: Deployment,
+    /// Services an operator stopped: left stopped by reloads until started.
+    pub stopped: std::collections::BTreeSet<String>,
 }
 
 /// What outlives one deployment actor: the last applied state, and
@@ -186,6 +196,21 @@ impl Actor for DeploymentActor {
                 state.publish();
                 let _ = reply.send(());
             }
+            DeploymentMsg::Halt(name, reply) => {
+                let result = state.halt(&name).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
+            DeploymentMsg::Resume(name, reply) => {
+                let result = state.resume(&name).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
+            DeploymentMsg::Scale(name, replicas, reply) => {
+                let result = state.scale(&name, replicas).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
             DeploymentMsg::InjectPanic => panic!("injected fault in the deployment actor"),
         }
         Ok(())
@@ -207,23 +232,7 @@ impl DeploymentState {
         // stops the deploy before anything changed.
         let mut specs = BTreeMap::new();
         for name in diff.services.added.iter().chain(&diff.services.changed) {
-            // Replicas of a networked service get their network from a
-            // runtime wrapper (namespace, attach before start, detach on remove).
-            let runtime = match deployment.service_network(name) {
-                Some(net) => Arc::new(crate::overlay::Networked::new(
-                    self.runtime.clone(),
-                    self.overlay.clone(),
-                    deployment.services[name].segment_key(name),
-                    net,
-                )) as Arc<dyn Runtime>,
-                None => self.runtime.clone(),
-            };
-            let spec = deployment.services[name]
-                .supervisor_spec(name, runtime)
-                .map_err(|e| {
-                    Error::Spec(SpecErrors::from(e.within(&format!("services.{name}"))))
-                })?;
-            specs.insert(name.clone(), spec);
+            specs.insert(name.clone(), self.service_spec(deployment, name)?);
         }
         // A change of `replicas` alone is applied in place.
         let scaled: Vec<String> = diff
@@ -241,6 +250,22 @@ impl DeploymentState {
             })
             .cloned()
             .collect();
+        // A service an operator stopped stays stopped: a change only
+        // replaces its spec for its next start.
+        let held: Vec<String> = diff
+            .services
+            .changed
+            .iter()
+            .filter(|n| self.deployed.stopped.contains(*n))
+            .cloned()
+            .collect();
+        for name in &held {
+            if let Some(spec) = specs.remove(name) {
+                self.root
+                    .replace_child_spec(service_child(name, spec))
+                    .await?;
+            }
+        }
         let stop: Vec<String> = self
             .deployed
             .order
@@ -248,12 +273,15 @@ impl DeploymentState {
             .rev()
             .filter(|n| {
                 diff.services.removed.contains(n)
-                    || (diff.services.changed.contains(n) && !scaled.contains(n))
+                    || (diff.services.changed.contains(n)
+                        && !scaled.contains(n)
+                        && !held.contains(n))
             })
             .cloned()
             .collect();
         for name in &stop {
             self.stop_service(name).await?;
+            self.deployed.stopped.remove(name);
             if diff.services.removed.contains(name) {
                 report.services_stopped.push(name.clone());
             }
@@ -364,6 +392,82 @@ impl DeploymentState {
         Ok(())
     }
 
+    /// The supervisor spec of deployed service `name`. Replicas of a
+    /// networked service get their network from a runtime wrapper
+    /// (namespace, attach before start, detach on remove). Reads its env
+    /// files now: an unreadable one is an error naming the field.
+    fn service_spec(&self, deployment: &Deployment, name: &str) -> Result<SupervisorSpec, Error> {
+        let runtime = match deployment.service_network(name) {
+            Some(net) => Arc::new(crate::overlay::Networked::new(
+                self.runtime.clone(),
+                self.overlay.clone(),
+                deployment.services[name].segment_key(name),
+                net,
+            )) as Arc<dyn Runtime>,
+            None => self.runtime.clone(),
+        };
+        deployment.services[name]
+            .supervisor_spec(name, runtime)
+            .map_err(|e| Error::Spec(SpecErrors::from(e.within(&format!("services.{name}")))))
+    }
+
+    fn known(&self, name: &str) -> Result<(), Error> {
+        if name.starts_with(PART_PREFIX) || !self.deployed.order.iter().any(|s| s == name) {
+            return Err(crate::SupervisorError::NotFound(name.to_owned()).into());
+        }
+        Ok(())
+    }
+
+    /// Stops `name` (its replicas with their graces) and keeps it stopped.
+    async fn halt(&mut self, name: &str) -> Result<(), Error> {
+        self.known(name)?;
+        self.root.terminate_child(name).await?;
+        self.deployed.stopped.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Starts `name` if an operator stopped it (or it is down); a running
+    /// service is left as it is.
+    async fn resume(&mut self, name: &str) -> Result<(), Error> {
+        self.known(name)?;
+        let running = self
+            .root
+            .which_children()
+            .await?
+            .into_iter()
+            .any(|c| c.id == name && c.state == crate::ChildState::Running);
+        if !running {
+            self.root.restart_child(name).await?;
+        }
+        self.deployed.stopped.remove(name);
+        Ok(())
+    }
+
+    /// Gives deployed service `name` `replicas` replicas, in place.
+    async fn scale(&mut self, name: &str, replicas: usize) -> Result<(), Error> {
+        self.known(name)?;
+        let Some(service) = self.deployed.current.services.get(name) else {
+            return Err(Error::Start(format!(
+                "service {name:?} was started from code, not from a spec: scale it there"
+            )));
+        };
+        let mut service = service.clone();
+        service.replicas = replicas;
+        let mut next = self.deployed.current.clone();
+        next.services.insert(name.to_owned(), service);
+        next.validate()?;
+        let spec = self.service_spec(&next, name)?;
+        if self.deployed.stopped.contains(name) {
+            self.root
+                .replace_child_spec(service_child(name, spec))
+                .await?;
+        } else {
+            self.scale_service(name, spec).await?;
+        }
+        self.deployed.current = next;
+        Ok(())
+    }
+
     async fn start_service(&mut self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
         self.start_child(name, service_child(name, spec)).await
     }
@@ -399,6 +503,7 @@ impl DeploymentState {
         self.root.terminate_child(name).await?;
         self.root.delete_child(name).await?;
         self.deployed.order.retain(|s| s != name);
+        self.deployed.stopped.remove(name);
         Ok(())
     }
 

@@ -172,10 +172,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `invalid job spec: command: must not be empty (got []); ...` on one line.
+/// `invalid spec: command: must not be empty (got []); ...` on one line.
 fn one_line(errors: &SpecErrors) -> String {
     let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    format!("invalid job spec: {}", parts.join("; "))
+    format!("invalid spec: {}", parts.join("; "))
 }
 
 fn fields(errors: &SpecErrors) -> Vec<FieldError> {

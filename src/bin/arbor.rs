@@ -121,8 +121,13 @@ enum Command {
     List(commands::List),
     /// Draw the agent's supervision tree, with states and restart counts.
     Tree(commands::Tree),
-    /// List the agent's services: state, running replicas, restarts.
+    /// List the agent's services: state, running and ready replicas,
+    /// restarts; or stop, start, restart or scale one.
     Services(commands::Services),
+    /// Apply a whole spec to the running agent (as a reload does): every
+    /// error listed and nothing changed when it has any; prints what
+    /// changed. A later SIGHUP re-reads the agent's own --spec file.
+    Deploy(commands::Deploy),
     /// List the agent's jobs (schedule, next run, latest execution), or
     /// trigger one.
     Jobs(commands::Jobs),
@@ -300,6 +305,7 @@ fn main() -> ExitCode {
         Command::List(args) => runtime.block_on(commands::list(url, args)),
         Command::Tree(args) => runtime.block_on(commands::tree(url, args)),
         Command::Services(args) => runtime.block_on(commands::services(url, args)),
+        Command::Deploy(args) => runtime.block_on(commands::deploy(url, args)),
         Command::Jobs(args) => runtime.block_on(commands::jobs(url, args)),
         Command::Events(args) => runtime.block_on(commands::events(url, args)),
     };

@@ -404,6 +404,19 @@ impl Client {
         parse(path, &bytes)
     }
 
+    /// `method path` with a raw body, answered with JSON, waiting up to
+    /// `timeout` (a stop runs its replicas' graces).
+    pub async fn send_raw<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let bytes = self.body(method, path, body, timeout).await?;
+        parse(path, &bytes)
+    }
+
     /// `GET path` as a stream of body chunks (the event stream).
     pub async fn stream(&self, path: &str) -> Result<Incoming, ClientError> {
         let resp = self.send(Method::GET, path, None, REQUEST_TIMEOUT).await?;

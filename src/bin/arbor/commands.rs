@@ -395,6 +395,8 @@ pub async fn tree(url: &AgentUrl, a: Tree) -> Outcome {
 
 #[derive(Args)]
 pub struct Services {
+    #[command(subcommand)]
+    action: Option<ServicesAction>,
     /// Print the services as JSON.
     #[arg(long)]
     json: bool,
@@ -402,8 +404,141 @@ pub struct Services {
     conn: Conn,
 }
 
+#[derive(Subcommand)]
+enum ServicesAction {
+    /// Stop a service (each replica with its grace); it stays stopped,
+    /// across reloads too, until `arbor services start`.
+    Stop(ServiceName),
+    /// Start a stopped service (a running one is left as it is).
+    Start(ServiceName),
+    /// Restart every replica of a service (also brings back a failed one).
+    Restart(ServiceName),
+    /// Set a service's replicas in place: new ones start, extra ones stop
+    /// from the last, the others keep running. The next deploy or reload of
+    /// a spec sets them again.
+    Scale(Scale),
+}
+
+#[derive(Args)]
+struct ServiceName {
+    /// The service's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Print the service as JSON once done.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+struct Scale {
+    /// The service's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// How many replicas (1 to 1000).
+    #[arg(value_name = "REPLICAS")]
+    replicas: usize,
+    /// Print the service as JSON once done.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// How long a service operation may take: its replicas' stop graces.
+const SERVICE_OP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// `arbor services stop|start|restart|scale`.
+async fn service_action(url: &AgentUrl, action: ServicesAction) -> Outcome {
+    let (verb, name, json, conn, body) = match action {
+        ServicesAction::Stop(s) => ("stop", s.name, s.json, s.conn, None),
+        ServicesAction::Start(s) => ("start", s.name, s.json, s.conn, None),
+        ServicesAction::Restart(s) => ("restart", s.name, s.json, s.conn, None),
+        ServicesAction::Scale(s) => (
+            "replicas",
+            s.name,
+            s.json,
+            s.conn,
+            Some(
+                serde_json::to_vec(&serde_json::json!({"replicas": s.replicas}))
+                    .unwrap_or_default(),
+            ),
+        ),
+    };
+    let c = conn.client(url)?;
+    let path = format!("/v1/services/{}/{verb}", encode(&name));
+    let method = if body.is_some() {
+        hyper::Method::PUT
+    } else {
+        hyper::Method::POST
+    };
+    let info: serde_json::Value = c.send_raw(method, &path, body, SERVICE_OP_TIMEOUT).await?;
+    if json {
+        print_json(&info);
+    } else {
+        println!(
+            "{}: {} ({}/{} running, {}/{} ready)",
+            info["name"].as_str().unwrap_or(&name),
+            info["status"].as_str().unwrap_or("?"),
+            info["running"],
+            info["replicas"],
+            info["ready"],
+            info["replicas"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct Deploy {
+    /// The deployment spec (YAML) to apply; relative env_file paths are
+    /// resolved against its directory here, before it is sent.
+    #[arg(value_name = "FILE")]
+    file: std::path::PathBuf,
+    /// Print the agent's report (what changed) as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor deploy FILE`: validates here, then PUT /v1/deployment.
+pub async fn deploy(url: &AgentUrl, a: Deploy) -> Outcome {
+    let deployment = match super::agent::load(&a.file) {
+        Ok(d) => d,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("arbor: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let yaml = deployment
+        .to_yaml()
+        .map_err(|e| Fail::usage(format!("failed to encode the spec: {e}")))?;
+    let c = a.conn.client(url)?;
+    let report: arbor::node::DeployReport = c
+        .send_raw(
+            hyper::Method::PUT,
+            "/v1/deployment",
+            Some(yaml.into_bytes()),
+            SERVICE_OP_TIMEOUT,
+        )
+        .await?;
+    if a.json {
+        print_json(&report);
+    } else {
+        println!("{}", report.summary());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `arbor services`.
 pub async fn services(url: &AgentUrl, a: Services) -> Outcome {
+    if let Some(action) = a.action {
+        return service_action(url, action).await;
+    }
     let c = a.conn.client(url)?;
     if a.json {
         print_json(&c.get_value("/v1/services").await?);
