@@ -272,6 +272,7 @@ fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Rout
         .route("/services/{name}", get(services::get))
         .route("/services/{name}/restart", post(services::restart))
         .route("/services/{name}/stop", post(services::stop))
+        .route("/services/{name}/logs", get(services::logs))
         .route("/services/{name}/start", post(services::start))
         .route("/services/{name}/replicas", put(services::scale))
         .route("/deployment", get(deployment::get).put(deployment::put))

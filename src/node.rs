@@ -176,6 +176,15 @@ pub struct ServiceInfo {
     pub tree: TreeNode,
 }
 
+/// One line of a service's logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLogLine {
+    /// The replica that wrote it.
+    pub replica: String,
+    /// The line (in `full`: `<RFC 3339 time> [STDOUT] text`).
+    pub text: String,
+}
+
 /// Whether the node's parts are up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -454,6 +463,7 @@ impl Node {
         let shutting_down = tokio::sync::watch::Sender::new(false);
         {
             let stopping = shutting_down.subscribe();
+            let state_dir = config.state_dir.clone();
             let (me, memory, executor, overlay, runtime, name) = (
                 deployment.clone(),
                 deployed.clone(),
@@ -478,6 +488,7 @@ impl Node {
                         memory: memory.clone(),
                         me: me.clone(),
                         stopping: stopping.clone(),
+                        state_dir: state_dir.clone(),
                     };
                     async move {
                         let (actor, _) =
@@ -591,6 +602,12 @@ impl Node {
             .await?
     }
 
+    /// The services the node runs (and the deployment applied), at each
+    /// change.
+    pub fn deployed(&self) -> tokio::sync::watch::Receiver<Arc<Deployed>> {
+        self.inner.deployed.subscribe()
+    }
+
     /// The deployment applied last.
     pub async fn deployment(&self) -> Deployment {
         self.inner.deployed.get().current.clone()
@@ -631,6 +648,64 @@ impl Node {
         let name = name.to_owned();
         self.deployment_call(|r| DeploymentMsg::Scale(name, replicas, r))
             .await?
+    }
+
+    /// The last `tail` lines of the logs of service `name` (or of one of
+    /// its replicas), from `<state-dir>/services/`: `stream` is `full`
+    /// (both streams, timestamped and labelled, with start and exit
+    /// markers), `stdout` or `stderr`. Lines of several replicas are
+    /// merged in time order (`full`) or one replica after the other.
+    pub async fn service_logs(
+        &self,
+        name: &str,
+        replica: Option<&str>,
+        stream: &str,
+        tail: usize,
+    ) -> Result<Vec<ServiceLogLine>, Error> {
+        let Some(dir) = self.inner.state_dir.clone() else {
+            return Err(Error::Start(
+                "the node has no state dir: service output is only kept in memory (start the agent with --state-dir)".into(),
+            ));
+        };
+        let Some(info) = self.service(name).await? else {
+            return Err(crate::SupervisorError::NotFound(name.to_owned()).into());
+        };
+        let replicas: Vec<String> = info
+            .tree
+            .children
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|r| replica.is_none_or(|want| want == r))
+            .collect();
+        if let Some(want) = replica
+            && replicas.is_empty()
+        {
+            return Err(crate::SupervisorError::NotFound(want.to_owned()).into());
+        }
+        let file = format!("{stream}.log");
+        let (name, stream_is_full) = (name.to_owned(), stream == "full");
+        tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            for r in replicas {
+                let d = crate::store::service_log::replica_dir(&dir, &name, &r);
+                let lines = crate::store::service_log::tail(&d, &file, tail).map_err(|e| {
+                    Error::Start(format!("failed to read {}: {e}", d.join(&file).display()))
+                })?;
+                all.extend(lines.into_iter().map(|text| ServiceLogLine {
+                    replica: r.clone(),
+                    text,
+                }));
+            }
+            if stream_is_full {
+                // RFC 3339 UTC times with a fixed width sort as text.
+                all.sort_by(|a, b| a.text.get(..27).cmp(&b.text.get(..27)));
+                let skip = all.len().saturating_sub(tail);
+                all.drain(..skip);
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(|e| Error::Start(format!("failed to read the logs: {e}")))?
     }
 
     /// Restarts every replica of a service (stop in reverse order, start again).

@@ -129,6 +129,11 @@ pub trait OutputSink: Send + Sync + 'static {
     fn write(&self, stream: LogStream, bytes: &[u8]);
     /// `stream` ended (the process and everything that held the pipe exited).
     fn close(&self, stream: LogStream);
+    /// A line about the container itself (started, exited), for sinks
+    /// that keep a combined log across restarts; ignored by default.
+    fn mark(&self, line: &str) {
+        let _ = line;
+    }
 }
 
 /// A shared [`OutputSink`] attached to a [`ContainerSpec`]; two are equal

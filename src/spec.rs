@@ -17,8 +17,8 @@ pub use backoff::BackoffPolicy;
 pub(crate) use backoff::fmt as fmt_duration;
 pub use container::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use deployment::{
-    Changes, Deployment, DeploymentDiff, MAX_NAME_LEN, MAX_REPLICAS, MAX_SPEC_FILE, ServiceSpec,
-    StartTimeoutAction,
+    Changes, Deployment, DeploymentDiff, LogLimits, MAX_NAME_LEN, MAX_REPLICAS, MAX_SPEC_FILE,
+    ServiceSpec, StartTimeoutAction,
 };
 pub use error::{SpecError, SpecErrors};
 pub use flags::{

@@ -31,6 +31,7 @@ mod files;
 mod output;
 mod recovery;
 mod redact;
+pub mod service_log;
 mod snapshot;
 
 pub use completion::{

@@ -378,9 +378,12 @@ services:
     };
     let path = write_spec(dir.path(), &spec(1));
     let mut agent = Agent::start(&path, &dir.path().join("state"), &[]);
+    // The replicas' main processes (their group leaders): bash forks a
+    // child for each `sleep`, which has the same trap until it execs.
     let trapped = || {
         let mut pids: Vec<i32> = procfs::with_env("MARK", &mark)
             .into_iter()
+            .filter(|p| procfs::stat(*p).is_some_and(|s| s.pgrp == *p))
             .filter(|p| procfs::catches_signal(*p, 15))
             .collect();
         pids.sort();

@@ -180,6 +180,8 @@ pub struct ContainerActorState {
     probes: Arc<Probes>,
     health_sink: Option<HealthSink>,
     health: health::Health,
+    /// Where the container's output goes (it takes marker lines too).
+    output: Option<crate::runtime::Output>,
     /// The probe actors that run.
     probing: Vec<(ProbeKind, ActorRef<ProbeMsg>)>,
 }
@@ -214,6 +216,7 @@ impl Actor for ContainerActor {
             probes: args.probes,
             health_sink: args.health_sink,
             health: Default::default(),
+            output: None,
             probing: Vec::new(),
         })
     }
@@ -302,7 +305,11 @@ impl Actor for ContainerActor {
                 waiter.abort();
             }
             if c.exit.is_none() {
-                let _ = state.stop().await;
+                let status = state.stop().await;
+                state.mark(&match status {
+                    Some(s) => format!("stopped by its supervisor: {s}"),
+                    None => "stopped by its supervisor".to_owned(),
+                });
             }
         }
         state.remove().await;
@@ -311,6 +318,13 @@ impl Actor for ContainerActor {
 }
 
 impl ContainerActorState {
+    /// A line in the container's combined log (services keep one).
+    fn mark(&self, line: &str) {
+        if let Some(o) = &self.output {
+            o.0.mark(line);
+        }
+    }
+
     fn id(&self) -> ContainerId {
         self.container
             .as_ref()
@@ -325,6 +339,7 @@ impl ContainerActorState {
             return Err(format!("container {} was started already", self.name));
         };
         self.prepare_notify(myself, &mut spec)?;
+        self.output = spec.output.clone();
         self.runtime
             .pull_image(&spec)
             .await
@@ -346,6 +361,7 @@ impl ContainerActorState {
             }
             return Err(e.to_string());
         }
+        let id_for_mark = owned.id.clone();
         let (runtime, id, myself) = (self.runtime.clone(), owned.id.clone(), myself.clone());
         let waiter = tokio::spawn(async move {
             let result = runtime.wait(&id).await.map_err(|e| e.to_string());
@@ -353,6 +369,12 @@ impl ContainerActorState {
         });
         owned.waiter = Some(waiter.abort_handle());
         self.container = Some(owned);
+        if self.output.is_some() {
+            self.mark(&match self.runtime.pid(&id_for_mark).await {
+                Ok(Some(pid)) => format!("started {} (pid {pid})", self.name),
+                _ => format!("started {}", self.name),
+            });
+        }
         Ok(())
     }
 
@@ -360,6 +382,7 @@ impl ContainerActorState {
     /// isolated child keeps its container; otherwise it is removed first.
     async fn exited(&mut self, status: ExitStatus) -> ExitReport {
         self.close_notify();
+        self.mark(&format!("exited: {status}"));
         let id = self.id();
         if let Some(c) = &mut self.container {
             c.exit = Some(status);

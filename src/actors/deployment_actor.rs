@@ -85,6 +85,11 @@ impl DeploymentMemory {
     pub fn get(&self) -> Arc<Deployed> {
         self.last.borrow().clone()
     }
+
+    /// What is applied, seen at each change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Deployed>> {
+        self.last.subscribe()
+    }
 }
 
 /// What the deployment actor starts with.
@@ -103,6 +108,8 @@ pub struct DeploymentArgs {
     pub me: Part<DeploymentMsg>,
     /// True once the node shuts down (ends waits for dependencies).
     pub stopping: watch::Receiver<bool>,
+    /// Where services keep their logs (`<state_dir>/services/...`).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The actor's state.
@@ -114,6 +121,7 @@ pub struct DeploymentState {
     memory: DeploymentMemory,
     deployed: Deployed,
     stopping: watch::Receiver<bool>,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 /// The deployment actor.
@@ -164,6 +172,7 @@ impl Actor for DeploymentActor {
             memory: args.memory,
             deployed,
             stopping: args.stopping,
+            state_dir: args.state_dir,
         };
         state.publish();
         Ok(state)
@@ -407,7 +416,7 @@ impl DeploymentState {
             None => self.runtime.clone(),
         };
         deployment.services[name]
-            .supervisor_spec(name, runtime)
+            .supervisor_spec_in(name, runtime, self.state_dir.as_deref())
             .map_err(|e| Error::Spec(SpecErrors::from(e.within(&format!("services.{name}")))))
     }
 

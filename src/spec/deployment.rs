@@ -33,7 +33,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use serde::{Deserialize, Serialize};
 
 pub use diff::{Changes, DeploymentDiff};
-pub use service::{MAX_REPLICAS, ServiceSpec, StartTimeoutAction};
+pub use service::{LogLimits, MAX_REPLICAS, ServiceSpec, StartTimeoutAction};
 pub use validate::MAX_NAME_LEN;
 
 use super::{JobSpec, OnLimit, SpecError, SpecErrors, SupervisorFlags};

@@ -87,10 +87,25 @@ impl SupervisorSpec {
         replicas: usize,
         probes: Arc<Probes>,
     ) -> Self {
+        Self::service_replicas(name, runtime, container, replicas, probes, |_| None)
+    }
+
+    /// A service whose replica `id` writes its output to `output(id)`.
+    pub(crate) fn service_replicas(
+        name: impl Into<String>,
+        runtime: Arc<dyn Runtime>,
+        container: ContainerSpec,
+        replicas: usize,
+        probes: Arc<Probes>,
+        output: impl Fn(&str) -> Option<crate::runtime::Output>,
+    ) -> Self {
         let name = name.into();
         let children = (0..replicas).map(|i| {
             let id = format!("{name}-{i}");
             let mut spec = container.clone();
+            if let Some(o) = output(&id) {
+                spec.output = Some(o);
+            }
             spec.name = id.clone();
             spec.labels.insert("service".into(), name.clone());
             spec.labels.insert("replica".into(), i.to_string());
@@ -144,19 +159,44 @@ impl ServiceSpec {
         name: &str,
         runtime: Arc<dyn Runtime>,
     ) -> Result<SupervisorSpec, SpecError> {
+        self.supervisor_spec_in(name, runtime, None)
+    }
+
+    /// [`supervisor_spec`](Self::supervisor_spec) whose replicas keep their
+    /// output under `state_dir` (see [`crate::store::service_log`]); a log
+    /// directory that cannot be made is logged, and that replica's output
+    /// is then kept in memory only.
+    pub fn supervisor_spec_in(
+        &self,
+        name: &str,
+        runtime: Arc<dyn Runtime>,
+        state_dir: Option<&std::path::Path>,
+    ) -> Result<SupervisorSpec, SpecError> {
         let container = self.container_spec(name)?;
+        let limits = self.logs;
+        let output = |replica: &str| {
+            let dir = crate::store::service_log::replica_dir(state_dir?, name, replica);
+            match crate::store::service_log::ServiceLog::open(&dir, limits) {
+                Ok(log) => Some(log.output()),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "failed to open a replica's log files; its output is kept in memory only");
+                    None
+                }
+            }
+        };
         let (restart, on_panic, rules, shutdown) = (
             self.restart,
             self.on_panic,
             self.exit_rules(),
             self.shutdown(),
         );
-        let spec = SupervisorSpec::probed_service(
+        let spec = SupervisorSpec::service_replicas(
             name,
             runtime,
             container,
             self.replicas,
             Arc::new(self.probes()),
+            output,
         )
         .flags(self.flags())
         .concurrent(true)

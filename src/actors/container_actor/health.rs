@@ -298,6 +298,7 @@ impl ContainerActorState {
         for (_, p) in self.probing.drain(..) {
             p.stop(None);
         }
+        self.mark(&format!("{what}: {output}; stopping it"));
         self.health.socket = None;
         if let Some(waiter) = self.container.as_mut().and_then(|c| c.waiter.take()) {
             waiter.abort();

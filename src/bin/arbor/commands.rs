@@ -127,9 +127,11 @@ pub fn describe_record(r: &ExecutionRecord) -> String {
 
 #[derive(Args)]
 pub struct Logs {
-    /// The execution id.
-    #[arg(value_name = "ID", value_parser = parse_id)]
-    id: ExecutionId,
+    /// An execution id; or a service (every replica, each line prefixed by
+    /// its replica) or one replica (`web`, `web-0`), read from the log
+    /// files the agent keeps under <state-dir>/services/.
+    #[arg(value_name = "ID|SERVICE|REPLICA")]
+    id: String,
     /// Keep printing new output until the execution ends.
     #[arg(long, short)]
     follow: bool,
@@ -157,15 +159,79 @@ struct FollowLine<'a> {
     skipped_bytes: u64,
 }
 
+/// `arbor logs SERVICE|REPLICA`: the last lines of a service's log files.
+async fn service_logs(url: &AgentUrl, a: Logs) -> Outcome {
+    let c = a.conn.client(url)?;
+    let name = a.id.as_str();
+    let exists = |n: &str| {
+        let c = &c;
+        let path = format!("/v1/services/{}", encode(n));
+        async move { c.get::<serde_json::Value>(&path).await.is_ok() }
+    };
+    let (service, replica) = if exists(name).await {
+        (name.to_owned(), None)
+    } else {
+        match name.rsplit_once('-') {
+            Some((svc, i)) if i.parse::<usize>().is_ok() && exists(svc).await => {
+                (svc.to_owned(), Some(name.to_owned()))
+            }
+            _ => {
+                return Err(Fail::usage(format!(
+                    "no execution, service or replica named {name:?} (an execution id is a UUID like 67e55044-10b1-426f-9247-bb680e5fe0c8)"
+                )));
+            }
+        }
+    };
+    let stream = match a.stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::Full => "full",
+    };
+    let mut path = format!(
+        "/v1/services/{}/logs?stream={stream}&tail={}",
+        encode(&service),
+        a.tail.unwrap_or(100)
+    );
+    if let Some(r) = &replica {
+        path.push_str(&format!("&replica={}", encode(r)));
+    }
+    if a.follow {
+        // New lines as they are written, until the service is removed or
+        // the agent stops.
+        if !a.json {
+            path.push_str("&format=text");
+        }
+        path.push_str("&follow=true");
+        let mut body = c.stream(&path).await?;
+        use std::io::Write;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| Fail::failed(format!("the agent's stream broke: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(data);
+                let _ = out.flush();
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.json {
+        print_json(&c.get_value(&path).await?);
+    } else {
+        path.push_str("&format=text");
+        print!("{}", c.get_text(&path).await?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `arbor logs ID`.
 pub async fn logs(url: &AgentUrl, a: Logs) -> Outcome {
+    let Ok(id) = parse_id(&a.id) else {
+        return service_logs(url, a).await;
+    };
     let c = a.conn.client(url)?;
     let stream = SnapshotStream::from(a.stream);
-    let mut path = format!(
-        "/v1/executions/{}/logs?stream={}",
-        a.id,
-        stream_name(stream)
-    );
+    let mut path = format!("/v1/executions/{}/logs?stream={}", id, stream_name(stream));
     if let Some(n) = a.tail {
         path.push_str(&format!("&tail={n}"));
     }
@@ -188,7 +254,7 @@ pub async fn logs(url: &AgentUrl, a: Logs) -> Outcome {
     let target = Target::Agent(c);
     let first = target
         .logs(
-            a.id,
+            id,
             LogSnapshotQuery {
                 stream,
                 tail_lines: a.tail,
@@ -199,7 +265,7 @@ pub async fn logs(url: &AgentUrl, a: Logs) -> Outcome {
     let show = |text: &str, observed: u64, skipped: u64| {
         if a.json {
             let line = FollowLine {
-                execution_id: a.id,
+                execution_id: id,
                 stream: stream_name(stream),
                 text,
                 observed_bytes: observed,
@@ -218,16 +284,16 @@ pub async fn logs(url: &AgentUrl, a: Logs) -> Outcome {
     if !first.text.is_empty() || a.json {
         show(&first.text, first.observed_bytes, 0);
     }
-    let mut follower = Follower::after(a.id, stream, &first);
+    let mut follower = Follower::after(id, stream, &first);
     loop {
-        let record = target.wait(a.id, Duration::from_millis(250)).await?;
+        let record = target.wait(id, Duration::from_millis(250)).await?;
         let chunk = follower.poll(&target).await?;
         if !chunk.text.is_empty() || chunk.skipped > 0 {
             show(&chunk.text, chunk.observed, chunk.skipped);
         }
         if record.status.state.is_terminal() {
             if !a.json {
-                eprintln!("arbor: execution {} {}", a.id, record.status.state);
+                eprintln!("arbor: execution {} {}", id, record.status.state);
             }
             return Ok(ExitCode::SUCCESS);
         }

@@ -141,6 +141,11 @@ pub struct ServiceSpec {
         with = "humantime_serde"
     )]
     pub watchdog: Option<Duration>,
+    /// Rotation of the replicas' log files under
+    /// `<state-dir>/services/<service>/<replica>/` (default
+    /// `{max_size: 10MiB, max_files: 5}`).
+    #[serde(default, skip_serializing_if = "LogLimits::is_default")]
+    pub logs: LogLimits,
     /// argv of a command run when a replica stays down `failed` (it gave
     /// up after `backoff.give_up_after` crash loops), with the event as
     /// JSON on stdin (`service`, `replica`, `reason`, `last_exit`,
@@ -162,6 +167,32 @@ pub struct ServiceSpec {
     /// segment (default segment: the service's name), as for jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+}
+
+/// How much of each replica's output is kept on disk, per log file
+/// (`stdout.log`, `stderr.log`, `full.log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogLimits {
+    /// A file past this size is rotated (default 10MiB).
+    pub max_size: bytesize::ByteSize,
+    /// Files kept per log, the live one included (default 5).
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            max_size: bytesize::ByteSize::mib(10),
+            max_files: 5,
+        }
+    }
+}
+
+impl LogLimits {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What a service does when its dependencies are not ready in time.
@@ -236,6 +267,7 @@ impl Default for ServiceSpec {
             notify: false,
             watchdog: None,
             on_failure: Vec::new(),
+            logs: LogLimits::default(),
             start_timeout: start_timeout(),
             start_timeout_action: StartTimeoutAction::default(),
         }

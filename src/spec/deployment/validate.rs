@@ -154,6 +154,20 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
         crate::spec::check::duration(&mut found, "watchdog", w);
     }
     crate::spec::check::argv(&mut found, "on_failure", &s.on_failure);
+    if s.logs.max_size.as_u64() < 4096 {
+        found.push(SpecError::new(
+            "logs.max_size",
+            s.logs.max_size,
+            "must be at least 4KiB",
+        ));
+    }
+    if !(1..=1000).contains(&s.logs.max_files) {
+        found.push(SpecError::new(
+            "logs.max_files",
+            s.logs.max_files,
+            "must be 1 to 1000",
+        ));
+    }
     for (field, kind, probe) in [
         ("liveness", ProbeKind::Liveness, &s.liveness),
         ("readiness", ProbeKind::Readiness, &s.readiness),

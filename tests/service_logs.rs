@@ -1,0 +1,205 @@
+//! Durable service logs with the real binary: per replica files under
+//! `<state-dir>/services/`, kept across restarts with marker lines, rotated
+//! by size; `arbor logs SERVICE|REPLICA` (tail) and `-f` (follow, every new
+//! line of every replica once), which ends when the service is removed.
+
+mod cli_support;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use cli_support::{Agent, Lines, arbor, eventually};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn restarts(agent: &Agent, name: &str) -> u64 {
+    let out = agent.arbor(["services", "--json"]).expect(0);
+    out.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .map(|s| s["restarts"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn service_logs_survive_restarts_of_the_replica_with_a_marker_line_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let spec = write(
+        dir.path(),
+        "node.yaml",
+        r#"
+services:
+  web:
+    command: [sh, -c, 'echo "run of $$"; echo "warning from $$" >&2; exit 3']
+    max_restarts: 10
+"#,
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("two restarts", || restarts(&agent, "web") >= 2);
+    let out = agent.arbor(["logs", "web-0", "--tail", "100"]).expect(0);
+    let runs = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("[STDOUT] run of"))
+        .count();
+    assert!(runs >= 3, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("[STDERR] warning from"),
+        "{}",
+        out.stdout
+    );
+    let exits = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("[ARBOR] exited: exit code 3"))
+        .count();
+    let starts = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("[ARBOR] started web-0"))
+        .count();
+    assert!(exits >= 2 && starts >= 3, "{}", out.stdout);
+    // The files: raw streams and the combined log, 0600.
+    let replica = state.join("services/web/web-0");
+    let stdout = std::fs::read_to_string(replica.join("stdout.log")).unwrap();
+    assert!(stdout.lines().count() >= 3 && stdout.lines().all(|l| l.starts_with("run of")));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(replica.join("full.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // All replicas, prefixed, through the service's name.
+    let out = agent.arbor(["logs", "web", "--stream", "stderr"]).expect(0);
+    assert!(
+        out.stdout
+            .lines()
+            .all(|l| l.starts_with("web-0 | warning from")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn rotation_keeps_at_most_max_files_files_of_about_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let spec = write(
+        dir.path(),
+        "node.yaml",
+        r#"
+services:
+  chatty:
+    command: [sh, -c, 'i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo "line $i of forty-odd bytes, padded"; done; echo done; exec sleep 300']
+    logs: { max_size: 4KiB, max_files: 3 }
+"#,
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    let replica = state.join("services/chatty/chatty-0");
+    eventually("everything was written", || {
+        std::fs::read_to_string(replica.join("stdout.log")).is_ok_and(|s| s.contains("done"))
+    });
+    for log in ["stdout.log", "full.log"] {
+        let mut found: Vec<String> = std::fs::read_dir(&replica)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(log))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [log.to_owned(), format!("{log}.1"), format!("{log}.2")],
+            "{log}"
+        );
+        for f in &found {
+            let size = std::fs::metadata(replica.join(f)).unwrap().len();
+            assert!(size <= 4096, "{f} is {size} bytes");
+        }
+    }
+    // The newest lines are in the live file, the tail reads back through
+    // the rotated ones.
+    let out = agent
+        .arbor(["logs", "chatty-0", "--stream", "stdout", "--tail", "150"])
+        .expect(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 150, "{}", out.stdout);
+    assert_eq!(*lines.last().unwrap(), "done");
+    assert!(lines[0].starts_with("line 185"), "{}", lines[0]);
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn following_prints_each_new_line_of_both_replicas_once_and_ends_when_the_service_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let go = dir.path().join("go");
+    let spec = write(
+        dir.path(),
+        "node.yaml",
+        &format!(
+            r#"
+services:
+  web:
+    command: [sh, -c, 'while [ ! -f "{}" ]; do sleep 0.02; done; i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo "tick $i"; sleep 0.01; done; exec sleep 300']
+    replicas: 2
+  other:
+    command: [sleep, "300"]
+"#,
+            go.display()
+        ),
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("both replicas run", || {
+        state.join("services/web/web-1/full.log").exists()
+    });
+    let follow = Lines::spawn({
+        let mut cmd = arbor();
+        cmd.args(["--agent", &agent.socket, "logs", "web", "-f", "--tail", "2"]);
+        cmd
+    });
+    // The follow is under way once the last lines (the two start markers)
+    // came; only then do the replicas write.
+    let mut markers = 0;
+    follow.until("the start markers", |l| {
+        markers += usize::from(l.contains("[ARBOR] started"));
+        markers == 2
+    });
+    std::fs::write(&go, "").unwrap();
+    let mut seen = BTreeSet::new();
+    let mut done = BTreeSet::new();
+    follow.until("tick 30 of both replicas", |line| {
+        let (replica, rest) = line.split_once(" | ").expect("a prefixed line");
+        if let Some(i) = rest.split("[STDOUT] tick ").nth(1) {
+            assert!(
+                seen.insert((replica.to_owned(), i.to_owned())),
+                "twice: {line}"
+            );
+            if i == "30" {
+                done.insert(replica.to_owned());
+            }
+        }
+        done.len() == 2
+    });
+    assert_eq!(seen.len(), 60, "{seen:?}");
+
+    // Removing the service ends the follow, with success.
+    let spec2 = write(
+        dir.path(),
+        "next.yaml",
+        "services:\n  other:\n    command: [sleep, \"300\"]\n",
+    );
+    agent.arbor(["deploy", spec2.to_str().unwrap()]).expect(0);
+    assert_eq!(follow.wait(), 0);
+    assert_eq!(agent.stop(), 0);
+}
