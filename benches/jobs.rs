@@ -42,6 +42,12 @@
 //!   stdout piped into a `std::fs::File` from a blocking thread, copied with
 //!   `std::io::copy` (which splices pipe to file in the kernel on Linux) and
 //!   with a plain 64 KiB read/write loop. Unit: MB/s of stdout.
+//! - **Service log capture**: the same pipeline as the one replica of a
+//!   service (`ServiceSpec::supervisor_spec_in` with a state dir: its
+//!   `stdout.log` and timestamped `full.log` under `services/`), timed from
+//!   the supervisor's start to the replica's exit (its container removed,
+//!   the pipes read to their end); `stdout.log` is checked. Baseline: the
+//!   64 KiB read/write loop. Unit: MB/s of stdout.
 //! - **Status lookup**: 100,000 finished records (100 jobs x 1,000) written
 //!   with the public store API (`Store::create`, 16 threads) into a state
 //!   dir on `/dev/shm` (see [`records_base`]: on this machine's disk the
@@ -165,10 +171,27 @@ fn compare() {
     let m = measure(
         &[
             ("capture-arbor", &[]),
+            ("capture-service", &[]),
             ("capture-raw-copy", &[]),
             ("capture-raw-read-write", &[]),
         ],
         1,
+    );
+    let service = &m["capture-service"];
+    if service["stdout_bytes"].as_f64() != Some(CAPTURE_BYTES as f64) {
+        error_figure(
+            "service_log_capture_1gib_stdout_log_size_wrong",
+            &service["stdout_bytes"],
+            "bytes",
+        );
+        eprintln!("service capture phase: {service}");
+    }
+    figure(
+        "service_log_capture_1gib_80b_lines_start_to_exit",
+        &service["mb_per_s"],
+        "MB/s",
+        "pipe_to_file_read_write_64k",
+        &m["capture-raw-read-write"]["mb_per_s"],
     );
     let arbor = &m["capture-arbor"];
     if arbor["stdout_bytes"].as_f64() != Some(CAPTURE_BYTES as f64) || arbor["state"] != "completed"
@@ -263,6 +286,7 @@ async fn run_phase(name: &str) -> Value {
         | "throughput-arbor-tmpfs" => throughput_arbor().await,
         "throughput-raw" => throughput_raw().await,
         "capture-arbor" => capture_arbor().await,
+        "capture-service" => capture_service().await,
         "capture-raw-copy" => capture_raw(true).await,
         "capture-raw-read-write" => capture_raw(false).await,
         "status-arbor" => status_arbor().await,
@@ -441,6 +465,46 @@ async fn capture_arbor() -> Value {
         "stdout_bytes": stdout_bytes,
         "full_log_bytes": size(files.full_log_path()),
         "state": record.status.state.name(),
+    })
+}
+
+/// The same pipeline as one replica of a service with a state dir: its
+/// output goes to `stdout.log` and `full.log` under
+/// `<state>/services/capture/capture-0/` (rotation off: one file of 2 GiB
+/// at most), timed from the start of the service to the replica's exit.
+async fn capture_service() -> Value {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let mut service = arbor::ServiceSpec::shell(capture_script());
+    service.restart = arbor::RestartType::Transient;
+    service.logs.max_size = bytesize::ByteSize::gib(4);
+    let spec = service
+        .supervisor_spec_in("capture", Arc::new(runtime()), Some(&state))
+        .expect("spec");
+    let bus = arbor::EventBus::new();
+    let mut events = bus.subscribe();
+    let t0 = Instant::now();
+    let (sup, _) = arbor::SupervisorRef::start_with_events(spec, bus)
+        .await
+        .expect("start");
+    while let Some(e) = events.recv().await {
+        if matches!(
+            e,
+            arbor::Event::ChildCompleted { .. } | arbor::Event::ChildExited { .. }
+        ) {
+            break;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    sup.shutdown().await;
+    let replica = state.join("services/capture/capture-0");
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let stdout_bytes = size(replica.join("stdout.log"));
+    json!({
+        "mb_per_s": mb_per_s(stdout_bytes, secs),
+        "secs": secs,
+        "stdout_bytes": stdout_bytes,
+        "full_log_bytes": size(replica.join("full.log")),
     })
 }
 
