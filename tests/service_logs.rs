@@ -203,3 +203,54 @@ services:
     assert_eq!(follow.wait(), 0);
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn masked_values_never_reach_a_service_log_file_or_the_deployment_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let spec = write(
+        dir.path(),
+        "node.yaml",
+        r#"
+services:
+  web:
+    command: [sh, -c, 'echo "token=$TOKEN"; echo "again $TOKEN" >&2; exec sleep 300']
+    env: { TOKEN: "s3cr3t-token-value", PLAIN: "visible" }
+    mask: [TOKEN]
+"#,
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    let replica = state.join("services/web/web-0");
+    eventually("the lines were written", || {
+        std::fs::read_to_string(replica.join("full.log")).is_ok_and(|s| s.contains("again"))
+    });
+    for file in ["stdout.log", "stderr.log", "full.log"] {
+        let text = std::fs::read_to_string(replica.join(file)).unwrap();
+        assert!(!text.contains("s3cr3t"), "{file}: {text}");
+        assert!(text.contains("***"), "{file}: {text}");
+    }
+    let out = agent.arbor(["logs", "web"]).expect(0);
+    assert!(
+        out.stdout.contains("token=***") && !out.stdout.contains("s3cr3t"),
+        "{}",
+        out.stdout
+    );
+    // The applied spec over the API: masked too.
+    let addr = agent.url.trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /v1/deployment HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        agent.token
+    )
+    .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    assert!(
+        body.contains("\"TOKEN\":\"***\"") && body.contains("visible"),
+        "{body}"
+    );
+    assert!(!body.contains("s3cr3t"), "{body}");
+    assert_eq!(agent.stop(), 0);
+}

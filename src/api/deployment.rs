@@ -12,9 +12,17 @@ use crate::{
     spec::{Deployment, MAX_SPEC_FILE},
 };
 
-/// The deployment applied last.
+/// The deployment applied last, with the values of masked variables
+/// (`mask` of each service and job) shown as `***`.
 pub(crate) async fn get(State(state): State<AppState>) -> Json<Deployment> {
-    Json(state.node.deployment().await)
+    let mut d = state.node.deployment().await;
+    for s in d.services.values_mut() {
+        s.env = crate::store::mask_env(&s.env, &s.mask);
+    }
+    for j in d.jobs.values_mut() {
+        j.env = crate::store::mask_env(&j.env, &j.mask);
+    }
+    Json(d)
 }
 
 /// Applies a whole spec; answers what changed.

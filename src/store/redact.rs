@@ -101,6 +101,10 @@ impl<S: OutputSink> OutputSink for Redacting<S> {
         }
         self.inner.close(stream);
     }
+
+    fn mark(&self, line: &str) {
+        self.inner.mark(line);
+    }
 }
 
 #[cfg(test)]

@@ -174,10 +174,19 @@ impl ServiceSpec {
     ) -> Result<SupervisorSpec, SpecError> {
         let container = self.container_spec(name)?;
         let limits = self.logs;
+        let secrets: Vec<String> = self
+            .mask
+            .iter()
+            .filter_map(|k| container.env.get(k).cloned())
+            .collect();
         let output = |replica: &str| {
             let dir = crate::store::service_log::replica_dir(state_dir?, name, replica);
             match crate::store::service_log::ServiceLog::open(&dir, limits) {
-                Ok(log) => Some(log.output()),
+                Ok(log) if secrets.is_empty() => Some(log.output()),
+                Ok(log) => Some(crate::runtime::Output::new(crate::store::Redacting::new(
+                    log,
+                    secrets.clone(),
+                ))),
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "failed to open a replica's log files; its output is kept in memory only");
                     None

@@ -70,6 +70,11 @@ pub struct ServiceSpec {
     /// resolves relative paths against the spec file's directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_file: Vec<PathBuf>,
+    /// Keys of `env` (or of the env files) whose values are secrets: shown
+    /// as `***` in the replicas' log files and in `GET /v1/deployment`
+    /// (the process gets the real values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask: Vec<String>,
     /// Whether the command starts from the node's environment (default true).
     #[serde(default = "yes")]
     pub inherit_env: bool,
@@ -246,6 +251,7 @@ impl Default for ServiceSpec {
             mounts: Vec::new(),
             env: BTreeMap::new(),
             env_file: Vec::new(),
+            mask: Vec::new(),
             inherit_env: true,
             cwd: None,
             replicas: 1,
