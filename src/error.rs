@@ -30,6 +30,11 @@ pub enum Error {
     /// A part of the node is down and being restarted.
     #[error("{0}")]
     Restarting(String),
+    /// The request does not apply to what it names as it is now (a
+    /// service started from code cannot be scaled by name, logs kept only
+    /// in memory cannot be read from disk).
+    #[error("{0}")]
+    Conflict(String),
     /// The node is shutting down and takes no new work.
     #[error("the node is shutting down: no new work is accepted")]
     ShuttingDown,

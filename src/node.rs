@@ -663,7 +663,7 @@ impl Node {
         tail: usize,
     ) -> Result<Vec<ServiceLogLine>, Error> {
         let Some(dir) = self.inner.state_dir.clone() else {
-            return Err(Error::Start(
+            return Err(Error::Conflict(
                 "the node has no state dir: service output is only kept in memory (start the agent with --state-dir)".into(),
             ));
         };

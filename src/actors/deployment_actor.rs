@@ -270,9 +270,8 @@ impl DeploymentState {
             .collect();
         for name in &held {
             if let Some(spec) = specs.remove(name) {
-                self.root
-                    .replace_child_spec(service_child(name, spec))
-                    .await?;
+                let child = self.root_child(deployment, name, spec);
+                self.root.replace_child_spec(child).await?;
             }
         }
         let stop: Vec<String> = self
@@ -304,25 +303,20 @@ impl DeploymentState {
             if scaled.iter().any(|s| s == name)
                 && let Some(spec) = specs.remove(name)
             {
-                self.scale_service(name, spec).await?;
+                self.scale_service(name, spec, deployment).await?;
                 report.services_scaled.push(name.to_owned());
                 continue;
             }
             if let Some(spec) = specs.remove(name) {
-                let service = &deployment.services[name];
-                if service.depends_on.is_empty() {
-                    self.start_child(name, service_child(name, spec)).await?;
-                } else {
+                let gated = !deployment.services[name].depends_on.is_empty();
+                let child = self.root_child(deployment, name, spec);
+                if gated {
                     // Started in the root's start task once its
                     // dependencies are ready: the deploy (and the agent's
                     // API) never waits for that.
-                    let gate = Gate {
-                        depends_on: service.depends_on.clone(),
-                        timeout: service.start_timeout,
-                        action: service.start_timeout_action,
-                        stopping: self.stopping.clone(),
-                    };
-                    self.start_child_nowait(name, gated_service_child(name, spec, gate))?;
+                    self.start_child_nowait(name, child)?;
+                } else {
+                    self.start_child(name, child).await?;
                 }
                 if diff.services.changed.iter().any(|c| c == name) {
                     report.services_restarted.push(name.to_owned());
@@ -366,7 +360,12 @@ impl DeploymentState {
     /// start, the extra ones stop (all at once, each with its grace) and
     /// go; the others are not touched. The service keeps `spec` for its
     /// later restarts.
-    async fn scale_service(&self, name: &str, spec: SupervisorSpec) -> Result<(), Error> {
+    async fn scale_service(
+        &self,
+        name: &str,
+        spec: SupervisorSpec,
+        deployment: &Deployment,
+    ) -> Result<(), Error> {
         if let Some(service) = self.root.child_supervisor(name).await? {
             let have: Vec<String> = service
                 .which_children()
@@ -395,10 +394,27 @@ impl DeploymentState {
                 result?;
             }
         }
-        self.root
-            .replace_child_spec(service_child(name, spec))
-            .await?;
+        let child = self.root_child(deployment, name, spec);
+        self.root.replace_child_spec(child).await?;
         Ok(())
+    }
+
+    /// Deployed service `name` as the root's child: one with `depends_on`
+    /// waits for its dependencies at each start (see [`gated_service_child`]).
+    fn root_child(&self, deployment: &Deployment, name: &str, spec: SupervisorSpec) -> ChildSpec {
+        match deployment.services.get(name) {
+            Some(service) if !service.depends_on.is_empty() => gated_service_child(
+                name,
+                spec,
+                Gate {
+                    depends_on: service.depends_on.clone(),
+                    timeout: service.start_timeout,
+                    action: service.start_timeout_action,
+                    stopping: self.stopping.clone(),
+                },
+            ),
+            _ => service_child(name, spec),
+        }
     }
 
     /// The supervisor spec of deployed service `name`. Replicas of a
@@ -456,7 +472,7 @@ impl DeploymentState {
     async fn scale(&mut self, name: &str, replicas: usize) -> Result<(), Error> {
         self.known(name)?;
         let Some(service) = self.deployed.current.services.get(name) else {
-            return Err(Error::Start(format!(
+            return Err(Error::Conflict(format!(
                 "service {name:?} was started from code, not from a spec: scale it there"
             )));
         };
@@ -467,11 +483,10 @@ impl DeploymentState {
         next.validate()?;
         let spec = self.service_spec(&next, name)?;
         if self.deployed.stopped.contains(name) {
-            self.root
-                .replace_child_spec(service_child(name, spec))
-                .await?;
+            let child = self.root_child(&next, name, spec);
+            self.root.replace_child_spec(child).await?;
         } else {
-            self.scale_service(name, spec).await?;
+            self.scale_service(name, spec, &next).await?;
         }
         self.deployed.current = next;
         Ok(())

@@ -229,6 +229,7 @@ impl From<Error> for ApiError {
             Error::Spec(errors) => Self::invalid_spec(&errors),
             Error::ShuttingDown => Self::new(ErrorCode::Unavailable, e.to_string()),
             Error::Restarting(_) => Self::new(ErrorCode::Restarting, e.to_string()),
+            Error::Conflict(_) => Self::new(ErrorCode::Conflict, e.to_string()),
             other => Self::internal(other.to_string()),
         }
     }
