@@ -22,10 +22,12 @@
 //!   the exit is abnormal by its exit-code rules): the container is kept
 //!   and handed to the supervisor, which removes it when the child is
 //!   restarted, terminated or deleted, or when the supervisor stops.
-//! - `handle` (`Probe`): a liveness or startup probe that failed stops the
-//!   container (with its grace) and fails the actor with "liveness probe
-//!   failed: ..." (a failed child: restart type, intensity and back-off
-//!   apply); readiness verdicts go to the supervisor.
+//! - `handle` (`Probe`, `Notify`, `WatchdogDue`): a liveness or startup
+//!   probe that failed, a missed `WATCHDOG=1` or `WATCHDOG=trigger` stops
+//!   the container (with its grace) and fails the actor with "liveness
+//!   probe failed: ..." (a failed child: restart type, intensity and
+//!   back-off apply); readiness verdicts and `STATUS=` go to the
+//!   supervisor (see `health.rs`).
 //! - `handle_supervisor_evt`: a probe actor that panicked is logged; the
 //!   replica runs on without that probe.
 //! - `post_stop`: stops the container if it still runs, then removes it. A
