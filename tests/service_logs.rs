@@ -254,3 +254,45 @@ services:
     assert!(!body.contains("s3cr3t"), "{body}");
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn the_agents_own_log_holds_no_masked_value_of_a_service_or_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let spec = write(
+        dir.path(),
+        "node.yaml",
+        r#"
+services:
+  web:
+    command: [sh, -c, 'echo "svc $SVC_SECRET"; echo "err $SVC_SECRET" >&2; exit 3']
+    env: { SVC_SECRET: "svc-s3cr3t-5e6f" }
+    mask: [SVC_SECRET]
+    max_restarts: 1
+    backoff: { initial: 10ms, max: 20ms, give_up_after: 1 }
+jobs:
+  leak:
+    command: [sh, -c, 'echo "job $JOB_SECRET"; exit 4']
+    env: { JOB_SECRET: "job-s3cr3t-7a8b" }
+    mask: [JOB_SECRET]
+"#,
+    );
+    let (agent, log) = Agent::start_logged(&spec, &state, &[]);
+    let id = agent.arbor(["jobs", "trigger", "leak"]).expect(0).stdout;
+    agent.arbor(["status", id.trim()]);
+    eventually("the job ended and web gave up", || {
+        let status = agent.arbor(["status", id.trim(), "--json"]).stdout;
+        let services = agent.arbor(["services", "--json"]).stdout;
+        status.contains("\"failed\"") && services.contains("\"failed\"")
+    });
+    assert_eq!(agent.stop(), 0);
+    // The agent exited: its stderr ends, and the reader with it.
+    let lines: Vec<String> = log.iter().collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(
+            !line.contains("s3cr3t"),
+            "the agent's log holds a masked value: {line}"
+        );
+    }
+}
