@@ -6,7 +6,7 @@
 use std::{
     ffi::OsStr,
     io::{BufRead, BufReader, Read},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
@@ -128,6 +128,13 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Writes `text` to `dir/name`; its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A running `arbor agent`, killed if the test ends without stopping it.
 pub struct Agent {
     pub child: Child,
@@ -241,6 +248,21 @@ impl Agent {
         let mut cmd = arbor();
         cmd.arg("--agent").arg(&self.url).args(args);
         output(cmd)
+    }
+
+    /// The services, as `arbor services --json` prints them.
+    pub fn services(&self) -> Vec<serde_json::Value> {
+        let out = self.arbor(["services", "--json"]).expect(0);
+        out.json().as_array().cloned().unwrap_or_default()
+    }
+
+    /// One service, as `arbor services --json` prints it (panics naming it
+    /// when there is none).
+    pub fn service(&self, name: &str) -> serde_json::Value {
+        self.services()
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
     }
 
     /// SIGTERM, then its exit code (within [`LIMIT`]).

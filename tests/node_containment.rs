@@ -6,31 +6,12 @@
 mod cli_support;
 
 use std::{
-    path::Path,
     thread,
     time::{Duration, Instant},
 };
 
 use arbor::runtime::process::procfs;
-use cli_support::{Agent, arbor_out, eventually};
-
-fn write_spec(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn services(agent: &Agent) -> Vec<serde_json::Value> {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json().as_array().cloned().unwrap_or_default()
-}
-
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    services(agent)
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
+use cli_support::{Agent, arbor_out, eventually, write_file};
 
 /// The one process of the service whose env has `MARK=mark`.
 fn pid_of(mark: &str) -> i32 {
@@ -92,8 +73,9 @@ fn a_service_that_exits_at_once_backs_off_and_every_other_service_keeps_running(
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
     // The spec of the report: no other settings.
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 name: contain
@@ -113,22 +95,22 @@ services:
     let steady = pid_of(&mark);
 
     eventually("crashy backs off", || {
-        let s = service(&agent, "crashy");
+        let s = agent.service("crashy");
         s["status"] == "crash_loop_back_off" && s["next_restart"].is_string()
     });
     // `quick` (a back-off block, no on_limit) keeps going with growing
     // delays: its restarts go well past the limit of 5.
     eventually("quick keeps restarting past the limit", || {
-        service(&agent, "quick")["restarts"].as_u64() >= Some(9)
+        agent.service("quick")["restarts"].as_u64() >= Some(9)
     });
-    let crashy = service(&agent, "crashy");
+    let crashy = agent.service("crashy");
     assert!(
         crashy["reason"]
             .as_str()
             .is_some_and(|r| r.contains("exit code 3")),
         "{crashy}"
     );
-    let steady_now = service(&agent, "steady");
+    let steady_now = agent.service("steady");
     assert_eq!(steady_now["status"], "running", "{steady_now}");
     assert_eq!(
         procfs::with_env("MARK", &mark),
@@ -150,8 +132,9 @@ services:
 fn a_service_that_gives_up_ends_failed_alone_and_the_node_stays_healthy() {
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 name: contain
@@ -176,16 +159,16 @@ services:
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     let steady = pid_of(&mark);
     eventually("crashy ends failed", || {
-        service(&agent, "crashy")["status"] == "failed"
+        agent.service("crashy")["status"] == "failed"
     });
-    let crashy = service(&agent, "crashy");
+    let crashy = agent.service("crashy");
     let reason = crashy["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("gave up") && reason.contains("crashy-0") && reason.contains("exit code 3"),
         "{crashy}"
     );
     assert_eq!(crashy["replicas"], 1, "its replica still shows: {crashy}");
-    assert_eq!(service(&agent, "steady")["status"], "running");
+    assert_eq!(agent.service("steady")["status"], "running");
     assert_eq!(procfs::with_env("MARK", &mark), [steady]);
     assert_eq!(http_status(&agent, "GET", "/v1/health"), 200);
     let tree = agent.arbor(["tree"]).expect(0).stdout;
@@ -208,7 +191,7 @@ services:
         200
     );
     eventually("crashy fails again after its restart", || {
-        service(&agent, "crashy")["status"] == "failed"
+        agent.service("crashy")["status"] == "failed"
     });
     assert_eq!(agent.stop(), 0);
 }
@@ -222,8 +205,9 @@ fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
     assert!(out.stderr.contains("is empty"), "{}", out.stderr);
 
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             "services:\n  steady:\n    command: [sleep, \"301\"]\n    env: {{MARK: \"{mark}\"}}\n"
         ),
@@ -253,8 +237,9 @@ fn an_empty_spec_is_refused_by_validate_and_by_a_reload_and_nothing_changes() {
 #[test]
 fn a_replica_in_a_20s_stop_grace_holds_neither_the_api_nor_another_service() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   stubborn:
@@ -268,8 +253,8 @@ services:
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     let (a, token) = (addr(&agent), agent.token.clone());
     eventually("both run, stubborn past its trap", || {
-        services(&agent).len() == 2
-            && services(&agent).iter().all(|s| s["status"] == "running")
+        agent.services().len() == 2
+            && agent.services().iter().all(|s| s["status"] == "running")
             && procfs::with_env("STUBBORN", "1")
                 .iter()
                 .any(|p| procfs::ignores_signal(*p, 15))
@@ -279,7 +264,7 @@ services:
         thread::spawn(move || http_status_at(&a, &token, "POST", "/v1/services/stubborn/restart"))
     };
     eventually("stubborn is in its grace", || {
-        service(&agent, "stubborn")["state"] == "stopping"
+        agent.service("stubborn")["state"] == "stopping"
     });
     for path in ["/v1/tree", "/v1/services", "/metrics", "/v1/health"] {
         assert_eq!(http_status_at(&a, &token, "GET", path), 200, "{path}");
@@ -310,8 +295,9 @@ fn independent_services_get_their_stop_signal_together_at_shutdown() {
     let mark = uuid::Uuid::new_v4().to_string();
     let d = dir.path().display();
     // Both ignore SIGTERM (the trap notes it and the loop goes on).
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -376,7 +362,7 @@ services:
 "#
         )
     };
-    let path = write_spec(dir.path(), &spec(1));
+    let path = write_file(dir.path(), "node.yaml", &spec(1));
     let mut agent = Agent::start(&path, &dir.path().join("state"), &[]);
     // The replicas' main processes (their group leaders): bash forks a
     // child for each `sleep`, which has the same trap until it execs.
@@ -416,7 +402,7 @@ services:
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "db was not restarted by the reload: stop log {stopped:?}, trapped {now:?} (before {before:?}), services {:?}",
-            services(&agent)
+            agent.services()
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -452,14 +438,14 @@ fn changing_replicas_by_reload_adds_and_removes_replicas_in_place() {
             "services:\n  web:\n    command: [sleep, \"301\"]\n    env: {{MARK: \"{mark}\"}}\n    replicas: {replicas}\n    stop_timeout: 1s\n"
         )
     };
-    let path = write_spec(dir.path(), &spec(2));
+    let path = write_file(dir.path(), "node.yaml", &spec(2));
     let agent = Agent::start(&path, &dir.path().join("state"), &[]);
     let pids = |n: usize| {
         let mut found = Vec::new();
         eventually(&format!("{n} replicas run"), || {
             found = procfs::with_env("MARK", &mark);
             found.sort();
-            found.len() == n && service(&agent, "web")["running"] == n
+            found.len() == n && agent.service("web")["running"] == n
         });
         found
     };
@@ -482,7 +468,7 @@ fn changing_replicas_by_reload_adds_and_removes_replicas_in_place() {
     hup();
     let one = pids(1);
     assert!(two.contains(&one[0]), "3 -> 1 keeps web-0: {two:?} {one:?}");
-    let web = service(&agent, "web");
+    let web = agent.service("web");
     assert_eq!(web["replicas"], 1, "{web}");
     // A restart of the service brings back the new size, not the old one.
     assert_eq!(http_status(&agent, "POST", "/v1/services/web/restart"), 200);
@@ -516,8 +502,9 @@ fn part_restarts(agent: &Agent, part: &str) -> u64 {
 fn a_panic_in_the_executor_of_a_real_agent_restarts_it_and_the_running_job_completes() {
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -576,8 +563,9 @@ jobs:
 fn a_root_that_gives_up_makes_the_agent_exit_non_zero_and_stop_its_services() {
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:

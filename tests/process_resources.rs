@@ -7,7 +7,6 @@
 mod cli_support;
 
 use std::{
-    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -16,13 +15,7 @@ use arbor::{
     ContainerSpec,
     runtime::{ProcessRuntime, Runtime, process::procfs},
 };
-use cli_support::{Agent, eventually};
-
-fn write_spec(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use cli_support::{Agent, eventually, write_file};
 
 fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -32,25 +25,15 @@ fn root() -> bool {
     false
 }
 
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
 #[test]
 fn a_process_over_its_memory_limit_is_oom_killed_and_reported() {
     if !root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   hog:
@@ -60,7 +43,7 @@ services:
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     eventually("hog was OOM-killed", || {
-        service(&agent, "hog")["tree"]["children"][0]["last_exit"]["oom_killed"] == true
+        agent.service("hog")["tree"]["children"][0]["last_exit"]["oom_killed"] == true
     });
     let tree = agent.arbor(["tree"]).expect(0).stdout;
     assert!(
@@ -77,8 +60,9 @@ fn a_fork_bomb_is_held_at_its_pids_limit() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   bomb:
@@ -92,7 +76,7 @@ services:
     let mut most = 0;
     eventually("the bomb hit its limit", || {
         most = most.max(procfs::with_env("MARK", "pids-bomb").len());
-        service(&agent, "bomb")["tree"]["children"][0]["last_exit"]["status"]["code"] == 2
+        agent.service("bomb")["tree"]["children"][0]["last_exit"]["status"]["code"] == 2
     });
     assert!(most <= 16, "{most} processes under pids: 16");
     assert_eq!(agent.stop(), 0);
@@ -120,8 +104,9 @@ fn a_busy_loop_is_held_near_its_cpus_limit() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   busy:

@@ -8,30 +8,11 @@ mod cli_support;
 
 use std::{
     io::{Read, Write},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
 use arbor::runtime::process::procfs;
-use cli_support::{Agent, eventually};
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn services(agent: &Agent) -> Vec<serde_json::Value> {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json().as_array().cloned().unwrap_or_default()
-}
-
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    services(agent)
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
+use cli_support::{Agent, eventually, write_file};
 
 /// The sorted pids of the processes marked `mark`, once there are `n` and
 /// the service says so.
@@ -40,7 +21,7 @@ fn pids(agent: &Agent, name: &str, mark: &str, n: usize) -> Vec<i32> {
     eventually(&format!("{n} replicas of {name} run"), || {
         found = procfs::with_env("MARK", mark);
         found.sort();
-        found.len() == n && service(agent, name)["running"] == n
+        found.len() == n && agent.service(name)["running"] == n
     });
     found
 }
@@ -85,7 +66,7 @@ fn hup(agent: &Agent) {
 fn a_stopped_service_stays_stopped_across_a_reload_until_started() {
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         &format!(
@@ -115,9 +96,9 @@ fn a_stopped_service_stays_stopped_across_a_reload_until_started() {
         let (_, d) = http(&agent, "GET", "/v1/deployment", "");
         d.contains("\"303\"")
     });
-    assert_eq!(service(&agent, "web")["status"], "stopped");
+    assert_eq!(agent.service("web")["status"], "stopped");
     assert!(procfs::with_env("MARK", &mark).is_empty());
-    assert_eq!(service(&agent, "db")["status"], "running");
+    assert_eq!(agent.service("db")["status"], "running");
 
     // Started, it runs the new command.
     agent.arbor(["services", "start", "web"]).expect(0);
@@ -145,7 +126,7 @@ fn a_stopped_service_stays_stopped_across_a_reload_until_started() {
 fn scaling_adds_and_removes_replicas_in_place_through_the_cli_and_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         &format!(
@@ -199,16 +180,16 @@ fn scaling_adds_and_removes_replicas_in_place_through_the_cli_and_the_api() {
 #[test]
 fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         "services:\n  old:\n    command: [sleep, \"301\"]\n",
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
-    eventually("old runs", || service(&agent, "old")["status"] == "running");
+    eventually("old runs", || agent.service("old")["status"] == "running");
 
     // Every error, and nothing changes.
-    let bad = write(
+    let bad = write_file(
         dir.path(),
         "bad.yaml",
         "services:\n  new:\n    command: [sleep, \"1\"]\n    replicas: 0\n    depends_on: [ghost]\n",
@@ -225,11 +206,11 @@ fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("services.new.replicas"), "{body}");
-    assert_eq!(services(&agent).len(), 1);
+    assert_eq!(agent.services().len(), 1);
 
     // A good one is applied as a reload is.
-    let env = write(dir.path(), "new.env", "GREETING=hi\n");
-    let good = write(
+    let env = write_file(dir.path(), "new.env", "GREETING=hi\n");
+    let good = write_file(
         dir.path(),
         "good.yaml",
         "services:\n  new:\n    command: [sleep, \"302\"]\n    env_file: [new.env]\n",
@@ -237,7 +218,7 @@ fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
     let out = agent.arbor(["deploy", good.to_str().unwrap()]).expect(0);
     assert!(out.stdout.contains("started new"), "{out:?}");
     assert!(out.stdout.contains("stopped old"), "{out:?}");
-    eventually("new runs", || service(&agent, "new")["status"] == "running");
+    eventually("new runs", || agent.service("new")["status"] == "running");
     let (status, body) = http(&agent, "GET", "/v1/deployment", "");
     assert_eq!(status, 200, "{body}");
     let applied: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -257,7 +238,7 @@ fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
     );
     assert_eq!(status, 200, "{body}");
     eventually("json runs", || {
-        services(&agent).len() == 1 && service(&agent, "json")["status"] == "running"
+        agent.services().len() == 1 && agent.service("json")["status"] == "running"
     });
     assert_eq!(agent.stop(), 0);
 }

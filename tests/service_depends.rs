@@ -5,27 +5,8 @@
 
 mod cli_support;
 
-use std::path::{Path, PathBuf};
-
 use arbor::runtime::process::procfs;
-use cli_support::{Agent, eventually};
-
-fn write_spec(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
+use cli_support::{Agent, eventually, write_file};
 
 fn runs(mark: &str) -> bool {
     !procfs::with_env("MARK", mark).is_empty()
@@ -36,8 +17,9 @@ fn a_service_starts_only_once_its_dependency_is_ready() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("db.ready");
     let checks = dir.path().join("checks");
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -61,7 +43,7 @@ services:
     eventually("ten readiness checks of db ran", || {
         std::fs::read_to_string(&checks).is_ok_and(|s| s.lines().count() >= 10)
     });
-    let web = service(&agent, "web");
+    let web = agent.service("web");
     assert_eq!(web["status"], "waiting", "{web}");
     assert_eq!(web["reason"], "waiting for db", "{web}");
     assert!(!runs("dep-web"), "web started before db was ready");
@@ -78,17 +60,18 @@ services:
     std::fs::write(&ready, "").unwrap();
     eventually("web runs", || runs("dep-web"));
     eventually("web is running", || {
-        service(&agent, "web")["status"] == "running"
+        agent.service("web")["status"] == "running"
     });
-    assert_eq!(service(&agent, "db")["ready"], 1);
+    assert_eq!(agent.service("db")["ready"], 1);
     assert_eq!(agent.stop(), 0);
 }
 
 #[test]
 fn a_dependency_without_a_readiness_probe_is_ready_once_started() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   app:
@@ -101,15 +84,16 @@ services:
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     eventually("app runs", || runs("plain-app"));
-    assert_eq!(service(&agent, "app")["status"], "running");
+    assert_eq!(agent.service("app")["status"], "running");
     assert_eq!(agent.stop(), 0);
 }
 
 #[test]
 fn a_dependency_never_ready_fails_the_dependent_after_its_start_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   never:
@@ -130,9 +114,9 @@ services:
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     eventually("strict failed", || {
-        service(&agent, "strict")["status"] == "failed"
+        agent.service("strict")["status"] == "failed"
     });
-    let strict = service(&agent, "strict");
+    let strict = agent.service("strict");
     let reason = strict["reason"].as_str().unwrap();
     assert!(
         reason.contains("dependencies not ready after 300ms: never"),
@@ -141,17 +125,18 @@ services:
     assert!(!runs("dep-strict"));
     // The default action starts it anyway.
     eventually("lenient runs", || runs("dep-lenient"));
-    assert_eq!(service(&agent, "lenient")["status"], "running");
+    assert_eq!(agent.service("lenient")["status"], "running");
     // Other services run on.
-    assert_eq!(service(&agent, "never")["running"], 1);
+    assert_eq!(agent.service("never")["running"], 1);
     assert_eq!(agent.stop(), 0);
 }
 
 #[test]
 fn a_shutdown_ends_a_wait_for_a_dependency_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   never:
@@ -166,7 +151,7 @@ services:
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     eventually("patient waits", || {
-        service(&agent, "patient")["status"] == "waiting"
+        agent.service("patient")["status"] == "waiting"
     });
     // Within the helper's limit, far below the hour of `start_timeout`.
     assert_eq!(agent.stop(), 0);

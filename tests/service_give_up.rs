@@ -5,32 +5,13 @@
 
 mod cli_support;
 
-use std::path::Path;
-
-use cli_support::{Agent, eventually};
-
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use cli_support::{Agent, eventually, write_file};
 
 #[test]
 fn a_service_that_keeps_crashing_gives_up_and_runs_its_on_failure_hook_once() {
     let dir = tempfile::tempdir().unwrap();
     let hook_out = dir.path().join("hook.jsonl");
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         &format!(
@@ -50,9 +31,9 @@ services:
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
     eventually("crashy failed", || {
-        service(&agent, "crashy")["status"] == "failed"
+        agent.service("crashy")["status"] == "failed"
     });
-    let crashy = service(&agent, "crashy");
+    let crashy = agent.service("crashy");
     let reason = crashy["reason"].as_str().unwrap();
     assert!(
         reason.contains("crashy-0: gave up after 2 crash loops (last exit: exit code 3)"),
@@ -80,6 +61,6 @@ services:
     assert_eq!(event["replica"], "crashy-0");
     assert_eq!(event["exit_code"], 3);
     // The rest of the node runs on.
-    assert_eq!(service(&agent, "steady")["status"], "running");
+    assert_eq!(agent.service("steady")["status"], "running");
     assert_eq!(agent.stop(), 0);
 }

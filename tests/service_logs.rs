@@ -5,18 +5,9 @@
 
 mod cli_support;
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-};
+use std::collections::BTreeSet;
 
-use cli_support::{Agent, Lines, arbor, eventually};
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use cli_support::{Agent, Lines, arbor, eventually, write_file};
 
 fn restarts(agent: &Agent, name: &str) -> u64 {
     let out = agent.arbor(["services", "--json"]).expect(0);
@@ -33,7 +24,7 @@ fn restarts(agent: &Agent, name: &str) -> u64 {
 fn service_logs_survive_restarts_of_the_replica_with_a_marker_line_for_each() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         r#"
@@ -94,7 +85,7 @@ services:
 fn rotation_keeps_at_most_max_files_files_of_about_max_size() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         r#"
@@ -144,7 +135,7 @@ fn following_prints_each_new_line_of_both_replicas_once_and_ends_when_the_servic
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let go = dir.path().join("go");
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         &format!(
@@ -194,7 +185,7 @@ services:
     assert_eq!(seen.len(), 60, "{seen:?}");
 
     // Removing the service ends the follow, with success.
-    let spec2 = write(
+    let spec2 = write_file(
         dir.path(),
         "next.yaml",
         "services:\n  other:\n    command: [sleep, \"300\"]\n",
@@ -208,7 +199,7 @@ services:
 fn masked_values_never_reach_a_service_log_file_or_the_deployment_api() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         r#"
@@ -259,7 +250,7 @@ services:
 fn the_agents_own_log_holds_no_masked_value_of_a_service_or_a_job() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let spec = write(
+    let spec = write_file(
         dir.path(),
         "node.yaml",
         r#"

@@ -9,36 +9,19 @@ mod cli_support;
 
 use std::{
     os::unix::net::UnixDatagram,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use cli_support::{Agent, eventually};
-
-fn write_spec(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
+use cli_support::{Agent, eventually, write_file};
 
 #[test]
 fn a_notify_service_is_ready_on_ready_1_and_restarted_when_its_watchdog_stops() {
     let dir = tempfile::tempdir().unwrap();
     let go = dir.path().join("go");
     let arbor = env!("CARGO_BIN_EXE_arbor");
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -56,16 +39,16 @@ services:
         cmd.args(["--agent", &agent.socket, "events", "--json"]);
         cmd
     });
-    eventually("it runs", || service(&agent, "notified")["running"] == 1);
+    eventually("it runs", || agent.service("notified")["running"] == 1);
     assert_eq!(
-        service(&agent, "notified")["ready"],
+        agent.service("notified")["ready"],
         0,
         "ready before READY=1"
     );
 
     std::fs::write(&go, "").unwrap();
     eventually("READY=1 made it ready", || {
-        service(&agent, "notified")["ready"] == 1
+        agent.service("notified")["ready"] == 1
     });
     eventually("its STATUS= shows", || {
         agent
@@ -80,7 +63,7 @@ services:
     let failed: serde_json::Value = serde_json::from_str(seen.last().unwrap()).unwrap();
     assert_eq!(failed["output"], "no WATCHDOG=1 within 1s", "{failed}");
     eventually("it restarted", || {
-        service(&agent, "notified")["restarts"].as_u64().unwrap() >= 1
+        agent.service("notified")["restarts"].as_u64().unwrap() >= 1
     });
     assert_eq!(agent.stop(), 0);
 }
@@ -100,8 +83,9 @@ fn the_agent_notifies_systemd_and_pings_only_while_its_root_answers() {
     let notify = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
     let seen_env = dir.path().join("env");
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:

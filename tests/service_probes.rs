@@ -9,7 +9,6 @@ mod cli_support;
 use std::{
     io::{Read, Write},
     net::TcpListener,
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,31 +18,14 @@ use std::{
 };
 
 use arbor::runtime::process::procfs;
-use cli_support::{Agent, arbor_out, eventually};
-
-fn write_spec(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn service(agent: &Agent, name: &str) -> serde_json::Value {
-    let out = agent.arbor(["services", "--json"]).expect(0);
-    out.json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
+use cli_support::{Agent, arbor_out, eventually, write_file};
 
 fn ready(agent: &Agent, name: &str) -> u64 {
-    service(agent, name)["ready"].as_u64().unwrap()
+    agent.service(name)["ready"].as_u64().unwrap()
 }
 
 fn restarts(agent: &Agent, name: &str) -> u64 {
-    service(agent, name)["restarts"].as_u64().unwrap()
+    agent.service(name)["restarts"].as_u64().unwrap()
 }
 
 fn metrics(agent: &Agent) -> String {
@@ -91,8 +73,9 @@ fn a_failing_exec_liveness_probe_restarts_the_replica_and_says_why() {
     let alive = dir.path().join("alive");
     let checks = dir.path().join("checks");
     std::fs::write(&alive, "").unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -148,8 +131,9 @@ services:
 fn an_http_readiness_probe_flips_ready_in_services_tree_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (port, healthy) = http_server();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -160,7 +144,7 @@ services:
         ),
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
-    eventually("web runs", || service(&agent, "web")["running"] == 1);
+    eventually("web runs", || agent.service("web")["running"] == 1);
     assert_eq!(ready(&agent, "web"), 0);
     let tree = agent.arbor(["tree"]).expect(0).stdout;
     assert!(
@@ -199,8 +183,9 @@ fn a_tcp_readiness_probe_passes_once_the_port_accepts() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -211,7 +196,7 @@ services:
         ),
     );
     let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
-    eventually("db runs", || service(&agent, "db")["running"] == 1);
+    eventually("db runs", || agent.service("db")["running"] == 1);
     thread::sleep(Duration::from_millis(300));
     assert_eq!(ready(&agent, "db"), 0, "nothing listens yet");
     let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -222,8 +207,9 @@ services:
 #[test]
 fn an_exec_probe_runs_in_the_replicas_environment_and_times_out() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   envy:
@@ -239,7 +225,7 @@ services:
     let (agent, log) = Agent::start_logged(&spec, &dir.path().join("state"), &[]);
     eventually("envy is ready", || ready(&agent, "envy") == 1);
     eventually("slow restarted", || restarts(&agent, "slow") >= 1);
-    let detail = service(&agent, "slow")["tree"].to_string();
+    let detail = agent.service("slow")["tree"].to_string();
     assert!(detail.contains("timed out after 200ms"), "{detail}");
     assert_eq!(agent.stop(), 0);
     drop(log);
@@ -261,8 +247,9 @@ fn a_startup_probe_holds_liveness_back_until_it_passes_once() {
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
     let checks = dir.path().join("checks");
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         &format!(
             r#"
 services:
@@ -295,8 +282,9 @@ services:
 #[test]
 fn a_startup_probe_that_never_passes_fails_the_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   never:
@@ -314,8 +302,9 @@ services:
 #[test]
 fn bad_probes_are_refused_naming_the_field_and_value() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = write_file(
         dir.path(),
+        "node.yaml",
         r#"
 services:
   web:

@@ -164,26 +164,31 @@ fn own_cgroup_dir() -> Option<PathBuf> {
     dir.join("cgroup.procs").exists().then_some(dir)
 }
 
+/// The `arbor-<pid>-<n>` directories in `parent` whose node process is
+/// gone: what a crashed node left (here, or in a v1 hierarchy).
+pub(crate) fn stale_dirs(parent: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("arbor-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// Kills and removes what a crashed node left: `arbor-<pid>-<n>` directories
 /// whose node process is gone.
 fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("arbor-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let dir = entry.path();
+    for dir in stale_dirs(parent) {
         if let Ok(children) = fs::read_dir(&dir) {
             for child in children.flatten().filter(|c| c.path().is_dir()) {
                 let _ = fs::write(child.path().join("cgroup.kill"), "1");

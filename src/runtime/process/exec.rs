@@ -36,16 +36,7 @@ pub(super) async fn exec(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if !spec.inherit_env {
-        cmd.env_clear();
-    }
-    for var in super::SERVICE_MANAGER_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.envs(&spec.env);
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
+    super::spawn::environment(&mut cmd, spec);
     let netns = match &spec.netns {
         Some(path) => Some(open_netns(path).map_err(fail)?),
         None => None,

@@ -305,27 +305,12 @@ fn v1_own_dir(controller: &str) -> Option<PathBuf> {
 /// Removes the empty v1 cgroups a crashed node left (`arbor-<pid>-<n>`
 /// whose node process is gone); one still holding processes stays.
 fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("arbor-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        if let Ok(children) = fs::read_dir(entry.path()) {
+    for dir in super::cgroup::stale_dirs(parent) {
+        if let Ok(children) = fs::read_dir(&dir) {
             for child in children.flatten().filter(|c| c.path().is_dir()) {
                 let _ = fs::remove_dir(child.path());
             }
         }
-        let _ = fs::remove_dir(entry.path());
+        let _ = fs::remove_dir(&dir);
     }
 }

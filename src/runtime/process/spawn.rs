@@ -61,16 +61,7 @@ impl ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        if !spec.inherit_env {
-            cmd.env_clear();
-        }
-        for var in super::SERVICE_MANAGER_VARS {
-            cmd.env_remove(var);
-        }
-        cmd.envs(&spec.env);
-        if let Some(dir) = &spec.cwd {
-            cmd.current_dir(dir);
-        }
+        environment(&mut cmd, spec);
         if let Some(limit) = super::limits::inherited_nofile() {
             // SAFETY: runs in the forked child before exec; setrlimit(2) is
             // a plain system call on a value computed before the fork.
@@ -258,6 +249,22 @@ impl ProcessRuntime {
             entry.drained.send_replace(true);
         });
         Ok(())
+    }
+}
+
+/// The container's environment and working directory on `cmd`: the
+/// node's variables unless `inherit_env` is off (never the service
+/// manager's), then `env`.
+pub(super) fn environment(cmd: &mut Command, spec: &ContainerSpec) {
+    if !spec.inherit_env {
+        cmd.env_clear();
+    }
+    for var in super::SERVICE_MANAGER_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(&spec.env);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
     }
 }
 
