@@ -250,6 +250,31 @@ impl Agent {
         output(cmd)
     }
 
+    /// `METHOD path` with `body` on its TCP API, with its token: the status
+    /// and the body (the connection is closed after one answer).
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::Write;
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, body.to_owned())
+    }
+
     /// The services, as `arbor services --json` prints them.
     pub fn services(&self) -> Vec<serde_json::Value> {
         let out = self.arbor(["services", "--json"]).expect(0);

@@ -6,11 +6,6 @@
 
 mod cli_support;
 
-use std::{
-    io::{Read, Write},
-    time::Duration,
-};
-
 use arbor::runtime::process::procfs;
 use cli_support::{Agent, eventually, write_file};
 
@@ -24,34 +19,6 @@ fn pids(agent: &Agent, name: &str, mark: &str, n: usize) -> Vec<i32> {
         found.len() == n && agent.service(name)["running"] == n
     });
     found
-}
-
-/// `METHOD path` on the agent's TCP API with its token: (status, body).
-fn http(agent: &Agent, method: &str, path: &str, body: &str) -> (u16, String) {
-    let addr = agent.url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        agent.token,
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked or not, the JSON object is in there.
-    let json = body
-        .find('{')
-        .and_then(|a| body.rfind('}').map(|b| body[a..=b].to_owned()))
-        .unwrap_or_default();
-    (status, json)
 }
 
 fn hup(agent: &Agent) {
@@ -93,7 +60,7 @@ fn a_stopped_service_stays_stopped_across_a_reload_until_started() {
     .unwrap();
     hup(&agent);
     eventually("the reload applied", || {
-        let (_, d) = http(&agent, "GET", "/v1/deployment", "");
+        let (_, d) = agent.http("GET", "/v1/deployment", "");
         d.contains("\"303\"")
     });
     assert_eq!(agent.service("web")["status"], "stopped");
@@ -139,12 +106,7 @@ fn scaling_adds_and_removes_replicas_in_place_through_the_cli_and_the_api() {
     assert!(out.stdout.contains("3/3 running"), "{out:?}");
     let three = pids(&agent, "web", &mark, 3);
     assert!(two.iter().all(|p| three.contains(p)), "{two:?} {three:?}");
-    let (status, body) = http(
-        &agent,
-        "PUT",
-        "/v1/services/web/replicas",
-        r#"{"replicas": 1}"#,
-    );
+    let (status, body) = agent.http("PUT", "/v1/services/web/replicas", r#"{"replicas": 1}"#);
     assert_eq!(status, 200, "{body}");
     let one = pids(&agent, "web", &mark, 1);
     assert!(two.contains(&one[0]), "web-0 kept: {two:?} {one:?}");
@@ -155,23 +117,13 @@ fn scaling_adds_and_removes_replicas_in_place_through_the_cli_and_the_api() {
     let out = agent.arbor(["services", "scale", "web", "0"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("services.web.replicas"), "{out:?}");
-    let (status, body) = http(
-        &agent,
-        "PUT",
-        "/v1/services/web/replicas",
-        r#"{"replica": 2}"#,
-    );
+    let (status, body) = agent.http("PUT", "/v1/services/web/replicas", r#"{"replica": 2}"#);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("replica"), "{body}");
-    let (status, body) = http(
-        &agent,
-        "PUT",
-        "/v1/services/ghost/replicas",
-        r#"{"replicas": 2}"#,
-    );
+    let (status, body) = agent.http("PUT", "/v1/services/ghost/replicas", r#"{"replicas": 2}"#);
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("ghost"), "{body}");
-    let (status, body) = http(&agent, "POST", "/v1/services/ghost/stop", "");
+    let (status, body) = agent.http("POST", "/v1/services/ghost/stop", "");
     assert_eq!(status, 404, "{body}");
     assert_eq!(pids(&agent, "web", &mark, 1), one);
     assert_eq!(agent.stop(), 0);
@@ -198,8 +150,7 @@ fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("services.new.replicas"), "{out:?}");
     assert!(out.stderr.contains("services.new.depends_on[0]"), "{out:?}");
-    let (status, body) = http(
-        &agent,
+    let (status, body) = agent.http(
         "PUT",
         "/v1/deployment",
         r#"{"services": {"new": {"command": [], "replicas": 0}}}"#,
@@ -219,7 +170,7 @@ fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
     assert!(out.stdout.contains("started new"), "{out:?}");
     assert!(out.stdout.contains("stopped old"), "{out:?}");
     eventually("new runs", || agent.service("new")["status"] == "running");
-    let (status, body) = http(&agent, "GET", "/v1/deployment", "");
+    let (status, body) = agent.http("GET", "/v1/deployment", "");
     assert_eq!(status, 200, "{body}");
     let applied: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(applied["services"]["old"].is_null(), "{applied}");
@@ -230,8 +181,7 @@ fn deploy_applies_a_whole_spec_and_a_spec_with_errors_changes_nothing() {
         "{applied}"
     );
     // JSON over the API works too.
-    let (status, body) = http(
-        &agent,
+    let (status, body) = agent.http(
         "PUT",
         "/v1/deployment",
         r#"{"services": {"json": {"command": ["sleep", "303"]}}}"#,

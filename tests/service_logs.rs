@@ -227,17 +227,7 @@ services:
         out.stdout
     );
     // The applied spec over the API: masked too.
-    let addr = agent.url.trim_start_matches("http://").to_owned();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        s,
-        "GET /v1/deployment HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        agent.token
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
+    let (_, body) = agent.http("GET", "/v1/deployment", "");
     assert!(
         body.contains("\"TOKEN\":\"***\"") && body.contains("visible"),
         "{body}"

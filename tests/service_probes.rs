@@ -29,17 +29,7 @@ fn restarts(agent: &Agent, name: &str) -> u64 {
 }
 
 fn metrics(agent: &Agent) -> String {
-    let addr = agent.url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    agent.http("GET", "/metrics", "").1
 }
 
 /// A tiny HTTP server answering 200 while `healthy`, else 503.
