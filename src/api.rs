@@ -21,6 +21,7 @@
 //! | `api/metrics.rs` | `GET /metrics` (Prometheus text) |
 //! | `api/guard.rs` | the token check, and the same-origin and shutting-down checks of mutating requests; the request log |
 //! | `api/tls.rs` | rustls for the TCP listener |
+//! | `api/parse_errors.rs` | the JSON error for requests hyper refuses before routing (a URI over 64 KiB: 414, a head over ~400 KiB: 431) |
 //! | `api/extract.rs` | JSON bodies, query strings, path values and the caller's address, each refusing bad input with a JSON error |
 //! | `api/error.rs` | [`ApiError`]: `{"error": {"code", "message", "fields"?}}` and the status of each failure |
 //!
@@ -54,7 +55,8 @@
 //! Every failure is JSON, `{"error": {"code": "...", "message": "..."}}`,
 //! with the status of its code: `bad_request` 400, `unauthorized` 401,
 //! `forbidden` 403, `not_found` 404, `method_not_allowed` 405, `conflict`
-//! 409, `payload_too_large` 413, `unsupported_media_type` 415,
+//! 409, `payload_too_large` 413, `uri_too_long` 414, `unsupported_media_type`
+//! 415, `headers_too_large` 431,
 //! `unavailable` 503, `internal` 500. Messages name the field or the value
 //! that is wrong (`invalid JSON body: command[1]: invalid type: integer
 //! `1`, expected a string`); an invalid spec also lists every error
@@ -79,7 +81,7 @@
 //! [`ApiConfig::max_body_bytes`] (413 above). While the node shuts down,
 //! mutating requests get 503 and `GET /v1/health` answers 503.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 use axum::{
     Router,
@@ -100,6 +102,7 @@ mod guard;
 mod jobs;
 mod metrics;
 mod node;
+mod parse_errors;
 mod runs;
 mod services;
 pub mod tls;
@@ -107,6 +110,7 @@ pub mod tls;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, FieldError};
 pub use executions::{CancelRequest, LogsResponse, SignalRequest, SignalValue};
 pub use jobs::{JobInfo, LatestExecution, TriggerResponse};
+pub use parse_errors::{JsonParseErrors, TcpPeer};
 pub use runs::{RunRequest, RunResponse};
 
 /// How the API behaves.
@@ -170,8 +174,9 @@ pub(crate) struct AppState {
 ///
 /// Handlers that record the caller's address need
 /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo): serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()` (as [`serve`]
-/// does); without it the address is recorded as `unknown`.
+/// `into_make_service_with_connect_info::<SocketAddr>()` ([`serve`] uses
+/// [`TcpPeer`] around a [`JsonParseErrors`] listener); without it the
+/// address is recorded as `unknown`.
 pub fn router(node: Node, config: ApiConfig) -> Router {
     // Nothing stops it: event streams run until their client leaves.
     let (_, rx) = watch::channel(false);
@@ -189,8 +194,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (app, stop) = prepared(node, config, shutdown);
     axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        parse_errors::JsonParseErrors(listener),
+        app.into_make_service_with_connect_info::<parse_errors::TcpPeer>(),
     )
     .with_graceful_shutdown(stop)
     .await
@@ -208,7 +213,7 @@ pub async fn serve_tls(
     let listener = tls::TlsListener::new(listener, tls)?;
     let (app, stop) = prepared(node, config, shutdown);
     axum::serve(
-        listener,
+        parse_errors::JsonParseErrors(listener),
         app.into_make_service_with_connect_info::<tls::TlsPeer>(),
     )
     .with_graceful_shutdown(stop)
@@ -226,7 +231,7 @@ pub async fn serve_unix(
     config.token = None;
     let (app, stop) = prepared(node, config, shutdown);
     axum::serve(
-        listener,
+        parse_errors::JsonParseErrors(listener),
         app.into_make_service_with_connect_info::<extract::UnixPeer>(),
     )
     .with_graceful_shutdown(stop)

@@ -512,6 +512,28 @@ fn cases() -> Vec<Case> {
     );
     oversized.body = Some(big.into_bytes());
     v.push(oversized);
+    // hyper refuses these before routing; they still get the JSON error.
+    v.push(case(
+        "oversized URL",
+        "GET",
+        format!("/v1/executions?job={}", "j".repeat(70_000)),
+        None,
+        414,
+        "uri_too_long",
+        &["URI", "64 KiB"],
+    ));
+    let mut huge_head = case(
+        "oversized head",
+        "GET",
+        "/v1/health",
+        None,
+        431,
+        "headers_too_large",
+        &["head", "400 KiB"],
+    );
+    let filler: &'static str = Box::leak("h".repeat(60_000).into_boxed_str());
+    huge_head.headers = (0..8).map(|_| ("X-Filler", filler)).collect();
+    v.push(huge_head);
     v
 }
 

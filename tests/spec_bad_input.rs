@@ -125,6 +125,27 @@ fn a_bad_value_reached_through_an_alias_names_the_field_that_uses_it() {
     check(&e, "services.web.replicas", "two", "whole number");
 }
 
+#[test]
+fn thousands_of_uses_of_one_anchor_are_refused_in_words() {
+    let uses = vec!["*n"; 5000].join(", ");
+    let e = read_error(&format!(
+        "name: &n web\nservices:\n  web:\n    command: [{uses}]\n"
+    ));
+    check(&e, "spec", "the whole file", "too many aliases: 5000 uses");
+    assert!(!e.message.contains("AliasAnchorRatio"), "{e}");
+}
+
+#[test]
+fn a_name_written_as_a_number_is_refused_and_says_to_quote_it() {
+    let e = read_error("name: 42\nservices:\n  web: {command: [serve]}\n");
+    check(&e, "name", "42", "quote a name");
+    let e = read_error("zone: true\nservices:\n  web: {command: [serve]}\n");
+    check(&e, "zone", "true", "quote a name");
+    let d = Deployment::from_yaml("name: \"42\"\nzone: ~\nservices: {}\n").unwrap();
+    assert_eq!(d.name, "42");
+    assert_eq!(d.zone, None);
+}
+
 // ---------------------------------------------------------------------------
 // Unknown fields
 

@@ -35,8 +35,12 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the body is larger than the limit.
     PayloadTooLarge,
+    /// 414: the request line is longer than the server reads (64 KiB).
+    UriTooLong,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
+    /// 431: the request's head is larger than the server reads (~400 KiB).
+    HeadersTooLarge,
     /// 503: the node is shutting down, or a part of it does not answer.
     Unavailable,
     /// 503: a part of the node the request needs is being restarted; try
@@ -57,7 +61,9 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unavailable | Self::Restarting => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,7 +79,9 @@ impl ErrorCode {
             405 => Self::MethodNotAllowed,
             409 => Self::Conflict,
             413 => Self::PayloadTooLarge,
+            414 => Self::UriTooLong,
             415 => Self::UnsupportedMediaType,
+            431 => Self::HeadersTooLarge,
             503 => Self::Unavailable,
             _ => Self::Internal,
         }

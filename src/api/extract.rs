@@ -180,6 +180,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         {
             return Ok(Self(Err(peer)));
         }
+        if let Ok(ConnectInfo(super::parse_errors::TcpPeer(addr))) =
+            ConnectInfo::<super::parse_errors::TcpPeer>::from_request_parts(parts, state).await
+        {
+            return Ok(Self(Ok(addr)));
+        }
         if let Ok(ConnectInfo(super::tls::TlsPeer(addr))) =
             ConnectInfo::<super::tls::TlsPeer>::from_request_parts(parts, state).await
         {

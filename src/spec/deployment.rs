@@ -47,11 +47,15 @@ pub const MAX_SPEC_FILE: u64 = 4 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     /// The deployment's name (default `default`).
-    #[serde(default = "default_name")]
+    #[serde(default = "default_name", deserialize_with = "parse::name")]
     pub name: String,
     /// DNS zone of the deployment: networked jobs get the search domains
     /// `<deployment>.<zone> <zone>` in their resolv.conf (OCI runtime).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "parse::optional_name"
+    )]
     pub zone: Option<String>,
     /// Flags of the node's root supervisor.
     #[serde(default)]

@@ -9,7 +9,9 @@ use serde::{
     de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor},
     ser::SerializeMap,
 };
-use serde_saphyr::{DefaultMessageFormatter, Error as YamlError, Location, MessageFormatter};
+use serde_saphyr::{
+    DefaultMessageFormatter, Error as YamlError, Location, MessageFormatter, budget::BudgetBreach,
+};
 
 use crate::spec::{JobSpec, SpecError};
 
@@ -34,6 +36,49 @@ pub(super) fn from_yaml<T: de::DeserializeOwned>(
         })
     });
     result.map_err(|e| translate(&e, path.as_deref(), text, source))
+}
+
+/// A name written as a string. YAML reads a plain `42` or `true` as a
+/// number or a boolean, and serde-saphyr would turn it into the string
+/// `"42"` silently; a name that is not text is more likely a slip (a
+/// value where a name was meant), so it is refused and the error says how
+/// to write it: `name: "42"`.
+pub(super) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_any(TextName { optional: false })?
+        .ok_or_else(|| de::Error::invalid_type(de::Unexpected::Unit, &TextName { optional: false }))
+}
+
+/// [`name`] for an optional field: `null` is none.
+pub(super) fn optional_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_any(TextName { optional: true })
+}
+
+struct TextName {
+    optional: bool,
+}
+
+impl Visitor<'_> for TextName {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string (quote a name that looks like a number or a boolean: \"42\")")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_owned()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        if self.optional {
+            Ok(None)
+        } else {
+            Err(E::invalid_type(de::Unexpected::Unit, &self))
+        }
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
 }
 
 /// One parser error as a [`SpecError`]: the field is the path the
@@ -107,6 +152,9 @@ fn translate(err: &YamlError, path: Option<&str>, text: &str, source: Option<&st
             key.as_deref().map(quote).or(written),
             "duplicate key: each name may appear once".into(),
         ),
+        YamlError::Budget { breach, .. } => {
+            (Some("the whole file".into()), describe_breach(breach))
+        }
         YamlError::MultipleDocuments { .. } => (
             Some("---".into()),
             "a deployment is one YAML document; found a second one".into(),
@@ -163,6 +211,39 @@ fn translate(err: &YamlError, path: Option<&str>, text: &str, source: Option<&st
     SpecError::new(field, value.unwrap_or_else(|| "nothing".into()), message)
 }
 
+/// A parser limit (serde-saphyr's default budget, which bounds what a
+/// hostile file can cost) in words, with the limit.
+fn describe_breach(breach: &BudgetBreach) -> String {
+    match breach {
+        BudgetBreach::AliasAnchorRatio { aliases, anchors } => format!(
+            "too many aliases: {aliases} uses (`*name`) of {anchors} anchor(s) (`&name`); \
+             each anchor may be used at most 10 times once a file has 100 aliases"
+        ),
+        BudgetBreach::Aliases { aliases } => {
+            format!("too many aliases (`*name`): more than {aliases}, the limit is 50000")
+        }
+        BudgetBreach::Anchors { anchors } => {
+            format!("too many anchors (`&name`): more than {anchors}, the limit is 50000")
+        }
+        BudgetBreach::Depth { depth } => {
+            format!("nested too deeply: {depth} levels of lists and mappings, the limit is 64")
+        }
+        BudgetBreach::Nodes { nodes } => {
+            format!("too many values: more than {nodes}, the limit is 250000")
+        }
+        BudgetBreach::Events { events } => {
+            format!("too large: more than {events} YAML events, the limit is 1000000")
+        }
+        BudgetBreach::MergeKeys { merge_keys } => {
+            format!("too many merge keys (`<<`): {merge_keys}, the limit is 10000")
+        }
+        BudgetBreach::Documents { documents } => {
+            format!("too many YAML documents: {documents}; a deployment is one document")
+        }
+        other => format!("the file exceeds a YAML parser limit ({other:?})"),
+    }
+}
+
 /// The text the error's span covers, quoted.
 fn token_at(text: &str, l: Location) -> Option<String> {
     let span = l.span();
@@ -181,6 +262,9 @@ fn line_at(text: &str, l: Location) -> Option<String> {
 
 /// serde's description of a value (`string "10"`, `integer `3``) as a value.
 fn unexpected_value(unexpected: &str) -> String {
+    if unexpected == "unit value" {
+        return "nothing (null)".into();
+    }
     match unexpected.strip_prefix("string ") {
         Some(s) if s.starts_with('"') => s.to_owned(),
         _ => unexpected.to_owned(),
