@@ -19,6 +19,7 @@
 //! | `api/runs.rs` | `POST /v1/runs` (an ad-hoc command, as `arbor run`) |
 //! | `api/events.rs` | `GET /v1/events` (Server-Sent Events) |
 //! | `api/metrics.rs` | `GET /metrics` (Prometheus text) |
+//! | `api/ui.rs` | `GET /ui` (the web view: its page, script and style, embedded) |
 //! | `api/guard.rs` | the token check, and the same-origin and shutting-down checks of mutating requests; the request log |
 //! | `api/tls.rs` | rustls for the TCP listener |
 //! | `api/parse_errors.rs` | the JSON error for requests hyper refuses before routing (a URI over 64 KiB: 414, a head over ~400 KiB: 431) |
@@ -46,6 +47,7 @@
 //! | `POST /v1/runs` | body [`RunRequest`] (the fields of `arbor run`); 202 [`RunResponse`] `{"execution_id", "job", "state", "env_vars", "stdout_log_path", "stderr_log_path"}` |
 //! | `GET /v1/events[?kind=a,b]` | `text/event-stream`: `event:` [`Event::kind`](crate::Event::kind), `data:` the [`Event`](crate::Event) JSON |
 //! | `GET /metrics` | Prometheus text (see `api/metrics.rs`) |
+//! | `GET /ui` | the web view (HTML; it reads the routes above with the token) |
 //!
 //! Executions started through the API are recorded with the trigger
 //! `{"kind": "endpoint", "remote_addr": "127.0.0.1:53422"}`.
@@ -69,7 +71,8 @@
 //! The agent serves the API on a Unix socket only its user may open
 //! ([`serve_unix`], no token), and on TCP only when asked ([`serve`], or
 //! [`serve_tls`] with rustls). When [`ApiConfig::token`] is set, every
-//! request but `GET /v1/health` and `GET /metrics` must carry
+//! request but `GET /v1/health`, `GET /metrics` and the web view's
+//! page and assets (`GET /ui`, which hold no data) must carry
 //! `Authorization: Bearer <token>` or gets 401 (logs, records and events
 //! can hold what only the operator may read); the token is compared in
 //! constant time. Independently of the token, a mutating request that
@@ -106,6 +109,7 @@ mod parse_errors;
 mod runs;
 mod services;
 pub mod tls;
+mod ui;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, FieldError};
 pub use executions::{CancelRequest, LogsResponse, SignalRequest, SignalValue};
@@ -297,6 +301,10 @@ fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Rout
     Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(metrics::render))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::check))

@@ -47,6 +47,7 @@ const COMMANDS: &[&[&str]] = &[
     &["services", "start"],
     &["services", "restart"],
     &["services", "scale"],
+    &["ui"],
 ];
 
 fn snapshot_path(words: &[&str]) -> PathBuf {

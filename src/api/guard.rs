@@ -32,9 +32,10 @@ pub(crate) async fn log(req: Request, next: Next) -> Response {
     res
 }
 
-/// Paths served without the token: liveness probes and scrapers.
+/// Paths served without the token: liveness probes, scrapers, and the web
+/// view's page and assets (which hold no data: the page asks for the token).
 fn open_path(path: &str) -> bool {
-    matches!(path, "/v1/health" | "/metrics")
+    matches!(path, "/v1/health" | "/metrics") || super::ui::PATHS.contains(&path)
 }
 
 /// Refuses a request without the token (health and metrics excepted), and

@@ -5,7 +5,8 @@
 //! - The client commands talk to an agent's API at `--agent URL`
 //!   (`$ARBOR_AGENT`, default the Unix socket `$ARBOR_STATE_DIR/arbor.sock`): `status`, `logs`,
 //!   `kill`, `cancel`, `list`, `tree`, `services`, `jobs` (`jobs trigger`),
-//!   `events`. Each prints readable tables or, with `--json`, the API's JSON.
+//!   `events`, `ui` (the web view's address). Each prints readable tables
+//!   or, with `--json`, the API's JSON.
 //! - `arbor run -- CMD` runs a command once as a job: on the agent when one
 //!   answers (the job outlives the command), else in this process, waiting
 //!   for its end.
@@ -49,6 +50,8 @@ mod listen;
 mod run;
 #[path = "arbor/systemd.rs"]
 mod systemd;
+#[path = "arbor/ui.rs"]
+mod ui;
 
 /// Where the client commands look for the agent by default.
 static DEFAULT_AGENT: LazyLock<String> = LazyLock::new(client::default_agent);
@@ -133,6 +136,14 @@ enum Command {
     Jobs(commands::Jobs),
     /// Follow the agent's events (supervisor and job events), one line each.
     Events(commands::Events),
+    /// Print the address of the agent's web view (the live tree, jobs and
+    /// logs in a browser), with the token for the local user.
+    ///
+    /// The page is served on the agent's TCP listener (start it with
+    /// --listen 127.0.0.1:PORT; a browser cannot open the Unix socket). The
+    /// token travels in the URL's fragment (#token=...), which the browser
+    /// never sends to a server; the page keeps it for the tab's life only.
+    Ui(ui::Ui),
     /// Run a spec's deployment under seeded faults on the mock runtime and
     /// the paused clock, then check the invariants and print a report.
     ///
@@ -308,6 +319,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => runtime.block_on(commands::deploy(url, args)),
         Command::Jobs(args) => runtime.block_on(commands::jobs(url, args)),
         Command::Events(args) => runtime.block_on(commands::events(url, args)),
+        Command::Ui(args) => runtime.block_on(ui::ui(url, args)),
     };
     // Leave tasks (the connections, the signal watchers) behind at once.
     runtime.shutdown_background();

@@ -276,6 +276,19 @@ pub async fn agent(args: Agent) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let addr = tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok());
+    // Where `arbor ui` finds the TCP listener (the page needs it: a
+    // browser cannot open the Unix socket).
+    let url_file = state_dir.join(listen::URL_FILE);
+    match tcp.as_ref().zip(addr) {
+        Some(((_, _, tls), addr)) => {
+            if let Err(e) = listen::write_url(&url_file, addr, tls.is_some()) {
+                tracing::warn!(file = %url_file.display(), error = %e, "failed to write the API's URL");
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(&url_file);
+        }
+    }
     // Written, not printed: a reader that took its line and went away
     // must not bring the agent down.
     {
@@ -328,6 +341,7 @@ pub async fn agent(args: Agent) -> ExitCode {
             let _ = server.await;
         }
         let _ = std::fs::remove_file(&socket_path);
+        let _ = std::fs::remove_file(&url_file);
     };
 
     // The root never gives up because of a service (each one fails alone);

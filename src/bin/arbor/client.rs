@@ -178,6 +178,20 @@ impl AgentUrl {
     pub fn is_tls(&self) -> bool {
         self.tls
     }
+
+    /// The socket's path, for `unix:PATH`.
+    pub fn socket(&self) -> Option<&std::path::Path> {
+        self.socket.as_deref()
+    }
+
+    /// `http(s)://AUTHORITY/PREFIX` (no trailing `/`), for an HTTP agent.
+    pub fn http_base(&self) -> Option<String> {
+        if self.socket.is_some() {
+            return None;
+        }
+        let scheme = if self.tls { "https" } else { "http" };
+        Some(format!("{scheme}://{}{}", self.authority, self.prefix))
+    }
 }
 
 /// A client of one agent.

@@ -193,3 +193,22 @@ pub fn socket(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListen
 pub fn default_socket(state_dir: &Path) -> PathBuf {
     state_dir.join("arbor.sock")
 }
+
+/// The file in the state dir that holds the TCP listener's URL
+/// (`http://127.0.0.1:7070`), for `arbor ui`.
+pub const URL_FILE: &str = "api.url";
+
+/// Writes the URL a local browser reaches `addr` at (a wildcard address is
+/// reached on loopback) into `path`, atomically.
+pub fn write_url(path: &Path, addr: SocketAddr, tls: bool) -> std::io::Result<()> {
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let tmp = path.with_extension("url.tmp");
+    fs::write(&tmp, format!("{scheme}://{host}:{}\n", addr.port()))?;
+    fs::rename(&tmp, path)
+}
