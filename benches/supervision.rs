@@ -77,6 +77,7 @@ fn compare() {
             ("spawn-arbor", &[]),
             ("spawn-arbor-call", &[]),
             ("failover-arbor", &bt),
+            ("failover-arbor-persisted", &bt),
             ("failover-raw", &bt),
             ("failover-raw-arbor-hook", &bt),
             ("panic-hook", &bt),
@@ -158,6 +159,15 @@ fn compare() {
             &fail_raw_hooked[q],
         );
     }
+    for q in ["p50", "p99"] {
+        figure(
+            &format!("child_failure_to_replacement_running_with_persisted_state_{q}"),
+            &m["failover-arbor-persisted"][q],
+            "us",
+            "arbor_failover_without_persisted_state",
+            &fail_arbor[q],
+        );
+    }
     let hook = &m["panic-hook"];
     figure(
         "panic_cost_arbor_hook",
@@ -208,6 +218,16 @@ async fn run_phase(name: &str) -> Value {
             // The hook a node installs (supervisors never install it).
             arbor::panics::install();
             failover_arbor().await
+        }
+        "failover-arbor-persisted" => {
+            arbor::panics::install();
+            let dir = std::env::temp_dir().join(format!("arbor-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = arbor::store::supervision::SupervisionStore::open(&dir);
+            let out = failover_arbor_with(Some(store.clone())).await;
+            store.flush().await.unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            out
         }
         "failover-raw" => failover_raw().await,
         "failover-raw-arbor-hook" => {
@@ -442,11 +462,20 @@ async fn measure_failovers(mut rx: mpsc::UnboundedReceiver<ActorRef<()>>) -> Val
 }
 
 async fn failover_arbor() -> Value {
+    failover_arbor_with(None).await
+}
+
+/// Failovers of one child, its restart state kept in `store` when given
+/// (a write per batch of restarts, not per restart).
+async fn failover_arbor_with(store: Option<arbor::store::supervision::SupervisionStore>) -> Value {
     let rx = running_channel();
     let tx = RUNNING.get().unwrap().clone();
-    let spec = SupervisorSpec::new("bench")
+    let mut spec = SupervisorSpec::new("bench")
         .intensity(u32::MAX, Duration::from_secs(1))
         .child(ChildSpec::actor("bomb", || Bomb, move || tx.clone()));
+    if let Some(store) = store {
+        spec = spec.persist(store, "bench");
+    }
     let (_sup, _) = SupervisorRef::start(spec).await.unwrap();
     measure_failovers(rx).await
 }

@@ -265,6 +265,8 @@ struct Inner {
     events: EventBus,
     runtime: Arc<dyn Runtime>,
     shutting_down: tokio::sync::watch::Sender<bool>,
+    /// Where service supervisors keep their restart state (with a state dir).
+    supervision: Option<crate::store::supervision::SupervisionStore>,
 }
 
 /// The overlay backend `mode` asks for, decided once at node start.
@@ -459,11 +461,16 @@ impl Node {
         }
         let executor = Executor::from_part(executor_part);
         let deployment: Part<DeploymentMsg> = Part::new("deployment actor");
+        let supervision = config
+            .state_dir
+            .as_deref()
+            .map(crate::store::supervision::SupervisionStore::open);
         let deployed = DeploymentMemory::default();
         let shutting_down = tokio::sync::watch::Sender::new(false);
         {
             let stopping = shutting_down.subscribe();
             let state_dir = config.state_dir.clone();
+            let supervision = supervision.clone();
             let (me, memory, executor, overlay, runtime, name) = (
                 deployment.clone(),
                 deployed.clone(),
@@ -489,6 +496,7 @@ impl Node {
                         me: me.clone(),
                         stopping: stopping.clone(),
                         state_dir: state_dir.clone(),
+                        supervision: supervision.clone(),
                     };
                     async move {
                         let (actor, _) =
@@ -522,6 +530,7 @@ impl Node {
                 events,
                 runtime: config.runtime,
                 shutting_down,
+                supervision,
             }),
         })
     }
@@ -855,6 +864,11 @@ impl Node {
             }
         }
         self.inner.root.shutdown().await;
+        if let Some(store) = &self.inner.supervision
+            && let Err(e) = store.flush().await
+        {
+            tracing::warn!(error = %e, "failed to write the supervision state");
+        }
         if self.inner.own_overlay {
             self.inner.overlay.shutdown().await;
         }

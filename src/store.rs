@@ -33,6 +33,7 @@ mod recovery;
 mod redact;
 pub mod service_log;
 mod snapshot;
+pub mod supervision;
 
 pub use completion::{
     CompletionEvent, CompletionRecord, DEFAULT_NOTIFY_TIMEOUT, Delivery, DeliverySink, deliver,

@@ -97,8 +97,12 @@ services:
     );
     let agent = Agent::start(&spec, &state, &[]);
     let replica = state.join("services/chatty/chatty-0");
+    // Both files: full.log is written by its own writer, and may still be
+    // rotating when stdout.log has its last line.
     eventually("everything was written", || {
-        std::fs::read_to_string(replica.join("stdout.log")).is_ok_and(|s| s.contains("done"))
+        ["stdout.log", "full.log"]
+            .iter()
+            .all(|f| std::fs::read_to_string(replica.join(f)).is_ok_and(|s| s.contains("done")))
     });
     for log in ["stdout.log", "full.log"] {
         let mut found: Vec<String> = std::fs::read_dir(&replica)

@@ -110,6 +110,8 @@ pub struct DeploymentArgs {
     pub stopping: watch::Receiver<bool>,
     /// Where services keep their logs (`<state_dir>/services/...`).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Where service supervisors keep their children's restart state.
+    pub supervision: Option<crate::store::supervision::SupervisionStore>,
 }
 
 /// The actor's state.
@@ -122,6 +124,7 @@ pub struct DeploymentState {
     deployed: Deployed,
     stopping: watch::Receiver<bool>,
     state_dir: Option<std::path::PathBuf>,
+    supervision: Option<crate::store::supervision::SupervisionStore>,
 }
 
 /// The deployment actor.
@@ -173,6 +176,7 @@ impl Actor for DeploymentActor {
             deployed,
             stopping: args.stopping,
             state_dir: args.state_dir,
+            supervision: args.supervision,
         };
         state.publish();
         Ok(state)
@@ -298,6 +302,11 @@ impl DeploymentState {
             if !stop.contains(name) {
                 report.services_stopped.push(name.clone());
             }
+        }
+        // A removed service's restart state goes with it (also one removed
+        // while no agent ran).
+        if let Some(store) = &self.supervision {
+            store.retain(deployment.services.keys().cloned().collect());
         }
         for name in deployment.start_order() {
             if scaled.iter().any(|s| s == name)
@@ -431,9 +440,13 @@ impl DeploymentState {
             )) as Arc<dyn Runtime>,
             None => self.runtime.clone(),
         };
-        deployment.services[name]
+        let spec = deployment.services[name]
             .supervisor_spec_in(name, runtime, self.state_dir.as_deref())
-            .map_err(|e| Error::Spec(SpecErrors::from(e.within(&format!("services.{name}")))))
+            .map_err(|e| Error::Spec(SpecErrors::from(e.within(&format!("services.{name}")))))?;
+        Ok(match &self.supervision {
+            Some(store) => spec.persist(store.clone(), name),
+            None => spec,
+        })
     }
 
     fn known(&self, name: &str) -> Result<(), Error> {

@@ -48,9 +48,11 @@
 //!   stop of its children.
 //!
 //! On failure, hook by hook:
-//! - `pre_start`: starts the children (in order, or all at once when
-//!   `concurrent`); nobody holds the supervisor's address yet, so it awaits
-//!   them. A child that fails to start is retried through the mailbox like
+//! - `pre_start`: takes back the children's restart state an earlier agent
+//!   kept (with [`SupervisorSpec::persist`]: counts, window, a pending
+//!   back-off, whose child then waits for the rest of it), then starts the
+//!   children (in order, or all at once when `concurrent`); nobody holds
+//!   the supervisor's address yet, so it awaits them. A child that fails to start is retried through the mailbox like
 //!   a crashed one. Fails (the spawn returns an error naming the child and
 //!   its cause) only if the restart limit is exceeded under `escalate`,
 //!   after stopping the children it started.
@@ -70,6 +72,7 @@ mod handle;
 mod lifecycle;
 mod operator;
 mod ops;
+mod persist;
 mod restart;
 mod slots;
 mod supervisor_spec;
@@ -219,6 +222,8 @@ pub struct SupervisorState {
     completions: Completions,
     /// Set when the supervisor gave up: `post_stop` fails with it.
     escalating: Option<SupervisorError>,
+    /// Where its children's restart state is kept, if anywhere.
+    persist: Option<persist::Persist>,
 }
 
 /// An actor the supervisor knows.
@@ -327,11 +332,13 @@ impl Actor for Supervisor {
             works: Works::default(),
             completions: Completions::new(&myself),
             escalating: None,
+            persist: spec.persist,
         };
         state.children.reserve(spec.children.len());
         for child in spec.children {
             state.insert(child, ChildState::Starting);
         }
+        state.restore(&myself).await;
         state.start_initial(&myself).await?;
         Ok(state)
     }

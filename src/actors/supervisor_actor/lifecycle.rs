@@ -32,7 +32,12 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<(), ActorProcessingErr> {
         let cell = myself.get_cell();
-        let keys: Vec<Key> = self.children.keys().collect();
+        // A child restored in a back-off starts when its retry comes.
+        let keys: Vec<Key> = self
+            .children
+            .keys()
+            .filter(|&k| self.slot(k).is_some_and(|s| s.retry.is_none()))
+            .collect();
         let start = |state: &Self, key: Key| {
             let ctx = state.context(&cell, key).expect("a child of the spec");
             let slot = state.slot(key).expect("a child of the spec");

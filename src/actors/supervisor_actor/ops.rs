@@ -498,6 +498,7 @@ impl SupervisorState {
         if let Some((ready, reason)) = early {
             self.set_ready(cell_id, ready, reason);
         }
+        self.persist(key, None);
     }
 
     /// A child's stop ended (or it was not running): it takes the state the

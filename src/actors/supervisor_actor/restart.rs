@@ -324,6 +324,7 @@ impl SupervisorState {
             delay,
         });
         myself.send_after(delay, move || SupervisorMsg(Msg::Retry { key, token }));
+        self.persist(key, Some(delay));
     }
 
     /// A `Retry` message: queues the restart if it is still the child's

@@ -53,6 +53,7 @@ pub struct SupervisorSpec {
     pub(crate) on_fail: Option<FailHook>,
     pub(crate) max_children: Option<usize>,
     pub(crate) concurrent: bool,
+    pub(crate) persist: Option<super::persist::Persist>,
 }
 
 impl fmt::Debug for SupervisorSpec {
@@ -78,7 +79,24 @@ impl SupervisorSpec {
             on_fail: None,
             max_children: None,
             concurrent: false,
+            persist: None,
         }
+    }
+
+    /// Keeps the children's restart state in `store` under `scope` (a
+    /// service's name): restart counts, the intensity window and pending
+    /// back-offs continue in the next agent (see
+    /// [`crate::store::supervision`]).
+    pub fn persist(
+        mut self,
+        store: crate::store::supervision::SupervisionStore,
+        scope: impl Into<String>,
+    ) -> Self {
+        self.persist = Some(super::persist::Persist {
+            store,
+            scope: scope.into(),
+        });
+        self
     }
 
     /// A dynamic supervisor: children are added with `start_child`; they

@@ -1,0 +1,279 @@
+//! Supervision state that survives the agent: per service replica, its
+//! restart count, the restarts still inside the intensity window, its
+//! back-off step, when its pending back-off ends, its last exit.
+//!
+//! A crash-looping service must not hammer again from step 0 each time the
+//! agent restarts (kubelet's back-off is memory-only; systemd keeps
+//! `n-restarts` across a re-exec). Each service supervisor reports a child
+//! here when it starts and when it begins a back-off
+//! ([`SupervisionStore::update`]); the first
+//! supervisor of a service in an agent's life takes back what an earlier
+//! agent left ([`SupervisionStore::take`]) before it starts anything.
+//!
+//! # Durability
+//!
+//! One file, `<state_dir>/supervision.json`, written atomically (temporary
+//! file, fsync, rename, fsync of the directory) by one writer task that
+//! coalesces: the first change arms a [`BATCH`] timer and every change
+//! until it fires goes into the same write, so a restart storm costs one
+//! fsync per batch, not one per restart, and a supervisor never waits for
+//! the disk (it only sends a message). What the last batch before a kill
+//! -9 held may be lost: at most [`BATCH`] of transitions. A graceful stop
+//! writes what is pending ([`SupervisionStore::flush`]).
+//!
+//! # Times
+//!
+//! Times are kept on the wall clock (an `Instant` means nothing to the next
+//! process). A pending back-off resumes with what remains of it, at most
+//! its whole delay (a clock that jumped backwards cannot stretch it) and at
+//! least nothing (one that jumped forwards, or an agent down longer than the
+//! delay, restarts at once). Time the agent was down does not count as
+//! stable run time: a replica restored at step 4 stays at step 4 until it
+//! runs `backoff.reset_after` under the new agent.
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actors::supervisor_actor::ChildExit;
+
+/// The file, under the state dir.
+pub const SUPERVISION_FILE: &str = "supervision.json";
+
+/// How long the writer gathers changes before it writes them.
+pub const BATCH: Duration = Duration::from_millis(25);
+
+/// What is kept of one child.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChildRecord {
+    /// How many times its supervisor restarted it.
+    pub restart_count: u32,
+    /// Its restarts still inside the intensity window.
+    #[serde(default)]
+    pub restarts: Vec<DateTime<Utc>>,
+    /// Its back-off step (the next back-off uses this step).
+    #[serde(default)]
+    pub backoff_step: u32,
+    /// When its pending back-off ends, while it backs off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart: Option<DateTime<Utc>>,
+    /// The whole delay of that back-off (bounds what a restored one waits).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backoff_delay: Option<Duration>,
+    /// When it last started (it has run since, if it still runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// How it last ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ChildExit>,
+}
+
+/// The file's content: records by scope (a service) and child id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct File {
+    version: u32,
+    scopes: BTreeMap<String, BTreeMap<String, ChildRecord>>,
+}
+
+/// The handle of the writer (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct SupervisionStore {
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Update(String, String, ChildRecord),
+    Take(String, oneshot::Sender<BTreeMap<String, ChildRecord>>),
+    Forget(String),
+    Retain(Vec<String>),
+    Flush(oneshot::Sender<io::Result<()>>),
+}
+
+impl SupervisionStore {
+    /// Reads `<dir>/supervision.json` (a missing file is an empty state; an
+    /// unreadable one is logged and set aside as `.corrupt`) and starts the
+    /// writer task. Must be called inside a tokio runtime.
+    pub fn open(dir: &Path) -> Self {
+        let path = dir.join(SUPERVISION_FILE);
+        let file = load(&path);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(path, file, rx));
+        Self { tx }
+    }
+
+    /// Records the state of child `id` of `scope` (written with the next
+    /// batch).
+    pub fn update(&self, scope: &str, id: &str, record: ChildRecord) {
+        let _ = self
+            .tx
+            .send(Op::Update(scope.to_owned(), id.to_owned(), record));
+    }
+
+    /// What an earlier agent left for `scope`, once per agent: later calls
+    /// (a supervisor restarted, or replaced by a reload) get nothing and
+    /// start afresh. The scope's records are cleared: its supervisor
+    /// reports its children again.
+    pub async fn take(&self, scope: &str) -> BTreeMap<String, ChildRecord> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Take(scope.to_owned(), tx)).is_err() {
+            return BTreeMap::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Drops what is kept of `scope` (a service removed from the spec).
+    pub fn forget(&self, scope: &str) {
+        let _ = self.tx.send(Op::Forget(scope.to_owned()));
+    }
+
+    /// Drops every scope but `scopes` (the services of the spec applied).
+    pub fn retain(&self, scopes: Vec<String>) {
+        let _ = self.tx.send(Op::Retain(scopes));
+    }
+
+    /// Writes what is pending now and waits for it.
+    pub async fn flush(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Flush(tx)).is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+}
+
+fn load(path: &Path) -> File {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return File::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "failed to read the supervision state; starting afresh");
+            return File::default();
+        }
+    };
+    match serde_json::from_slice::<File>(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            let aside = path.with_extension("json.corrupt");
+            let _ = fs::rename(path, &aside);
+            tracing::warn!(file = %path.display(), moved_to = %aside.display(), error = %e, "the supervision state is unreadable; starting afresh");
+            File::default()
+        }
+    }
+}
+
+/// Owns the state: applies each change, writes in batches.
+async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut restorable = restorable.scopes;
+    // What is written: the restorable scopes not taken yet, plus the live
+    // ones (taken scopes are replaced by what their supervisor reports).
+    let mut live = File {
+        version: 1,
+        scopes: restorable.clone(),
+    };
+    let mut dirty = false;
+    let mut due: Option<tokio::time::Instant> = None;
+    loop {
+        let op = match due {
+            Some(at) => tokio::select! {
+                op = rx.recv() => op,
+                () = tokio::time::sleep_until(at) => {
+                    due = None;
+                    if dirty {
+                        dirty = false;
+                        let _ = write(&path, &live).await;
+                    }
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(op) = op else {
+            if dirty {
+                let _ = write(&path, &live).await;
+            }
+            return;
+        };
+        match op {
+            Op::Update(scope, id, record) => {
+                live.scopes.entry(scope).or_default().insert(id, record);
+                dirty = true;
+            }
+            Op::Take(scope, reply) => {
+                let taken = restorable.remove(&scope).unwrap_or_default();
+                live.scopes.remove(&scope);
+                dirty = true;
+                let _ = reply.send(taken);
+            }
+            Op::Forget(scope) => {
+                restorable.remove(&scope);
+                dirty |= live.scopes.remove(&scope).is_some();
+            }
+            Op::Retain(scopes) => {
+                restorable.retain(|s, _| scopes.contains(s));
+                let before = live.scopes.len();
+                live.scopes.retain(|s, _| scopes.contains(s));
+                dirty |= live.scopes.len() != before;
+            }
+            Op::Flush(reply) => {
+                let result = if dirty {
+                    dirty = false;
+                    write(&path, &live).await
+                } else {
+                    Ok(())
+                };
+                let _ = reply.send(result);
+                continue;
+            }
+        }
+        if dirty && due.is_none() {
+            due = Some(tokio::time::Instant::now() + BATCH);
+        }
+    }
+}
+
+async fn write(path: &Path, file: &File) -> io::Result<()> {
+    let bytes = match serde_json::to_vec_pretty(file) {
+        Ok(b) => b,
+        Err(e) => return Err(io::Error::other(e)),
+    };
+    let path = path.to_owned();
+    let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "failed to write the supervision state");
+    }
+    result
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
