@@ -580,6 +580,7 @@ fn records() -> Vec<ExecutionRecord> {
                 started_at: Some(created),
                 finished_at: Some(finished),
                 updated_at: finished,
+                logs_incomplete: None,
             };
             ExecutionRecord { meta, status }
         })

@@ -331,6 +331,10 @@ pub struct ExecutionStatus {
     pub finished_at: Option<DateTime<Utc>>,
     /// When this status was written.
     pub updated_at: DateTime<Utc>,
+    /// Log files that stopped being written before the end (a full state
+    /// dir): each with the bytes it kept of those the command wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_incomplete: Option<String>,
 }
 
 impl ExecutionStatus {
@@ -345,6 +349,7 @@ impl ExecutionStatus {
             started_at: None,
             finished_at: None,
             updated_at: now,
+            logs_incomplete: None,
         }
     }
 }

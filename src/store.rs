@@ -11,6 +11,12 @@
 //! | `full.log` | both streams line by line, `<RFC 3339 time> [STDOUT] line` | as lines complete |
 //! | `completion_event.json` | the [`CompletionEvent`] and each sink's [`Delivery`] | at the end |
 //!
+//! A full disk: a log that cannot be written stops (the first error of
+//! each file is kept, with the bytes it kept, and the terminal status says
+//! so in `logs_incomplete`); the terminal status itself is written in the
+//! room `<state_dir>/reserve.bin` keeps for it (see `store/reserve.rs`),
+//! and only then reported, so what the API called finished is on disk.
+//!
 //! [`Store::load_all`] reads everything back at start-up. An execution that
 //! was still active when the node died is marked failed (`node restarted`),
 //! and its process group is killed when the recorded pid is still the very
@@ -31,6 +37,7 @@ mod files;
 mod output;
 mod recovery;
 mod redact;
+mod reserve;
 pub mod service_log;
 mod snapshot;
 pub mod supervision;
@@ -43,6 +50,7 @@ pub use files::ExecutionFiles;
 pub use output::ExecutionOutput;
 pub use recovery::{KillOutcome, Loaded, Recovered};
 pub use redact::Redacting;
+pub use reserve::RESERVE_FILE;
 pub use snapshot::{
     DEFAULT_DISK_SNAPSHOT_BYTES, LogSnapshot, LogSnapshotQuery, SnapshotStream, read_snapshot,
 };
@@ -177,6 +185,8 @@ pub struct Store {
 struct StoreRoot {
     state_dir: PathBuf,
     executions: PathBuf,
+    /// Room kept for records when the disk fills.
+    reserve: Arc<reserve::Reserve>,
 }
 
 impl Store {
@@ -195,10 +205,12 @@ impl Store {
                 path: executions.clone(),
                 source,
             })?;
+        let reserve = Arc::new(reserve::Reserve::open(&state_dir));
         Ok(Store {
             root: Arc::new(StoreRoot {
                 state_dir,
                 executions,
+                reserve,
             }),
         })
     }
@@ -233,7 +245,7 @@ impl Store {
                 path: dir.clone(),
                 source,
             })?;
-        let files = ExecutionFiles::new(meta.id, dir);
+        let files = ExecutionFiles::with_reserve(meta.id, dir, self.root.reserve.clone());
         // Made durable with the terminal status (see `write_state`).
         files::write_json_atomic(&files.meta_path(), meta, false)?;
         files.write_state(status)?;
@@ -246,7 +258,11 @@ impl Store {
         if !dir.is_dir() {
             return Err(StoreError::NotFound { id, path: dir });
         }
-        Ok(ExecutionFiles::new(id, dir))
+        Ok(ExecutionFiles::with_reserve(
+            id,
+            dir,
+            self.root.reserve.clone(),
+        ))
     }
 
     /// Reads one execution's record back, as is (no recovery).

@@ -816,7 +816,12 @@ impl Execution {
     /// Reports the status to the executor and writes `state.json`.
     async fn publish(&mut self) {
         self.status.updated_at = Utc::now();
-        self.report();
+        // A terminal state is reported once it is on disk: what the API
+        // calls finished is what the next agent reads back.
+        let terminal = self.status.state.is_terminal();
+        if !terminal {
+            self.report();
+        }
         if let Some(files) = self.files.clone() {
             let status = self.status.clone();
             match tokio::task::spawn_blocking(move || files.write_state(&status)).await {
@@ -828,6 +833,9 @@ impl Execution {
                     tracing::warn!(execution = %self.meta.id, error = %e, "failed to write state.json")
                 }
             }
+        }
+        if terminal {
+            self.report();
         }
     }
 

@@ -89,6 +89,10 @@ pub struct LogsResponse {
     /// The tail and what it leaves out.
     #[serde(flatten)]
     pub snapshot: LogSnapshot,
+    /// When log files stopped being written before the end (a full state
+    /// dir): which, and how much each kept (`truncated` is then true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// The tail of a log (`?stream=stdout|stderr|full` (default full),
@@ -104,12 +108,17 @@ pub(crate) async fn logs(
         tail_lines: q.tail,
         max_bytes: q.max_bytes,
     };
-    let snapshot = state.node.executor().logs(id, query).await?;
+    let mut snapshot = state.node.executor().logs(id, query).await?;
+    let incomplete = record(&state, id).await?.status.logs_incomplete;
+    if incomplete.is_some() {
+        snapshot.truncated = true;
+    }
     Ok(match q.format {
         LogsFormat::Json => Json(LogsResponse {
             execution_id: id,
             stream: q.stream,
             snapshot,
+            incomplete,
         })
         .into_response(),
         LogsFormat::Text => (

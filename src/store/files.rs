@@ -36,6 +36,8 @@ struct Inner {
     dir: PathBuf,
     /// The directory was synced after a rename into it.
     dir_synced: AtomicBool,
+    /// Room to free when a record finds the disk full.
+    reserve: Option<Arc<super::reserve::Reserve>>,
 }
 
 impl ExecutionFiles {
@@ -45,6 +47,24 @@ impl ExecutionFiles {
                 id,
                 dir,
                 dir_synced: AtomicBool::new(false),
+                reserve: None,
+            }),
+        }
+    }
+
+    /// The files of `id` in `dir`, freeing `reserve` when a record finds
+    /// the disk full (see [`super::reserve`]).
+    pub(crate) fn with_reserve(
+        id: ExecutionId,
+        dir: PathBuf,
+        reserve: Arc<super::reserve::Reserve>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                dir,
+                dir_synced: AtomicBool::new(false),
+                reserve: Some(reserve),
             }),
         }
     }
@@ -104,7 +124,17 @@ impl ExecutionFiles {
     /// stall of the worker thread (up to four fsyncs for a terminal status).
     pub fn write_state(&self, status: &ExecutionStatus) -> Result<(), StoreError> {
         let durable = status.state.is_terminal();
-        write_json_atomic(&self.state_path(), status, durable)?;
+        match write_json_atomic(&self.state_path(), status, durable) {
+            // The disk is full: free the room kept for records, once, and
+            // try again, so that the record tells what happened.
+            Err(StoreError::Write { source, .. })
+                if super::reserve::is_full(&source)
+                    && self.inner.reserve.as_ref().is_some_and(|r| r.release()) =>
+            {
+                write_json_atomic(&self.state_path(), status, durable)?;
+            }
+            result => result?,
+        }
         if durable && !self.inner.dir_synced.swap(true, Ordering::AcqRel) {
             let meta = self.meta_path();
             File::open(&meta)

@@ -65,7 +65,8 @@ struct Inner {
     full: Mutex<FullState>,
     /// Bits of the streams closed.
     closed: watch::Sender<u8>,
-    error: Mutex<Option<WriteError>>,
+    /// Every file whose writing stopped, first failure first.
+    error: Mutex<Vec<WriteError>>,
 }
 
 struct LogFile {
@@ -95,6 +96,8 @@ struct WriteError {
     path: PathBuf,
     kind: io::ErrorKind,
     message: String,
+    /// The file's size when its writing stopped: what it keeps.
+    kept: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,7 +159,7 @@ impl ExecutionOutput {
                     observed: 0,
                 }),
                 closed: watch::Sender::new(0),
-                error: Mutex::new(None),
+                error: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -256,7 +259,7 @@ impl ExecutionOutput {
         for stream in &self.inner.streams {
             self.flush_partial(&mut lock(stream));
         }
-        match &*lock(&self.inner.error) {
+        match lock(&self.inner.error).first() {
             None => Ok(()),
             Some(e) => Err(StoreError::Write {
                 path: e.path.clone(),
@@ -268,8 +271,43 @@ impl ExecutionOutput {
     /// The first write error, as a message naming the file.
     pub fn error(&self) -> Option<String> {
         lock(&self.inner.error)
-            .as_ref()
+            .first()
             .map(|e| format!("failed to write {}: {}", e.path.display(), e.message))
+    }
+
+    /// Which log files stopped being written, and how much each kept, as
+    /// the record says it (`stdout.log: kept 53248 of 1200000 bytes (No
+    /// space left on device)`); `None` when every byte reached its file.
+    pub fn incomplete(&self) -> Option<String> {
+        let errors = lock(&self.inner.error);
+        if errors.is_empty() {
+            return None;
+        }
+        let observed = |path: &std::path::Path| match path.file_name().and_then(|n| n.to_str()) {
+            Some(crate::store::STDOUT_FILE) => lock(&self.inner.streams[0]).observed,
+            Some(crate::store::STDERR_FILE) => lock(&self.inner.streams[1]).observed,
+            _ => lock(&self.inner.full).observed,
+        };
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let name = e.path.file_name().map_or_else(
+                    || e.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let why = if e.kind == io::ErrorKind::StorageFull {
+                    "the state dir is full".to_owned()
+                } else {
+                    e.message.clone()
+                };
+                format!(
+                    "{name}: kept {} of {} bytes ({why})",
+                    e.kept,
+                    observed(&e.path).max(e.kept)
+                )
+            })
+            .collect();
+        Some(parts.join("; "))
     }
 
     /// Bytes `stream` received so far (for `full`: bytes of `full.log`).
@@ -336,15 +374,14 @@ impl ExecutionOutput {
     }
 
     fn record_error(&self, file: &LogFile, e: &io::Error) {
-        let mut slot = lock(&self.inner.error);
-        tracing::warn!(path = %file.path.display(), error = %e, "log write failed; the file is no longer written");
-        if slot.is_none() {
-            *slot = Some(WriteError {
-                path: file.path.clone(),
-                kind: e.kind(),
-                message: e.to_string(),
-            });
-        }
+        let kept = file.file.metadata().map_or(0, |m| m.len());
+        tracing::warn!(path = %file.path.display(), error = %e, kept_bytes = kept, "log write failed; the file is no longer written");
+        lock(&self.inner.error).push(WriteError {
+            path: file.path.clone(),
+            kind: e.kind(),
+            message: e.to_string(),
+            kept,
+        });
     }
 }
 

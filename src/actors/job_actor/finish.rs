@@ -31,6 +31,7 @@ impl Execution {
         if let Err(e) = self.output.finish() {
             tracing::warn!(execution = %self.meta.id, error = %e, "failed to write the execution's logs");
         }
+        self.status.logs_incomplete = self.output.incomplete();
         self.cleanup().await;
         self.status.paused = false;
         self.status.finished_at = Some(Utc::now());
