@@ -124,6 +124,11 @@ impl Agent {
 pub struct Validate {
     /// The deployment spec (YAML).
     file: PathBuf,
+    /// The agent's state dir, whose image store is checked for the images
+    /// the spec names (default: $ARBOR_STATE_DIR, else
+    /// ~/.local/state/arbor).
+    #[arg(long, env = "ARBOR_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// `arbor validate FILE`: every error with its path (exit 1), or a summary.
@@ -135,6 +140,10 @@ pub fn validate(args: Validate) -> ExitCode {
             for w in d.warnings() {
                 eprintln!("warning: {}: {w}", args.file.display());
             }
+            let state_dir = args.state_dir.clone().or_else(default_state_dir);
+            for w in image_warnings(&d, state_dir.as_deref()) {
+                eprintln!("warning: {}: {w}", args.file.display());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -144,6 +153,42 @@ pub fn validate(args: Validate) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The images the spec names that the state dir's image store lacks (the
+/// store is only read: nothing is created).
+fn image_warnings(d: &Deployment, state_dir: Option<&Path>) -> Vec<String> {
+    let wanted = d
+        .services
+        .iter()
+        .filter_map(|(n, s)| Some((format!("services.{n}.image"), s.image.clone()?)))
+        .chain(
+            d.jobs
+                .iter()
+                .filter_map(|(n, j)| Some((format!("jobs.{n}.image"), j.image.clone()?))),
+        );
+    let Some(dir) = state_dir.map(|d| d.join("images")) else {
+        return Vec::new();
+    };
+    let store = dir
+        .join("images")
+        .is_dir()
+        .then(|| arbor::image::ImageStore::open(&dir).ok())
+        .flatten();
+    wanted
+        .filter_map(|(field, image)| {
+            let missing = match &store {
+                Some(s) => matches!(s.get(&image), Err(arbor::image::ImageError::NotFound(_))),
+                None => true,
+            };
+            missing.then(|| {
+                format!(
+                    "{field}: {image:?} is not in the image store {} (import it: arbor image import DIR --name {image})",
+                    dir.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Loads and validates a spec; each error is one line naming the file.
