@@ -281,3 +281,70 @@ jobs:
         );
     }
 }
+
+#[test]
+fn following_across_many_rotations_prints_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let go = dir.path().join("go");
+    // 3,000 lines (about 45 bytes in full.log) into 4 KiB files: dozens of
+    // rotations, several between two reads of the follower. max_files
+    // keeps them all.
+    let spec = write_file(
+        dir.path(),
+        "node.yaml",
+        &format!(
+            r#"
+services:
+  chatty:
+    command: [sh, -c, 'while [ ! -f "{}" ]; do sleep 0.02; done; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "line $i"; done; echo done; exec sleep 300']
+    logs: {{ max_size: 4KiB, max_files: 100 }}
+"#,
+            go.display()
+        ),
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("the replica runs", || {
+        state.join("services/chatty/chatty-0/stdout.log").exists()
+    });
+    let follow = Lines::spawn({
+        let mut cmd = arbor();
+        cmd.args([
+            "--agent",
+            &agent.socket,
+            "logs",
+            "chatty-0",
+            "-f",
+            "--tail",
+            "1",
+        ]);
+        cmd
+    });
+    // Under way once the last line (the start marker) came; only then
+    // does the replica write.
+    follow.until("the start marker", |l| l.contains("[ARBOR] started"));
+    std::fs::write(&go, "").unwrap();
+    let mut seen = BTreeSet::new();
+    follow.until("the last line", |line| {
+        if let Some(i) = line.split("[STDOUT] line ").nth(1) {
+            assert!(seen.insert(i.parse::<u32>().unwrap()), "twice: {line}");
+        }
+        line.ends_with("[STDOUT] done")
+    });
+    assert_eq!(
+        seen.len(),
+        3000,
+        "missing: {:?}",
+        (1..=3000)
+            .filter(|i| !seen.contains(i))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    let rotated = std::fs::read_dir(state.join("services/chatty/chatty-0"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("full.log."))
+        .count();
+    assert!(rotated >= 4, "only {rotated} rotations");
+    assert_eq!(agent.stop(), 0);
+}

@@ -31,13 +31,25 @@ impl std::os::fd::AsRawFd for Watches {
     }
 }
 
+/// A file's identity: its inode and, where the file system keeps it, its
+/// birth time (ext4 hands a removed rotated file's inode to the next file
+/// it creates: the inode alone would take a new file for one already read).
+type FileId = (u64, Option<std::time::SystemTime>);
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    (m.ino(), m.created().ok())
+}
+
 /// One followed file.
 struct Tailed {
     replica: String,
     path: PathBuf,
     file: Option<File>,
-    ino: u64,
+    id: FileId,
     partial: Vec<u8>,
+    /// Rotated files (by inode) that were there when the follow began, or
+    /// that it read to their end: never read (again).
+    done: std::collections::VecDeque<FileId>,
 }
 
 impl Tailed {
@@ -47,15 +59,17 @@ impl Tailed {
             replica,
             path,
             file: None,
-            ino: 0,
+            id: (0, None),
             partial: Vec::new(),
+            done: Default::default(),
         };
+        t.done = t.rotated().into_iter().map(|(_, _, id)| id).collect();
         let mut existing = Vec::new();
         if let Ok(mut f) = File::open(&t.path) {
             if at_end {
                 let _ = f.read_to_end(&mut existing);
             }
-            t.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+            t.id = f.metadata().map_or((0, None), |m| file_id(&m));
             t.file = Some(f);
         }
         (t, existing)
@@ -69,12 +83,41 @@ impl Tailed {
             let _ = f.read_to_end(&mut bytes);
         }
         if let Ok(meta) = std::fs::metadata(&self.path)
-            && (self.file.is_none() || meta.ino() != self.ino)
+            && (self.file.is_none() || file_id(&meta) != self.id)
             && let Ok(mut f) = File::open(&self.path)
         {
+            let current = f.metadata().map_or(file_id(&meta), |m| file_id(&m));
+            // Rotated, maybe more than once since the last read. What was
+            // appended to ours before it was rotated comes first (it is
+            // complete now), then every rotated file not read yet, oldest
+            // first (those already removed, past `max_files`, are lost),
+            // then the live file from its start.
+            if let Some(old) = &mut self.file {
+                let _ = old.read_to_end(&mut bytes);
+                self.read(self.id);
+            }
+            let rotated = self.rotated();
+            let mut unread: Vec<&(u32, PathBuf, FileId)> = rotated
+                .iter()
+                .filter(|(_, _, id)| *id != current && !self.done.contains(id))
+                .collect();
+            unread.sort_by_key(|(n, _, _)| std::cmp::Reverse(*n));
+            // A listing taken during a rename may show a file twice.
+            let mut seen = Vec::new();
+            unread.retain(|(_, _, id)| {
+                let new = !seen.contains(id);
+                seen.push(*id);
+                new
+            });
+            for (_, path, id) in unread {
+                if let Ok(mut r) = File::open(path) {
+                    let _ = r.read_to_end(&mut bytes);
+                }
+                self.read(*id);
+            }
             let _ = f.seek(SeekFrom::Start(0));
             let _ = f.read_to_end(&mut bytes);
-            self.ino = meta.ino();
+            self.id = current;
             self.file = Some(f);
         }
         self.partial.extend_from_slice(&bytes);
@@ -86,6 +129,47 @@ impl Tailed {
         String::from_utf8_lossy(&done)
             .lines()
             .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Identities of files read kept at most (a directory listing taken
+/// during a rename may miss a file, so they are not pruned by listing).
+const MAX_DONE: usize = 4096;
+
+impl Tailed {
+    /// Remembers that file `id` was read to its end.
+    fn read(&mut self, id: FileId) {
+        if self.done.len() >= MAX_DONE {
+            self.done.pop_front();
+        }
+        self.done.push_back(id);
+    }
+
+    /// The rotated files beside the followed one (`name.1`, `name.2`, ...):
+    /// number, path, identity.
+    fn rotated(&self) -> Vec<(u32, PathBuf, FileId)> {
+        let (Some(dir), Some(name)) = (
+            self.path.parent(),
+            self.path.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return Vec::new();
+        };
+        let prefix = format!("{name}.");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().into_string().ok()?;
+                let n: u32 = file.strip_prefix(&prefix)?.parse().ok()?;
+                // By path, as the followed file's: a `DirEntry`'s metadata
+                // may lack the birth time.
+                let path = e.path();
+                let id = file_id(&std::fs::metadata(&path).ok()?);
+                Some((n, path, id))
+            })
             .collect()
     }
 }
