@@ -22,6 +22,10 @@ fn runc_list(state: &Path) -> Vec<String> {
         .collect()
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[test]
 fn the_agent_runs_a_service_and_a_job_as_containers_and_leaves_none_after_a_stop() {
     if let Some(why) = arbor::testing::oci_unavailable() {

@@ -34,6 +34,10 @@ fn read(state: &Path, id: arbor::ExecutionId, file: &str) -> String {
     .unwrap_or_default()
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_its_init_steps_and_main_command_in_containers_and_keeps_their_output() {
     let state = tempfile::tempdir().unwrap();
@@ -67,6 +71,10 @@ async fn a_job_runs_its_init_steps_and_main_command_in_containers_and_keeps_thei
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_container_job_within_its_grace_and_cleans_up() {
     let state = tempfile::tempdir().unwrap();
@@ -100,6 +108,10 @@ async fn cancel_stops_a_container_job_within_its_grace_and_cleans_up() {
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_over_its_memory_limit_fails_as_out_of_memory() {
     let state = tempfile::tempdir().unwrap();
@@ -129,6 +141,10 @@ async fn a_job_over_its_memory_limit_fails_as_out_of_memory() {
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failing_step_still_removes_the_container_and_its_bundle() {
     let state = tempfile::tempdir().unwrap();

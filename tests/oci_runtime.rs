@@ -19,6 +19,10 @@ fn busybox(name: &str, script: &str) -> ContainerSpec {
     spec
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn a_container_runs_from_the_image_and_reports_its_exit_code_and_output() {
     let state = tempfile::tempdir().unwrap();
@@ -46,6 +50,10 @@ async fn a_container_runs_from_the_image_and_reports_its_exit_code_and_output() 
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn stop_kills_a_pid_1_that_ignores_sigterm_after_the_grace_and_remove_cleans_up() {
     let state = tempfile::tempdir().unwrap();
@@ -65,6 +73,10 @@ async fn stop_kills_a_pid_1_that_ignores_sigterm_after_the_grace_and_remove_clea
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn a_shell_that_traps_sigterm_stops_gracefully_within_the_grace() {
     let state = tempfile::tempdir().unwrap();
@@ -103,6 +115,10 @@ async fn a_shell_that_traps_sigterm_stops_gracefully_within_the_grace() {
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn a_created_container_that_never_started_is_removed_with_its_init() {
     let state = tempfile::tempdir().unwrap();
@@ -114,6 +130,10 @@ async fn a_created_container_that_never_started_is_removed_with_its_init() {
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn pause_freezes_and_resume_thaws_and_stop_still_works_on_a_paused_container() {
     let state = tempfile::tempdir().unwrap();
@@ -131,6 +151,10 @@ async fn pause_freezes_and_resume_thaws_and_stop_still_works_on_a_paused_contain
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn a_container_over_its_memory_limit_is_oom_killed_and_reported_as_such() {
     let state = tempfile::tempdir().unwrap();
@@ -155,6 +179,10 @@ async fn a_container_over_its_memory_limit_is_oom_killed_and_reported_as_such() 
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn bad_images_are_clear_errors_that_leave_nothing() {
     let state = tempfile::tempdir().unwrap();
@@ -189,6 +217,10 @@ async fn bad_images_are_clear_errors_that_leave_nothing() {
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn a_new_runtime_removes_the_containers_and_bundles_a_crashed_node_left() {
     let state = tempfile::tempdir().unwrap();
@@ -216,6 +248,10 @@ async fn a_new_runtime_removes_the_containers_and_bundles_a_crashed_node_left() 
     assert_no_oci_leftovers(&next).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test]
 async fn dns_search_domains_from_the_overlay_are_the_containers_resolv_conf() {
     let state = tempfile::tempdir().unwrap();

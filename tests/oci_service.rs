@@ -15,6 +15,10 @@ fn crashing(name: &str) -> ContainerSpec {
     spec
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_everything() {
     let state = tempfile::tempdir().unwrap();
@@ -55,6 +59,10 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     let state = tempfile::tempdir().unwrap();
@@ -94,6 +102,10 @@ async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     assert_no_oci_leftovers(&rt).await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_probes_run_inside_the_container_through_runc_exec() {
     use arbor::{actors::container_actor::Probes, spec::ProbeSpec};

@@ -176,6 +176,10 @@ fn client(name: &str, addr: IpAddr, port: u16) -> JobSpec {
     )
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_net)),
+    ignore = "needs root, iproute2 and bash (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_executions_on_one_segment_talk_over_tcp_and_other_isolation_networks_cannot() {
     if !can_run("tcp") {
@@ -289,6 +293,10 @@ async fn two_executions_on_one_segment_talk_over_tcp_and_other_isolation_network
     overlay.shutdown().await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_net)),
+    ignore = "needs root, iproute2 and bash (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridges_forward_nothing_and_isolated_ones_have_no_address() {
     if !can_run("forwarding") {
@@ -328,6 +336,10 @@ async fn bridges_forward_nothing_and_isolated_ones_have_no_address() {
     overlay.shutdown().await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_net)),
+    ignore = "needs root, iproute2 and bash (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_overlapping_attach_detach_cycles_leave_nothing_and_never_share_an_address() {
     if !can_run("cycles") {
@@ -403,6 +415,10 @@ async fn a_thousand_overlapping_attach_detach_cycles_leave_nothing_and_never_sha
     overlay.shutdown().await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_net)),
+    ignore = "needs root, iproute2 and bash (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_outlives_finished_cron_runs_while_a_sibling_runs_and_goes_with_the_last() {
     if !can_run("siblings") {
@@ -474,6 +490,10 @@ async fn a_segment_outlives_finished_cron_runs_while_a_sibling_runs_and_goes_wit
     overlay.shutdown().await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_net)),
+    ignore = "needs root, iproute2 and bash (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_removes_links_and_namespaces_a_crashed_one_left() {
     if !can_run("recovery") {
@@ -537,6 +557,10 @@ async fn a_restarted_node_removes_links_and_namespaces_a_crashed_one_left() {
     restarted.shutdown().await;
 }
 
+#[cfg_attr(
+    not(all(arbor_root, arbor_net)),
+    ignore = "needs root, iproute2 and bash (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networked_service_replicas_run_in_their_namespaces_and_leave_nothing_when_stopped() {
     use std::os::unix::fs::MetadataExt;

@@ -25,6 +25,10 @@ fn root() -> bool {
     false
 }
 
+#[cfg_attr(
+    not(arbor_root),
+    ignore = "needs root: resource limits use cgroups (run the tests as root, as .ci/run does)"
+)]
 #[test]
 fn a_process_over_its_memory_limit_is_oom_killed_and_reported() {
     if !root() {
@@ -54,6 +58,10 @@ services:
     assert_eq!(agent.stop(), 0);
 }
 
+#[cfg_attr(
+    not(arbor_root),
+    ignore = "needs root: resource limits use cgroups (run the tests as root, as .ci/run does)"
+)]
 #[test]
 fn a_fork_bomb_is_held_at_its_pids_limit() {
     if !root() {
@@ -98,6 +106,10 @@ fn cpu_ticks(pid: i32) -> u64 {
     field(11) + field(12)
 }
 
+#[cfg_attr(
+    not(arbor_root),
+    ignore = "needs root: resource limits use cgroups (run the tests as root, as .ci/run does)"
+)]
 #[test]
 fn a_busy_loop_is_held_near_its_cpus_limit() {
     if !root() {

@@ -668,6 +668,10 @@ async fn state_and_pid_report_created_running_then_exited() {
     let _ = std::fs::remove_file(&go);
 }
 
+#[cfg_attr(
+    not(arbor_root),
+    ignore = "needs root: cgroups (run the tests as root, as .ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_cgroups_a_grandchild_that_calls_setsid_is_killed_and_reaped() {
     let rt = runtime();

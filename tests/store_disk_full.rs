@@ -44,6 +44,10 @@ fn status(agent: &Agent, id: &str) -> Value {
     agent.arbor(["status", id, "--json"]).expect(0).json()
 }
 
+#[cfg_attr(
+    not(arbor_root),
+    ignore = "needs root: it mounts a small tmpfs (run the tests as root, as .ci/run does)"
+)]
 #[test]
 fn a_job_that_fills_the_state_dir_is_recorded_as_it_ended_and_its_logs_say_what_they_kept() {
     if !nix::unistd::geteuid().is_root() {
