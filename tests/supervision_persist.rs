@@ -147,3 +147,50 @@ fn an_unreadable_state_file_is_set_aside_and_the_agent_starts_afresh() {
     assert!(state.join("supervision.json.corrupt").exists());
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn a_replica_that_gave_up_stays_down_under_the_next_agent_until_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        r#"
+services:
+  crashy:
+    command: ["sh", "-c", "exit 1"]
+    max_restarts: 1
+    restart_window: 5m
+    on_limit: backoff
+    backoff: {initial: 100ms, jitter: 0, give_up_after: 1}
+"#,
+    );
+    let state = dir.path().join("state");
+    let starts = || {
+        std::fs::read_to_string(state.join("services/crashy/crashy-0/full.log"))
+            .unwrap_or_default()
+            .matches("[ARBOR] started")
+            .count()
+    };
+    let mut agent = Agent::start(&spec, &state, &[]);
+    eventually("it to give up", || {
+        agent.service("crashy")["status"] == "failed"
+    });
+    let before = agent.service("crashy");
+    let started = starts();
+    std::thread::sleep(Duration::from_millis(200));
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+
+    let agent = Agent::start(&spec, &state, &[]);
+    let after = agent.service("crashy");
+    assert_eq!(after["status"], "failed", "{after}");
+    assert_eq!(after["restarts"], before["restarts"], "{after}");
+    // The spec is deployed (and each replica started or not) before the
+    // agent says it listens.
+    assert_eq!(starts(), started, "the new agent started it again");
+
+    // An operator restart brings it back.
+    agent.arbor(["services", "restart", "crashy"]).expect(0);
+    eventually("a new start", || starts() > started);
+    assert_eq!(agent.stop(), 0);
+}

@@ -78,6 +78,13 @@ pub struct ChildRecord {
     /// How it last ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ChildExit>,
+    /// True when it was left down, `failed` (it gave up crash-looping, or
+    /// its panic action is `fail`): the next agent leaves it down too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+    /// Its one-line status (`gave up after 3 crash loops`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// The file's content: records by scope (a service) and child id.

@@ -32,11 +32,12 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<(), ActorProcessingErr> {
         let cell = myself.get_cell();
-        // A child restored in a back-off starts when its retry comes.
+        // A child restored in a back-off starts when its retry comes; one
+        // restored failed stays down.
         let keys: Vec<Key> = self
             .children
             .keys()
-            .filter(|&k| self.slot(k).is_some_and(|s| s.retry.is_none()))
+            .filter(|&k| !self.held_back(k))
             .collect();
         let start = |state: &Self, key: Key| {
             let ctx = state.context(&cell, key).expect("a child of the spec");

@@ -74,6 +74,8 @@ impl SupervisorState {
             backoff_delay: backoff_delay.filter(|_| backing_off),
             started_at: slot.started_at.map(|t| to_wall(t, now, wall)),
             last_exit: slot.last_exit.clone(),
+            failed: slot.state == ChildState::Failed,
+            status: slot.status.clone(),
         };
         p.store.update(&p.scope, &slot.spec.id, record);
         if self.flags.on_limit == OnLimit::Escalate {
@@ -128,6 +130,14 @@ impl SupervisorState {
             times.sort();
             slot.restarts = VecDeque::from(times);
             prune(&mut slot.restarts, window, now);
+            if record.failed {
+                // Left down by an earlier agent: down it stays, until an
+                // operator restarts the service.
+                slot.state = ChildState::Failed;
+                slot.status = record.status;
+                tracing::info!(child = %slot.spec.id, "an earlier agent left this child failed; it stays down");
+                continue;
+            }
             let Some(next) = record.next_restart else {
                 continue;
             };
@@ -160,5 +170,12 @@ impl SupervisorState {
                 self.persist(key, None);
             }
         }
+    }
+
+    /// Whether the first start skips child `key`: restored in a back-off
+    /// (its retry starts it) or left failed.
+    pub(super) fn held_back(&self, key: Key) -> bool {
+        self.slot(key)
+            .is_some_and(|s| s.retry.is_some() || s.state == ChildState::Failed)
     }
 }

@@ -451,6 +451,7 @@ impl SupervisorState {
                 tracing::error!(supervisor = %supervisor, child = %child, panic = %panic_message(p), "failure hook panicked");
             }
         }
+        self.persist(key, None);
     }
 
     /// The error a supervisor gives up with, naming the child whose
