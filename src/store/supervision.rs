@@ -1,11 +1,12 @@
 //! Supervision state that survives the agent: per service replica, its
 //! restart count, the restarts still inside the intensity window, its
-//! back-off step, when its pending back-off ends, its last exit.
+//! back-off step, when its pending back-off ends, its last exit, and
+//! whether it was left failed.
 //!
 //! A crash-looping service must not hammer again from step 0 each time the
 //! agent restarts (kubelet's back-off is memory-only; systemd keeps
 //! `n-restarts` across a re-exec). Each service supervisor reports a child
-//! here when it starts and when it begins a back-off
+//! here when it starts, begins a back-off or is left failed
 //! ([`SupervisionStore::update`]); the first
 //! supervisor of a service in an agent's life takes back what an earlier
 //! agent left ([`SupervisionStore::take`]) before it starts anything.

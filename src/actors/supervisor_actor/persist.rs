@@ -1,7 +1,8 @@
 //! A supervisor's children's restart state kept on disk (see
-//! [`crate::store::supervision`]): reported at each transition, and taken
-//! back before the first start, so that restart counts, the intensity
-//! window and a crash loop's back-off continue across agent restarts.
+//! [`crate::store::supervision`]): reported when a child starts, begins a
+//! back-off or is left failed, and taken back before the first start, so
+//! that restart counts, the intensity window, a crash loop's back-off and a
+//! failure continue across agent restarts.
 
 use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
 
