@@ -480,6 +480,8 @@ async fn with_a_token_every_route_but_health_and_metrics_needs_it() {
         ("POST", format!("/v1/executions/{id}/resume")),
         ("POST", "/v1/runs".into()),
         ("GET", "/v1/events".into()),
+        ("GET", "/v1/events/recent".into()),
+        ("GET", "/v1/services/x/logs".into()),
         ("GET", "/v1/nowhere".into()),
     ];
     let run = serde_json::to_vec(&run).unwrap();

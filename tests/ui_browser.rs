@@ -321,6 +321,14 @@ async fn steps(c: &Client, agent: &Agent) -> Result<(), Failed> {
         5 * second,
     )
     .await;
+    // Its crashes happened before the page was opened: still listed.
+    until(
+        c,
+        "crashy's earlier exits among its recent events",
+        "[...document.querySelectorAll('#detail .events .ek')].some(e => e.textContent === 'child exited')",
+        5 * second,
+    )
+    .await;
     shot(c, "crash-loop.png").await;
 
     // A replica's following log tail.

@@ -100,3 +100,53 @@ fn arbor_ui_without_a_tcp_listener_says_to_start_one() {
     assert!(out.stderr.contains("has no TCP listener"), "{}", out.stderr);
     assert!(out.stderr.contains("--listen 127.0.0.1:"), "{}", out.stderr);
 }
+
+#[test]
+fn recent_events_hold_what_happened_before_a_client_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        "services:\n  crashy:\n    command: [\"sh\", \"-c\", \"exit 3\"]\n    backoff: {initial: 1h, max: 1h}\n",
+    );
+    let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    cli_support::eventually("a crash loop", || {
+        agent.service("crashy")["status"] == "crash_loop_back_off"
+    });
+    let (code, body) = agent.http(
+        "GET",
+        "/v1/events/recent?kind=child_exited,crash_loop_back_off",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let events = events.as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "child_exited" && e["child"] == "crashy-0"),
+        "{body}"
+    );
+    assert!(
+        events.iter().any(|e| e["event"] == "crash_loop_back_off"),
+        "{body}"
+    );
+    assert!(events.iter().all(|e| e["at"].is_string()), "{body}");
+    let (code, body) = agent.http("GET", "/v1/events/recent?limit=1", "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (code, body) = agent.http("GET", "/v1/events/recent?limit=0", "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("limit"), "{body}");
+    let (code, body) = agent.http("GET", "/v1/events/recent?kind=nope", "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("nope"), "{body}");
+    assert_eq!(agent.stop(), 0);
+}

@@ -7,18 +7,139 @@
 //! starts with the events published after the request arrived;
 //! `?kind=a,b` keeps only those kinds. It ends when the client leaves or
 //! the server stops.
+//!
+//! `GET /v1/events/recent[?limit=N&kind=a,b]`: the last events (at most
+//! [`RECENT`], `limit` defaults to 100), oldest first, each the event's
+//! object with `at` (when the API saw it) added: what happened before a
+//! client began to follow (the web view starts with it). Kept by a task
+//! of the API, from the moment the API was built.
 
-use std::{convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::{
+    Json,
     extract::State,
     response::sse::{self, KeepAlive, Sse},
 };
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{AppState, error::ApiError, extract::QueryParams};
-use crate::events::Event;
+use crate::events::{Event, EventStream};
+
+/// Events kept for `GET /v1/events/recent`.
+pub const RECENT: usize = 500;
+
+/// One kept event: when it was seen, and the event's own fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecentEvent {
+    /// When the API saw it.
+    pub at: DateTime<Utc>,
+    /// The event (its `event` field names its kind).
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The task keeping the last [`RECENT`] events.
+#[derive(Clone)]
+pub(crate) struct RecentHandle {
+    tx: mpsc::Sender<oneshot::Sender<Vec<RecentEvent>>>,
+}
+
+impl RecentHandle {
+    /// Starts the task reading `events`; it ends when every handle is gone.
+    pub(crate) fn start(mut events: EventStream) -> Self {
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Vec<RecentEvent>>>(16);
+        tokio::spawn(async move {
+            let mut kept: VecDeque<RecentEvent> = VecDeque::with_capacity(RECENT);
+            let mut bus_open = true;
+            loop {
+                tokio::select! {
+                    e = events.recv(), if bus_open => match e {
+                        Some(event) => {
+                            if kept.len() == RECENT {
+                                kept.pop_front();
+                            }
+                            kept.push_back(RecentEvent { at: Utc::now(), event });
+                        }
+                        None => bus_open = false,
+                    },
+                    q = rx.recv() => match q {
+                        Some(reply) => {
+                            let _ = reply.send(kept.iter().cloned().collect());
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    async fn get(&self) -> Vec<RecentEvent> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(tx).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecentQuery {
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/events/recent`.
+pub(crate) async fn recent(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<RecentQuery>,
+) -> Result<Json<Vec<RecentEvent>>, ApiError> {
+    let kinds = parse_kinds(q.kind)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > RECENT {
+        return Err(ApiError::bad_request(format!(
+            "invalid query parameter limit: {limit}: must be between 1 and {RECENT}"
+        )));
+    }
+    let mut events: Vec<RecentEvent> = state
+        .recent
+        .get()
+        .await
+        .into_iter()
+        .filter(|e| {
+            kinds
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|k| k == e.event.kind()))
+        })
+        .collect();
+    let skip = events.len().saturating_sub(limit);
+    events.drain(..skip);
+    Ok(Json(events))
+}
+
+/// `?kind=a,b`, each checked.
+fn parse_kinds(kind: Option<String>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(list) = kind else {
+        return Ok(None);
+    };
+    let kinds: Vec<String> = list
+        .split(',')
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "invalid query parameter kind: unknown event kind {bad:?}, expected one of {}",
+            KINDS.join(", ")
+        )));
+    }
+    Ok(Some(kinds))
+}
 
 /// Every kind of event, to check `?kind=`.
 const KINDS: &[&str] = Event::KINDS;
@@ -33,23 +154,7 @@ pub(crate) async fn stream(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
-    let kinds: Option<Vec<String>> = match q.kind {
-        None => None,
-        Some(list) => {
-            let kinds: Vec<String> = list
-                .split(',')
-                .map(|k| k.trim().to_owned())
-                .filter(|k| !k.is_empty())
-                .collect();
-            if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
-                return Err(ApiError::bad_request(format!(
-                    "invalid query parameter kind: unknown event kind {bad:?}, expected one of {}",
-                    KINDS.join(", ")
-                )));
-            }
-            Some(kinds)
-        }
-    };
+    let kinds = parse_kinds(q.kind)?;
     let events = state.node.events();
     let stop = super::stopped(state.stopping.clone());
     let stream = events

@@ -460,7 +460,7 @@ function eventText(ev) {
 
 function renderEvents(path) {
   const list = eventsOf(path).slice(-50).reverse();
-  if (!list.length) return '<p class="empty">No events since this page was opened.</p>';
+  if (!list.length) return '<p class="empty">No recent events.</p>';
   return '<ul class="events">' + list.map((ev) => `<li><time>${ev.at.toLocaleTimeString()}</time>`
     + `<span class="ek ${EVENT_CLASS[ev.kind] || ''}">${esc(ev.kind.replace(/_/g, ' '))}</span>`
     + `<span>${esc(eventText(ev))}</span></li>`).join('') + '</ul>';
@@ -767,6 +767,17 @@ async function start() {
   }
   if (state.started) return;
   state.started = true;
+  // What happened before the page was opened, then what happens next.
+  try {
+    const recent = await api('GET', '/v1/events/recent?limit=500');
+    for (const ev of recent) {
+      ev.kind = ev.event;
+      ev.at = new Date(ev.at);
+      state.events.push(ev);
+    }
+  } catch (e) {
+    console.warn('recent events', e);
+  }
   refreshTree(true);
   refreshJobs(true);
   followEvents();
