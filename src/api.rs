@@ -46,7 +46,7 @@
 //! | `POST /v1/executions/{id}/pause`, `.../resume` | [`ExecutionRecord`](crate::ExecutionRecord) |
 //! | `POST /v1/runs` | body [`RunRequest`] (the fields of `arbor run`); 202 [`RunResponse`] `{"execution_id", "job", "state", "env_vars", "stdout_log_path", "stderr_log_path"}` |
 //! | `GET /v1/events[?kind=a,b]` | `text/event-stream`: `event:` [`Event::kind`](crate::Event::kind), `data:` the [`Event`](crate::Event) JSON |
-//! | `GET /v1/events/recent[?limit=N&kind=a,b]` | `[`[`RecentEvent`]`]`: the last events (at most 500), oldest first, each with `at` |
+//! | `GET /v1/events/recent[?limit=N&kind=a,b]` | `[`[`RecentEvent`](crate::events::RecentEvent)`]`: the last events (at most 500), oldest first, each with `at` |
 //! | `GET /metrics` | Prometheus text (see `api/metrics.rs`) |
 //! | `GET /ui` | the web view (HTML; it reads the routes above with the token) |
 //!
@@ -113,7 +113,6 @@ pub mod tls;
 mod ui;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, FieldError};
-pub use events::{RECENT, RecentEvent};
 pub use executions::{CancelRequest, LogsResponse, SignalRequest, SignalValue};
 pub use jobs::{JobInfo, LatestExecution, TriggerResponse};
 pub use parse_errors::{JsonParseErrors, TcpPeer};
@@ -169,8 +168,6 @@ pub(crate) struct AppState {
     pub(crate) node: Node,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) metrics: metrics::MetricsHandle,
-    /// The last events, for `GET /v1/events/recent`.
-    pub(crate) recent: events::RecentHandle,
     /// Turns true when [`serve`] is asked to stop: event streams end, so
     /// that the graceful shutdown does not wait for them.
     pub(crate) stopping: watch::Receiver<bool>,
@@ -271,13 +268,11 @@ pub(crate) async fn stopped(mut stopping: watch::Receiver<bool>) {
 
 fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Router {
     let metrics = metrics::MetricsHandle::start(node.events());
-    let recent = events::RecentHandle::start(node.events());
     let max_body = config.max_body_bytes;
     let state = AppState {
         node,
         config: Arc::new(config),
         metrics,
-        recent,
         stopping,
     };
     let v1 = Router::new()

@@ -14,6 +14,11 @@
 //! `child`/`id`, `exit_code`, `restart_count`, ...), so logs and metrics can
 //! be built on either.
 
+mod recent;
+
+pub(crate) use recent::RecentEvents;
+pub use recent::{RECENT, RecentEvent};
+
 use std::{
     sync::{
         Arc,

@@ -263,6 +263,8 @@ struct Inner {
     deployment: Part<DeploymentMsg>,
     deployed: DeploymentMemory,
     events: EventBus,
+    /// The last events, for [`Node::recent_events`].
+    recent: crate::events::RecentEvents,
     runtime: Arc<dyn Runtime>,
     shutting_down: tokio::sync::watch::Sender<bool>,
     /// Where service supervisors keep their restart state (with a state dir).
@@ -334,6 +336,8 @@ impl Node {
         // Restart storms of panicking children stay cheap (see `panics`).
         crate::panics::install();
         let events = EventBus::new();
+        // Kept from the start: what happened before anyone followed.
+        let recent = crate::events::RecentEvents::start(events.subscribe());
         let mut parts = Vec::new();
 
         // The overlay actor: a part of the tree unless the application
@@ -528,6 +532,7 @@ impl Node {
                 deployment,
                 deployed,
                 events,
+                recent,
                 runtime: config.runtime,
                 shutting_down,
                 supervision,
@@ -564,6 +569,13 @@ impl Node {
     /// The root supervisor.
     pub fn root(&self) -> &SupervisorRef {
         &self.inner.root
+    }
+
+    /// The last events (at most [`RECENT`](crate::events::RECENT)), oldest
+    /// first, each with the time it was seen: what happened before a
+    /// client began to follow [`Node::events`].
+    pub async fn recent_events(&self) -> Vec<crate::events::RecentEvent> {
+        self.inner.recent.get().await
     }
 
     /// Every supervisor and job event from now on.

@@ -398,8 +398,9 @@ async fn steps(c: &Client, agent: &Agent) -> Result<(), Failed> {
             == Some(2)
     });
 
-    // A narrow window stacks the panes and still shows the tree.
-    c.set_window_size(420, 900)
+    // A narrow window (500 px, the least a headless Chromium window has)
+    // stacks the panes and still shows the tree.
+    c.set_window_size(500, 900)
         .await
         .map_err(|e| e.to_string())?;
     click(c, "#tab-tree").await;

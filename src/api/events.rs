@@ -11,81 +11,21 @@
 //! `GET /v1/events/recent[?limit=N&kind=a,b]`: the last events (at most
 //! [`RECENT`], `limit` defaults to 100), oldest first, each the event's
 //! object with `at` (when the API saw it) added: what happened before a
-//! client began to follow (the web view starts with it). Kept by a task
-//! of the API, from the moment the API was built.
+//! client began to follow (the web view starts with it). Kept by the node
+//! from its start (see [`crate::Node::recent_events`]).
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Json,
     extract::State,
     response::sse::{self, KeepAlive, Sse},
 };
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use serde::Deserialize;
 
 use super::{AppState, error::ApiError, extract::QueryParams};
-use crate::events::{Event, EventStream};
-
-/// Events kept for `GET /v1/events/recent`.
-pub const RECENT: usize = 500;
-
-/// One kept event: when it was seen, and the event's own fields.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RecentEvent {
-    /// When the API saw it.
-    pub at: DateTime<Utc>,
-    /// The event (its `event` field names its kind).
-    #[serde(flatten)]
-    pub event: Event,
-}
-
-/// The task keeping the last [`RECENT`] events.
-#[derive(Clone)]
-pub(crate) struct RecentHandle {
-    tx: mpsc::Sender<oneshot::Sender<Vec<RecentEvent>>>,
-}
-
-impl RecentHandle {
-    /// Starts the task reading `events`; it ends when every handle is gone.
-    pub(crate) fn start(mut events: EventStream) -> Self {
-        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Vec<RecentEvent>>>(16);
-        tokio::spawn(async move {
-            let mut kept: VecDeque<RecentEvent> = VecDeque::with_capacity(RECENT);
-            let mut bus_open = true;
-            loop {
-                tokio::select! {
-                    e = events.recv(), if bus_open => match e {
-                        Some(event) => {
-                            if kept.len() == RECENT {
-                                kept.pop_front();
-                            }
-                            kept.push_back(RecentEvent { at: Utc::now(), event });
-                        }
-                        None => bus_open = false,
-                    },
-                    q = rx.recv() => match q {
-                        Some(reply) => {
-                            let _ = reply.send(kept.iter().cloned().collect());
-                        }
-                        None => break,
-                    },
-                }
-            }
-        });
-        Self { tx }
-    }
-
-    async fn get(&self) -> Vec<RecentEvent> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(tx).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
-    }
-}
+use crate::events::{Event, RECENT, RecentEvent};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,8 +47,8 @@ pub(crate) async fn recent(
         )));
     }
     let mut events: Vec<RecentEvent> = state
-        .recent
-        .get()
+        .node
+        .recent_events()
         .await
         .into_iter()
         .filter(|e| {
