@@ -134,6 +134,11 @@ pub trait OutputSink: Send + Sync + 'static {
     fn mark(&self, line: &str) {
         let _ = line;
     }
+    /// Holds the combined log's lines until the next [`mark`](Self::mark),
+    /// which writes its line first: called just before a container starts,
+    /// so that its first output follows its `started` line. Ignored by
+    /// default.
+    fn hold(&self) {}
 }
 
 /// A shared [`OutputSink`] attached to a [`ContainerSpec`]; two are equal

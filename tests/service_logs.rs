@@ -348,3 +348,37 @@ services:
     assert!(rotated >= 4, "only {rotated} rotations");
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn output_held_at_a_start_is_written_after_the_started_line() {
+    use arbor::runtime::{LogStream, OutputSink};
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        arbor::store::service_log::ServiceLog::open(dir.path(), arbor::spec::LogLimits::default())
+            .unwrap();
+    // The container actor holds the log, starts the process (whose first
+    // line may be read before the start is reported), then marks it.
+    log.hold();
+    log.write(LogStream::Stdout, b"first\n");
+    log.mark("started quick-0 (pid 42)");
+    log.write(LogStream::Stdout, b"second\n");
+    let text = std::fs::read_to_string(dir.path().join("full.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with("[ARBOR] started quick-0 (pid 42)"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("[STDOUT] first"), "{text}");
+    assert!(lines[2].ends_with("[STDOUT] second"), "{text}");
+    // stdout.log is never held.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stdout.log")).unwrap(),
+        "first\nsecond\n"
+    );
+    // Held lines are not lost when no mark comes.
+    log.hold();
+    log.write(LogStream::Stdout, b"third\n");
+    drop(log);
+    let text = std::fs::read_to_string(dir.path().join("full.log")).unwrap();
+    assert!(text.trim_end().ends_with("[STDOUT] third"), "{text}");
+}

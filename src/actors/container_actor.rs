@@ -357,7 +357,12 @@ impl ContainerActorState {
             waiter: None,
             exit: None,
         };
+        // Its first output follows its `started` line.
+        if let Some(o) = &self.output {
+            o.0.hold();
+        }
         if let Err(e) = self.runtime.start(&owned.id).await {
+            self.mark(&format!("failed to start: {e}"));
             if self.runtime.remove(&owned.id).await.is_ok() {
                 owned.guard.disarm();
             }

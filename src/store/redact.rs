@@ -105,6 +105,10 @@ impl<S: OutputSink> OutputSink for Redacting<S> {
     fn mark(&self, line: &str) {
         self.inner.mark(line);
     }
+
+    fn hold(&self) {
+        self.inner.hold();
+    }
 }
 
 #[cfg(test)]

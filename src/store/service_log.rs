@@ -36,8 +36,17 @@ const MAX_PARTIAL: usize = 64 * 1024;
 /// The log files of one replica (the sink its runtime writes to).
 pub struct ServiceLog {
     streams: [Mutex<Stream>; 2],
-    full: Mutex<Option<Rotating>>,
+    full: Mutex<Full>,
 }
+
+/// `full.log`, and the lines held back until the next marker.
+struct Full {
+    file: Option<Rotating>,
+    held: Option<Vec<u8>>,
+}
+
+/// Held lines are written anyway past this size.
+const MAX_HELD: usize = 1 << 20;
 
 struct Stream {
     label: &'static str,
@@ -156,7 +165,10 @@ impl ServiceLog {
                 stream(" [STDOUT] ", file("stdout.log")?),
                 stream(" [STDERR] ", file("stderr.log")?),
             ],
-            full: Mutex::new(Some(file("full.log")?)),
+            full: Mutex::new(Full {
+                file: Some(file("full.log")?),
+                held: None,
+            }),
         })
     }
 
@@ -167,11 +179,24 @@ impl ServiceLog {
 
     fn write_full(&self, bytes: &[u8]) {
         let mut full = lock(&self.full);
-        if let Some(f) = full.as_mut()
+        if let Some(held) = full.held.as_mut()
+            && held.len() + bytes.len() <= MAX_HELD
+        {
+            held.extend_from_slice(bytes);
+            return;
+        }
+        if let Some(held) = full.held.take() {
+            Self::write_file(&mut full, &held);
+        }
+        Self::write_file(&mut full, bytes);
+    }
+
+    fn write_file(full: &mut Full, bytes: &[u8]) {
+        if let Some(f) = full.file.as_mut()
             && let Err(e) = f.write(bytes)
         {
             tracing::warn!(file = %f.path.display(), error = %e, "failed to write a service log; it is no longer written");
-            *full = None;
+            full.file = None;
         }
     }
 
@@ -184,6 +209,19 @@ impl ServiceLog {
         line.push(b'\n');
         s.partial.clear();
         self.write_full(&line);
+    }
+}
+
+impl Drop for ServiceLog {
+    /// Lines still held (a start that never reported) are not lost.
+    fn drop(&mut self) {
+        let full = self
+            .full
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = full.held.take() {
+            Self::write_file(full, &held);
+        }
     }
 }
 
@@ -244,7 +282,16 @@ impl OutputSink for ServiceLog {
         let mut text = line_prefix(" [ARBOR] ");
         text.push_str(line);
         text.push('\n');
-        self.write_full(text.as_bytes());
+        let mut full = lock(&self.full);
+        let held = full.held.take();
+        Self::write_file(&mut full, text.as_bytes());
+        if let Some(held) = held {
+            Self::write_file(&mut full, &held);
+        }
+    }
+
+    fn hold(&self) {
+        lock(&self.full).held.get_or_insert_with(Vec::new);
     }
 }
 
