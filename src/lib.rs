@@ -12,6 +12,7 @@ pub mod exit;
 pub mod hooks;
 pub mod image;
 pub mod journal;
+pub mod keeper;
 pub mod node;
 pub mod overlay;
 pub mod panics;

@@ -842,6 +842,31 @@ impl Node {
         *self.inner.shutting_down.borrow()
     }
 
+    /// Prepares the node's process to exit leaving its services running
+    /// (live restore; the caller then exits without stopping them): new
+    /// work is refused, running executions get `deadline` to finish (then
+    /// are cancelled: a job execution does not outlive its agent), and the
+    /// supervision state is written, so the next agent on the same state
+    /// directory continues from it and adopts the services.
+    pub async fn detach(&self, deadline: Duration) {
+        if self.inner.shutting_down.send_replace(true) {
+            return;
+        }
+        tracing::info!(node = %self.inner.name, "leaving: services keep running for the next agent");
+        let bound = deadline.saturating_add(Duration::from_secs(60));
+        if tokio::time::timeout(bound, self.inner.executor.shutdown(deadline))
+            .await
+            .is_err()
+        {
+            self.inner.executor.kill().await;
+        }
+        if let Some(store) = &self.inner.supervision
+            && let Err(e) = store.flush().await
+        {
+            tracing::warn!(error = %e, "failed to write the supervision state");
+        }
+    }
+
     /// Refuses new work, lets running executions finish within `deadline`
     /// (then cancels them), stops the services in dependency waves with
     /// each replica's grace, then the node's parts. Later calls wait for

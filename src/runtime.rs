@@ -115,6 +115,13 @@ pub struct ContainerSpec {
     /// execution's log files). Not part of the serialized spec.
     #[serde(skip)]
     pub output: Option<Output>,
+    /// Keep it running when the agent exits, for the next agent to adopt
+    /// ([`Runtime::adopt`]): the process runtime then starts it through a
+    /// keeper process when it has keepers (see `ProcessRuntimeBuilder::keepers`);
+    /// ignored otherwise. Set for service replicas. Not part of the
+    /// serialized spec.
+    #[serde(skip)]
+    pub live_restore: bool,
 }
 
 /// Receives a container's output as the runtime reads it.
@@ -491,6 +498,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// (where HTTP and TCP probes connect by default).
     async fn address(&self, id: &ContainerId) -> Result<Option<std::net::IpAddr>, RuntimeError> {
         let _ = id;
+        Ok(None)
+    }
+
+    /// A container a previous agent started from an equal `spec` (same
+    /// name) and left running (live restore), now owned by the caller as if
+    /// it had just created and started it: `Some(id)` of a running (or, if
+    /// it ended while no agent watched, exited) container whose output goes
+    /// to `spec.output` from now on. A kept container of that name with a
+    /// different spec is stopped first and `None` returned; runtimes
+    /// without keepers return `None`.
+    async fn adopt(&self, spec: &ContainerSpec) -> Result<Option<ContainerId>, RuntimeError> {
+        let _ = spec;
         Ok(None)
     }
 

@@ -58,7 +58,7 @@ fn by_default_the_agent_listens_on_an_owner_only_socket_the_cli_finds_by_itself(
 #[test]
 fn a_second_agent_on_the_same_state_dir_refuses_and_a_stale_socket_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, _) = start(dir.path(), &[]);
+    let (mut first, _) = start(dir.path(), &[]);
     let spec = dir.path().join("node.yaml");
     let state = dir.path().join("state");
     let out = arbor_out([
@@ -75,8 +75,10 @@ fn a_second_agent_on_the_same_state_dir_refuses_and_a_stale_socket_is_replaced()
         "{}",
         out.stderr
     );
-    // Killed: its socket stays behind, and the next agent replaces it.
-    drop(first);
+    // Killed: its socket stays behind, and the next agent replaces it
+    // (and adopts its services).
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
     assert!(state.join("arbor.sock").exists());
     let (_second, line) = start(dir.path(), &[]);
     assert!(line.ends_with("arbor.sock"), "{line}");

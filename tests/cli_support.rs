@@ -309,12 +309,31 @@ impl Agent {
 }
 
 impl Drop for Agent {
+    /// SIGTERM first: a killed agent leaves its services running (live
+    /// restore), which a test must not.
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        end_gracefully(&mut self.child);
     }
+}
+
+/// SIGTERM, up to 20 s for it to stop everything, then SIGKILL.
+pub fn end_gracefully(child: &mut Child) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A command left running, its stdout read line by line.
@@ -398,13 +417,12 @@ impl Drop for Lines {
     }
 }
 
-/// An agent process, killed when dropped.
+/// An agent process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        end_gracefully(&mut self.0);
     }
 }
 

@@ -342,6 +342,28 @@ impl ContainerActorState {
         };
         self.prepare_notify(myself, &mut spec)?;
         self.output = spec.output.clone();
+        if spec.live_restore {
+            // Its output from now on follows the `re-adopted` line.
+            if let Some(o) = &self.output {
+                o.0.hold();
+            }
+            match self.runtime.adopt(&spec).await {
+                Ok(Some(id)) => {
+                    let owned = Owned {
+                        guard: AbandonGuard::new(self.runtime.clone(), id.clone()),
+                        id,
+                        waiter: None,
+                        exit: None,
+                    };
+                    self.watch(myself, owned, "re-adopted").await;
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(container = %self.name, error = %e, "failed to adopt the container a previous agent left; starting a new one")
+                }
+            }
+        }
         self.runtime
             .pull_image(&spec)
             .await
@@ -368,6 +390,13 @@ impl ContainerActorState {
             }
             return Err(e.to_string());
         }
+        self.watch(myself, owned, "started").await;
+        Ok(())
+    }
+
+    /// Waits for the exit of the container `owned` (started, or adopted
+    /// from a previous agent) in a task, and marks it `how` in its log.
+    async fn watch(&mut self, myself: &ActorRef<ContainerMsg>, mut owned: Owned, how: &str) {
         let id_for_mark = owned.id.clone();
         let (runtime, id, myself) = (self.runtime.clone(), owned.id.clone(), myself.clone());
         let waiter = tokio::spawn(async move {
@@ -378,11 +407,10 @@ impl ContainerActorState {
         self.container = Some(owned);
         if self.output.is_some() {
             self.mark(&match self.runtime.pid(&id_for_mark).await {
-                Ok(Some(pid)) => format!("started {} (pid {pid})", self.name),
-                _ => format!("started {}", self.name),
+                Ok(Some(pid)) => format!("{how} {} (pid {pid})", self.name),
+                _ => format!("{how} {}", self.name),
             });
         }
-        Ok(())
     }
 
     /// The main process ended: the report the actor fails with. An

@@ -241,6 +241,14 @@ enum Limit {
 use arbor::args::replicas as parse_replicas;
 
 fn main() -> ExitCode {
+    // A container's keeper when `arbor-keeper` is not installed beside us:
+    // before anything else starts (no threads, no runtime).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == arbor::keeper::ARG)
+    {
+        return arbor::keeper::main(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     let (default_level, json) = match &cli.command {
         Command::Agent(a) => ("info", a.log_format() == agent::LogFormat::Json),

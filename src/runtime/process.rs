@@ -27,6 +27,8 @@
 mod cgroup;
 mod entry;
 mod exec;
+mod keeper;
+mod kept;
 pub mod limits;
 pub mod procfs;
 mod reaper;
@@ -56,6 +58,7 @@ use super::{
     Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
 use crate::owned::Owned;
+pub use keeper::Keepers;
 
 /// How long `remove` waits for a container's last processes to be reaped
 /// before it gives up on them (they are then held by a process outside the
@@ -81,6 +84,8 @@ struct Shared {
     log_lines: usize,
     log_bytes: usize,
     echo_output: bool,
+    keepers: Option<Keepers>,
+    left: kept::LeftTable,
 }
 
 /// Options of a [`ProcessRuntime`].
@@ -90,6 +95,7 @@ pub struct ProcessRuntimeBuilder {
     log_lines: usize,
     log_bytes: usize,
     echo_output: bool,
+    keepers: Option<Keepers>,
 }
 
 impl Default for ProcessRuntimeBuilder {
@@ -99,6 +105,7 @@ impl Default for ProcessRuntimeBuilder {
             log_lines: 1000,
             log_bytes: 256 * 1024,
             echo_output: false,
+            keepers: None,
         }
     }
 }
@@ -125,6 +132,16 @@ impl ProcessRuntimeBuilder {
         self
     }
 
+    /// Starts containers whose spec asks for it (`live_restore`, set for
+    /// service replicas) through keepers, so that they outlive this
+    /// runtime's process and the next one on the same keepers directory
+    /// adopts them ([`Runtime::adopt`]); see `runtime/process/keeper.rs`.
+    /// Default: none (every container ends with the runtime).
+    pub fn keepers(mut self, keepers: Keepers) -> Self {
+        self.keepers = Some(keepers);
+        self
+    }
+
     /// Builds the runtime: makes the node a child subreaper, creates its
     /// cgroup directory when root, and starts its tasks. Must be called
     /// inside a tokio runtime.
@@ -136,7 +153,7 @@ impl ProcessRuntimeBuilder {
             tracing::warn!(error = %e, "could not become a child subreaper; orphans of containers will be reaped by PID 1");
         }
         let cgroups = if self.cgroups {
-            match Cgroups::detect() {
+            match Cgroups::detect(&keeper::kept_cgroups(self.keepers.as_ref())) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cgroup v2 unavailable; containers use process groups only");
@@ -166,6 +183,8 @@ impl ProcessRuntimeBuilder {
                 log_lines: self.log_lines,
                 log_bytes: self.log_bytes,
                 echo_output: self.echo_output,
+                keepers: self.keepers,
+                left: kept::LeftTable::new(),
             }),
         })
     }
@@ -201,8 +220,10 @@ impl ProcessRuntime {
     }
 
     /// Stops every running container (with `grace`) and removes every
-    /// container; returns how many it removed.
+    /// container, and stops what previous agents left that nobody adopted;
+    /// returns how many it removed.
     pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.release_unadopted().await;
         let ids: Vec<ContainerId> = self
             .shared
             .table
@@ -348,7 +369,10 @@ impl Runtime for ProcessRuntime {
                 },
             ));
         }
-        let result = self.spawn_command(&entry);
+        let result = match &self.shared.keepers {
+            Some(k) if entry.spec.live_restore => self.spawn_kept(&entry, k).await,
+            _ => self.spawn_command(&entry),
+        };
         if result.is_err() {
             entry.state.send_replace(ProcState::Created);
         }
@@ -429,6 +453,9 @@ impl Runtime for ProcessRuntime {
             for reader in &run.readers {
                 reader.abort();
             }
+            if let Some(files) = &run.keeper {
+                files.remove();
+            }
         }
         let key = id.clone();
         self.shared
@@ -492,6 +519,13 @@ impl Runtime for ProcessRuntime {
         }
     }
 
+    async fn adopt(&self, spec: &ContainerSpec) -> Result<Option<ContainerId>, RuntimeError> {
+        match &self.shared.keepers {
+            Some(k) => self.adopt_kept(spec, k).await,
+            None => Ok(None),
+        }
+    }
+
     async fn exec(
         &self,
         id: &ContainerId,
@@ -544,6 +578,9 @@ impl Runtime for ProcessRuntime {
                 if let Some(run) = entry.run.get() {
                     for reader in &run.readers {
                         reader.abort();
+                    }
+                    if let Some(files) = &run.keeper {
+                        files.remove();
                     }
                 }
                 table.cast(move |t| {

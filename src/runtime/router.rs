@@ -125,6 +125,16 @@ impl Runtime for RuntimeRouter {
         self.owner(Op::Start, id).await?.start(id).await
     }
 
+    async fn adopt(&self, spec: &ContainerSpec) -> Result<Option<ContainerId>, RuntimeError> {
+        let (kind, rt) = self.pick(Op::Create, spec)?;
+        let Some(id) = rt.adopt(spec).await? else {
+            return Ok(None);
+        };
+        let key = id.clone();
+        self.owners.call(move |t| t.insert(key, kind)).await;
+        Ok(Some(id))
+    }
+
     async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<StopOutcome, RuntimeError> {
         self.owner(Op::Stop, id).await?.stop(id, grace).await
     }

@@ -147,6 +147,7 @@ impl ServiceSpec {
             hostname: self.hostname.clone(),
             mounts: self.mounts.clone(),
             output: None,
+            live_restore: true,
         })
     }
 

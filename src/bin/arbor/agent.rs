@@ -15,9 +15,17 @@
 //! running deployment is kept. If the root supervisor ever gives up, the
 //! agent says why and exits 70.
 //!
+//! Live restore: each service replica runs under a small keeper process
+//! (`arbor-keeper`), so it survives the agent being killed; SIGUSR2 makes
+//! the agent exit 0 leaving its services running (for an upgrade: running
+//! job executions get the shutdown timeout, then are cancelled). The next
+//! agent on the same state dir adopts every replica whose spec is
+//! unchanged (same pids, output captured again, restart state continued)
+//! and stops the rest. `--no-live-restore` turns it off.
+//!
 //! Fault injection for tests: with `ARBOR_TEST_PANIC=<part>` in its
 //! environment (`executor`, `overlay`, `cron`, `jobs`, `deployment`, or the
-//! root `supervisor`), each SIGUSR2 makes that part of the node panic;
+//! root `supervisor`), each SIGUSR2 makes that part of the node panic instead;
 //! `supervisor-stall` makes the root supervisor unresponsive for 30 s.
 //!
 //! Under systemd (`Type=notify`, see `packaging/arbor.service`) the agent
@@ -36,7 +44,7 @@ use super::listen::{self, ListenError};
 use arbor::{
     Deployment, Node, NodeConfig, ProcessRuntime,
     api::ApiConfig,
-    runtime::{OciRuntime, RuntimeKind, RuntimeRouter},
+    runtime::{OciRuntime, RuntimeKind, RuntimeRouter, process::Keepers},
 };
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
@@ -83,6 +91,12 @@ pub struct Agent {
     /// are cancelled.
     #[arg(long, default_value = "30s", value_parser = crate::common::parse_duration)]
     shutdown_timeout: Duration,
+    /// Service processes end with the agent. Default: each replica runs
+    /// under a small keeper process, so it keeps running when the agent is
+    /// killed or leaves on SIGUSR2, and the next agent on this state dir
+    /// adopts it.
+    #[arg(long)]
+    no_live_restore: bool,
     /// The default runtime of services and jobs: process (host commands) or
     /// oci (containers through runc, from the images of <state-dir>/images;
     /// needs root and runc). A service's or job's `runtime:` overrides it;
@@ -238,9 +252,7 @@ pub async fn agent(args: Agent) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "failed to raise the open files limit"),
     }
     let fault = std::env::var("ARBOR_TEST_PANIC").ok();
-    let mut usr2 = fault
-        .as_ref()
-        .and_then(|_| signal(SignalKind::user_defined2()).ok());
+    let mut usr2 = signal(SignalKind::user_defined2()).ok();
     let deployment = match load(&args.spec) {
         Ok(d) => d,
         Err(errors) => {
@@ -268,7 +280,16 @@ pub async fn agent(args: Agent) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let process = match ProcessRuntime::builder().build() {
+    let mut process = ProcessRuntime::builder();
+    if !args.no_live_restore {
+        match Keepers::beside_current_exe(state_dir.join("keepers")) {
+            Ok(k) => process = process.keepers(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "live restore is off: the keeper program was not found")
+            }
+        }
+    }
+    let process = match process.build() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("arbor: {e}");
@@ -319,6 +340,19 @@ pub async fn agent(args: Agent) -> ExitCode {
             oci.shutdown(Duration::ZERO).await;
         }
         return ExitCode::FAILURE;
+    }
+    // What a previous agent left and no replica adopted is stopped.
+    {
+        let process = process.clone();
+        tokio::spawn(async move {
+            let n = process.release_unadopted().await;
+            if n > 0 {
+                tracing::info!(
+                    stopped = n,
+                    "stopped what the previous agent left running that no replica claims"
+                );
+            }
+        });
     }
     let addr = tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok());
     // Where `arbor ui` finds the TCP listener (the page needs it: a
@@ -399,9 +433,21 @@ pub async fn agent(args: Agent) -> ExitCode {
     loop {
         tokio::select! {
             _ = next_signal(&mut usr2) => {
-                let part = fault.as_deref().unwrap_or_default();
-                let hit = node.inject_panic(part);
-                tracing::warn!(part, hit, "ARBOR_TEST_PANIC: injected a panic");
+                if let Some(part) = fault.as_deref() {
+                    let hit = node.inject_panic(part);
+                    tracing::warn!(part, hit, "ARBOR_TEST_PANIC: injected a panic");
+                    continue;
+                }
+                tracing::info!("SIGUSR2: leaving services running for the next agent");
+                super::systemd::stopping();
+                node.detach(args.shutdown_timeout).await;
+                stop_servers().await;
+                if let Some(oci) = &oci {
+                    oci.shutdown(Duration::ZERO).await;
+                }
+                tracing::info!("left: services keep running");
+                // Exit now: dropping the runtimes would stop the services.
+                std::process::exit(0);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

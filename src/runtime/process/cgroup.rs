@@ -42,14 +42,16 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl Cgroups {
     /// The cgroup v2 directory for this runtime, when running as root on a
     /// machine with cgroup v2; `Ok(None)` when either is missing.
-    pub(crate) fn detect() -> io::Result<Option<Self>> {
+    /// Cgroups in `keep` (of kept containers a previous node left, to be
+    /// adopted) survive the sweep of what crashed nodes left.
+    pub(crate) fn detect(keep: &[PathBuf]) -> io::Result<Option<Self>> {
         if !nix::unistd::geteuid().is_root() {
             return Ok(None);
         }
         let Some(own) = own_cgroup_dir() else {
             return Ok(None);
         };
-        remove_stale(&own);
+        remove_stale(&own, keep);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let base = own.join(format!("arbor-{}-{n}", std::process::id()));
         fs::create_dir(&base)?;
@@ -75,6 +77,33 @@ impl Cgroups {
         })
     }
 
+    /// Creates the cgroup of kept container `id` in `<node's cgroup>/<dir>`
+    /// (created when missing): kept containers outlive the node, so they
+    /// are not in its `arbor-<pid>-<n>` directory, which the next node to
+    /// start on this machine would sweep as stale.
+    pub(crate) fn create_kept(&self, dir: &str, id: &str) -> io::Result<Cgroup> {
+        let parent = self.kept_dir(dir);
+        fs::create_dir_all(&parent)?;
+        let path = parent.join(id);
+        fs::create_dir(&path)?;
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))?;
+        Ok(Cgroup {
+            path,
+            suffix: format!("/{dir}/{id}"),
+            procs,
+        })
+    }
+
+    /// `<node's cgroup>/<dir>`, where kept containers' cgroups go.
+    pub(crate) fn kept_dir(&self, dir: &str) -> PathBuf {
+        self.base
+            .parent()
+            .map(|p| p.join(dir))
+            .unwrap_or_else(|| self.base.join(dir))
+    }
+
     /// Where the container cgroups live.
     pub(crate) fn base(&self) -> &Path {
         &self.base
@@ -91,6 +120,23 @@ impl Drop for Cgroups {
 }
 
 impl Cgroup {
+    /// The existing cgroup at `path` (a kept container's, adopted).
+    pub(crate) fn open(path: &Path) -> io::Result<Cgroup> {
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))?;
+        let name = |p: Option<&Path>| {
+            p.and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        Ok(Cgroup {
+            path: path.to_owned(),
+            suffix: format!("/{}/{}", name(path.parent()), name(Some(path))),
+            procs,
+        })
+    }
+
     /// Its directory.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -187,10 +233,13 @@ pub(crate) fn stale_dirs(parent: &Path) -> Vec<PathBuf> {
 
 /// Kills and removes what a crashed node left: `arbor-<pid>-<n>` directories
 /// whose node process is gone.
-fn remove_stale(parent: &Path) {
+fn remove_stale(parent: &Path, keep: &[PathBuf]) {
     for dir in stale_dirs(parent) {
         if let Ok(children) = fs::read_dir(&dir) {
-            for child in children.flatten().filter(|c| c.path().is_dir()) {
+            for child in children
+                .flatten()
+                .filter(|c| c.path().is_dir() && !keep.contains(&c.path()))
+            {
                 let _ = fs::write(child.path().join("cgroup.kill"), "1");
                 let _ = fs::remove_dir(child.path());
             }

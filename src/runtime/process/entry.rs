@@ -42,6 +42,8 @@ pub(super) struct Run {
     pub(super) readers: Vec<AbortHandle>,
     /// Counts pipes read to their end (2 when both are done).
     pub(super) eof: watch::Receiver<u8>,
+    /// The files of its keeper, when it is kept (live restore).
+    pub(super) keeper: Option<super::keeper::KeeperFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -197,6 +197,11 @@ impl Limited {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
+    /// The paths of those files (a keeper opens them itself).
+    pub(crate) fn procs_paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
     /// How many times the kernel OOM-killed a process of the container.
     pub(crate) fn oom_kills(&self) -> u64 {
         let Some(file) = &self.oom_file else {
@@ -245,7 +250,27 @@ fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
 /// Enables the memory, cpu and pids controllers from the node's cgroup
 /// down to the runtime's base.
 fn enable_v2(own: &Path, base: &Path) -> io::Result<()> {
-    let enable = |dir: &Path| -> io::Result<()> {
+    enable(own)?;
+    enable(base)
+}
+
+impl Limiter {
+    /// On v2, enables the controllers in `dir` too (the kept containers'
+    /// directory beside the runtime's base).
+    pub(crate) fn enable_in(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Self::V2 { own, .. } => {
+                enable(own)?;
+                enable(dir)
+            }
+            Self::V1 { .. } => Ok(()),
+        }
+    }
+}
+
+/// Enables the memory, cpu and pids controllers for the children of `dir`.
+fn enable(dir: &Path) -> io::Result<()> {
+    {
         let on = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
         if CONTROLLERS
             .iter()
@@ -267,9 +292,7 @@ fn enable_v2(own: &Path, base: &Path) -> io::Result<()> {
                 ),
             )
         })
-    };
-    enable(own)?;
-    enable(base)
+    }
 }
 
 /// This process's cgroup directory in the v1 hierarchy of `controller`.

@@ -13,7 +13,9 @@ use tokio::{process::Command, sync::watch};
 
 use super::{
     ProcessRuntime,
+    cgroup::Cgroup,
     entry::{Entry, ProcState, Run, kill_group},
+    resources::Limited,
 };
 use crate::{
     runtime::{
@@ -39,12 +41,7 @@ impl ProcessRuntime {
                 ))),
             ));
         };
-        let cgroup = match &self.shared.cgroups {
-            Some(c) => Some(Arc::new(c.create(&id.0).map_err(|e| {
-                RuntimeError::new(Op::Start, id, Cause::io("failed to create its cgroup", e))
-            })?)),
-            None => None,
-        };
+        let (cgroup, limited) = self.container_cgroups(entry, None)?;
         // The program as resolved at `create`: exec'ing a path skips the
         // PATH search (one failed execve per PATH entry on every start).
         let mut cmd = match &entry.program {
@@ -62,19 +59,7 @@ impl ProcessRuntime {
             .process_group(0)
             .kill_on_drop(false);
         environment(&mut cmd, spec);
-        if let Some(limit) = super::limits::inherited_nofile() {
-            // SAFETY: runs in the forked child before exec; setrlimit(2) is
-            // a plain system call on a value computed before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
+        inherit_nofile(&mut cmd);
         if let Some(cg) = &cgroup {
             let fd = cg.procs_fd();
             // SAFETY: runs in the forked child before exec; write(2) is
@@ -89,24 +74,6 @@ impl ProcessRuntime {
                 });
             }
         }
-        let limited = match (&self.shared.limiter, spec.resources.is_empty()) {
-            (Some(limiter), false) => {
-                match limiter.apply(&id.0, &spec.resources, cgroup.as_deref().map(|c| c.path())) {
-                    Ok(l) => Some(Arc::new(l)),
-                    Err(e) => {
-                        if let Some(cg) = &cgroup {
-                            cg.remove();
-                        }
-                        return Err(RuntimeError::new(
-                            Op::Start,
-                            id,
-                            Cause::io("failed to set its resource limits", e),
-                        ));
-                    }
-                }
-            }
-            _ => None,
-        };
         for fd in limited.as_ref().map(|l| l.procs_fds()).unwrap_or_default() {
             // SAFETY: runs in the forked child before exec; write(2) is
             // async-signal-safe and `fd` stays open (the parent holds it).
@@ -184,42 +151,26 @@ impl ProcessRuntime {
         self.shared.reaper.started(pid);
         drop(guard);
 
-        let (eof_tx, _) = watch::channel(0u8);
-        let eof_tx = Arc::new(eof_tx);
-        let mut readers = Vec::with_capacity(2);
-        let streams = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
-        ];
-        for (pipe, stream) in streams
-            .into_iter()
-            .zip([LogStream::Stdout, LogStream::Stderr])
-        {
-            let logs = entry.logs.clone();
-            let eof = eof_tx.clone();
-            let echo = self
-                .shared
-                .echo_output
-                .then(|| Arc::from(spec.name.as_str()));
-            let sink = spec.output.clone();
-            let task = tokio::spawn(async move {
-                pump_output(pipe, sink, logs, stream, echo).await;
-                eof.send_modify(|n| *n += 1);
-            });
-            readers.push(task.abort_handle());
-        }
+        let (readers, eof) = self.pump(
+            entry,
+            [
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn AsyncReadSend>),
+            ],
+        );
         let _ = entry.run.set(Run {
             pgid: pid,
             cgroup: cgroup.clone(),
             limited: limited.clone(),
             readers,
-            eof: eof_tx.subscribe(),
+            eof,
+            keeper: None,
         });
         entry
             .state
@@ -249,6 +200,106 @@ impl ProcessRuntime {
             entry.drained.send_replace(true);
         });
         Ok(())
+    }
+}
+
+/// A container's cgroup and its resource-limit cgroups.
+pub(super) type ContainerCgroups = (Option<Arc<Cgroup>>, Option<Arc<Limited>>);
+
+impl ProcessRuntime {
+    /// The container's cgroup and its resource-limit cgroups (root only).
+    /// A kept container's go in `kept` (see `Cgroups::create_kept`).
+    pub(super) fn container_cgroups(
+        &self,
+        entry: &Entry,
+        kept: Option<&str>,
+    ) -> Result<ContainerCgroups, RuntimeError> {
+        let id = &entry.id;
+        let cgroup = match (&self.shared.cgroups, kept) {
+            (Some(c), None) => Some(c.create(&id.0)),
+            (Some(c), Some(dir)) => Some(c.create_kept(dir, &id.0).and_then(|cg| {
+                if let Some(limiter) = &self.shared.limiter
+                    && !entry.spec.resources.is_empty()
+                {
+                    limiter.enable_in(&c.kept_dir(dir))?;
+                }
+                Ok(cg)
+            })),
+            (None, _) => None,
+        }
+        .transpose()
+        .map_err(|e| RuntimeError::new(Op::Start, id, Cause::io("failed to create its cgroup", e)))?
+        .map(Arc::new);
+        let limited = match (&self.shared.limiter, entry.spec.resources.is_empty()) {
+            (Some(limiter), false) => match limiter.apply(
+                &id.0,
+                &entry.spec.resources,
+                cgroup.as_deref().map(|c| c.path()),
+            ) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    if let Some(cg) = &cgroup {
+                        cg.remove();
+                    }
+                    return Err(RuntimeError::new(
+                        Op::Start,
+                        id,
+                        Cause::io("failed to set its resource limits", e),
+                    ));
+                }
+            },
+            _ => None,
+        };
+        Ok((cgroup, limited))
+    }
+
+    /// Reads the container's stdout and stderr (in this order) into its
+    /// log tail and its sink, each in a task; the receiver counts the
+    /// streams read to their end.
+    pub(super) fn pump(
+        &self,
+        entry: &Entry,
+        streams: [Option<Box<dyn AsyncReadSend>>; 2],
+    ) -> (Vec<tokio::task::AbortHandle>, watch::Receiver<u8>) {
+        let (eof_tx, eof_rx) = watch::channel(0u8);
+        let eof_tx = Arc::new(eof_tx);
+        let mut readers = Vec::with_capacity(2);
+        for (pipe, stream) in streams
+            .into_iter()
+            .zip([LogStream::Stdout, LogStream::Stderr])
+        {
+            let logs = entry.logs.clone();
+            let eof = eof_tx.clone();
+            let echo = self
+                .shared
+                .echo_output
+                .then(|| Arc::from(entry.spec.name.as_str()));
+            let sink = entry.spec.output.clone();
+            let task = tokio::spawn(async move {
+                pump_output(pipe, sink, logs, stream, echo).await;
+                eof.send_modify(|n| *n += 1);
+            });
+            readers.push(task.abort_handle());
+        }
+        (readers, eof_rx)
+    }
+}
+
+/// The node's open-files limit as it was before the agent raised it, for
+/// the child (set in the forked child before exec).
+pub(super) fn inherit_nofile(cmd: &mut Command) {
+    if let Some(limit) = super::limits::inherited_nofile() {
+        // SAFETY: runs in the forked child before exec; setrlimit(2) is
+        // a plain system call on a value computed before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
 }
 

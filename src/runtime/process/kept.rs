@@ -1,0 +1,435 @@
+//! Kept containers of the process runtime (live restore): started through
+//! a keeper, adopted from a previous agent, or stopped when no replica
+//! claims them. The keeper protocol and files are in `keeper.rs`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    ffi::OsString,
+    os::{
+        fd::OwnedFd,
+        unix::{
+            ffi::{OsStrExt, OsStringExt},
+            net::UnixStream as StdUnixStream,
+        },
+    },
+    process::Stdio,
+    sync::{Arc, OnceLock, atomic::Ordering},
+    time::Duration,
+};
+
+use tokio::{
+    net::unix::pipe,
+    sync::{Mutex, watch},
+};
+
+use super::{
+    DRAIN_LIMIT, ProcessRuntime,
+    cgroup::Cgroup,
+    entry::{Entry, ProcState, Run, kill_group},
+    keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, same_spec, scan},
+    resources::Limited,
+    spawn::open_netns,
+};
+use crate::runtime::{
+    Cause, ContainerId, ContainerSpec, ExitStatus, LogBuffer, Op, RuntimeError, Signal,
+    logs::AsyncReadSend,
+};
+
+/// How long a kept container nobody adopted gets to stop on `SIGTERM`.
+pub(super) const LEFT_GRACE: Duration = Duration::from_secs(10);
+
+/// What previous agents left, by container name (scanned once).
+pub(super) type LeftTable = tokio::sync::OnceCell<Mutex<HashMap<String, Left>>>;
+
+impl ProcessRuntime {
+    /// Starts `entry` through a keeper.
+    pub(super) async fn spawn_kept(
+        &self,
+        entry: &Arc<Entry>,
+        keepers: &Keepers,
+    ) -> Result<(), RuntimeError> {
+        let id = &entry.id;
+        let spec = &entry.spec;
+        let fail = |cause| RuntimeError::new(Op::Start, id, cause);
+        let program = spec.command.first().cloned().unwrap_or_default();
+        let path = match &entry.program {
+            Some(p) => p.clone(),
+            None => super::spawn::resolve_program(spec).map_err(fail)?,
+        };
+        let netns = match &spec.netns {
+            Some(ns) => {
+                open_netns(ns).map_err(fail)?;
+                Some(ns.clone())
+            }
+            None => None,
+        };
+        let (cgroup, limited) = self.container_cgroups(entry, Some(&keepers.cgroup_dir()))?;
+        let cleanup = |cgroup: &Option<Arc<Cgroup>>, limited: &Option<Arc<Limited>>| {
+            if let Some(cg) = cgroup {
+                cg.remove();
+            }
+            if let Some(l) = limited {
+                l.remove();
+            }
+        };
+        let files = keepers.files(id);
+        if let Err(e) = std::fs::create_dir_all(keepers.dir()) {
+            cleanup(&cgroup, &limited);
+            return Err(fail(Cause::io(
+                format!(
+                    "failed to create the keepers directory {}",
+                    keepers.dir().display()
+                ),
+                e,
+            )));
+        }
+        let (ours, theirs) = match StdUnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup(&cgroup, &limited);
+                return Err(fail(Cause::io("failed to create a socket pair", e)));
+            }
+        };
+        let mut cmd = keepers.command();
+        cmd.arg(&files.socket).arg(&files.exit);
+        if let Some(cg) = &cgroup {
+            cmd.arg("--join").arg(cg.path().join("cgroup.procs"));
+        }
+        for p in limited
+            .as_ref()
+            .map(|l| l.procs_paths())
+            .unwrap_or_default()
+        {
+            cmd.arg("--join").arg(p);
+        }
+        if let Some(ns) = &netns {
+            cmd.arg("--netns").arg(ns);
+        }
+        // What to run goes over the socket: the keeper's own command line
+        // and environment stay its own.
+        cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env_clear()
+            .kill_on_drop(false);
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
+        let launch = crate::keeper::launch_message(
+            path.as_os_str().as_bytes(),
+            spec.command.iter().map(|a| a.as_bytes()),
+            environment_of(spec).into_iter().map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                kv
+            }),
+        );
+        super::spawn::inherit_nofile(&mut cmd);
+        // SAFETY: runs in the forked child before exec; setsid(2) is a plain
+        // system call. Its own session: no signal meant for the agent's
+        // group or terminal reaches the keeper.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
+        // The keeper's end of the pair must not stay open here.
+        drop(cmd);
+        let mut keeper = match spawned {
+            Ok(k) => k,
+            Err(e) => {
+                cleanup(&cgroup, &limited);
+                return Err(fail(Cause::io("failed to spawn the container's keeper", e)));
+            }
+        };
+        let hello = match Conn::new(ours) {
+            Ok(mut conn) => match conn.send(&launch).await {
+                Ok(()) => conn.hello(&program).await.map(|h| (h, conn)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let (pid, pipes, conn) = match hello {
+            Ok((Hello::Running { pid, pipes }, conn)) => (pid, pipes, conn),
+            Ok((Hello::Failed(cause), _)) => {
+                let _ = keeper.wait().await;
+                cleanup(&cgroup, &limited);
+                return Err(fail(cause));
+            }
+            Err(e) => {
+                let _ = keeper.start_kill();
+                let _ = keeper.wait().await;
+                cleanup(&cgroup, &limited);
+                return Err(fail(Cause::io("the container's keeper failed", e)));
+            }
+        };
+        let meta = Meta {
+            id: id.clone(),
+            pid,
+            spec: spec.clone(),
+            cgroup: cgroup.as_ref().map(|c| c.path().to_owned()),
+        };
+        if let Err(e) = meta.write(&files.meta) {
+            tracing::warn!(container = %id, error = %e, "failed to record a kept container; the next agent cannot adopt it");
+        }
+        self.run_kept(
+            entry,
+            Some(pipes),
+            pid,
+            cgroup,
+            limited,
+            files,
+            Some(conn),
+            Some(keeper),
+        );
+        Ok(())
+    }
+
+    /// `entry` runs as `pid` under a keeper: read its output, and watch its
+    /// keeper for the exit and the drain.
+    #[allow(clippy::too_many_arguments)]
+    fn run_kept(
+        &self,
+        entry: &Arc<Entry>,
+        pipes: Option<[OwnedFd; 2]>,
+        pid: u32,
+        cgroup: Option<Arc<Cgroup>>,
+        limited: Option<Arc<Limited>>,
+        files: KeeperFiles,
+        conn: Option<Conn>,
+        keeper: Option<tokio::process::Child>,
+    ) {
+        let (readers, eof) = match pipes {
+            Some([out, err]) => {
+                let open = |fd: OwnedFd| {
+                    pipe::Receiver::from_owned_fd(fd)
+                        .ok()
+                        .map(|r| Box::new(r) as Box<dyn AsyncReadSend>)
+                };
+                self.pump(entry, [open(out), open(err)])
+            }
+            None => (Vec::new(), watch::channel(2u8).1),
+        };
+        let _ = entry.run.set(Run {
+            pgid: pid as i32,
+            cgroup: cgroup.clone(),
+            limited: limited.clone(),
+            readers,
+            eof,
+            keeper: Some(files.clone()),
+        });
+        entry.state.send_replace(ProcState::Running { pid });
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let status = match conn {
+                Some(mut conn) => {
+                    let status = conn.exit().await;
+                    (status, Some(conn))
+                }
+                None => (None, None),
+            };
+            let (status, conn) = status;
+            let status = status.unwrap_or_else(|| {
+                tracing::warn!(container = %entry.id, "the keeper of the container ended without its exit status; reported killed");
+                ExitStatus::Signal(Signal::SIGKILL as i32)
+            });
+            if !entry.stopping.load(Ordering::Acquire) {
+                // The container ends with its main process.
+                kill_group(Some(pid as i32), cgroup.as_deref(), Signal::SIGKILL);
+            }
+            entry.state.send_replace(ProcState::Exited { status });
+            // The keeper leaves once nothing of the container is left.
+            if let Some(mut conn) = conn {
+                conn.closed().await;
+            }
+            if let Some(mut k) = keeper {
+                let _ = k.wait().await;
+            }
+            if let Some(cg) = &cgroup {
+                cg.remove();
+            }
+            if let Some(l) = &limited {
+                l.remove();
+            }
+            entry.drained.send_replace(true);
+        });
+    }
+
+    /// Adopts the kept container a previous agent left for `spec` (see
+    /// [`crate::runtime::Runtime::adopt`]).
+    pub(super) async fn adopt_kept(
+        &self,
+        spec: &ContainerSpec,
+        keepers: &Keepers,
+    ) -> Result<Option<ContainerId>, RuntimeError> {
+        let left = self
+            .shared
+            .left
+            .get_or_init(|| async { Mutex::new(scan(keepers).await) })
+            .await;
+        let Some(found) = left.lock().await.remove(&spec.name) else {
+            return Ok(None);
+        };
+        let Some(meta) = found.meta.clone() else {
+            stop_left(found, LEFT_GRACE).await;
+            return Ok(None);
+        };
+        if !spec.live_restore || !same_spec(&meta.spec, spec) {
+            tracing::info!(container = %meta.id, "the spec of a container the previous agent left changed: stopping it to start the new one");
+            stop_left(found, LEFT_GRACE).await;
+            return Ok(None);
+        }
+        let cgroup = meta
+            .cgroup
+            .as_deref()
+            .and_then(|p| Cgroup::open(p).ok())
+            .map(Arc::new);
+        let entry = Arc::new(Entry {
+            id: meta.id.clone(),
+            spec: spec.clone(),
+            program: None,
+            state: watch::Sender::new(ProcState::Starting),
+            drained: watch::Sender::new(false),
+            stopping: Default::default(),
+            logs: LogBuffer::new(self.shared.log_lines, self.shared.log_bytes),
+            run: OnceLock::new(),
+        });
+        match found.keeper {
+            Some((conn, pid, pipes)) => {
+                tracing::info!(container = %meta.id, pid, "re-adopted a container the previous agent left running");
+                self.run_kept(
+                    &entry,
+                    Some(pipes),
+                    pid,
+                    cgroup,
+                    None,
+                    found.files,
+                    Some(conn),
+                    None,
+                );
+            }
+            None => {
+                let status = found
+                    .exit
+                    .unwrap_or(ExitStatus::Signal(Signal::SIGKILL as i32));
+                tracing::info!(container = %meta.id, %status, "a container the previous agent left ended while no agent watched");
+                let _ = entry.run.set(Run {
+                    pgid: meta.pid as i32,
+                    cgroup: None,
+                    limited: None,
+                    readers: Vec::new(),
+                    eof: watch::channel(2u8).1,
+                    keeper: Some(found.files),
+                });
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                entry.state.send_replace(ProcState::Exited { status });
+                entry.drained.send_replace(true);
+            }
+        }
+        let key = meta.id.clone();
+        let inserted = entry.clone();
+        self.shared
+            .table
+            .call(move |t| t.insert(key, inserted))
+            .await
+            .ok_or_else(|| RuntimeError::new(Op::Create, &spec.name, Cause::Closed))?;
+        Ok(Some(meta.id))
+    }
+
+    /// Stops every kept container a previous agent left that no replica
+    /// adopted (each with [`LEFT_GRACE`]); returns how many.
+    pub async fn release_unadopted(&self) -> usize {
+        let Some(keepers) = &self.shared.keepers else {
+            return 0;
+        };
+        let left = self
+            .shared
+            .left
+            .get_or_init(|| async { Mutex::new(scan(keepers).await) })
+            .await;
+        let all: Vec<Left> = left.lock().await.drain().map(|(_, l)| l).collect();
+        let n = all.len();
+        for l in &all {
+            if let Some(m) = &l.meta {
+                tracing::info!(container = %m.id, name = %m.spec.name, "stopping a container the previous agent left: no replica claims it");
+            }
+        }
+        futures::future::join_all(all.into_iter().map(|l| stop_left(l, LEFT_GRACE))).await;
+        // Cgroups of kept containers no record speaks of (a start cut
+        // short): killed and removed.
+        if let Some(cgroups) = &self.shared.cgroups {
+            let dir = cgroups.kept_dir(&keepers.cgroup_dir());
+            let live: std::collections::HashSet<String> = self
+                .shared
+                .table
+                .call(|t| t.keys().map(|k| k.0.clone()).collect())
+                .await
+                .unwrap_or_default();
+            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = child.file_name().to_string_lossy().into_owned();
+                if child.path().is_dir() && !live.contains(&name) {
+                    let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+        }
+        n
+    }
+}
+
+/// Stops a kept container nobody adopts: `SIGTERM`, then `SIGKILL` after
+/// `grace`; its output is read and dropped meanwhile.
+async fn stop_left(left: Left, grace: Duration) {
+    if let Some((mut conn, pid, pipes)) = left.keeper {
+        for fd in pipes {
+            if let Ok(mut r) = pipe::Receiver::from_owned_fd(fd) {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                });
+            }
+        }
+        let cgroup = left
+            .meta
+            .as_ref()
+            .and_then(|m| m.cgroup.as_deref())
+            .and_then(|p| Cgroup::open(p).ok());
+        kill_group(Some(pid as i32), None, Signal::SIGTERM);
+        kill_group(Some(pid as i32), None, Signal::SIGCONT);
+        if tokio::time::timeout(grace, conn.closed()).await.is_err() {
+            kill_group(Some(pid as i32), cgroup.as_ref(), Signal::SIGKILL);
+            if tokio::time::timeout(DRAIN_LIMIT, conn.closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(pid, "a container the previous agent left outlived SIGKILL");
+            }
+        }
+        if let Some(cg) = &cgroup {
+            cg.remove();
+        }
+    }
+    left.files.remove();
+}
+
+/// The environment of `spec`'s program: the node's unless `inherit_env` is
+/// off (never the service manager's), then `env` (as `environment` sets it
+/// on a command).
+fn environment_of(spec: &ContainerSpec) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = if spec.inherit_env {
+        std::env::vars_os().collect()
+    } else {
+        BTreeMap::new()
+    };
+    for var in super::SERVICE_MANAGER_VARS {
+        env.remove(std::ffi::OsStr::new(var));
+    }
+    for (k, v) in &spec.env {
+        env.insert(k.into(), v.into());
+    }
+    env
+}

@@ -1,0 +1,266 @@
+//! Live restore (real binary): service replicas run under keepers, so they
+//! outlive an agent that is killed or leaves on SIGUSR2, and the next agent
+//! on the same state dir adopts them: same pids, output still captured,
+//! restart state continued, exits seen with their real status.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+
+use cli_support::{Agent, Lines, eventually, write_file};
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::Value;
+
+// `web` prints numbered lines; `crashy` crash-loops with exact delays
+// (250ms, 750ms, 2.25s, 6.75s, 20.25s: no jitter).
+const SPEC: &str = r#"
+services:
+  web:
+    command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.05; done"]
+    replicas: 2
+  crashy:
+    command: ["sh", "-c", "exit 1"]
+    max_restarts: 1
+    restart_window: 5m
+    on_limit: backoff
+    backoff: {initial: 250ms, max: 5m, multiplier: 3, jitter: 0, reset_after: 5m}
+"#;
+
+fn replica_dir(state: &Path, service: &str, replica: &str) -> PathBuf {
+    state.join("services").join(service).join(replica)
+}
+
+/// The pid of the last `started`/`re-adopted` marker of `replica`.
+fn marked_pid(state: &Path, service: &str, replica: &str) -> Option<(String, i32)> {
+    let full =
+        std::fs::read_to_string(replica_dir(state, service, replica).join("full.log")).ok()?;
+    full.lines().rev().find_map(|l| {
+        let (_, rest) = l.split_once(" [ARBOR] ")?;
+        let (how, rest) = rest.split_once(&format!(" {replica} (pid "))?;
+        let pid = rest.trim_end_matches(')').parse().ok()?;
+        Some((how.to_owned(), pid))
+    })
+}
+
+fn alive(pid: i32) -> bool {
+    // Not a zombie: a reaped or zombie process no longer runs.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_owned()))
+        .is_some_and(|r| !r.starts_with('Z'))
+}
+
+/// The numbers of `line N` in a replica's stdout.log, in order.
+fn numbers(state: &Path, replica: &str) -> Vec<u64> {
+    std::fs::read_to_string(replica_dir(state, "web", replica).join("stdout.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect()
+}
+
+fn kill9(agent: &mut Agent) {
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+}
+
+fn keepers_left(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("keepers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn services_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(dir.path(), "spec.yaml", SPEC);
+    let state = dir.path().join("state");
+
+    let mut agent = Agent::start(&spec, &state, &[]);
+    eventually("web up and crashy at its step-3 back-off", || {
+        let c = agent.service("crashy");
+        agent.service("web")["running"] == 2
+            && c["status"] == "crash_loop_back_off"
+            && c["restarts"] == 4
+    });
+    let due = agent.service("crashy")["next_restart"].clone();
+    // The supervision state is written in batches: wait for this one.
+    eventually("the state on disk", || {
+        std::fs::read(state.join("supervision.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["scopes"]["crashy"]["crashy-0"]["restart_count"] == 4)
+    });
+    let pids: Vec<i32> = ["web-0", "web-1"]
+        .iter()
+        .map(|r| marked_pid(&state, "web", r).expect("a started marker").1)
+        .collect();
+    kill9(&mut agent);
+    for pid in &pids {
+        assert!(alive(*pid), "pid {pid} died with the agent");
+    }
+    let at_kill = numbers(&state, "web-0").len();
+
+    let agent = Agent::start(&spec, &state, &[]);
+    let events = Lines::spawn({
+        let mut cmd = cli_support::arbor();
+        cmd.args(["--agent", &agent.socket, "events", "--json"]);
+        cmd
+    });
+    for (replica, pid) in ["web-0", "web-1"].iter().zip(&pids) {
+        assert_eq!(
+            marked_pid(&state, "web", replica),
+            Some(("re-adopted".to_owned(), *pid)),
+            "{replica} was not adopted"
+        );
+    }
+    let web = agent.service("web");
+    assert_eq!(web["running"], 2, "{web}");
+    assert_eq!(web["restarts"], 0, "nothing restarted: {web}");
+    let crashy = agent.service("crashy");
+    assert_eq!(crashy["status"], "crash_loop_back_off", "{crashy}");
+    assert_eq!(crashy["restarts"], 4, "{crashy}");
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .unwrap_or_else(|| panic!("no time in {v}"))
+    };
+    let drift = (time(&crashy["next_restart"]) - time(&due)).num_milliseconds();
+    assert!(drift.abs() < 1000, "the same back-off goes on: {crashy}");
+
+    // Output is captured again, every line exactly once.
+    eventually("more output after the adoption", || {
+        numbers(&state, "web-0").len() > at_kill + 20
+    });
+    let seen = numbers(&state, "web-0");
+    let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+    assert_eq!(seen, expected, "lines lost or repeated across the kill");
+
+    // The back-off's next step follows: 20.25 s, restart 5.
+    let lines = events.until("the step-4 back-off", |l| {
+        l.contains("\"crash_loop_back_off\"") && l.contains("\"restart_count\":5")
+    });
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["delay"], "20s 250ms", "{last}");
+
+    // A graceful stop still stops everything.
+    assert_eq!(agent.stop(), 0);
+    for pid in &pids {
+        eventually("the adopted process to stop", || !alive(*pid));
+    }
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+#[test]
+fn sigusr2_leaves_services_running_for_the_next_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        "services:\n  web:\n    command: [\"sleep\", \"3600\"]\n",
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let (_, pid) = marked_pid(&state, "web", "web-0").expect("started");
+    nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
+    let status = agent.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(alive(pid), "the service stopped with the agent");
+
+    let agent = Agent::start(&spec, &state, &[]);
+    assert_eq!(
+        marked_pid(&state, "web", "web-0"),
+        Some(("re-adopted".to_owned(), pid))
+    );
+    assert_eq!(agent.service("web")["running"], 1);
+    assert_eq!(agent.stop(), 0);
+    eventually("the service to stop", || !alive(pid));
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+#[test]
+fn an_exit_while_no_agent_watches_is_reported_with_its_status_after_adoption() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        &format!(
+            "services:\n  quitter:\n    command: [\"sh\", \"-c\", \"while [ ! -e {0} ]; do sleep 0.05; done; rm {0}; exit 7\"]\n",
+            go.display()
+        ),
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let (_, pid) = marked_pid(&state, "quitter", "quitter-0").expect("started");
+    kill9(&mut agent);
+    std::fs::write(&go, "").unwrap();
+    eventually("the service to exit while no agent runs", || !alive(pid));
+
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("the exit reported and the replica restarted", || {
+        agent.service("quitter")["restarts"] == 1
+    });
+    let tree = agent.arbor(["tree", "--json"]).expect(0).json();
+    let replica = tree["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|s| s["name"] == "quitter"))
+        .and_then(|s| s["children"].get(0))
+        .cloned()
+        .expect("quitter-0 in the tree");
+    assert_eq!(replica["last_exit"]["status"]["code"], 7, "{replica}");
+    let full =
+        std::fs::read_to_string(replica_dir(&state, "quitter", "quitter-0").join("full.log"))
+            .unwrap();
+    assert!(full.contains("exited: exit code 7"), "{full}");
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+#[test]
+fn a_changed_or_removed_service_is_not_adopted_and_its_old_process_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        "services:\n  a:\n    command: [\"sleep\", \"3601\"]\n  b:\n    command: [\"sleep\", \"3602\"]\n",
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let (_, a) = marked_pid(&state, "a", "a-0").expect("a started");
+    let (_, b) = marked_pid(&state, "b", "b-0").expect("b started");
+    kill9(&mut agent);
+
+    let changed = write_file(
+        dir.path(),
+        "changed.yaml",
+        "services:\n  a:\n    command: [\"sleep\", \"3603\"]\n",
+    );
+    let agent = Agent::start(&changed, &state, &[]);
+    let (how, new_a) = marked_pid(&state, "a", "a-0").expect("a started again");
+    assert_eq!(how, "started");
+    assert_ne!(new_a, a);
+    assert!(!alive(a), "the old a still runs beside the new one");
+    eventually("the removed service's process to stop", || !alive(b));
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+#[test]
+fn with_no_live_restore_services_run_without_keepers() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        "services:\n  web:\n    command: [\"sleep\", \"3604\"]\n",
+    );
+    let state = dir.path().join("state");
+    let agent = Agent::start(&spec, &state, &["--no-live-restore"]);
+    assert_eq!(agent.service("web")["running"], 1);
+    assert_eq!(keepers_left(&state), Vec::<String>::new(), "no keeper");
+    assert_eq!(agent.stop(), 0);
+}
