@@ -24,8 +24,13 @@
 //! memory). Usage (not meant for people):
 //!
 //! ```text
-//! arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH]
+//! arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] [--orphan-timeout-ms MS]
 //! ```
+//!
+//! With `--orphan-timeout-ms`, a program left without an agent that long
+//! is stopped (`SIGTERM` to its group, `SIGKILL` to its group and cgroup 10 s
+//! later) and the keeper exits once it is gone, its status in the exit file
+//! for an agent that comes later.
 //!
 //! File descriptor 0 is the first agent's connection (one end of a socket
 //! pair). The agent first sends what to run: a little-endian `u64` length,
@@ -40,6 +45,7 @@ use std::{
     ffi::{CString, OsString},
     os::unix::ffi::{OsStrExt, OsStringExt},
     process::ExitCode,
+    time::{Duration, Instant},
 };
 
 /// The first argument that makes `arbor` run as a keeper.
@@ -50,6 +56,8 @@ struct Args {
     exit_file: OsString,
     joins: Vec<CString>,
     netns: Option<CString>,
+    /// Stop the program after this long without an agent.
+    orphan_timeout: Option<Duration>,
 }
 
 /// What to run, as the agent sends it.
@@ -65,10 +73,15 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Args> {
     let exit_file = args.next()?;
     let mut joins = Vec::new();
     let mut netns = None;
+    let mut orphan_timeout = None;
     while let Some(arg) = args.next() {
         match arg.as_bytes() {
             b"--join" => joins.push(cstr(args.next()?)?),
             b"--netns" => netns = Some(cstr(args.next()?)?),
+            b"--orphan-timeout-ms" => {
+                let ms: u64 = args.next()?.to_str()?.parse().ok()?;
+                orphan_timeout = Some(Duration::from_millis(ms));
+            }
             _ => return None,
         }
     }
@@ -77,6 +90,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Args> {
         exit_file,
         joins,
         netns,
+        orphan_timeout,
     })
 }
 
@@ -159,6 +173,9 @@ pub fn launch_message<'a>(
     msg.extend(payload);
     msg
 }
+
+/// How long an orphaned program gets between `SIGTERM` and `SIGKILL`.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The agent's end, as given on fd 0.
 const FIRST_AGENT: i32 = 0;
@@ -439,8 +456,15 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
     let mut delivered = false;
     let mut children_left = true;
     let mut buf = [0u8; 256];
+    // Orphan timeout: since when no agent is connected, and the stop.
+    let mut alone_since = agent.is_none().then(Instant::now);
+    let mut stopping: Option<Instant> = None;
+    let cgroup_kill = args.joins.first().and_then(|p| {
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
+        CString::new(p.with_file_name("cgroup.kill").into_os_string().into_vec()).ok()
+    });
     loop {
-        if status.is_some() && delivered && !children_left {
+        if status.is_some() && (delivered || stopping.is_some()) && !children_left {
             // SAFETY: a NUL-terminated path.
             unsafe { libc::unlink(args.socket.as_ptr()) };
             return Ok(());
@@ -462,8 +486,47 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
                 revents: 0,
             },
         ];
+        let mut timeout = -1;
+        if let Some(limit) = args.orphan_timeout
+            && status.is_none()
+        {
+            let now = Instant::now();
+            match (stopping, alone_since) {
+                (None, Some(since)) if now >= since + limit => {
+                    // SAFETY: signalling the program's group.
+                    unsafe {
+                        libc::kill(-child, libc::SIGTERM);
+                        libc::kill(-child, libc::SIGCONT);
+                    }
+                    stopping = Some(now);
+                }
+                (Some(at), _) if now >= at + STOP_GRACE => {
+                    // SAFETY: signalling the program's group; a NUL-terminated path.
+                    unsafe {
+                        libc::kill(-child, libc::SIGKILL);
+                        if let Some(path) = &cgroup_kill {
+                            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                            if fd >= 0 {
+                                libc::write(fd, b"1".as_ptr().cast(), 1);
+                                libc::close(fd);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let next = match (stopping, alone_since) {
+                (Some(at), _) => Some(at + STOP_GRACE),
+                (None, Some(since)) => Some(since + limit),
+                (None, None) => None,
+            };
+            if let Some(next) = next {
+                let left = next.saturating_duration_since(Instant::now());
+                timeout = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            }
+        }
         // SAFETY: polling local pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
+        if unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) } < 0 {
             if errno() == libc::EINTR {
                 continue;
             }
@@ -502,6 +565,7 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
                 // SAFETY: closing the connection of an agent that left.
                 unsafe { libc::close(fd) };
                 agent = None;
+                alone_since = Some(Instant::now());
             }
         }
         if fds[1].revents != 0 {
@@ -522,6 +586,7 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
                 }
                 if send_fds(fd, hello.as_bytes(), &readers) {
                     agent = Some(fd);
+                    alone_since = None;
                     if let Some(raw) = status {
                         delivered = send(fd, format!("exit {raw}\n").as_bytes());
                     }

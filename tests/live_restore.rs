@@ -264,3 +264,37 @@ fn with_no_live_restore_services_run_without_keepers() {
     assert_eq!(keepers_left(&state), Vec::<String>::new(), "no keeper");
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn a_replica_left_without_an_agent_past_the_orphan_timeout_is_stopped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        "services:\n  lonely:\n    command: [\"sleep\", \"3605\"]\n",
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &["--orphan-timeout", "1s"]);
+    let (_, pid) = marked_pid(&state, "lonely", "lonely-0").expect("started");
+    kill9(&mut agent);
+    eventually("the keeper to stop its orphaned replica", || !alive(pid));
+    eventually("the keeper to leave, its exit on disk", || {
+        let files = keepers_left(&state);
+        files.iter().any(|f| f.ends_with(".exit")) && !files.iter().any(|f| f.ends_with(".sock"))
+    });
+
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("the exit reported and the replica restarted", || {
+        agent.service("lonely")["restarts"] == 1
+    });
+    let tree = agent.arbor(["tree", "--json"]).expect(0).json();
+    let replica = tree["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|s| s["name"] == "lonely"))
+        .and_then(|s| s["children"].get(0))
+        .cloned()
+        .expect("lonely-0 in the tree");
+    assert_eq!(replica["last_exit"]["status"]["signal"], 15, "{replica}");
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}

@@ -97,6 +97,11 @@ pub struct Agent {
     /// adopts it.
     #[arg(long)]
     no_live_restore: bool,
+    /// With live restore, how long a replica runs on without an agent
+    /// before its keeper stops it (SIGTERM, then SIGKILL 10 s later); the
+    /// next agent then reports that exit and restarts it. Default: never.
+    #[arg(long, value_parser = crate::common::parse_duration)]
+    orphan_timeout: Option<Duration>,
     /// The default runtime of services and jobs: process (host commands) or
     /// oci (containers through runc, from the images of <state-dir>/images;
     /// needs root and runc). A service's or job's `runtime:` overrides it;
@@ -283,7 +288,12 @@ pub async fn agent(args: Agent) -> ExitCode {
     let mut process = ProcessRuntime::builder();
     if !args.no_live_restore {
         match Keepers::beside_current_exe(state_dir.join("keepers")) {
-            Ok(k) => process = process.keepers(k),
+            Ok(k) => {
+                process = process.keepers(match args.orphan_timeout {
+                    Some(t) => k.orphan_timeout(t),
+                    None => k,
+                })
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "live restore is off: the keeper program was not found")
             }

@@ -47,6 +47,7 @@ pub struct Keepers {
     program: PathBuf,
     args: Vec<OsString>,
     dir: PathBuf,
+    orphan_timeout: Option<Duration>,
 }
 
 impl Keepers {
@@ -59,7 +60,17 @@ impl Keepers {
             program: program.into(),
             args,
             dir,
+            orphan_timeout: None,
         }
+    }
+
+    /// A kept container left without an agent for `timeout` is stopped by
+    /// its keeper (`SIGTERM`, then `SIGKILL` 10 s later); its exit is
+    /// reported to the next agent. Default: never (it runs until an agent
+    /// adopts or stops it).
+    pub fn orphan_timeout(mut self, timeout: Duration) -> Self {
+        self.orphan_timeout = Some(timeout);
+        self
     }
 
     /// The `arbor-keeper` binary beside the running executable, else the
@@ -93,6 +104,17 @@ impl Keepers {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args);
         cmd
+    }
+
+    /// The keeper's options after its two paths.
+    pub(super) fn options(&self) -> Vec<OsString> {
+        match self.orphan_timeout {
+            Some(t) => vec![
+                "--orphan-timeout-ms".into(),
+                t.as_millis().max(1).to_string().into(),
+            ],
+            None => Vec::new(),
+        }
     }
 
     /// The files of container `id` (named by the end of its id, to keep the

@@ -91,7 +91,9 @@ impl ProcessRuntime {
             }
         };
         let mut cmd = keepers.command();
-        cmd.arg(&files.socket).arg(&files.exit);
+        cmd.arg(&files.socket)
+            .arg(&files.exit)
+            .args(keepers.options());
         if let Some(cg) = &cgroup {
             cmd.arg("--join").arg(cg.path().join("cgroup.procs"));
         }
