@@ -298,3 +298,68 @@ fn a_replica_left_without_an_agent_past_the_orphan_timeout_is_stopped_and_report
     assert_eq!(agent.stop(), 0);
     assert_eq!(keepers_left(&state), Vec::<String>::new());
 }
+
+/// `arbor agent` run from `bin`, once it listens.
+fn agent_from(bin: &Path, spec: &Path, state: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .arg("agent")
+        .arg("--spec")
+        .arg(spec)
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line:?}");
+    child
+}
+
+#[test]
+fn without_arbor_keeper_beside_it_the_agent_binary_keeps_replicas_itself() {
+    // A link to the binary in a directory without `arbor-keeper`.
+    let bin_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = bin_dir.path().join("arbor");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_arbor"), &bin).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_arbor"), &bin).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        "services:\n  web:\n    command: [\"sleep\", \"3606\"]\n",
+    );
+    let state = dir.path().join("state");
+    let mut agent = agent_from(&bin, &spec, &state);
+    let (_, pid) = marked_pid(&state, "web", "web-0").expect("started");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    let keeper = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap();
+    let keeper: Vec<&[u8]> = keeper.split(|b| *b == 0).collect();
+    assert_eq!(
+        keeper[0],
+        bin.as_os_str().as_encoded_bytes(),
+        "the agent's binary keeps it"
+    );
+    assert_eq!(keeper[1], b"__keeper");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+
+    let mut agent = agent_from(&bin, &spec, &state);
+    assert_eq!(
+        marked_pid(&state, "web", "web-0"),
+        Some(("re-adopted".to_owned(), pid))
+    );
+    nix::sys::signal::kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+    assert!(!alive(pid));
+}
