@@ -370,7 +370,7 @@ impl Runtime for ProcessRuntime {
             ));
         }
         let result = match &self.shared.keepers {
-            Some(k) if entry.spec.live_restore => self.spawn_kept(&entry, k).await,
+            Some(k) if entry.spec.live_restore && k.fits() => self.spawn_kept(&entry, k).await,
             _ => self.spawn_command(&entry),
         };
         if result.is_err() {

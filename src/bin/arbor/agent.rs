@@ -288,6 +288,10 @@ pub async fn agent(args: Agent) -> ExitCode {
     let mut process = ProcessRuntime::builder();
     if !args.no_live_restore {
         match Keepers::beside_current_exe(state_dir.join("keepers")) {
+            Ok(k) if !k.fits() => tracing::warn!(
+                dir = %k.dir().display(),
+                "live restore is off: the state dir's path is too long for the keepers' Unix sockets (at most 81 bytes)"
+            ),
             Ok(k) => {
                 process = process.keepers(match args.orphan_timeout {
                     Some(t) => k.orphan_timeout(t),

@@ -86,6 +86,13 @@ impl Keepers {
         })
     }
 
+    /// False when the keepers' socket paths would not fit in a Unix
+    /// socket address (107 bytes): the directory's path is too long for
+    /// keepers (at most 89 bytes), and containers then start without one.
+    pub fn fits(&self) -> bool {
+        self.dir.join("0123456789ab.sock").as_os_str().len() < 108
+    }
+
     /// The keepers' directory.
     pub fn dir(&self) -> &Path {
         &self.dir
