@@ -177,6 +177,10 @@ pub fn launch_message<'a>(
 /// How long an orphaned program gets between `SIGTERM` and `SIGKILL`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// How often a keeper whose program ended checks that its socket (its
+/// state dir) still exists while it waits for an agent.
+const LINGER_CHECK: Duration = Duration::from_secs(10);
+
 /// The agent's end, as given on fd 0.
 const FIRST_AGENT: i32 = 0;
 
@@ -524,6 +528,21 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
                 let left = next.saturating_duration_since(Instant::now());
                 timeout = left.as_millis().clamp(1, i32::MAX as u128) as i32;
             }
+        }
+        // Ended, its status not yet taken: an agent may still come, unless
+        // its state dir is gone (checked every LINGER_CHECK).
+        let lingering = status.is_some() && agent.is_none() && !delivered;
+        if lingering {
+            // SAFETY: a NUL-terminated path.
+            if unsafe { libc::access(args.socket.as_ptr(), libc::F_OK) } != 0 {
+                return Ok(());
+            }
+            let check = LINGER_CHECK.as_millis() as i32;
+            timeout = if timeout < 0 {
+                check
+            } else {
+                timeout.min(check)
+            };
         }
         // SAFETY: polling local pollfds.
         if unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) } < 0 {

@@ -85,15 +85,18 @@ impl Drop for Agent {
     /// restore).
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            for _ in 0..1000 {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
+            // A second SIGTERM after a second kills everything at once.
+            for wait in [50, 1000] {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                for _ in 0..wait {
+                    if !matches!(self.child.try_wait(), Ok(None)) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
         let _ = self.child.kill();

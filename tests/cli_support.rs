@@ -316,21 +316,36 @@ impl Drop for Agent {
     }
 }
 
-/// SIGTERM, up to 20 s for it to stop everything, then SIGKILL.
+/// SIGTERM; if it is still stopping after a second (a replica in a long
+/// stop grace), a second SIGTERM, which kills everything at once; SIGKILL
+/// as a last resort.
 pub fn end_gracefully(child: &mut Child) {
+    let term = |child: &Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    let ended = |child: &mut Child, within: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
     if !matches!(child.try_wait(), Ok(None)) {
         return;
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
+    term(child);
+    if ended(child, Duration::from_secs(1)) {
+        return;
+    }
+    term(child);
+    if ended(child, Duration::from_secs(20)) {
+        return;
     }
     let _ = child.kill();
     let _ = child.wait();
