@@ -300,7 +300,17 @@ fn listen(path: &CString) -> Result<i32, i32> {
 fn write_exit(path: &OsString, status: i32) {
     let mut tmp = path.clone();
     tmp.push(".tmp");
-    if std::fs::write(&tmp, format!("{status}\n")).is_ok() {
+    let written = {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(format!("{status}\n").as_bytes()))
+    };
+    if written.is_ok() {
         let _ = std::fs::rename(&tmp, path);
     }
 }

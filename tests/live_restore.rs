@@ -166,6 +166,13 @@ fn sigusr2_leaves_services_running_for_the_next_agent() {
     let state = dir.path().join("state");
     let mut agent = Agent::start(&spec, &state, &[]);
     let (_, pid) = marked_pid(&state, "web", "web-0").expect("started");
+    // The records hold the replicas' environment: owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state.join("keepers")), 0o700);
+    for f in keepers_left(&state) {
+        assert_eq!(mode(&state.join("keepers").join(&f)) & 0o077, 0, "{f}");
+    }
     nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
     let status = agent.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");

@@ -173,11 +173,16 @@ pub(super) struct Meta {
 impl Meta {
     /// Writes the record atomically.
     pub(super) fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(self).map_err(std::io::Error::other)?,
-        )?;
+        // Owner only: the spec holds the environment (secrets included).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, path)
     }
 }

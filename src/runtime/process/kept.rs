@@ -73,7 +73,14 @@ impl ProcessRuntime {
             }
         };
         let files = keepers.files(id);
-        if let Err(e) = std::fs::create_dir_all(keepers.dir()) {
+        if let Err(e) = {
+            use std::os::unix::fs::DirBuilderExt;
+            // Owner only: the records hold the replicas' environment.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(keepers.dir())
+        } {
             cleanup(&cgroup, &limited);
             return Err(fail(Cause::io(
                 format!(
