@@ -15,12 +15,14 @@
 //!
 //! One file, `<state_dir>/supervision.json`, written atomically (temporary
 //! file, fsync, rename, fsync of the directory) by one writer task that
-//! coalesces: the first change arms a [`BATCH`] timer and every change
-//! until it fires goes into the same write, so a restart storm costs one
-//! fsync per batch, not one per restart, and a supervisor never waits for
-//! the disk (it only sends a message). What the last batch before a kill
-//! -9 held may be lost: at most [`BATCH`] of transitions. A graceful stop
-//! writes what is pending ([`SupervisionStore::flush`]).
+//! coalesces: a change after a quiet [`BATCH`] is written at once, and the
+//! changes that follow within a [`BATCH`] of a write go into one write when
+//! it ends, so a restart storm costs one fsync per batch, not one per
+//! restart, and a supervisor never waits for the disk (it only sends a
+//! message). What a kill -9 can lose is what was not written yet: an
+//! isolated transition only while its write runs, in a storm at most
+//! [`BATCH`] of transitions. A graceful stop writes what is pending
+//! ([`SupervisionStore::flush`]).
 //!
 //! # Times
 //!
@@ -193,6 +195,7 @@ async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver
     };
     let mut dirty = false;
     let mut due: Option<tokio::time::Instant> = None;
+    let mut last_write: Option<tokio::time::Instant> = None;
     loop {
         let op = match due {
             Some(at) => tokio::select! {
@@ -202,6 +205,7 @@ async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver
                     if dirty {
                         dirty = false;
                         let _ = write(&path, &live).await;
+                        last_write = Some(tokio::time::Instant::now());
                     }
                     continue;
                 }
@@ -247,7 +251,17 @@ async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver
             }
         }
         if dirty && due.is_none() {
-            due = Some(tokio::time::Instant::now() + BATCH);
+            let now = tokio::time::Instant::now();
+            match last_write {
+                // Within a batch of the last write: with the next one.
+                Some(at) if now < at + BATCH => due = Some(at + BATCH),
+                // Quiet: written at once.
+                _ => {
+                    dirty = false;
+                    let _ = write(&path, &live).await;
+                    last_write = Some(tokio::time::Instant::now());
+                }
+            }
         }
     }
 }
