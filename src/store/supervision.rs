@@ -15,12 +15,13 @@
 //!
 //! One file, `<state_dir>/supervision.json`, written atomically (temporary
 //! file, fsync, rename, fsync of the directory) by one writer task that
-//! coalesces: a change after a quiet [`BATCH`] is written at once, and the
+//! coalesces: a change after a quiet [`BATCH`] is written within
+//! [`QUIET_DELAY`], and the
 //! changes that follow within a [`BATCH`] of a write go into one write when
 //! it ends, so a restart storm costs one fsync per batch, not one per
 //! restart, and a supervisor never waits for the disk (it only sends a
 //! message). What a kill -9 can lose is what was not written yet: an
-//! isolated transition only while its write runs, in a storm at most
+//! isolated transition for [`QUIET_DELAY`] and its write, in a storm at most
 //! [`BATCH`] of transitions. A graceful stop writes what is pending
 //! ([`SupervisionStore::flush`]).
 //!
@@ -53,6 +54,9 @@ pub const SUPERVISION_FILE: &str = "supervision.json";
 
 /// How long the writer gathers changes before it writes them.
 pub const BATCH: Duration = Duration::from_millis(25);
+
+/// How long a change after a quiet [`BATCH`] waits before it is written.
+pub const QUIET_DELAY: Duration = Duration::from_millis(2);
 
 /// What is kept of one child.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -252,16 +256,13 @@ async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver
         }
         if dirty && due.is_none() {
             let now = tokio::time::Instant::now();
-            match last_write {
+            due = Some(match last_write {
                 // Within a batch of the last write: with the next one.
-                Some(at) if now < at + BATCH => due = Some(at + BATCH),
-                // Quiet: written at once.
-                _ => {
-                    dirty = false;
-                    let _ = write(&path, &live).await;
-                    last_write = Some(tokio::time::Instant::now());
-                }
-            }
+                Some(at) if now < at + BATCH => at + BATCH,
+                // Quiet: written almost at once (after the restart that
+                // caused it, not in its way).
+                _ => now + QUIET_DELAY,
+            });
         }
     }
 }
