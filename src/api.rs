@@ -22,7 +22,7 @@
 //! | `api/ui.rs` | `GET /ui` (the web view: its page, script and style, embedded) |
 //! | `api/guard.rs` | the token check, and the same-origin and shutting-down checks of mutating requests; the request log |
 //! | `api/tls.rs` | rustls for the TCP listener |
-//! | `api/parse_errors.rs` | the JSON error for requests hyper refuses before routing (a URI over 64 KiB: 414, a head over ~400 KiB: 431) |
+//! | `api/parse_errors.rs` | the JSON error for requests hyper refuses before routing (a URI over 64 KiB: 414, a head over 400 KiB: 431, always past 800 KiB since hyper checks between reads of up to 400 KiB) |
 //! | `api/extract.rs` | JSON bodies, query strings, path values and the caller's address, each refusing bad input with a JSON error |
 //! | `api/error.rs` | [`ApiError`]: `{"error": {"code", "message", "fields"?}}` and the status of each failure |
 //!

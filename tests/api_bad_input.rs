@@ -531,8 +531,11 @@ fn cases() -> Vec<Case> {
         "headers_too_large",
         &["head", "400 KiB"],
     );
+    // hyper checks its 400 KiB limit between reads, and one read can take
+    // up to 400 KiB more: only a head over 800 KiB is refused every time
+    // (480 KB was accepted once when it arrived in two large reads).
     let filler: &'static str = Box::leak("h".repeat(60_000).into_boxed_str());
-    huge_head.headers = (0..8).map(|_| ("X-Filler", filler)).collect();
+    huge_head.headers = (0..16).map(|_| ("X-Filler", filler)).collect();
     v.push(huge_head);
     v
 }

@@ -39,7 +39,8 @@ pub enum ErrorCode {
     UriTooLong,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
-    /// 431: the request's head is larger than the server reads (~400 KiB).
+    /// 431: the request's head is larger than the server reads (400 KiB;
+    /// hyper checks between reads, so a head up to 800 KiB may pass).
     HeadersTooLarge,
     /// 503: the node is shutting down, or a part of it does not answer.
     Unavailable,
