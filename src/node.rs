@@ -844,15 +844,17 @@ impl Node {
 
     /// Prepares the node's process to exit leaving its services running
     /// (live restore; the caller then exits without stopping them): new
-    /// work is refused, running executions get `deadline` to finish (then
-    /// are cancelled: a job execution does not outlive its agent), and the
-    /// supervision state is written, so the next agent on the same state
-    /// directory continues from it and adopts the services.
+    /// work is refused, running executions whose command runs under a
+    /// keeper are left running for the next agent, the others get
+    /// `deadline` to finish (then are cancelled), and the supervision
+    /// state is written, so the next agent on the same state directory
+    /// continues from it and adopts the services and the executions.
     pub async fn detach(&self, deadline: Duration) {
         if self.inner.shutting_down.send_replace(true) {
             return;
         }
         tracing::info!(node = %self.inner.name, "leaving: services keep running for the next agent");
+        self.inner.executor.leave().await;
         let bound = deadline.saturating_add(Duration::from_secs(60));
         if tokio::time::timeout(bound, self.inner.executor.shutdown(deadline))
             .await

@@ -502,7 +502,8 @@ pub trait Runtime: Send + Sync + 'static {
     }
 
     /// A container a previous agent started from an equal `spec` (same
-    /// name) and left running (live restore), now owned by the caller as if
+    /// name; a job's container: same name and `execution` label, whatever
+    /// the rest) and left running (live restore), now owned by the caller as if
     /// it had just created and started it: `Some(id)` of a running (or, if
     /// it ended while no agent watched, exited) container whose output goes
     /// to `spec.output` from now on. A kept container of that name with a
@@ -511,6 +512,14 @@ pub trait Runtime: Send + Sync + 'static {
     async fn adopt(&self, spec: &ContainerSpec) -> Result<Option<ContainerId>, RuntimeError> {
         let _ = spec;
         Ok(None)
+    }
+
+    /// True when container `id` runs under a keeper, so it outlives this
+    /// process and the next agent can [`Runtime::adopt`] it. Runtimes
+    /// without keepers say false.
+    async fn is_kept(&self, id: &ContainerId) -> bool {
+        let _ = id;
+        false
     }
 
     /// The owner of this container vanished without stopping it (its actor

@@ -46,7 +46,7 @@ pub use completion::{
     CompletionEvent, CompletionRecord, DEFAULT_NOTIFY_TIMEOUT, Delivery, DeliverySink, deliver,
 };
 pub use env::{MASK, mask_env, parse_env, read_env_files};
-pub use files::ExecutionFiles;
+pub use files::{ExecutionFiles, KeptJob};
 pub use output::ExecutionOutput;
 pub use recovery::{KillOutcome, Loaded, Recovered};
 pub use redact::Redacting;
@@ -67,6 +67,10 @@ pub const STDERR_FILE: &str = "stderr.log";
 pub const FULL_LOG_FILE: &str = "full.log";
 /// `completion_event.json`.
 pub const COMPLETION_FILE: &str = "completion_event.json";
+/// `kept.json`: the job and environment of an execution whose command
+/// runs under a keeper, so that the next agent can adopt it (removed when
+/// the execution ends).
+pub const KEPT_FILE: &str = "kept.json";
 
 /// A failed store operation, naming the file or directory.
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +292,14 @@ impl Store {
     /// while the node (and its job actors) kept running.
     pub fn load_all_as_recorded(&self) -> Result<Loaded, StoreError> {
         recovery::load_all(self, false)
+    }
+
+    /// Like [`Store::load_all`], except that a running execution whose
+    /// command a keeper kept (it has a `kept.json`) comes back as recorded
+    /// and is listed in [`Loaded::kept`]: the caller adopts it, or
+    /// recovers it with [`Store::recover_execution`].
+    pub fn load_all_keeping(&self) -> Result<Loaded, StoreError> {
+        recovery::load_all_with(self, recovery::Mode::Keep)
     }
 
     /// Marks execution `id` failed (`node restarted`) unless it ended, and

@@ -434,3 +434,234 @@ services:
         assert_eq!(seen, expected, "{replica}: lines lost or repeated");
     }
 }
+
+/// A job whose command prints `one` (and `err` on stderr), waits for the
+/// file `go`, prints `two` and exits 3; and one that sleeps.
+fn job_spec(dir: &Path) -> PathBuf {
+    let go = dir.join("go");
+    write_file(
+        dir,
+        "jobs.yaml",
+        &format!(
+            r#"
+jobs:
+  slow:
+    command: ["sh", "-c", "echo one; echo err >&2; while [ ! -e {} ]; do sleep 0.05; done; echo two; exit 3"]
+    concurrency: forbid
+  sleeper:
+    command: ["sleep", "3600"]
+"#,
+            go.display()
+        ),
+    )
+}
+
+fn execution_file(state: &Path, id: &str, file: &str) -> String {
+    std::fs::read_to_string(state.join("executions").join(id).join(file)).unwrap_or_default()
+}
+
+fn trigger(agent: &Agent, job: &str) -> String {
+    let out = agent.arbor(["jobs", "trigger", job]).expect(0);
+    out.stdout.trim().to_owned()
+}
+
+fn status(agent: &Agent, id: &str) -> Value {
+    agent.arbor(["status", id, "--json"]).expect(0).json()
+}
+
+/// The pid in the execution's record, once it is recorded running (its
+/// output can come first).
+fn pid_of(state: &Path, id: &str) -> i32 {
+    let pid = || {
+        serde_json::from_str::<Value>(&execution_file(state, id, "state.json"))
+            .ok()
+            .filter(|r| r["state"]["status"] == "running")
+            .and_then(|r| r["pid"].as_i64())
+    };
+    eventually("the execution recorded running", || pid().is_some());
+    pid().unwrap() as i32
+}
+
+#[test]
+fn a_job_running_when_the_agent_is_killed_ends_once_with_its_exit_code_and_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job_spec(dir.path());
+    let state = dir.path().join("state");
+
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let id = trigger(&agent, "slow");
+    eventually("the job's first line", || {
+        execution_file(&state, &id, "stdout.log") == "one\n"
+    });
+    let pid = pid_of(&state, &id);
+    kill9(&mut agent);
+    assert!(alive(pid), "the job's command died with the agent");
+
+    let agent = Agent::start(&spec, &state, &[]);
+    let record = status(&agent, &id);
+    assert_eq!(record["state"]["status"], "running", "{record}");
+    assert_eq!(record["pid"], pid, "{record}");
+    // Still active: `concurrency: forbid` refuses a second run.
+    let refused = agent.arbor(["jobs", "trigger", "slow"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(refused.stderr.contains(&id), "{}", refused.stderr);
+
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    eventually("the adopted execution to end", || {
+        status(&agent, &id)["state"]["status"] != "running"
+    });
+    let record = status(&agent, &id);
+    assert_eq!(record["state"]["status"], "failed", "{record}");
+    assert_eq!(record["state"]["exit_code"], 3, "{record}");
+    assert_eq!(
+        record["state"]["reason"]["kind"], "non_zero_exit",
+        "{record}"
+    );
+    // Its whole output, each line once, and one record of it.
+    assert_eq!(execution_file(&state, &id, "stdout.log"), "one\ntwo\n");
+    assert_eq!(execution_file(&state, &id, "stderr.log"), "err\n");
+    let logs = agent.arbor(["logs", &id]).expect(0);
+    assert_eq!(logs.stdout.matches("one").count(), 1, "{}", logs.stdout);
+    assert_eq!(logs.stdout.matches("two").count(), 1, "{}", logs.stdout);
+    let all = agent.arbor(["list", "--json"]).expect(0).json();
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    assert!(
+        !state
+            .join("executions")
+            .join(&id)
+            .join("kept.json")
+            .exists(),
+        "kept.json holds the environment: removed at the end"
+    );
+    assert!(!alive(pid));
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+#[test]
+fn a_job_left_on_sigusr2_that_ends_while_no_agent_runs_is_reported_with_its_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job_spec(dir.path());
+    let state = dir.path().join("state");
+
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let id = trigger(&agent, "slow");
+    eventually("the job's first line", || {
+        execution_file(&state, &id, "stdout.log") == "one\n"
+    });
+    let pid = pid_of(&state, &id);
+    nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
+    let exit = agent.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    assert!(alive(pid), "the job's command stopped with the agent");
+    // It ends while no agent runs: its keeper keeps the exit and the output.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    eventually("the command to end", || !alive(pid));
+
+    let mut agent = Agent::start(&spec, &state, &[]);
+    eventually("the execution to end", || {
+        status(&agent, &id)["state"]["status"] != "running"
+    });
+    let record = status(&agent, &id);
+    assert_eq!(record["state"]["exit_code"], 3, "{record}");
+    assert_eq!(execution_file(&state, &id, "stdout.log"), "one\ntwo\n");
+
+    // An adopted execution is still stopped by a cancel.
+    let sleeper = trigger(&agent, "sleeper");
+    eventually("the sleeper to run", || {
+        status(&agent, &sleeper)["state"]["status"] == "running"
+    });
+    let pid = pid_of(&state, &sleeper);
+    kill9(&mut agent);
+    let agent = Agent::start(&spec, &state, &[]);
+    assert_eq!(status(&agent, &sleeper)["state"]["status"], "running");
+    agent.arbor(["cancel", &sleeper]).expect(0);
+    let record = status(&agent, &sleeper);
+    assert_eq!(record["state"]["status"], "cancelled", "{record}");
+    assert_eq!(record["signal"], 15, "{record}");
+    assert!(!alive(pid));
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+#[test]
+fn a_scheduled_run_adopted_after_a_kill_is_not_fired_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let spec = write_file(
+        dir.path(),
+        "cron.yaml",
+        &format!(
+            r#"
+jobs:
+  tick:
+    schedule: "*/2 * * * * *"
+    starting_deadline: 1m
+    concurrency: forbid
+    command: ["sh", "-c", "while [ ! -e {} ]; do sleep 0.05; done"]
+"#,
+            go.display()
+        ),
+    );
+    let state = dir.path().join("state");
+    let list = |agent: &Agent| -> Vec<Value> {
+        agent
+            .arbor(["list", "--json"])
+            .expect(0)
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut agent = Agent::start(&spec, &state, &[]);
+    eventually("the first scheduled run", || {
+        list(&agent)
+            .first()
+            .is_some_and(|r| r["state"]["status"] == "running")
+    });
+    let first = list(&agent)[0].clone();
+    let scheduled_for = first["trigger"]["scheduled_for"].clone();
+    assert!(scheduled_for.is_string(), "{first}");
+    kill9(&mut agent);
+    // Two more ticks pass while no agent runs: they are missed runs, the
+    // adopted one is not.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("ticks after the restart", || {
+        agent
+            .arbor(["jobs", "--json"])
+            .json()
+            .as_array()
+            .and_then(|j| j.first().cloned())
+            .is_some_and(|j| j["next_run"].is_string())
+    });
+    std::fs::write(&go, "").unwrap();
+    eventually("the adopted run to complete", || {
+        list(&agent)
+            .iter()
+            .any(|r| r["id"] == first["id"] && r["state"]["status"] == "completed")
+    });
+    let runs = list(&agent);
+    let times: Vec<&Value> = runs
+        .iter()
+        .map(|r| &r["trigger"]["scheduled_for"])
+        .collect();
+    let once = times.iter().filter(|t| ***t == scheduled_for).count();
+    assert_eq!(once, 1, "the adopted run was fired again: {runs:?}");
+    let mut unique = times.clone();
+    unique.sort_by_key(|t| t.to_string());
+    unique.dedup();
+    assert_eq!(unique.len(), times.len(), "a run fired twice: {runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["state"]["reason"]["kind"] != "node_restarted"),
+        "{runs:?}"
+    );
+    assert_eq!(agent.stop(), 0);
+}

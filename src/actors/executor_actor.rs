@@ -10,7 +10,9 @@
 //! exponential back-off; finished executions are kept within the job's
 //! history limits and retention (and deleted from disk past them). On start
 //! the executor reloads the durable history: an execution that was running
-//! when the node died comes back as failed "node restarted".
+//! when the node died comes back as failed "node restarted", unless its
+//! command ran under a keeper and is adopted (it then goes on under a new
+//! job actor and ends with its own exit; see `job_actor/resume.rs`).
 //!
 //! Shutdown refuses new triggers, lets running executions finish within a
 //! deadline, cancels what is left (each with its grace), stops the job
@@ -131,6 +133,9 @@ pub enum ExecutorMsg {
     WaitAll(RpcReplyPort<()>),
     /// Refuses new work, drains within the deadline, cancels the rest, stops.
     Shutdown(Duration, RpcReplyPort<()>),
+    /// Leaves the executions a keeper keeps to the next agent; replies how
+    /// many (see [`Executor::leave`]).
+    Leave(RpcReplyPort<usize>),
 
     /// From a job actor: where to reach it.
     JobAttached {
@@ -190,6 +195,9 @@ enum Internal {
     Expire,
     /// Fault injection: panic in the handler.
     InjectPanic,
+    /// Start the job actors of the executions adopted at start (once the
+    /// job supervisor is up).
+    StartAdopted,
 }
 
 impl InternalMsg {
@@ -265,6 +273,17 @@ pub struct ExecutorState {
     default_spec: Arc<JobSpec>,
     cron: Option<CronRef>,
     events: EventBus,
+    /// Executions adopted at start, waiting for their job actors.
+    adopted: Vec<Adopted>,
+}
+
+/// An execution adopted at start ([`job_actor::resume`]).
+struct Adopted {
+    meta: ExecutionMeta,
+    spec: Arc<JobSpec>,
+    env: BTreeMap<String, String>,
+    resumed: crate::actors::job_actor::Resumed,
+    cancelled: watch::Receiver<bool>,
 }
 
 /// The executor actor.
@@ -318,13 +337,14 @@ impl Actor for ExecutorActor {
             default_spec: Arc::new(JobSpec::command("-", ["-"])),
             cron: args.cron,
             events,
+            adopted: Vec::new(),
         };
         if let Some(store) = state.services.store.clone() {
             let loaded = tokio::task::spawn_blocking(move || {
                 if restarted {
                     store.load_all_as_recorded()
                 } else {
-                    store.load_all()
+                    store.load_all_keeping()
                 }
             })
             .await??;
@@ -333,8 +353,18 @@ impl Actor for ExecutorActor {
             }
             let now = Utc::now();
             let count = loaded.records.len();
-            for record in loaded.records {
+            let kept: std::collections::HashSet<ExecutionId> = loaded.kept.into_iter().collect();
+            for mut record in loaded.records {
                 let id = record.meta.id;
+                if kept.contains(&id) {
+                    match state.adopt(&record).await {
+                        Ok(adopted) => {
+                            state.adopted.push(adopted);
+                            continue;
+                        }
+                        Err(status) => record.status = status,
+                    }
+                }
                 let active = record.status.state.is_active();
                 let age = record
                     .status
@@ -354,6 +384,9 @@ impl Actor for ExecutorActor {
             }
             tracing::info!(executions = count, "reloaded execution history");
             state.arm_expiry(&myself);
+            if !state.adopted.is_empty() {
+                let _ = myself.cast(ExecutorMsg::Internal(InternalMsg(Internal::StartAdopted)));
+            }
         }
         if restarted {
             state.reattach(&myself).await;
@@ -501,6 +534,10 @@ impl Actor for ExecutorActor {
                 }
                 state.maybe_stopped(&myself).await;
             }
+            ExecutorMsg::Leave(reply) => {
+                let n = state.leave().await;
+                let _ = reply.send(n);
+            }
             ExecutorMsg::Internal(InternalMsg(Internal::DrainDeadline)) => {
                 let active: Vec<ExecutionId> = state
                     .table
@@ -569,6 +606,9 @@ impl Actor for ExecutorActor {
             }
             ExecutorMsg::Internal(InternalMsg(Internal::InjectPanic)) => {
                 panic!("injected fault in the executor")
+            }
+            ExecutorMsg::Internal(InternalMsg(Internal::StartAdopted)) => {
+                state.start_adopted(&myself).await;
             }
             ExecutorMsg::Internal(InternalMsg(Internal::Expire)) => {
                 state.expiry_timer = None;

@@ -16,6 +16,14 @@
 //! runs in a task of its own with a [`TaskContext`] for output and
 //! cancellation.
 //!
+//! A command that runs under a keeper (live restore: the node's process
+//! runtime has keepers and the job asks for no network) outlives the
+//! agent: its `kept.json` lets the next agent's executor adopt it
+//! ([`resume`]) and start a job actor that continues at the wait, so the
+//! execution ends once, with the command's own exit. On
+//! [`JobMsg::Leave`] (the agent exits leaving its work running) such an
+//! actor stops without ending the execution.
+//!
 //! Failure: no handler returns an error (every failure becomes the
 //! execution's `Failed` state). If the actor dies anyway (a panic), its state
 //! is dropped without `post_stop`; the drop abandons the container (kills it
@@ -35,9 +43,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 mod finish;
+mod resume;
 mod task;
 
 use finish::Unclosed;
+pub use resume::Resumed;
+pub(crate) use resume::resume;
 pub use task::{TaskContext, TaskFn, Work};
 
 use crate::{
@@ -74,6 +85,10 @@ pub enum JobMsg {
     /// From a restarted executor: send it this execution's record and
     /// live output ([`ExecutorMsg::JobReattached`]).
     Reattach(ActorRef<ExecutorMsg>),
+    /// The agent exits leaving its work running: if the command runs under
+    /// a keeper, stop this actor without ending the execution (the next
+    /// agent adopts it) and answer true; else answer false.
+    Leave(RpcReplyPort<bool>),
     /// Sent by the actor to itself (opaque: it cannot be built outside).
     Internal(InternalMsg),
 }
@@ -129,6 +144,9 @@ pub struct JobArgs {
     /// Set by the executor when a cancel is asked, even before this actor
     /// exists: checked before every step.
     pub cancelled: watch::Receiver<bool>,
+    /// An execution a previous agent left running under a keeper, adopted:
+    /// the actor continues at the wait.
+    pub resumed: Option<Resumed>,
 }
 
 /// Why the run is being stopped.
@@ -175,6 +193,11 @@ pub struct Execution {
     task: Option<JoinHandle<()>>,
     task_cancel: watch::Sender<bool>,
     finished: bool,
+    /// The main command runs under a keeper (`kept.json` written).
+    kept: bool,
+    /// Left running for the next agent ([`JobMsg::Leave`]): nothing more
+    /// is done or recorded here.
+    left: bool,
 }
 
 /// The job actor.
@@ -199,13 +222,14 @@ impl Actor for JobActor {
             services,
             executor,
             cancelled,
+            resumed,
         } = args;
         let (is_task, work) = match work {
             Work::Command => (false, None),
             Work::Task(f) => (true, Some(f)),
         };
         let output = ExecutionOutput::in_memory(spec.max_log_size.as_u64());
-        Ok(Execution {
+        let mut execution = Execution {
             status: ExecutionStatus::pending(meta.created_at),
             grace: spec.stop_timeout,
             meta,
@@ -232,7 +256,13 @@ impl Actor for JobActor {
             task: None,
             task_cancel: watch::Sender::new(false),
             finished: false,
-        })
+            kept: false,
+            left: false,
+        };
+        if let Some(r) = resumed {
+            execution.resumed(r);
+        }
+        Ok(execution)
     }
 
     /// Tells the executor where to reach this execution, then starts the steps.
@@ -245,6 +275,15 @@ impl Actor for JobActor {
             id: state.meta.id,
             actor: myself.clone(),
         });
+        if state.phase == Phase::Running {
+            // Adopted: it runs already.
+            state.report();
+            state.arm_deadline();
+            if let Some(id) = state.main.clone() {
+                state.watch(id);
+            }
+            return Ok(());
+        }
         let _ = myself.cast(JobMsg::Internal(InternalMsg(Internal::Next)));
         Ok(())
     }
@@ -267,6 +306,21 @@ impl Actor for JobActor {
             });
             return Ok(());
         }
+        if let JobMsg::Leave(reply) = msg {
+            let leave = !state.finished && state.kept && state.phase == Phase::Running;
+            if leave {
+                state.left = true;
+                if let Some(t) = state.deadline.take() {
+                    t.abort();
+                }
+                myself.stop(Some("left running for the next agent".into()));
+            }
+            let _ = reply.send(leave);
+            return Ok(());
+        }
+        if state.left {
+            return Ok(());
+        }
         if state.finished {
             match msg {
                 JobMsg::Signal(_, reply) | JobMsg::Pause(_, reply) => {
@@ -278,7 +332,7 @@ impl Actor for JobActor {
         }
         match msg {
             // Answered above, finished or not.
-            JobMsg::Reattach(_) => {}
+            JobMsg::Reattach(_) | JobMsg::Leave(_) => {}
             JobMsg::Internal(InternalMsg(Internal::Next)) => {
                 tracing::debug!(phase = ?state.phase, "next");
                 state.next().await
@@ -334,7 +388,7 @@ impl Actor for JobActor {
         _: ActorRef<JobMsg>,
         state: &mut Execution,
     ) -> Result<(), ActorProcessingErr> {
-        if !state.finished {
+        if !state.finished && !state.left {
             state.stopping = Some(Stopping::Cancel);
             let _ = state.task_cancel.send(true);
             if let Some(t) = state.task.take() {
@@ -412,6 +466,10 @@ impl Execution {
         }
         let rt = self.services.runtime.clone();
         let mut spec = self.container_spec(self.container_name(None), self.spec.command.clone());
+        // The main command outlives the agent where the runtime can keep
+        // it; not with a network (the overlay's attachments are the
+        // agent's).
+        spec.live_restore = self.spec.network.is_none();
         if let Err(e) = rt.pull_image(&spec).await {
             // For a host command, "pull" is finding its program: a missing
             // one is a failed start, not an image problem.
@@ -589,6 +647,25 @@ impl Execution {
         if let Ok(Some(pid)) = rt.pid(&id).await {
             self.status.pid = Some(pid);
             self.status.pid_start_ticks = procfs::stat(pid as i32).map(|s| s.start);
+        }
+        if let Some(files) = self.files.clone()
+            && rt.is_kept(&id).await
+        {
+            // Before the record says running: a running record with a
+            // kept.json is what the next agent adopts.
+            let job = crate::store::KeptJob {
+                spec: (*self.spec).clone(),
+                env: self.env.clone(),
+            };
+            match tokio::task::spawn_blocking(move || files.write_kept(&job)).await {
+                Ok(Ok(())) => self.kept = true,
+                Ok(Err(e)) => {
+                    tracing::warn!(execution = %self.meta.id, error = %e, "failed to write kept.json: the next agent cannot adopt this execution")
+                }
+                Err(e) => {
+                    tracing::warn!(execution = %self.meta.id, error = %e, "failed to write kept.json: the next agent cannot adopt this execution")
+                }
+            }
         }
         self.phase = Phase::Running;
         self.arm_deadline();
@@ -879,6 +956,8 @@ impl Execution {
     fn arm_deadline(&mut self) {
         if let Some(d) = self.spec.deadline {
             let me = self.myself.clone();
+            // What is left of it (an adopted execution ran already).
+            let d = d.saturating_sub(self.started.map(|s| s.elapsed()).unwrap_or_default());
             self.deadline = Some(tokio::spawn(async move {
                 tokio::time::sleep(d).await;
                 let _ = me.cast(JobMsg::Internal(InternalMsg(Internal::Deadline)));
@@ -902,23 +981,33 @@ impl Execution {
     }
 
     fn container_spec(&self, name: String, command: Vec<String>) -> ContainerSpec {
-        let mut spec = ContainerSpec::command(name, command);
-        spec.image = self.spec.image.clone();
-        spec.env = self.env.clone();
-        spec.inherit_env = self.spec.inherit_env;
-        spec.cwd = self.spec.cwd.clone();
-        spec.pull_policy = self.spec.pull_policy;
-        spec.runtime = self.spec.runtime;
-        spec.resources = self.spec.resources;
-        spec.user = self.spec.user.clone();
-        spec.hostname = self.spec.hostname.clone();
-        spec.mounts = self.spec.mounts.clone();
-        spec.labels = self.spec.labels.clone();
-        spec.labels.insert("job".into(), self.spec.name.clone());
-        spec.labels
-            .insert("execution".into(), self.meta.id.to_string());
-        spec
+        container_spec(&self.spec, &self.env, self.meta.id, name, command)
     }
+}
+
+/// The container of one of `job`'s commands for execution `id`.
+fn container_spec(
+    job: &JobSpec,
+    env: &BTreeMap<String, String>,
+    id: crate::execution::ExecutionId,
+    name: String,
+    command: Vec<String>,
+) -> ContainerSpec {
+    let mut spec = ContainerSpec::command(name, command);
+    spec.image = job.image.clone();
+    spec.env = env.clone();
+    spec.inherit_env = job.inherit_env;
+    spec.cwd = job.cwd.clone();
+    spec.pull_policy = job.pull_policy;
+    spec.runtime = job.runtime;
+    spec.resources = job.resources;
+    spec.user = job.user.clone();
+    spec.hostname = job.hostname.clone();
+    spec.mounts = job.mounts.clone();
+    spec.labels = job.labels.clone();
+    spec.labels.insert("job".into(), job.name.clone());
+    spec.labels.insert("execution".into(), id.to_string());
+    spec
 }
 
 /// Stops a job container; a failed stop is retried at once without grace

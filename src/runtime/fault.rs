@@ -837,6 +837,10 @@ impl<R: Runtime> Runtime for FaultRuntime<R> {
         self.inner.oom_killed(id).await
     }
 
+    async fn is_kept(&self, id: &ContainerId) -> bool {
+        self.inner.is_kept(id).await
+    }
+
     async fn exec(
         &self,
         id: &ContainerId,

@@ -526,6 +526,13 @@ impl Runtime for ProcessRuntime {
         }
     }
 
+    async fn is_kept(&self, id: &ContainerId) -> bool {
+        match self.entry(Op::State, id).await {
+            Ok(entry) => entry.run.get().is_some_and(|r| r.keeper.is_some()),
+            Err(_) => false,
+        }
+    }
+
     async fn exec(
         &self,
         id: &ContainerId,

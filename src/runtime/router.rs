@@ -135,6 +135,13 @@ impl Runtime for RuntimeRouter {
         Ok(Some(id))
     }
 
+    async fn is_kept(&self, id: &ContainerId) -> bool {
+        match self.owner(Op::State, id).await {
+            Ok(rt) => rt.is_kept(id).await,
+            Err(_) => false,
+        }
+    }
+
     async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<StopOutcome, RuntimeError> {
         self.owner(Op::Stop, id).await?.stop(id, grace).await
     }

@@ -15,10 +15,25 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    COMPLETION_FILE, CompletionRecord, ExecutionOutput, FULL_LOG_FILE, META_FILE, STATE_FILE,
-    STDERR_FILE, STDOUT_FILE, StoreError,
+    COMPLETION_FILE, CompletionRecord, ExecutionOutput, FULL_LOG_FILE, KEPT_FILE, META_FILE,
+    STATE_FILE, STDERR_FILE, STDOUT_FILE, StoreError,
 };
-use crate::execution::{ExecutionId, ExecutionStatus};
+use crate::{
+    execution::{ExecutionId, ExecutionStatus},
+    spec::JobSpec,
+};
+
+/// What the next agent needs to adopt an execution whose command a keeper
+/// kept: the job as it was triggered and the environment it got (env files
+/// read then). Owner-only, like every file of the execution, and removed
+/// when the execution ends.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeptJob {
+    /// The job.
+    pub spec: JobSpec,
+    /// The environment with real values.
+    pub env: std::collections::BTreeMap<String, String>,
+}
 
 /// Suffix of the temporary files of atomic writes (`state.json.tmp-...`);
 /// leftovers of a crash are removed by `load_all`.
@@ -107,6 +122,33 @@ impl ExecutionFiles {
     /// `completion_event.json`.
     pub fn completion_path(&self) -> PathBuf {
         self.inner.dir.join(COMPLETION_FILE)
+    }
+
+    /// `kept.json`.
+    pub fn kept_path(&self) -> PathBuf {
+        self.inner.dir.join(KEPT_FILE)
+    }
+
+    /// Writes `kept.json` (atomically, without fsync: after a power loss
+    /// the keeper is gone too). Blocking.
+    pub fn write_kept(&self, job: &KeptJob) -> Result<(), StoreError> {
+        write_json_atomic(&self.kept_path(), job, false)
+    }
+
+    /// Reads `kept.json`.
+    pub fn read_kept(&self) -> Result<KeptJob, StoreError> {
+        read_json(&self.kept_path())
+    }
+
+    /// Removes `kept.json` if there is one. Blocking.
+    pub fn remove_kept(&self) {
+        match fs::remove_file(self.kept_path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(execution = %self.id(), error = %e, "failed to remove kept.json")
+            }
+        }
     }
 
     /// Replaces `state.json` atomically: a reader (or a node restarted at any

@@ -33,6 +33,21 @@ pub struct Loaded {
     pub skipped: Vec<(PathBuf, String)>,
     /// Executions that were active and are now `failed: node restarted`.
     pub recovered: Vec<Recovered>,
+    /// Running executions a keeper kept, returned as recorded (only from
+    /// [`Store::load_all_keeping`](super::Store::load_all_keeping)).
+    pub kept: Vec<ExecutionId>,
+}
+
+/// What loading does to the executions recorded active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Leaves them as recorded.
+    AsRecorded,
+    /// Marks them failed (`node restarted`), killing what is left.
+    Recover,
+    /// Like `Recover`, except running ones with a `kept.json`, left as
+    /// recorded for the caller to adopt.
+    Keep,
 }
 
 /// An execution found active at start-up and marked failed.
@@ -126,6 +141,18 @@ pub(crate) fn read_record(dir: &Path) -> Result<ExecutionRecord, StoreError> {
 /// (`node restarted`) and its leftover process killed, else it is returned
 /// as recorded (a restarted executor: its job actors still run).
 pub(crate) fn load_all(store: &Store, recover: bool) -> Result<Loaded, StoreError> {
+    load_all_with(
+        store,
+        if recover {
+            Mode::Recover
+        } else {
+            Mode::AsRecorded
+        },
+    )
+}
+
+/// Reads every execution, doing `mode` to the active ones.
+pub(crate) fn load_all_with(store: &Store, mode: Mode) -> Result<Loaded, StoreError> {
     let root = store.executions_dir();
     let entries = fs::read_dir(root).map_err(|e| StoreError::read(root, e))?;
     let now = Utc::now();
@@ -140,10 +167,12 @@ pub(crate) fn load_all(store: &Store, recover: bool) -> Result<Loaded, StoreErro
             }
         };
         let path = entry.path();
-        match load_one(&path, now, recover) {
+        match load_one(&path, now, mode) {
             Ok((record, recovered)) => {
-                if let Some(r) = recovered {
-                    loaded.recovered.push(r);
+                match recovered {
+                    Some(Some(r)) => loaded.recovered.push(r),
+                    Some(None) => loaded.kept.push(record.meta.id),
+                    None => {}
                 }
                 loaded.records.push(record);
             }
@@ -159,11 +188,16 @@ pub(crate) fn load_all(store: &Store, recover: bool) -> Result<Loaded, StoreErro
     Ok(loaded)
 }
 
+/// The record in `path`, with what recovery did to it: `None` for a
+/// record left as it was, `Some(None)` for a kept one, `Some(Some(_))` for
+/// a recovered one.
+#[allow(clippy::type_complexity)]
 fn load_one(
     path: &Path,
     now: DateTime<Utc>,
-    recover_active: bool,
-) -> Result<(ExecutionRecord, Option<Recovered>), StoreError> {
+    mode: Mode,
+) -> Result<(ExecutionRecord, Option<Option<Recovered>>), StoreError> {
+    let recover_active = mode != Mode::AsRecorded;
     let invalid = |reason: &str| StoreError::Invalid {
         path: path.to_owned(),
         reason: reason.to_owned(),
@@ -190,8 +224,14 @@ fn load_one(
         return Ok((record, None));
     }
     let files = ExecutionFiles::new(id, path.to_owned());
+    if mode == Mode::Keep
+        && matches!(record.status.state, JobState::Running)
+        && files.kept_path().is_file()
+    {
+        return Ok((record, Some(None)));
+    }
     let recovered = recover(&files, &mut record.status, now);
-    Ok((record, Some(recovered)))
+    Ok((record, Some(Some(recovered))))
 }
 
 /// Removes the temporary files of atomic writes a crash left behind.
@@ -221,6 +261,7 @@ fn recover(files: &ExecutionFiles, status: &mut ExecutionStatus, now: DateTime<U
     status.finished_at = Some(now);
     status.updated_at = now;
     let write_error = files.write_state(status).err().map(|e| e.to_string());
+    files.remove_kept();
     tracing::warn!(
         execution = %files.id(),
         previous = previous.name(),

@@ -370,6 +370,17 @@ impl Executor {
         self.ask(ExecutorMsg::Schedules).await
     }
 
+    /// The agent exits leaving its work running: every running execution
+    /// whose command runs under a keeper is left to the next agent (its job
+    /// actor stops without ending it; its record stays `running`). Returns
+    /// how many were left. Call [`Executor::shutdown`] next for the rest.
+    pub async fn leave(&self) -> usize {
+        self.actor
+            .call(ExecutorMsg::Leave, Some(Duration::from_secs(10)))
+            .await
+            .unwrap_or(0)
+    }
+
     /// Refuses new executions, lets active ones finish within `deadline`,
     /// cancels the rest (each with its grace), and stops the executor.
     pub async fn shutdown(&self, deadline: Duration) {

@@ -151,18 +151,9 @@ impl ExecutorState {
             services: self.services.clone(),
             executor: self.me.clone(),
             cancelled,
+            resumed: None,
         });
-        let child = ChildSpec::new(id.to_string(), move |ctx| {
-            let args = args();
-            async move {
-                let args = args.ok_or("a job actor is never restarted")?;
-                let (actor, _) =
-                    JobActor::spawn_linked(None, JobActor, args, ctx.supervisor).await?;
-                Ok(actor.get_cell())
-            }
-        })
-        .restart(RestartType::Temporary)
-        .shutdown(Shutdown::Timeout(spec.stop_timeout + CLEANUP_MARGIN));
+        let child = job_child(id, args, spec.stop_timeout);
         if let Err(e) = jobs.start_child_nowait(child) {
             let mut status = ExecutionStatus::pending(now);
             status.state = JobState::Failed {
@@ -468,4 +459,22 @@ impl ExecutorState {
             });
         }
     }
+}
+
+/// The job supervisor's temporary child for execution `id`.
+pub(super) fn job_child(
+    id: ExecutionId,
+    args: impl Fn() -> Option<JobArgs> + Send + Sync + 'static,
+    stop_timeout: Duration,
+) -> ChildSpec {
+    ChildSpec::new(id.to_string(), move |ctx| {
+        let args = args();
+        async move {
+            let args = args.ok_or("a job actor is never restarted")?;
+            let (actor, _) = JobActor::spawn_linked(None, JobActor, args, ctx.supervisor).await?;
+            Ok(actor.get_cell())
+        }
+    })
+    .restart(RestartType::Temporary)
+    .shutdown(Shutdown::Timeout(stop_timeout + CLEANUP_MARGIN))
 }

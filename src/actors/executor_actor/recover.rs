@@ -122,3 +122,140 @@ impl ExecutorState {
         self.job_finished(myself, id, status);
     }
 }
+
+impl ExecutorState {
+    /// Adopts the running execution `record` whose command a keeper kept
+    /// (see [`crate::actors::job_actor::resume`]); its job actor starts
+    /// with [`ExecutorState::start_adopted`]. If it cannot be adopted, it
+    /// is recovered as before and its failed status returned.
+    pub(super) async fn adopt(
+        &mut self,
+        record: &ExecutionRecord,
+    ) -> Result<Adopted, ExecutionStatus> {
+        let id = record.meta.id;
+        match crate::actors::job_actor::resume(&self.services, record).await {
+            Ok((spec, env, resumed)) => {
+                tracing::info!(execution = %id, job = %record.meta.job, container = %resumed.container(), "adopted an execution the previous agent left running");
+                let cancelled = self.table.insert(record.clone());
+                Ok(Adopted {
+                    meta: record.meta.clone(),
+                    spec,
+                    env,
+                    resumed,
+                    cancelled,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(execution = %id, error = %e, "could not adopt an execution the previous agent left running");
+                let recovered = match self.services.store.clone() {
+                    Some(store) => tokio::task::spawn_blocking(move || store.recover_execution(id))
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    None => None,
+                };
+                Err(match recovered {
+                    Some(r) => r.status,
+                    None => {
+                        let mut status = record.status.clone();
+                        status.state = JobState::Failed {
+                            reason: FailReason::NodeRestarted,
+                            exit_code: None,
+                        };
+                        status.finished_at = Some(Utc::now());
+                        status
+                    }
+                })
+            }
+        }
+    }
+
+    /// Starts a job actor for each execution adopted at start, under the
+    /// job supervisor (which starts after the executor).
+    pub(super) async fn start_adopted(&mut self, myself: &ActorRef<ExecutorMsg>) {
+        let jobs = match self.jobs.resolve(RESTART_PATIENCE).await {
+            Ok(actor) => Ok(SupervisorRef::from_cell(
+                actor.get_cell(),
+                "jobs",
+                self.events.clone(),
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        for a in std::mem::take(&mut self.adopted) {
+            let id = a.meta.id;
+            let container = a.resumed.container().clone();
+            let stop_timeout = a.spec.stop_timeout;
+            let args = once(JobArgs {
+                meta: a.meta,
+                spec: a.spec,
+                env: a.env,
+                work: Work::Command,
+                services: self.services.clone(),
+                executor: self.me.clone(),
+                cancelled: a.cancelled,
+                resumed: Some(a.resumed),
+            });
+            let started = match &jobs {
+                Ok(jobs) => jobs
+                    .start_child_nowait(operations::job_child(id, args, stop_timeout))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(message) = started {
+                // Nothing watches it: stop it rather than leave it.
+                let rt = self.services.runtime.clone();
+                tokio::spawn(async move {
+                    let _ = rt.stop(&container, stop_timeout).await;
+                    let _ = rt.remove(&container).await;
+                });
+                let mut status = self
+                    .table
+                    .execs
+                    .get(&id)
+                    .map(|e| e.record.status.clone())
+                    .unwrap_or_else(|| ExecutionStatus::pending(Utc::now()));
+                status.state = JobState::Failed {
+                    reason: FailReason::Start { message },
+                    exit_code: None,
+                };
+                status.finished_at = Some(Utc::now());
+                self.job_finished(myself, id, status);
+            }
+        }
+    }
+
+    /// Asks every running execution's job actor to leave its kept command
+    /// to the next agent; those that do are no longer counted active here.
+    pub(super) async fn leave(&mut self) -> usize {
+        let actors: Vec<(ExecutionId, ActorRef<JobMsg>)> = self
+            .table
+            .execs
+            .iter()
+            .filter(|(_, e)| e.record.status.state.is_active())
+            .filter_map(|(id, e)| e.actor.clone().map(|a| (*id, a)))
+            .collect();
+        let asks = actors.into_iter().map(|(id, actor)| async move {
+            let answer = actor
+                .call(JobMsg::Leave, Some(Duration::from_secs(2)))
+                .await;
+            (
+                id,
+                matches!(answer, Ok(ractor::rpc::CallResult::Success(true))),
+            )
+        });
+        let mut left = 0;
+        for (id, leaves) in futures::future::join_all(asks).await {
+            if leaves {
+                self.table.left(id);
+                left += 1;
+            }
+        }
+        if left > 0 {
+            tracing::info!(
+                executions = left,
+                "left running executions to the next agent"
+            );
+        }
+        left
+    }
+}

@@ -178,6 +178,18 @@ impl Table {
             .unwrap_or_default()
     }
 
+    /// An execution left running for the next agent: still recorded
+    /// active, no longer counted (nothing here will end it).
+    pub fn left(&mut self, id: ExecutionId) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
+        exec.actor = None;
+        if let Some(index) = self.jobs.get_mut(&exec.record.meta.job) {
+            index.active.retain(|a| *a != id);
+        }
+    }
+
     pub fn active_count(&self) -> usize {
         self.jobs.values().map(|i| i.active.len()).sum()
     }

@@ -37,6 +37,11 @@ impl Execution {
         self.status.finished_at = Some(Utc::now());
         self.status.state = state;
         self.publish().await;
+        if self.kept
+            && let Some(files) = &self.files
+        {
+            files.remove_kept();
+        }
         let _ = self.executor.cast(ExecutorMsg::JobFinished {
             id: self.meta.id,
             status: self.status.clone(),
@@ -114,7 +119,7 @@ impl Drop for Execution {
     /// The actor died without finishing (a panic): kill the container now,
     /// give the segment back, and report the execution failed.
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || self.left {
             return;
         }
         if let Some(t) = self.task.take() {

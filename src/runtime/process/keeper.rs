@@ -189,6 +189,16 @@ impl Meta {
 
 /// True when `a` and `b` describe the same container (output and the
 /// live-restore flag aside).
+/// What a kept container is found by: its name, and for a job's
+/// container the execution it runs (`name@execution`), since executions
+/// of one job run at once under one name.
+pub(super) fn adopt_key(spec: &ContainerSpec) -> String {
+    match spec.labels.get("execution") {
+        Some(execution) => format!("{}@{execution}", spec.name),
+        None => spec.name.clone(),
+    }
+}
+
 pub(super) fn same_spec(a: &ContainerSpec, b: &ContainerSpec) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
@@ -368,8 +378,8 @@ pub(super) struct Left {
 }
 
 impl Left {
-    pub(super) fn name(&self) -> Option<&str> {
-        self.meta.as_ref().map(|m| m.spec.name.as_str())
+    pub(super) fn key(&self) -> Option<String> {
+        self.meta.as_ref().map(|m| adopt_key(&m.spec))
     }
 }
 
@@ -441,10 +451,7 @@ pub(super) async fn scan(keepers: &Keepers) -> HashMap<String, Left> {
             left.files.remove();
             continue;
         }
-        let key = left
-            .name()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("<{short}>"));
+        let key = left.key().unwrap_or_else(|| format!("<{short}>"));
         found.insert(key, left);
     }
     found

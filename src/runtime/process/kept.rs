@@ -26,7 +26,7 @@ use super::{
     DRAIN_LIMIT, ProcessRuntime,
     cgroup::Cgroup,
     entry::{Entry, ProcState, Run, kill_group},
-    keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, same_spec, scan},
+    keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, adopt_key, same_spec, scan},
     resources::Limited,
     spawn::open_netns,
 };
@@ -279,14 +279,17 @@ impl ProcessRuntime {
             .left
             .get_or_init(|| async { Mutex::new(scan(keepers).await) })
             .await;
-        let Some(found) = left.lock().await.remove(&spec.name) else {
+        let Some(found) = left.lock().await.remove(&adopt_key(spec)) else {
             return Ok(None);
         };
         let Some(meta) = found.meta.clone() else {
             stop_left(found, LEFT_GRACE).await;
             return Ok(None);
         };
-        if !spec.live_restore || !same_spec(&meta.spec, spec) {
+        // A job's container is its execution's (the key names it): what
+        // runs is what that execution started, whatever the job says now.
+        let execution = spec.labels.contains_key("execution");
+        if !spec.live_restore || (!execution && !same_spec(&meta.spec, spec)) {
             tracing::info!(container = %meta.id, "the spec of a container the previous agent left changed: stopping it to start the new one");
             stop_left(found, LEFT_GRACE).await;
             return Ok(None);
