@@ -24,6 +24,9 @@ services:
     restart_window: 5m
     on_limit: backoff
     backoff: {initial: 250ms, max: 5m, multiplier: 3, jitter: 0, reset_after: 5m}
+jobs:
+  ticker:
+    command: ["sh", "-c", "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
 "#;
 
 fn replica_dir(state: &Path, service: &str, replica: &str) -> PathBuf {
@@ -99,7 +102,14 @@ fn services_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
         .iter()
         .map(|r| marked_pid(&state, "web", r).expect("a started marker").1)
         .collect();
+    // A job printing a line every 100 ms for 5 s, killed in the middle.
+    let job = trigger(&agent, "ticker");
+    let job_pid = pid_of(&state, &job);
+    eventually("a few ticks", || {
+        execution_file(&state, &job, "stdout.log").lines().count() >= 5
+    });
     kill9(&mut agent);
+    assert!(alive(job_pid), "the job died with the agent");
     for pid in &pids {
         assert!(alive(*pid), "pid {pid} died with the agent");
     }
@@ -139,6 +149,25 @@ fn services_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
     let seen = numbers(&state, "web-0");
     let expected: Vec<u64> = (1..=seen.len() as u64).collect();
     assert_eq!(seen, expected, "lines lost or repeated across the kill");
+
+    // The job ends once, completed, with every line once.
+    eventually("the job to complete", || {
+        status(&agent, &job)["state"]["status"] != "running"
+    });
+    let record = status(&agent, &job);
+    assert_eq!(record["state"]["status"], "completed", "{record}");
+    assert_eq!(record["state"]["exit_code"], 0, "{record}");
+    let ticks: Vec<String> = execution_file(&state, &job, "stdout.log")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = (1..=50).map(|i| format!("tick {i}")).collect();
+    assert_eq!(
+        ticks, expected,
+        "job lines lost or repeated across the kill"
+    );
+    let runs = agent.arbor(["list", "--json"]).expect(0).json();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "one execution: {runs}");
 
     // The back-off's next step follows: 20.25 s, restart 5.
     let lines = events.until("the step-4 back-off", |l| {
