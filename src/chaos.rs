@@ -24,6 +24,7 @@
 //! is refused; everything that goes wrong during the run is a finding in the
 //! [`ChaosReport`], never a panic.
 
+mod agent_restart;
 pub mod faulty_actor;
 pub mod invariants;
 mod report;
@@ -82,6 +83,7 @@ pub struct Chaos {
     kinds: Vec<FaultKind>,
     job_every: Duration,
     kill_every: Duration,
+    restart_every: Duration,
     job_runtime: Duration,
     quiet: Duration,
     shutdown: Duration,
@@ -104,6 +106,7 @@ impl Chaos {
             kinds: ALL_KINDS.to_vec(),
             job_every: Duration::from_secs(1),
             kill_every: Duration::from_secs(2),
+            restart_every: Duration::ZERO,
             job_runtime: Duration::from_secs(2),
             quiet: Duration::ZERO,
             shutdown: Duration::from_secs(30),
@@ -146,6 +149,18 @@ impl Chaos {
     /// with code 0, code 1 or SIGKILL; `Duration::ZERO`: never.
     pub fn kill_every(mut self, every: Duration) -> Self {
         self.kill_every = every;
+        self
+    }
+
+    /// Restarts the agent this often (`Duration::ZERO`: never, the
+    /// default). The node leaves as `arbor agent` does on SIGUSR2 (running
+    /// executions and service replicas stay, as their keepers would keep
+    /// them), is killed, and a new node on the same state directory (a
+    /// temporary one the run makes) adopts what it left; the run's
+    /// invariants then hold across the restarts (see
+    /// [`invariants::restart_counts_never_go_back`]).
+    pub fn agent_restart_every(mut self, every: Duration) -> Self {
+        self.restart_every = every;
         self
     }
 
@@ -210,33 +225,31 @@ impl Chaos {
         let overlay = Overlay::start(RecordingOverlay::new(journal.clone()))
             .await
             .map_err(|e| ChaosError::Start(e.to_string()))?;
-        let mut runtime: Arc<dyn Runtime> = Arc::new(faults.clone());
-        if let Some(Wrap(wrap)) = &self.wrap {
-            runtime = wrap(runtime);
-        }
-        let node = Node::start(
-            NodeConfig::new(runtime)
-                .overlay(overlay.clone())
-                .tokens(RecordingTokens::new(journal.clone()))
-                // A fixed wall clock, so cron runs fall alike in every run.
-                .clock(TokioClock::starting_at(
-                    chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
-                ))
-                .flags(self.deployment.supervisor.clone())
-                .name("chaos"),
-        )
-        .await
-        .map_err(|e| ChaosError::Start(e.to_string()))?;
+        // Agent restarts need what a real agent keeps on disk (execution
+        // records, supervision state) and keepers (the generations).
+        let restarts = !self.restart_every.is_zero();
+        let state_dir = if restarts {
+            Some(StateDir::new(self.seed).map_err(|e| ChaosError::Start(e.to_string()))?)
+        } else {
+            None
+        };
+        let kept = agent_restart::Kept::default();
+        let setup = NodeSetup {
+            faults: faults.clone(),
+            overlay: overlay.clone(),
+            journal: journal.clone(),
+            // A fixed wall clock, so cron runs fall alike in every run.
+            clock: TokioClock::starting_at(
+                chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+            ),
+            state_dir: state_dir.as_ref().map(|d| d.0.clone()),
+            kept: restarts.then(|| kept.clone()),
+        };
+        let (mut node, mut generation) = self.start_node(&setup).await?;
 
-        // Every event, with its virtual time, from before the deploy.
-        let mut stream = node.events();
-        let collector = tokio::spawn(async move {
-            let mut events = Vec::new();
-            while let Some(e) = stream.recv().await {
-                events.push((begin.elapsed(), e));
-            }
-            events
-        });
+        // Every event, with its virtual time, from before the deploy (one
+        // collector per node).
+        let mut collectors = vec![collect(&node, begin)];
 
         let started = node.deploy(&self.deployment).await;
         if let Err(e) = started {
@@ -249,8 +262,9 @@ impl Chaos {
                 .max_delay(self.max_delay),
         );
 
-        // The fault period: trigger on-demand jobs and kill service replicas
-        // at a steady pace, each choice drawn from the seed.
+        // The fault period: trigger on-demand jobs, kill service replicas
+        // and restart the agent at a steady pace, each choice drawn from
+        // the seed.
         let on_demand: Vec<&String> = self
             .deployment
             .jobs
@@ -266,19 +280,25 @@ impl Chaos {
             .collect();
         let mut rng = self.seed ^ 0x9e37_79b9_7f4a_7c15;
         let (mut triggers, mut kills) = (0u64, 0u64);
+        let mut agent_restarts = Vec::new();
         let start = Instant::now();
         let end = start + self.duration;
         let every = |d: Duration, active: bool| (active && !d.is_zero()).then_some(d);
         let job_every = every(self.job_every, !on_demand.is_empty());
         let kill_every = every(self.kill_every, !replicas.is_empty());
-        let (mut next_job, mut next_kill) = (start, start + self.kill_every);
+        let restart_every = every(self.restart_every, true);
+        let (mut next_job, mut next_kill, mut next_restart) =
+            (start, start + self.kill_every, start + self.restart_every);
         loop {
-            let next = match (job_every, kill_every) {
-                (Some(_), Some(_)) => next_job.min(next_kill),
-                (Some(_), None) => next_job,
-                (None, Some(_)) => next_kill,
-                (None, None) => end,
-            };
+            let next = [
+                job_every.map(|_| next_job),
+                kill_every.map(|_| next_kill),
+                restart_every.map(|_| next_restart),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(end);
             if next >= end {
                 break;
             }
@@ -310,6 +330,33 @@ impl Chaos {
                 }
                 next_kill += d;
             }
+            if let Some(d) = restart_every
+                && next == next_restart
+            {
+                agent_restarts.push(begin.elapsed());
+                // The old node leaves as on SIGUSR2, then dies: its
+                // generation is cut first, so its killed actors touch no
+                // container.
+                node.detach(self.shutdown).await;
+                if let Some(g) = &generation {
+                    g.sever();
+                }
+                node.root().actor().kill();
+                node.root().wait().await;
+                drop(node);
+                let (next_node, next_generation) = self.start_node(&setup).await?;
+                node = next_node;
+                generation = next_generation;
+                collectors.push(collect(&node, begin));
+                if let Err(e) = node.deploy(&self.deployment).await {
+                    node.shutdown(self.shutdown).await;
+                    return Err(ChaosError::Deploy(e.to_string()));
+                }
+                if let Some(g) = &generation {
+                    kept.release_unadopted(g).await;
+                }
+                next_restart += d;
+            }
         }
         tokio::time::sleep_until(end).await;
 
@@ -333,11 +380,17 @@ impl Chaos {
         let bus = node.event_bus().clone();
         drop(node);
         drop(bus);
-        let events = match tokio::time::timeout(Duration::from_secs(5), collector).await {
-            Ok(Ok(events)) => events,
-            _ => Vec::new(),
-        };
+        drop(generation);
+        let mut events = Vec::new();
+        for collector in collectors {
+            if let Ok(Ok(mut e)) = tokio::time::timeout(Duration::from_secs(5), collector).await {
+                events.append(&mut e);
+            }
+        }
+        // Each node's events come after the last one's (it was dead).
+        events.sort_by_key(|(at, _)| *at);
         let injected = faults.injected().await;
+        drop(state_dir);
 
         let mut flags = BTreeMap::new();
         flags.insert("chaos".to_owned(), self.deployment.supervisor.clone());
@@ -372,7 +425,43 @@ impl Chaos {
             injected,
             triggers,
             kills,
+            agent_restarts,
+            adopted: kept.adopted(),
+            released: kept.released(),
         })
+    }
+
+    /// Starts a node on the fault runtime (through a new generation when
+    /// the agent is restarted, see [`agent_restart`]).
+    async fn start_node(
+        &self,
+        setup: &NodeSetup,
+    ) -> Result<(Node, Option<Arc<agent_restart::Generation>>), ChaosError> {
+        let faults: Arc<dyn Runtime> = Arc::new(setup.faults.clone());
+        let generation = setup
+            .kept
+            .as_ref()
+            .map(|k| Arc::new(k.generation(faults.clone())));
+        let mut runtime: Arc<dyn Runtime> = match &generation {
+            Some(g) => g.clone(),
+            None => faults,
+        };
+        if let Some(Wrap(wrap)) = &self.wrap {
+            runtime = wrap(runtime);
+        }
+        let mut config = NodeConfig::new(runtime)
+            .overlay(setup.overlay.clone())
+            .tokens(RecordingTokens::new(setup.journal.clone()))
+            .clock(setup.clock)
+            .flags(self.deployment.supervisor.clone())
+            .name("chaos");
+        if let Some(dir) = &setup.state_dir {
+            config = config.state_dir(dir);
+        }
+        let node = Node::start(config)
+            .await
+            .map_err(|e| ChaosError::Start(e.to_string()))?;
+        Ok((node, generation))
     }
 
     /// The quiet period: as configured, else the longest back-off plus a
@@ -424,6 +513,50 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::LoseExit => "lose_exit",
         FaultKind::DelayExit => "delay_exit",
     }
+}
+
+/// What every node of a run is started with.
+struct NodeSetup {
+    faults: FaultRuntime<MockRuntime>,
+    overlay: Overlay,
+    journal: Journal,
+    clock: TokioClock,
+    state_dir: Option<std::path::PathBuf>,
+    kept: Option<agent_restart::Kept>,
+}
+
+/// A temporary state directory, removed when dropped.
+struct StateDir(std::path::PathBuf);
+
+impl StateDir {
+    fn new(seed: u64) -> std::io::Result<Self> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "arbor-chaos-{}-{seed}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Collects `node`'s events with their virtual time since `begin`.
+fn collect(node: &Node, begin: Instant) -> tokio::task::JoinHandle<Vec<(Duration, Event)>> {
+    let mut stream = node.events();
+    tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = stream.recv().await {
+            events.push((begin.elapsed(), e));
+        }
+        events
+    })
 }
 
 fn splitmix(state: &mut u64) -> u64 {

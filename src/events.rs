@@ -115,6 +115,10 @@ pub enum Event {
         /// How long it waits.
         #[serde(with = "humantime_serde")]
         delay: Duration,
+        /// True when this agent resumes a back-off an earlier agent on the
+        /// same state directory began: `delay` is then what remained of it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// A failed child was kept for debugging and will not be restarted.
     ChildIsolated {
@@ -340,11 +344,12 @@ impl Event {
                 child_kind,
                 restart_count,
                 delay,
+                resumed,
             } => {
                 let kind = child_kind.to_string();
                 tracing::warn!(
                     target: T, event, supervisor, child, kind, restart_count,
-                    delay_ms = delay.as_millis() as u64, "crash loop: backing off"
+                    delay_ms = delay.as_millis() as u64, resumed = *resumed, "crash loop: backing off"
                 )
             }
             Self::ChildIsolated {

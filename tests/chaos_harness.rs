@@ -157,6 +157,30 @@ fn the_checks_find_a_restart_before_its_back_off_ended() {
 }
 
 #[test]
+fn the_checks_find_a_restart_count_that_went_back_across_an_agent_restart() {
+    let mut obs = observation(
+        r#"[
+        [1.0, {"event": "child_restarted", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit_code": 1, "restart_count": 4}],
+        [3.0, {"event": "crash_loop_back_off", "supervisor": "web", "child": "web-0", "child_kind": "container", "restart_count": 4, "delay": "1s 500ms", "resumed": true}],
+        [4.5, {"event": "child_restarted", "supervisor": "web", "child": "web-0", "child_kind": "container", "exit_code": 1, "restart_count": 4}]
+    ]"#,
+        10,
+    );
+    obs.agent_restarts = vec![Duration::from_secs(2)];
+    let v = invariants::restart_counts_never_go_back(&obs);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].detail.contains(
+            "restart count 4 at 4.500s after 4 at 1.000s (the agent was restarted between)"
+        ),
+        "{v:?}"
+    );
+    // A resumed back-off waits what remained: not a policy delay, not a
+    // violation.
+    assert_eq!(invariants::backoff_follows_policy(&obs), Vec::new());
+}
+
+#[test]
 fn the_checks_find_an_execution_that_ended_twice_and_one_that_never_ended() {
     let obs = observation(
         r#"[
@@ -222,46 +246,63 @@ fn observation(events: &str, max_restarts: u32) -> invariants::Observation {
 }
 
 /// A runtime adapter with a bug: `remove` says yes and forgets the
-/// container (a supervisor that forgets to reap).
-struct ForgetfulRemove(Arc<dyn Runtime>);
+/// container (a supervisor that forgets to reap), or `adopt` never finds
+/// what the last agent left (keepers that lose their containers).
+struct Broken {
+    inner: Arc<dyn Runtime>,
+    forgets_removes: bool,
+    loses_kept: bool,
+}
 
 #[async_trait::async_trait]
-impl Runtime for ForgetfulRemove {
+impl Runtime for Broken {
     fn name(&self) -> &'static str {
-        "forgetful"
+        "broken"
     }
     async fn pull_image(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        self.0.pull_image(spec).await
+        self.inner.pull_image(spec).await
     }
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
-        self.0.create(spec).await
+        self.inner.create(spec).await
     }
     async fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
-        self.0.start(id).await
+        self.inner.start(id).await
     }
     async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<StopOutcome, RuntimeError> {
-        self.0.stop(id, grace).await
+        self.inner.stop(id, grace).await
     }
-    async fn remove(&self, _id: &ContainerId) -> Result<(), RuntimeError> {
-        Ok(())
+    async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        if self.forgets_removes {
+            return Ok(());
+        }
+        self.inner.remove(id).await
     }
     async fn wait(&self, id: &ContainerId) -> Result<ExitStatus, RuntimeError> {
-        self.0.wait(id).await
+        self.inner.wait(id).await
     }
     async fn state(&self, id: &ContainerId) -> Result<ContainerState, RuntimeError> {
-        self.0.state(id).await
+        self.inner.state(id).await
     }
     async fn pid(&self, id: &ContainerId) -> Result<Option<u32>, RuntimeError> {
-        self.0.pid(id).await
+        self.inner.pid(id).await
     }
     async fn signal(&self, id: &ContainerId, signal: Signal) -> Result<(), RuntimeError> {
-        self.0.signal(id, signal).await
+        self.inner.signal(id, signal).await
     }
     async fn logs(&self, id: &ContainerId, query: LogQuery) -> Result<Logs, RuntimeError> {
-        self.0.logs(id, query).await
+        self.inner.logs(id, query).await
+    }
+    async fn adopt(&self, spec: &ContainerSpec) -> Result<Option<ContainerId>, RuntimeError> {
+        if self.loses_kept {
+            return Ok(None);
+        }
+        self.inner.adopt(spec).await
+    }
+    async fn is_kept(&self, id: &ContainerId) -> bool {
+        self.inner.is_kept(id).await
     }
     fn abandon(&self, id: &ContainerId) {
-        self.0.abandon(id)
+        self.inner.abandon(id)
     }
 }
 
@@ -271,7 +312,13 @@ async fn a_runtime_that_forgets_to_remove_containers_is_reported_with_what_it_le
         .seed(7)
         .rate(0.05)
         .duration(Duration::from_secs(60))
-        .wrap_runtime(|inner| Arc::new(ForgetfulRemove(inner)))
+        .wrap_runtime(|inner| {
+            Arc::new(Broken {
+                inner,
+                forgets_removes: true,
+                loses_kept: false,
+            })
+        })
         .run()
         .await
         .unwrap();
@@ -325,4 +372,94 @@ fn a_child_that_gave_up_is_fine_only_after_as_many_crash_loops_as_it_says() {
     );
     // Failed without giving up (no such event): a broken invariant.
     assert_eq!(check(vec![loop_at(1.0)]).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_invariant_holds_across_agent_restarts() {
+    let report = Chaos::new(deployment())
+        .seed(11)
+        .rate(0.05)
+        .duration(Duration::from_secs(300))
+        .agent_restart_every(Duration::from_secs(37))
+        .run()
+        .await
+        .unwrap();
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    let obs = &report.observation;
+    assert_eq!(obs.agent_restarts.len(), 8, "{:?}", obs.agent_restarts);
+    assert!(report.executions.values().sum::<usize>() > 50, "{report}");
+    // The next agent took over what the last one left: replicas and
+    // running executions were adopted, not started again.
+    assert!(obs.adopted >= 8 * 3, "{report}");
+    // Some executions began under one agent and ended, completed, under
+    // the next; none was lost as "node restarted".
+    let mut started = std::collections::BTreeMap::new();
+    let mut across = 0;
+    for (t, e) in &obs.events {
+        match e {
+            arbor::Event::ExecutionStarted { id, .. } => {
+                started.insert(id.clone(), *t);
+            }
+            arbor::Event::ExecutionFinished { id, state, .. } if state == "completed" => {
+                let s = started.get(id).copied().unwrap_or_default();
+                if obs.agent_restarts.iter().any(|r| s < *r && *r < *t) {
+                    across += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(across > 0, "no execution outlived an agent: {report}");
+    assert!(
+        obs.executions.iter().all(|r| !matches!(
+            r.status.state,
+            arbor::JobState::Failed {
+                reason: arbor::FailReason::NodeRestarted,
+                ..
+            }
+        )),
+        "{report}"
+    );
+    // Back-offs in progress were resumed by the next agent.
+    assert!(
+        obs.events
+            .iter()
+            .any(|(_, e)| matches!(e, arbor::Event::CrashLoopBackOff { resumed: true, .. })),
+        "{report}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_loses_what_the_last_one_left_is_reported() {
+    let report = Chaos::new(deployment())
+        .seed(11)
+        .rate(0.0)
+        .duration(Duration::from_secs(120))
+        .agent_restart_every(Duration::from_secs(31))
+        .wrap_runtime(|inner| {
+            Arc::new(Broken {
+                inner,
+                forgets_removes: false,
+                loses_kept: true,
+            })
+        })
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.observation.adopted, 0, "{report}");
+    // The next agent starts its replicas afresh and stops the old ones...
+    assert!(report.observation.released > 0, "{report}");
+    // ...but an execution that was running is never seen to end.
+    let lost: Vec<&Violation> = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == "execution_ends_once")
+        .collect();
+    assert!(!lost.is_empty(), "{report}");
+    assert!(
+        lost.iter()
+            .any(|v| v.detail.contains("reached a terminal state 0 time(s)")),
+        "{report}"
+    );
 }

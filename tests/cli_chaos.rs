@@ -85,3 +85,22 @@ fn chaos_refuses_bad_arguments_naming_them() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/spec.yaml"), "{err}");
 }
+
+#[test]
+fn chaos_with_agent_restarts_reports_what_each_new_agent_adopted() {
+    let (code, out, err) = arbor(&[
+        "chaos",
+        "--spec",
+        "examples/node.yaml",
+        "--duration",
+        "5m",
+        "--agent-restart-every",
+        "37s",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(report["agent_restarts"], 8, "{report}");
+    assert!(report["adopted"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+}

@@ -76,6 +76,7 @@ fn events_serialize_with_their_kind_and_fixed_fields() {
         child_kind: ChildKind::Container,
         restart_count: 6,
         delay: Duration::from_secs(20),
+        resumed: false,
     };
     let json = serde_json::to_value(&e).unwrap();
     assert_eq!(
@@ -84,6 +85,17 @@ fn events_serialize_with_their_kind_and_fixed_fields() {
     );
     let back: Event = serde_json::from_value(json).unwrap();
     assert_eq!(back, e);
+    // A back-off resumed from an earlier agent says so.
+    let resumed = Event::CrashLoopBackOff {
+        child: "web-0".into(),
+        supervisor: "web".into(),
+        child_kind: ChildKind::Container,
+        restart_count: 6,
+        delay: Duration::from_secs(3),
+        resumed: true,
+    };
+    let json = serde_json::to_value(&resumed).unwrap();
+    assert_eq!(json["resumed"], true, "{json}");
 }
 
 #[tokio::test(start_paused = true)]

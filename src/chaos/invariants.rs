@@ -56,6 +56,12 @@ pub struct Observation {
     pub triggers: u64,
     /// Service replicas the harness made exit.
     pub kills: u64,
+    /// When the agent was restarted (virtual time since the start).
+    pub agent_restarts: Vec<Duration>,
+    /// Containers a restarted agent adopted from the one before it.
+    pub adopted: u64,
+    /// Containers an agent left that the next one did not adopt (stopped).
+    pub released: u64,
 }
 
 /// One broken invariant.
@@ -90,7 +96,72 @@ pub fn check_all(obs: &Observation) -> Vec<Violation> {
     v.extend(permanent_children_run(obs));
     v.extend(temporary_children_never_restart(obs));
     v.extend(events_match_tree(obs));
+    v.extend(restart_counts_never_go_back(obs));
     v
+}
+
+/// A child's restart count never goes back (across agent restarts too:
+/// the count is kept on disk), except when its supervisor escalated and
+/// was started afresh.
+pub fn restart_counts_never_go_back(obs: &Observation) -> Vec<Violation> {
+    let mut last: BTreeMap<(&str, &str), (u32, Duration)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (at, e) in &obs.events {
+        let (supervisor, child, count) = match e {
+            Event::SupervisorEscalated { supervisor, .. } => {
+                last.retain(|(s, _), _| *s != supervisor.as_str());
+                continue;
+            }
+            Event::ChildRestarted {
+                supervisor,
+                child,
+                restart_count,
+                ..
+            }
+            | Event::CrashLoopBackOff {
+                supervisor,
+                child,
+                restart_count,
+                ..
+            }
+            | Event::ChildStartFailed {
+                supervisor,
+                child,
+                restart_count,
+                ..
+            } => (supervisor.as_str(), child.as_str(), *restart_count),
+            _ => continue,
+        };
+        // A restart counts one more; a back-off or a failed start reports
+        // the count as it is.
+        let grew = matches!(e, Event::ChildRestarted { .. });
+        if let Some(&(before, then)) = last.get(&(supervisor, child))
+            && (count < before || (grew && count <= before))
+        {
+            let restarted = obs.agent_restarts.iter().any(|r| *r >= then && *r <= *at);
+            out.push(Violation::new(
+                "restart_counts_never_go_back",
+                format!(
+                    "{supervisor}/{child}: restart count {count} at {:.3}s after {before} at {:.3}s{}",
+                    at.as_secs_f64(),
+                    then.as_secs_f64(),
+                    if restarted {
+                        " (the agent was restarted between)"
+                    } else {
+                        ""
+                    }
+                ),
+                child_events(obs, supervisor, child, *at),
+            ));
+        }
+        // Since when the child has had this count.
+        let since = match last.get(&(supervisor, child)) {
+            Some(&(before, then)) if before == count => then,
+            _ => *at,
+        };
+        last.insert((supervisor, child), (count, since));
+    }
+    out
 }
 
 /// Every accepted execution reaches exactly one terminal state: one
@@ -441,6 +512,7 @@ pub fn backoff_follows_policy(obs: &Observation) -> Vec<Violation> {
             child: id,
             supervisor: service,
             delay,
+            resumed,
             ..
         } = e
         else {
@@ -450,11 +522,13 @@ pub fn backoff_follows_policy(obs: &Observation) -> Vec<Violation> {
             continue;
         };
         let p = &flags.backoff;
-        let fits = (0..64).any(|step| {
-            let base = p.base_delay(step);
-            let top = base.mul_f64(1.0 + p.jitter.clamp(0.0, 1.0)) + Duration::from_millis(1);
-            *delay + Duration::from_millis(1) >= base && *delay <= top
-        });
+        // A resumed back-off waits what remained of an earlier one.
+        let fits = *resumed
+            || (0..64).any(|step| {
+                let base = p.base_delay(step);
+                let top = base.mul_f64(1.0 + p.jitter.clamp(0.0, 1.0)) + Duration::from_millis(1);
+                *delay + Duration::from_millis(1) >= base && *delay <= top
+            });
         if !fits {
             out.push(Violation::new(
                 "backoff_follows_policy",
@@ -626,10 +700,23 @@ pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
         return Vec::new();
     };
     // Restart attempts per (supervisor, child); a supervisor's (re)start
-    // starts its children's counts over.
+    // starts its children's counts over, except its first start by a new
+    // agent, which continues the counts the last one kept.
     let mut counted: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for (_, e) in obs.events.iter().filter(|(t, _)| *t <= obs.tree_at) {
+    // The last restart count each child reported.
+    let mut reported: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut restarts = obs.agent_restarts.iter().peekable();
+    let mut continued: BTreeSet<&str> = BTreeSet::new();
+    for (at, e) in obs.events.iter().filter(|(t, _)| *t <= obs.tree_at) {
+        if restarts.next_if(|r| **r <= *at).is_some() {
+            while restarts.next_if(|r| **r <= *at).is_some() {}
+            continued.clear();
+            for (sup, _) in counted.keys() {
+                continued.insert(sup);
+            }
+        }
         match e {
+            Event::ChildStarted { child, .. } if continued.remove(child.as_str()) => {}
             Event::ChildStarted { child, .. } => {
                 let sup = child.as_str();
                 let stale: Vec<(&str, &str)> = counted
@@ -639,6 +726,7 @@ pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
                     .collect();
                 for k in stale {
                     counted.remove(&k);
+                    reported.remove(&k);
                 }
             }
             Event::ChildRestarted {
@@ -646,13 +734,35 @@ pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
                 supervisor: service,
                 ..
             } => *counted.entry((service, id)).or_default() += 1,
+            // A failed start is a restart attempt when it counted one
+            // (a first start that fails does not, nor does a new agent's
+            // first start of a child whose count it took back).
             Event::ChildStartFailed {
                 supervisor,
                 child,
                 restart_count,
                 ..
-            } if *restart_count > 0 => *counted.entry((supervisor, child)).or_default() += 1,
+            } if *restart_count as usize
+                > reported.get(&(supervisor, child)).copied().unwrap_or(0) =>
+            {
+                *counted.entry((supervisor, child)).or_default() += 1
+            }
             _ => {}
+        }
+        if let Event::ChildRestarted {
+            supervisor,
+            child,
+            restart_count,
+            ..
+        }
+        | Event::ChildStartFailed {
+            supervisor,
+            child,
+            restart_count,
+            ..
+        } = e
+        {
+            reported.insert((supervisor, child), *restart_count as usize);
         }
     }
     let mut out = Vec::new();

@@ -127,6 +127,16 @@ impl fmt::Display for ChaosReport {
             "supervision: {} restarts, {} back-offs, {} escalations, {} isolations",
             self.restarts, self.backoffs, self.escalations, self.isolations
         )?;
+        let o = &self.observation;
+        if !o.agent_restarts.is_empty() {
+            writeln!(
+                f,
+                "agent restarts: {} ({} containers adopted, {} left unclaimed and stopped)",
+                o.agent_restarts.len(),
+                o.adopted,
+                o.released
+            )?;
+        }
         let states: Vec<String> = self
             .executions
             .iter()

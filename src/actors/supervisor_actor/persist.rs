@@ -161,6 +161,7 @@ impl SupervisorState {
                 child_kind: kind,
                 restart_count,
                 delay: remaining,
+                resumed: true,
             });
             myself.send_after(remaining, move || SupervisorMsg(Msg::Retry { key, token }));
             self.persist(key, Some(bound));

@@ -322,6 +322,7 @@ impl SupervisorState {
             child_kind: kind,
             restart_count,
             delay,
+            resumed: false,
         });
         myself.send_after(delay, move || SupervisorMsg(Msg::Retry { key, token }));
         self.persist(key, Some(delay));

@@ -33,6 +33,12 @@ pub struct ChaosArgs {
     /// Trigger one of the spec's on-demand jobs this often (0s: none).
     #[arg(long, default_value = "1s", value_parser = crate::common::parse_duration)]
     job_every: Duration,
+    /// Restart the agent this often (0s: never): the node leaves as on
+    /// SIGUSR2 and is killed, and a new one on the same (temporary) state
+    /// dir adopts the replicas and executions it left, as from keepers.
+    /// Runs with a state dir are not exactly repeatable from the seed.
+    #[arg(long, default_value = "0s", value_parser = crate::common::parse_duration)]
+    agent_restart_every: Duration,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -85,7 +91,8 @@ pub fn chaos(args: ChaosArgs) -> ExitCode {
         .seed(args.seed)
         .rate(args.faults)
         .duration(args.duration)
-        .job_every(args.job_every);
+        .job_every(args.job_every)
+        .agent_restart_every(args.agent_restart_every);
     if !kinds.is_empty() {
         run = run.kinds(kinds);
     }
@@ -116,6 +123,9 @@ pub fn chaos(args: ChaosArgs) -> ExitCode {
             "isolations": report.isolations,
             "executions": report.executions,
             "triggers": report.triggers,
+            "agent_restarts": report.observation.agent_restarts.len(),
+            "adopted": report.observation.adopted,
+            "released": report.observation.released,
             "violations": violations,
         });
         println!("{out}");
