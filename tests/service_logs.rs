@@ -36,6 +36,12 @@ services:
     );
     let agent = Agent::start(&spec, &state, &[]);
     eventually("two restarts", || restarts(&agent, "web") >= 2);
+    // The count goes up as the restart begins: its run's output follows.
+    eventually("the third run's output", || {
+        let out = agent.arbor(["logs", "web-0", "--tail", "100"]).expect(0);
+        out.stdout.matches("[STDOUT] run of").count() >= 3
+            && out.stdout.matches("[ARBOR] exited: exit code 3").count() >= 2
+    });
     let out = agent.arbor(["logs", "web-0", "--tail", "100"]).expect(0);
     let runs = out
         .stdout

@@ -450,6 +450,12 @@ impl Runtime for ProcessRuntime {
             ProcState::Created => {}
         }
         if let Some(run) = entry.run.get() {
+            // What the process wrote before it ended may still be in its
+            // pipes (the readers may not have run yet on a busy node): let
+            // them reach the end first, unless something outside the
+            // container holds the pipes open.
+            let mut eof = run.eof.clone();
+            let _ = tokio::time::timeout(LOG_SETTLE, eof.wait_for(|n| *n >= 2)).await;
             for reader in &run.readers {
                 reader.abort();
             }

@@ -63,7 +63,7 @@ impl Tailed {
             partial: Vec::new(),
             done: Default::default(),
         };
-        t.done = t.rotated().into_iter().map(|(_, _, id)| id).collect();
+        t.done = t.rotated().into_iter().collect();
         let mut existing = Vec::new();
         if let Ok(mut f) = File::open(&t.path) {
             if at_end {
@@ -96,24 +96,32 @@ impl Tailed {
                 let _ = old.read_to_end(&mut bytes);
                 self.read(self.id);
             }
-            let rotated = self.rotated();
-            let mut unread: Vec<&(u32, PathBuf, FileId)> = rotated
-                .iter()
-                .filter(|(_, _, id)| *id != current && !self.done.contains(id))
-                .collect();
-            unread.sort_by_key(|(n, _, _)| std::cmp::Reverse(*n));
-            // A listing taken during a rename may show a file twice.
-            let mut seen = Vec::new();
-            unread.retain(|(_, _, id)| {
-                let new = !seen.contains(id);
-                seen.push(*id);
-                new
-            });
-            for (_, path, id) in unread {
-                if let Ok(mut r) = File::open(path) {
+            // The writer may be renaming `.1` to `.2` and so on right now:
+            // a name can stand for another file by the time it is opened,
+            // and a listing can miss or repeat a file. So each file is
+            // known by what was opened (never read twice), and the listing
+            // is taken again until it shows nothing unread.
+            for _ in 0..8 {
+                let mut rotated = self.rotated_paths();
+                rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+                let mut read_any = false;
+                for (_, path) in rotated {
+                    let Ok(mut r) = File::open(&path) else {
+                        continue;
+                    };
+                    let Ok(id) = r.metadata().map(|m| file_id(&m)) else {
+                        continue;
+                    };
+                    if id == current || self.done.contains(&id) {
+                        continue;
+                    }
                     let _ = r.read_to_end(&mut bytes);
+                    self.read(id);
+                    read_any = true;
                 }
-                self.read(*id);
+                if !read_any {
+                    break;
+                }
             }
             let _ = f.seek(SeekFrom::Start(0));
             let _ = f.read_to_end(&mut bytes);
@@ -147,8 +155,8 @@ impl Tailed {
     }
 
     /// The rotated files beside the followed one (`name.1`, `name.2`, ...):
-    /// number, path, identity.
-    fn rotated(&self) -> Vec<(u32, PathBuf, FileId)> {
+    /// number and path.
+    fn rotated_paths(&self) -> Vec<(u32, PathBuf)> {
         let (Some(dir), Some(name)) = (
             self.path.parent(),
             self.path.file_name().and_then(|n| n.to_str()),
@@ -164,12 +172,18 @@ impl Tailed {
             .filter_map(|e| {
                 let file = e.file_name().into_string().ok()?;
                 let n: u32 = file.strip_prefix(&prefix)?.parse().ok()?;
-                // By path, as the followed file's: a `DirEntry`'s metadata
-                // may lack the birth time.
-                let path = e.path();
-                let id = file_id(&std::fs::metadata(&path).ok()?);
-                Some((n, path, id))
+                Some((n, e.path()))
             })
+            .collect()
+    }
+
+    /// The identities of the rotated files there now (opened, so that
+    /// each is the file's own).
+    fn rotated(&self) -> Vec<FileId> {
+        self.rotated_paths()
+            .into_iter()
+            .filter_map(|(_, path)| File::open(path).ok()?.metadata().ok())
+            .map(|m| file_id(&m))
             .collect()
     }
 }
