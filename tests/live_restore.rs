@@ -511,18 +511,24 @@ fn pid_of(state: &Path, id: &str) -> i32 {
     pid().unwrap() as i32
 }
 
-#[test]
-fn a_job_running_when_the_agent_is_killed_ends_once_with_its_exit_code_and_whole_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = job_spec(dir.path());
-    let state = dir.path().join("state");
-
-    let mut agent = Agent::start(&spec, &state, &[]);
+/// An agent on `dir` running job `slow`, past its first line: the spec,
+/// the state dir, the agent, the execution and its pid.
+fn slow_job_running(dir: &Path) -> (PathBuf, PathBuf, Agent, String, i32) {
+    let spec = job_spec(dir);
+    let state = dir.join("state");
+    let agent = Agent::start(&spec, &state, &[]);
     let id = trigger(&agent, "slow");
     eventually("the job's first line", || {
         execution_file(&state, &id, "stdout.log") == "one\n"
     });
     let pid = pid_of(&state, &id);
+    (spec, state, agent, id, pid)
+}
+
+#[test]
+fn a_job_running_when_the_agent_is_killed_ends_once_with_its_exit_code_and_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, state, mut agent, id, pid) = slow_job_running(dir.path());
     kill9(&mut agent);
     assert!(alive(pid), "the job's command died with the agent");
 
@@ -576,15 +582,7 @@ fn a_job_running_when_the_agent_is_killed_ends_once_with_its_exit_code_and_whole
 #[test]
 fn a_job_left_on_sigusr2_that_ends_while_no_agent_runs_is_reported_with_its_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = job_spec(dir.path());
-    let state = dir.path().join("state");
-
-    let mut agent = Agent::start(&spec, &state, &[]);
-    let id = trigger(&agent, "slow");
-    eventually("the job's first line", || {
-        execution_file(&state, &id, "stdout.log") == "one\n"
-    });
-    let pid = pid_of(&state, &id);
+    let (spec, state, mut agent, id, pid) = slow_job_running(dir.path());
     nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
     let exit = agent.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{exit:?}");
@@ -693,4 +691,51 @@ jobs:
         "{runs:?}"
     );
     assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn a_job_being_cancelled_when_the_agent_leaves_is_not_left_and_ends_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        r#"
+jobs:
+  stubborn:
+    command: [sh, -c, 'trap "echo got-term" TERM; echo up; while :; do sleep 0.05; done']
+    stop_timeout: 2s
+"#,
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let id = trigger(&agent, "stubborn");
+    let pid = pid_of(&state, &id);
+    let mut cancel = cli_support::arbor()
+        .args(["--agent", &agent.socket, "cancel", &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the cancel's SIGTERM", || {
+        execution_file(&state, &id, "stdout.log").contains("got-term")
+    });
+    nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
+    let exit = agent.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let _ = cancel.wait();
+    // The cancel ran to its end under this agent: killed after its grace.
+    assert!(!alive(pid), "a job being cancelled was left running");
+    let record: Value = serde_json::from_str(&execution_file(&state, &id, "state.json")).unwrap();
+    assert_eq!(record["state"]["status"], "cancelled", "{record}");
+    assert!(
+        !state
+            .join("executions")
+            .join(&id)
+            .join("kept.json")
+            .exists()
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    assert_eq!(status(&agent, &id)["state"]["status"], "cancelled");
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
 }

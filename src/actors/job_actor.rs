@@ -86,8 +86,9 @@ pub enum JobMsg {
     /// live output ([`ExecutorMsg::JobReattached`]).
     Reattach(ActorRef<ExecutorMsg>),
     /// The agent exits leaving its work running: if the command runs under
-    /// a keeper, stop this actor without ending the execution (the next
-    /// agent adopts it) and answer true; else answer false.
+    /// a keeper and is not being stopped, stop this actor without ending
+    /// the execution (the next agent adopts it) and answer true; else
+    /// answer false.
     Leave(RpcReplyPort<bool>),
     /// Sent by the actor to itself (opaque: it cannot be built outside).
     Internal(InternalMsg),
@@ -307,7 +308,12 @@ impl Actor for JobActor {
             return Ok(());
         }
         if let JobMsg::Leave(reply) = msg {
-            let leave = !state.finished && state.kept && state.phase == Phase::Running;
+            // One being cancelled or past its deadline ends here: the next
+            // agent would not know why it stopped.
+            let leave = !state.finished
+                && state.kept
+                && state.phase == Phase::Running
+                && state.stopping.is_none();
             if leave {
                 state.left = true;
                 if let Some(t) = state.deadline.take() {

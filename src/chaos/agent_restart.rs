@@ -38,17 +38,27 @@ struct Entry {
     owner: u64,
 }
 
-/// The containers kept across agent restarts, by adoption key (name, and
-/// for a job's container its execution).
+/// The containers kept across agent restarts: the stand-in for what the
+/// keepers and the kernel hold, which outlives every node. It is not any
+/// actor's state (the generations of dead and live nodes all reach it, as
+/// processes reach the kernel), so it is one table behind a lock held for
+/// a lookup at a time, never across an await.
 #[derive(Clone, Default)]
 pub(super) struct Kept {
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
-    /// Created with `live_restore`, not started yet: kept once started (a
-    /// keeper exists only from the start).
-    created: Arc<Mutex<HashMap<ContainerId, (String, serde_json::Value)>>>,
+    table: Arc<Mutex<Table>>,
     next: Arc<AtomicU64>,
     adopted: Arc<AtomicU64>,
     released: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Started kept containers by adoption key (name, and for a job's
+    /// container its execution).
+    entries: HashMap<String, Entry>,
+    /// Created with `live_restore`, not started yet: kept once started (a
+    /// keeper exists only from the start).
+    created: HashMap<ContainerId, (String, serde_json::Value)>,
 }
 
 fn key(spec: &ContainerSpec) -> String {
@@ -59,8 +69,8 @@ fn key(spec: &ContainerSpec) -> String {
 }
 
 impl Kept {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Containers adopted by a later generation so far.
@@ -87,7 +97,8 @@ impl Kept {
     /// not adopt; returns how many.
     pub(super) async fn release_unadopted(&self, current: &Generation) -> usize {
         let left: Vec<ContainerId> = {
-            let mut entries = self.lock();
+            let mut table = self.lock();
+            let entries = &mut table.entries;
             let keys: Vec<String> = entries
                 .iter()
                 .filter(|(_, e)| e.owner != current.id)
@@ -138,12 +149,9 @@ impl Generation {
     }
 
     fn forget(&self, id: &ContainerId) {
-        self.kept.lock().retain(|_, e| e.id != *id);
-        self.kept
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let mut table = self.kept.lock();
+        table.entries.retain(|_, e| e.id != *id);
+        table.created.remove(id);
     }
 }
 
@@ -164,9 +172,8 @@ impl Runtime for Generation {
         if spec.live_restore {
             let spec_json = serde_json::to_value(spec).unwrap_or_default();
             self.kept
-                .created
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .created
                 .insert(id.clone(), (key(spec), spec_json));
         }
         Ok(id)
@@ -175,19 +182,14 @@ impl Runtime for Generation {
     async fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
         self.check(Op::Start, id)?;
         self.inner.start(id).await?;
-        let created = self
-            .kept
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        if let Some((key, spec)) = created {
+        let mut table = self.kept.lock();
+        if let Some((key, spec)) = table.created.remove(id) {
             let entry = Entry {
                 id: id.clone(),
                 spec,
                 owner: self.id,
             };
-            self.kept.lock().insert(key, entry);
+            table.entries.insert(key, entry);
         }
         Ok(())
     }
@@ -257,7 +259,8 @@ impl Runtime for Generation {
         let wanted = serde_json::to_value(spec).unwrap_or_default();
         let job = spec.labels.contains_key("execution");
         let found = {
-            let mut entries = self.kept.lock();
+            let mut table = self.kept.lock();
+            let entries = &mut table.entries;
             match entries.get_mut(&key(spec)) {
                 Some(e) if e.owner != self.id && (job || e.spec == wanted) => {
                     e.owner = self.id;
@@ -283,7 +286,7 @@ impl Runtime for Generation {
     }
 
     async fn is_kept(&self, id: &ContainerId) -> bool {
-        self.kept.lock().values().any(|e| e.id == *id)
+        self.kept.lock().entries.values().any(|e| e.id == *id)
     }
 
     fn abandon(&self, id: &ContainerId) {

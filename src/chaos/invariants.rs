@@ -107,30 +107,12 @@ pub fn restart_counts_never_go_back(obs: &Observation) -> Vec<Violation> {
     let mut last: BTreeMap<(&str, &str), (u32, Duration)> = BTreeMap::new();
     let mut out = Vec::new();
     for (at, e) in &obs.events {
-        let (supervisor, child, count) = match e {
-            Event::SupervisorEscalated { supervisor, .. } => {
-                last.retain(|(s, _), _| *s != supervisor.as_str());
-                continue;
-            }
-            Event::ChildRestarted {
-                supervisor,
-                child,
-                restart_count,
-                ..
-            }
-            | Event::CrashLoopBackOff {
-                supervisor,
-                child,
-                restart_count,
-                ..
-            }
-            | Event::ChildStartFailed {
-                supervisor,
-                child,
-                restart_count,
-                ..
-            } => (supervisor.as_str(), child.as_str(), *restart_count),
-            _ => continue,
+        if let Event::SupervisorEscalated { supervisor, .. } = e {
+            last.retain(|(s, _), _| *s != supervisor.as_str());
+            continue;
+        }
+        let Some((supervisor, child, count)) = restart_count_of(e) else {
+            continue;
         };
         // A restart counts one more; a back-off or a failed start reports
         // the count as it is.
@@ -749,20 +731,10 @@ pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
             }
             _ => {}
         }
-        if let Event::ChildRestarted {
-            supervisor,
-            child,
-            restart_count,
-            ..
-        }
-        | Event::ChildStartFailed {
-            supervisor,
-            child,
-            restart_count,
-            ..
-        } = e
+        if let Some((supervisor, child, count)) = restart_count_of(e)
+            && !matches!(e, Event::CrashLoopBackOff { .. })
         {
-            reported.insert((supervisor, child), *restart_count as usize);
+            reported.insert((supervisor, child), count as usize);
         }
     }
     let mut out = Vec::new();
@@ -783,6 +755,32 @@ pub fn events_match_tree(obs: &Observation) -> Vec<Violation> {
         }
     });
     out
+}
+
+/// The supervisor, child and restart count an event reports, if it
+/// reports one (a restart, a back-off, a failed start).
+fn restart_count_of(e: &Event) -> Option<(&str, &str, u32)> {
+    match e {
+        Event::ChildRestarted {
+            supervisor,
+            child,
+            restart_count,
+            ..
+        }
+        | Event::CrashLoopBackOff {
+            supervisor,
+            child,
+            restart_count,
+            ..
+        }
+        | Event::ChildStartFailed {
+            supervisor,
+            child,
+            restart_count,
+            ..
+        } => Some((supervisor.as_str(), child.as_str(), *restart_count)),
+        _ => None,
+    }
 }
 
 /// Calls `f(parent, child)` for every child of every supervisor below `node`.
