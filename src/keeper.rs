@@ -24,8 +24,15 @@
 //! memory). Usage (not meant for people):
 //!
 //! ```text
-//! arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] [--orphan-timeout-ms MS]
+//! arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] [--orphan-timeout-ms MS] [--pid-file PATH]
 //! ```
+//!
+//! With `--pid-file` (the OCI runtime), the program only sets the container
+//! up: it is `runc create`, which leaves the container's init waiting for
+//! `runc start` and writes its pid to PATH. Once it exited 0, the keeper
+//! (a subreaper, so the init's parent once runc is gone) keeps that init as
+//! it keeps a program; if it failed, the keeper says `failed RAW_STATUS`
+//! and exits.
 //!
 //! With `--orphan-timeout-ms`, a program left without an agent that long
 //! is stopped (`SIGTERM` to its group, `SIGKILL` to its group and cgroup 10 s
@@ -58,6 +65,9 @@ struct Args {
     netns: Option<CString>,
     /// Stop the program after this long without an agent.
     orphan_timeout: Option<Duration>,
+    /// The program only sets the container up (`runc create`): once it
+    /// exited 0, the container is the process whose pid it wrote here.
+    pid_file: Option<CString>,
 }
 
 /// What to run, as the agent sends it.
@@ -74,9 +84,11 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Args> {
     let mut joins = Vec::new();
     let mut netns = None;
     let mut orphan_timeout = None;
+    let mut pid_file = None;
     while let Some(arg) = args.next() {
         match arg.as_bytes() {
             b"--join" => joins.push(cstr(args.next()?)?),
+            b"--pid-file" => pid_file = Some(cstr(args.next()?)?),
             b"--netns" => netns = Some(cstr(args.next()?)?),
             b"--orphan-timeout-ms" => {
                 let ms: u64 = args.next()?.to_str()?.parse().ok()?;
@@ -91,6 +103,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Args> {
         joins,
         netns,
         orphan_timeout,
+        pid_file,
     })
 }
 
@@ -410,13 +423,43 @@ fn start(
     Ok(pid)
 }
 
+/// Waits for the set-up program `pid` (`runc create`) and reads the pid of
+/// the process it left in `pid_file`; else the message for the agent.
+fn set_up(pid: i32, pid_file: &CString) -> Result<i32, String> {
+    let mut raw = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut raw, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return Err(format!("error {} wait set-up\n", errno()));
+        }
+    }
+    if !(libc::WIFEXITED(raw) && libc::WEXITSTATUS(raw) == 0) {
+        return Err(format!("failed {raw}\n"));
+    }
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(pid_file.as_bytes()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => match text.trim().parse::<i32>() {
+            Ok(init) if init > 0 => Ok(init),
+            _ => Err(format!("error {} read pid file\n", libc::EINVAL)),
+        },
+        Err(e) => Err(format!(
+            "error {} read pid file\n",
+            e.raw_os_error().unwrap_or(libc::EIO)
+        )),
+    }
+}
+
 /// Runs the keeper with `args` (without the program name); never returns
 /// before the container is gone.
 pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     let Some(args) = parse(args) else {
         send(FIRST_AGENT, b"error 22 usage\n");
         eprintln!(
-            "usage: arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] (run by the arbor agent, which sends what to run on fd 0)"
+            "usage: arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] [--orphan-timeout-ms MS] [--pid-file PATH] (run by the arbor agent, which sends what to run on fd 0)"
         );
         return ExitCode::from(2);
     };
@@ -463,6 +506,18 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
         libc::close(out[1]);
         libc::close(err[1]);
     }
+    let child = match &args.pid_file {
+        None => child,
+        Some(path) => match set_up(child, path) {
+            Ok(init) => init,
+            Err(message) => {
+                // SAFETY: a NUL-terminated path.
+                unsafe { libc::unlink(args.socket.as_ptr()) };
+                send(FIRST_AGENT, message.as_bytes());
+                return Ok(());
+            }
+        },
+    };
     let readers = [out[0], err[0]];
     let hello = format!("pid {child}\n");
     let mut agent = Some(FIRST_AGENT).filter(|fd| send_fds(*fd, hello.as_bytes(), &readers));
@@ -507,17 +562,20 @@ fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
             let now = Instant::now();
             match (stopping, alone_since) {
                 (None, Some(since)) if now >= since + limit => {
-                    // SAFETY: signalling the program's group.
+                    // SAFETY: signalling the program and its group.
                     unsafe {
                         libc::kill(-child, libc::SIGTERM);
                         libc::kill(-child, libc::SIGCONT);
+                        libc::kill(child, libc::SIGTERM);
                     }
                     stopping = Some(now);
                 }
                 (Some(at), _) if now >= at + STOP_GRACE => {
-                    // SAFETY: signalling the program's group; a NUL-terminated path.
+                    // SAFETY: signalling the program and its group; a
+                    // NUL-terminated path.
                     unsafe {
                         libc::kill(-child, libc::SIGKILL);
+                        libc::kill(child, libc::SIGKILL);
                         if let Some(path) = &cgroup_kill {
                             let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                             if fd >= 0 {

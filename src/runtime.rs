@@ -13,6 +13,7 @@
 //! container, and why ([`RuntimeError`]).
 
 pub mod fault;
+mod keeper;
 pub mod mock;
 pub mod oci;
 pub mod process;
@@ -116,12 +117,19 @@ pub struct ContainerSpec {
     #[serde(skip)]
     pub output: Option<Output>,
     /// Keep it running when the agent exits, for the next agent to adopt
-    /// ([`Runtime::adopt`]): the process runtime then starts it through a
-    /// keeper process when it has keepers (see `ProcessRuntimeBuilder::keepers`);
-    /// ignored otherwise. Set for service replicas. Not part of the
-    /// serialized spec.
+    /// ([`Runtime::adopt`]): the process and OCI runtimes then start it
+    /// through a keeper process when they have keepers (see
+    /// `ProcessRuntimeBuilder::keepers`, `OciRuntimeBuilder::keepers`);
+    /// ignored otherwise. Set for service replicas and job executions
+    /// without a network. Not part of the serialized spec.
     #[serde(skip)]
     pub live_restore: bool,
+    /// How long a stop waits between SIGTERM and SIGKILL when a later agent
+    /// stops this kept container without adopting it (its replica was
+    /// removed or changed); recorded beside it by the keeper's record.
+    /// `None`: 10 s. Not part of the serialized spec.
+    #[serde(skip)]
+    pub stop_grace: Option<std::time::Duration>,
 }
 
 /// Receives a container's output as the runtime reads it.

@@ -476,6 +476,7 @@ impl Execution {
         // it; not with a network (the overlay's attachments are the
         // agent's).
         spec.live_restore = self.spec.network.is_none();
+        spec.stop_grace = Some(self.spec.stop_timeout);
         if let Err(e) = rt.pull_image(&spec).await {
             // For a host command, "pull" is finding its program: a missing
             // one is a failed start, not an image problem.

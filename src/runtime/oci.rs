@@ -10,7 +10,9 @@
 //! delete whatever a crashed node left there without touching anyone else's.
 //!
 //! The exit is seen through a pidfd on the container's init (our child once
-//! runc exits, `oci/entry.rs`); stop is SIGTERM, then SIGKILL after the
+//! runc exits, `oci/entry.rs`), or, for a container under a keeper (live
+//! restore, `oci/kept.rs`), reported by the keeper, which is then the
+//! init's parent; stop is SIGTERM, then SIGKILL after the
 //! grace (a PID 1 that does not handle SIGTERM ignores it, so a plain
 //! `sleep` needs the kill); remove is `runc delete`, unmount, delete the
 //! bundle. The OOM kills of the container's memory cgroup are read when the
@@ -22,11 +24,12 @@
 
 mod bundle;
 mod entry;
+mod kept;
 mod orphans;
 mod runc;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
@@ -48,6 +51,7 @@ use self::{
 use super::{
     Cause, ContainerId, ContainerSpec, ContainerState, ExitStatus, LogBuffer, LogQuery, LogStream,
     Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
+    keeper::{self, Keepers, Left},
     logs::{AsyncReadSend, pump_output},
 };
 use crate::{
@@ -117,9 +121,21 @@ pub struct OciRuntimeBuilder {
     runc: Option<PathBuf>,
     log_lines: Option<usize>,
     log_bytes: Option<usize>,
+    keepers: Option<Keepers>,
 }
 
 impl OciRuntimeBuilder {
+    /// Starts containers whose spec asks for it (`live_restore`, set for
+    /// service replicas and most job executions) under a keeper, so they
+    /// keep running when the agent is killed or leaves, and the next agent
+    /// on the same state dir adopts them ([`Runtime::adopt`]); see
+    /// `oci/kept.rs`. Give it its own directory (the agent uses
+    /// `<state-dir>/oci/keepers`), not the process runtime's.
+    pub fn keepers(mut self, keepers: Keepers) -> Self {
+        self.keepers = Some(keepers);
+        self
+    }
+
     /// The node's state dir: images in `<dir>/images`, bundles and runc's
     /// root in `<dir>/oci` (default `/run/arbor`).
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -171,7 +187,28 @@ impl OciRuntimeBuilder {
         // One parent cgroup for every node's containers (container ids are
         // unique), so nothing per node is left in the cgroup trees.
         let cgroup_parent = "/arbor-oci".to_owned();
-        let removed = orphans::clean(&runc, &bundles).await;
+        let keepers = self.keepers.filter(|k| {
+            let fits = k.fits();
+            if !fits {
+                tracing::warn!(dir = %k.dir().display(), "live restore of containers is off: the keepers' directory path is too long for Unix sockets");
+            }
+            fits
+        });
+        // What previous agents left under keepers is spared by the clean-up
+        // below and waits to be adopted; without keepers, their sockets are
+        // removed so that keepers left waiting exit.
+        let left = match &keepers {
+            Some(k) => keeper::scan(k).await,
+            None => {
+                kept::forget_keepers(&oci.join("keepers"));
+                HashMap::new()
+            }
+        };
+        let spared: HashSet<String> = left
+            .values()
+            .filter_map(|l| l.meta.as_ref().map(|m| m.id.0.clone()))
+            .collect();
+        let removed = orphans::clean(&runc, &bundles, &spared).await;
         if removed > 0 {
             tracing::info!(
                 removed,
@@ -188,6 +225,8 @@ impl OciRuntimeBuilder {
                 log_lines: self.log_lines.unwrap_or(1000),
                 log_bytes: self.log_bytes.unwrap_or(256 * 1024),
                 orphans_removed: AtomicU64::new(removed as u64),
+                keepers,
+                left: tokio::sync::Mutex::new(left),
             }),
         })
     }
@@ -225,6 +264,10 @@ struct Shared {
     log_lines: usize,
     log_bytes: usize,
     orphans_removed: AtomicU64,
+    keepers: Option<Keepers>,
+    /// What previous agents left under keepers, by adoption key, until it
+    /// is adopted or released.
+    left: tokio::sync::Mutex<HashMap<String, Left>>,
 }
 
 fn new_id(name: &str) -> ContainerId {
@@ -298,9 +341,11 @@ impl OciRuntime {
         Ok(())
     }
 
-    /// Stops every container (with `grace`) and removes it; returns how many
-    /// it removed.
+    /// Stops every container (with `grace`) and removes it, and stops what
+    /// previous agents left that nobody adopted; returns how many it
+    /// removed.
     pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.release_unadopted().await;
         let ids: Vec<ContainerId> = self
             .shared
             .table
@@ -347,6 +392,11 @@ impl OciRuntime {
         bundle: Bundle,
         cgroup: String,
     ) -> Result<Arc<Entry>, (Bundle, RuntimeError)> {
+        if let Some(keepers) = &self.shared.keepers
+            && spec.live_restore
+        {
+            return self.create_kept(id, spec, bundle, cgroup, keepers).await;
+        }
         let fail = |cause: Cause| RuntimeError::new(Op::Create, id, cause);
         let pipes = match (pipe(), pipe()) {
             (Ok(o), Ok(e)) => (o, e),
@@ -392,11 +442,44 @@ impl OciRuntime {
         };
         let pid = pid.unwrap_or_default();
 
+        let (logs, readers, eof) = self.pump(spec, out_r, err_r);
+        let entry = Arc::new(Entry {
+            bundle,
+            pidfd: Some(pidfd.clone()),
+            state: watch::Sender::new(OciState::Created { pid }),
+            logs,
+            readers,
+            eof,
+            oom_kills: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            cgroup,
+            keeper: None,
+        });
+        let watcher = entry.clone();
+        tokio::spawn(async move {
+            let status = entry::wait_exit(pidfd).await;
+            watcher.record_exit(status);
+        });
+        Ok(entry)
+    }
+
+    /// Reads the container's stdout and stderr into `spec.output` (else an
+    /// in-memory tail); the counter reaches 2 when both ended.
+    fn pump(
+        &self,
+        spec: &ContainerSpec,
+        out: OwnedFd,
+        err: OwnedFd,
+    ) -> (
+        LogBuffer,
+        Vec<tokio::task::AbortHandle>,
+        watch::Receiver<u8>,
+    ) {
         let (eof_tx, eof_rx) = watch::channel(0u8);
         let eof_tx = Arc::new(eof_tx);
         let logs = LogBuffer::new(self.shared.log_lines, self.shared.log_bytes);
         let mut readers = Vec::with_capacity(2);
-        for (fd, stream) in [(out_r, LogStream::Stdout), (err_r, LogStream::Stderr)] {
+        for (fd, stream) in [(out, LogStream::Stdout), (err, LogStream::Stderr)] {
             let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                 .ok()
                 .map(|p| Box::new(p) as Box<dyn AsyncReadSend>);
@@ -407,23 +490,7 @@ impl OciRuntime {
             });
             readers.push(task.abort_handle());
         }
-        let entry = Arc::new(Entry {
-            bundle,
-            pidfd: pidfd.clone(),
-            state: watch::Sender::new(OciState::Created { pid }),
-            logs,
-            readers,
-            eof: eof_rx,
-            oom_kills: AtomicU64::new(0),
-            paused: AtomicBool::new(false),
-            cgroup,
-        });
-        let watcher = entry.clone();
-        tokio::spawn(async move {
-            let status = entry::wait_exit(pidfd).await;
-            watcher.record_exit(status);
-        });
-        Ok(entry)
+        (logs, readers, eof_rx)
     }
 
     async fn teardown(&self, entry: &Arc<Entry>) {
@@ -626,6 +693,9 @@ impl Runtime for OciRuntime {
             r.abort();
         }
         self.teardown(&entry).await;
+        if let Some(files) = &entry.keeper {
+            files.remove();
+        }
         let key = id.clone();
         self.shared.table.call(move |t| t.remove(&key)).await;
         deleted
@@ -708,6 +778,17 @@ impl Runtime for OciRuntime {
             }),
             Ok(None) => Err(RuntimeError::new(Op::Exec, id, Cause::TimedOut(timeout))),
             Err(e) => Err(RuntimeError::new(Op::Exec, id, e.into())),
+        }
+    }
+
+    async fn adopt(&self, spec: &ContainerSpec) -> Result<Option<ContainerId>, RuntimeError> {
+        self.adopt_kept(spec).await
+    }
+
+    async fn is_kept(&self, id: &ContainerId) -> bool {
+        match self.entry(Op::State, id).await {
+            Ok(entry) => entry.keeper.is_some(),
+            Err(_) => false,
         }
     }
 

@@ -27,7 +27,6 @@
 mod cgroup;
 mod entry;
 mod exec;
-mod keeper;
 mod kept;
 pub mod limits;
 pub mod procfs;
@@ -53,12 +52,12 @@ use self::{
     reaper::Reaper,
     spawn::{image_refused, missing_cwd, resolve_program},
 };
+pub use super::keeper::Keepers;
 use super::{
     Cause, ContainerId, ContainerSpec, ContainerState, ExecOutput, ExitStatus, LogBuffer, LogQuery,
     Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
 use crate::owned::Owned;
-pub use keeper::Keepers;
 
 /// How long `remove` waits for a container's last processes to be reaped
 /// before it gives up on them (they are then held by a process outside the
@@ -153,7 +152,7 @@ impl ProcessRuntimeBuilder {
             tracing::warn!(error = %e, "could not become a child subreaper; orphans of containers will be reaped by PID 1");
         }
         let cgroups = if self.cgroups {
-            match Cgroups::detect(&keeper::kept_cgroups(self.keepers.as_ref())) {
+            match Cgroups::detect(&super::keeper::kept_cgroups(self.keepers.as_ref())) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cgroup v2 unavailable; containers use process groups only");

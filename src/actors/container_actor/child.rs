@@ -148,6 +148,7 @@ impl ServiceSpec {
             mounts: self.mounts.clone(),
             output: None,
             live_restore: true,
+            stop_grace: Some(self.stop_timeout),
         })
     }
 

@@ -15,8 +15,9 @@
 //! running deployment is kept. If the root supervisor ever gives up, the
 //! agent says why and exits 70.
 //!
-//! Live restore: each service replica runs under a small keeper process
-//! (`arbor-keeper`), so it survives the agent being killed; SIGUSR2 makes
+//! Live restore: each service replica (process or OCI container) runs
+//! under a small keeper process (`arbor-keeper`), so it survives the agent
+//! being killed; SIGUSR2 makes
 //! the agent exit 0 leaving its services running (for an upgrade: running
 //! job executions get the shutdown timeout, then are cancelled). The next
 //! agent on the same state dir adopts every replica whose spec is
@@ -91,10 +92,10 @@ pub struct Agent {
     /// are cancelled.
     #[arg(long, default_value = "30s", value_parser = crate::common::parse_duration)]
     shutdown_timeout: Duration,
-    /// Service processes end with the agent. Default: each replica runs
-    /// under a small keeper process, so it keeps running when the agent is
-    /// killed or leaves on SIGUSR2, and the next agent on this state dir
-    /// adopts it.
+    /// Service processes and containers end with the agent. Default: each
+    /// replica (process or OCI container) runs under a small keeper
+    /// process, so it keeps running when the agent is killed or leaves on
+    /// SIGUSR2, and the next agent on this state dir adopts it.
     #[arg(long)]
     no_live_restore: bool,
     /// With live restore, how long a replica runs on without an agent
@@ -286,22 +287,8 @@ pub async fn agent(args: Agent) -> ExitCode {
         }
     };
     let mut process = ProcessRuntime::builder();
-    if !args.no_live_restore {
-        match Keepers::beside_current_exe(state_dir.join("keepers")) {
-            Ok(k) if !k.fits() => tracing::warn!(
-                dir = %k.dir().display(),
-                "live restore is off: the state dir's path is too long for the keepers' Unix sockets (at most 81 bytes)"
-            ),
-            Ok(k) => {
-                process = process.keepers(match args.orphan_timeout {
-                    Some(t) => k.orphan_timeout(t),
-                    None => k,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "live restore is off: the keeper program was not found")
-            }
-        }
+    if let Some(k) = keepers(&args, state_dir.join("keepers")) {
+        process = process.keepers(k);
     }
     let process = match process.build() {
         Ok(p) => p,
@@ -310,7 +297,11 @@ pub async fn agent(args: Agent) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let oci = match OciRuntime::builder().state_dir(&state_dir).build().await {
+    let mut oci = OciRuntime::builder().state_dir(&state_dir);
+    if let Some(k) = keepers(&args, state_dir.join("oci").join("keepers")) {
+        oci = oci.keepers(k);
+    }
+    let oci = match oci.build().await {
         Ok(oci) => Ok(oci),
         Err(e) if args.runtime == RuntimeArg::Oci => {
             eprintln!("arbor: --runtime oci: {e}");
@@ -357,9 +348,12 @@ pub async fn agent(args: Agent) -> ExitCode {
     }
     // What a previous agent left and no replica adopted is stopped.
     {
-        let process = process.clone();
+        let (process, oci) = (process.clone(), oci.clone());
         tokio::spawn(async move {
-            let n = process.release_unadopted().await;
+            let mut n = process.release_unadopted().await;
+            if let Some(oci) = &oci {
+                n += oci.release_unadopted().await;
+            }
             if n > 0 {
                 tracing::info!(
                     stopped = n,
@@ -457,7 +451,7 @@ pub async fn agent(args: Agent) -> ExitCode {
                 node.detach(args.shutdown_timeout).await;
                 stop_servers().await;
                 if let Some(oci) = &oci {
-                    oci.shutdown(Duration::ZERO).await;
+                    oci.leave().await;
                 }
                 tracing::info!("left: services keep running");
                 // Exit now: dropping the runtimes would stop the services.
@@ -515,6 +509,32 @@ pub async fn agent(args: Agent) -> ExitCode {
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The keepers of live restore with their files in `dir`, unless
+/// `--no-live-restore` or the keeper program or a short enough path is
+/// missing (then said in the log).
+fn keepers(args: &Agent, dir: std::path::PathBuf) -> Option<Keepers> {
+    if args.no_live_restore {
+        return None;
+    }
+    match Keepers::beside_current_exe(dir) {
+        Ok(k) if !k.fits() => {
+            tracing::warn!(
+                dir = %k.dir().display(),
+                "live restore is off: the state dir's path is too long for the keepers' Unix sockets"
+            );
+            None
+        }
+        Ok(k) => Some(match args.orphan_timeout {
+            Some(t) => k.orphan_timeout(t),
+            None => k,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "live restore is off: the keeper program was not found");
+            None
+        }
+    }
 }
 
 /// The TCP listener, its token, and its TLS configuration (`None`: clear).

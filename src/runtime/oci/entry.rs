@@ -8,6 +8,10 @@
 //! reaps only members of its own process groups and cgroups, and the init
 //! leads its own session in the container's cgroup). Signals go through the
 //! pidfd too, so a recycled pid can never be hit.
+//!
+//! A kept container's init (live restore, `oci/kept.rs`) is its keeper's
+//! child instead: the keeper reports its exit over its connection, and the
+//! pidfd serves only to signal it.
 
 use std::{
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
@@ -23,7 +27,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::{io::unix::AsyncFd, sync::watch, task::AbortHandle};
 
 use super::bundle::Bundle;
-use crate::runtime::{ContainerState, ExitStatus, LogBuffer, Signal};
+use crate::runtime::{ContainerState, ExitStatus, LogBuffer, Signal, keeper::KeeperFiles};
 
 /// Where a container is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +42,8 @@ pub(crate) enum OciState {
 
 pub(crate) struct Entry {
     pub(crate) bundle: Bundle,
-    pub(crate) pidfd: Arc<OwnedFd>,
+    /// `None` for an adopted container that ended while no agent watched.
+    pub(crate) pidfd: Option<Arc<OwnedFd>>,
     pub(crate) state: watch::Sender<OciState>,
     pub(crate) logs: LogBuffer,
     pub(crate) readers: Vec<AbortHandle>,
@@ -48,6 +53,8 @@ pub(crate) struct Entry {
     pub(crate) oom_kills: AtomicU64,
     pub(crate) paused: AtomicBool,
     pub(crate) cgroup: String,
+    /// The keeper's files, when the init runs under a keeper (live restore).
+    pub(crate) keeper: Option<KeeperFiles>,
 }
 
 impl Entry {
@@ -85,7 +92,9 @@ impl Entry {
 
     /// Sends `signal` to the init through its pidfd (a no-op once it exited).
     pub(crate) fn kill(&self, signal: Signal) {
-        pidfd_send_signal(&self.pidfd, signal);
+        if let Some(fd) = &self.pidfd {
+            pidfd_send_signal(fd, signal);
+        }
     }
 }
 

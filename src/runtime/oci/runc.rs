@@ -52,6 +52,53 @@ impl Runc {
         }
     }
 
+    /// The command line of `runc create` (binary first): the init is left
+    /// waiting for `start`, its pid written to `pid_file`; runc's own
+    /// messages go to `log` (the init's stdout and stderr belong to the
+    /// container).
+    pub(crate) fn create_argv(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+    ) -> Vec<std::ffi::OsString> {
+        // `--root` must come before `--log`.
+        let (root, log, bundle, pid_file) = (
+            self.root.as_os_str(),
+            log.as_os_str(),
+            bundle.as_os_str(),
+            pid_file.as_os_str(),
+        );
+        [
+            self.binary.as_os_str(),
+            "--root".as_ref(),
+            root,
+            "--log".as_ref(),
+            log,
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            bundle,
+            "--pid-file".as_ref(),
+            pid_file,
+            id.as_ref(),
+        ]
+        .into_iter()
+        .map(ToOwned::to_owned)
+        .collect()
+    }
+
+    /// The error of a failed `runc create` (`status`), from its log.
+    pub(crate) fn create_failed(id: &str, bundle: &Path, log: &Path, status: String) -> OciError {
+        OciError::Runc {
+            command: format!("runc create --bundle {} {id}", bundle.display()),
+            status,
+            stderr: log_errors(log),
+        }
+    }
+
     /// `runc create`: the container's init gets `stdout` and `stderr` (the
     /// write ends of our pipes) and is left waiting for `start`; its pid is
     /// written to `pid_file`. runc's own messages go to `log` (the pipes
@@ -65,23 +112,11 @@ impl Runc {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(), OciError> {
-        let bundle_s = bundle.display().to_string();
-        let pid_s = pid_file.display().to_string();
-        let log_s = log.display().to_string();
-        let args = [
-            "--log",
-            &log_s,
-            "--log-format",
-            "json",
-            "create",
-            "--bundle",
-            &bundle_s,
-            "--pid-file",
-            &pid_s,
-            id,
-        ];
-        // `--root` must come before `--log`; `command` puts it first.
-        let mut cmd = self.command(&args);
+        let argv = self.create_argv(id, bundle, pid_file, log);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .kill_on_drop(false);
         cmd.stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
         let spawned = cmd.spawn();
         // Close our copies of the write ends now: only the container keeps them.
@@ -97,11 +132,15 @@ impl Runc {
         if status.success() {
             return Ok(());
         }
-        Err(OciError::Runc {
-            command: format!("runc create --bundle {bundle_s} {id}"),
-            status: status.to_string(),
-            stderr: log_errors(log),
-        })
+        Err(Self::create_failed(id, bundle, log, status.to_string()))
+    }
+
+    /// What `runc state` says of container `id` (`created`, `running`,
+    /// `paused`, `stopped`), or `None` when runc does not know it.
+    pub(crate) async fn status(&self, id: &str) -> Option<String> {
+        let out = self.run(&["state", id]).await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out).ok()?;
+        v["status"].as_str().map(str::to_owned)
     }
 }
 

@@ -43,7 +43,7 @@ pub(super) struct Run {
     /// Counts pipes read to their end (2 when both are done).
     pub(super) eof: watch::Receiver<u8>,
     /// The files of its keeper, when it is kept (live restore).
-    pub(super) keeper: Option<super::keeper::KeeperFiles>,
+    pub(super) keeper: Option<crate::runtime::keeper::KeeperFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

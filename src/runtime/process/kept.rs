@@ -26,16 +26,17 @@ use super::{
     DRAIN_LIMIT, ProcessRuntime,
     cgroup::Cgroup,
     entry::{Entry, ProcState, Run, kill_group},
-    keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, adopt_key, same_spec, scan},
     resources::Limited,
     spawn::open_netns,
 };
 use crate::runtime::{
     Cause, ContainerId, ContainerSpec, ExitStatus, LogBuffer, Op, RuntimeError, Signal,
+    keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, adopt_key, same_spec, scan},
     logs::AsyncReadSend,
 };
 
-/// How long a kept container nobody adopted gets to stop on `SIGTERM`.
+/// How long a kept container nobody adopted gets to stop on `SIGTERM` when
+/// its record has no grace.
 pub(super) const LEFT_GRACE: Duration = Duration::from_secs(10);
 
 /// What previous agents left, by container name (scanned once).
@@ -168,6 +169,15 @@ impl ProcessRuntime {
                 cleanup(&cgroup, &limited);
                 return Err(fail(cause));
             }
+            Ok((Hello::SetUpFailed(status), _)) => {
+                // Only a keeper given `--pid-file` says this.
+                let _ = keeper.wait().await;
+                cleanup(&cgroup, &limited);
+                return Err(fail(Cause::io(
+                    format!("the keeper of {program:?} reported a failed set-up ({status})"),
+                    std::io::Error::other("unexpected keeper answer"),
+                )));
+            }
             Err(e) => {
                 let _ = keeper.start_kill();
                 let _ = keeper.wait().await;
@@ -180,6 +190,7 @@ impl ProcessRuntime {
             pid,
             spec: spec.clone(),
             cgroup: cgroup.as_ref().map(|c| c.path().to_owned()),
+            grace_ms: spec.stop_grace.map(|g| g.as_millis() as u64),
         };
         if let Err(e) = meta.write(&files.meta) {
             tracing::warn!(container = %id, error = %e, "failed to record a kept container; the next agent cannot adopt it");
@@ -283,7 +294,7 @@ impl ProcessRuntime {
             return Ok(None);
         };
         let Some(meta) = found.meta.clone() else {
-            stop_left(found, LEFT_GRACE).await;
+            stop_left(found).await;
             return Ok(None);
         };
         // A job's container is its execution's (the key names it): what
@@ -291,7 +302,7 @@ impl ProcessRuntime {
         let execution = spec.labels.contains_key("execution");
         if !spec.live_restore || (!execution && !same_spec(&meta.spec, spec)) {
             tracing::info!(container = %meta.id, "the spec of a container the previous agent left changed: stopping it to start the new one");
-            stop_left(found, LEFT_GRACE).await;
+            stop_left(found).await;
             return Ok(None);
         }
         let cgroup = meta
@@ -354,7 +365,8 @@ impl ProcessRuntime {
     }
 
     /// Stops every kept container a previous agent left that no replica
-    /// adopted (each with [`LEFT_GRACE`]); returns how many.
+    /// adopted (each with its recorded grace, else [`LEFT_GRACE`]); returns
+    /// how many.
     pub async fn release_unadopted(&self) -> usize {
         let Some(keepers) = &self.shared.keepers else {
             return 0;
@@ -371,7 +383,7 @@ impl ProcessRuntime {
                 tracing::info!(container = %m.id, name = %m.spec.name, "stopping a container the previous agent left: no replica claims it");
             }
         }
-        futures::future::join_all(all.into_iter().map(|l| stop_left(l, LEFT_GRACE))).await;
+        futures::future::join_all(all.into_iter().map(stop_left)).await;
         // Cgroups of kept containers no record speaks of (a start cut
         // short): killed and removed.
         if let Some(cgroups) = &self.shared.cgroups {
@@ -395,8 +407,9 @@ impl ProcessRuntime {
 }
 
 /// Stops a kept container nobody adopts: `SIGTERM`, then `SIGKILL` after
-/// `grace`; its output is read and dropped meanwhile.
-async fn stop_left(left: Left, grace: Duration) {
+/// its grace; its output is read and dropped meanwhile.
+async fn stop_left(left: Left) {
+    let grace = left.grace(LEFT_GRACE);
     if let Some((mut conn, pid, pipes)) = left.keeper {
         for fd in pipes {
             if let Ok(mut r) = pipe::Receiver::from_owned_fd(fd) {

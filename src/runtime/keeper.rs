@@ -14,7 +14,11 @@
 //!   says what a keeper holds, so the next agent can match it to a replica;
 //! - [`scan`]: at start-up, every kept container is connected to again (or,
 //!   when its keeper is gone, its exit is read from its `.exit` file) and
-//!   waits to be adopted ([`super::ProcessRuntime`]'s `adopt`) or stopped.
+//!   waits to be adopted (`Runtime::adopt`) or stopped.
+//!
+//! Both runtimes use it: the process runtime (`process/kept.rs`: the keeper
+//! starts the program) and the OCI runtime (`oci/kept.rs`: the keeper runs
+//! `runc create` and keeps the container's init).
 //!
 //! Exit and drain: the keeper sends `exit <raw status>` when the program
 //! ends and exits itself once nothing of the container is left, so the end
@@ -100,21 +104,21 @@ impl Keepers {
 
     /// The cgroup directory (beside the node's per-process ones) of the
     /// containers kept in this directory: `arbor-kept-<hash of the path>`.
-    pub(super) fn cgroup_dir(&self) -> String {
+    pub(crate) fn cgroup_dir(&self) -> String {
         use sha2::Digest;
         let hash = sha2::Sha256::digest(self.dir.as_os_str().as_encoded_bytes());
         let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
         format!("arbor-kept-{hex}")
     }
 
-    pub(super) fn command(&self) -> tokio::process::Command {
+    pub(crate) fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args);
         cmd
     }
 
     /// The keeper's options after its two paths.
-    pub(super) fn options(&self) -> Vec<OsString> {
+    pub(crate) fn options(&self) -> Vec<OsString> {
         match self.orphan_timeout {
             Some(t) => vec![
                 "--orphan-timeout-ms".into(),
@@ -126,7 +130,7 @@ impl Keepers {
 
     /// The files of container `id` (named by the end of its id, to keep the
     /// socket path short: Unix socket paths hold 107 bytes).
-    pub(super) fn files(&self, id: &ContainerId) -> KeeperFiles {
+    pub(crate) fn files(&self, id: &ContainerId) -> KeeperFiles {
         let short: String =
             id.0.chars()
                 .rev()
@@ -145,15 +149,15 @@ impl Keepers {
 
 /// The files of one kept container.
 #[derive(Debug, Clone)]
-pub(super) struct KeeperFiles {
-    pub(super) meta: PathBuf,
-    pub(super) exit: PathBuf,
-    pub(super) socket: PathBuf,
+pub(crate) struct KeeperFiles {
+    pub(crate) meta: PathBuf,
+    pub(crate) exit: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 impl KeeperFiles {
     /// Removes them (the container is gone).
-    pub(super) fn remove(&self) {
+    pub(crate) fn remove(&self) {
         for path in [&self.meta, &self.exit, &self.socket] {
             let _ = std::fs::remove_file(path);
         }
@@ -162,17 +166,20 @@ impl KeeperFiles {
 
 /// What the record of a kept container says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Meta {
-    pub(super) id: ContainerId,
-    pub(super) pid: u32,
-    pub(super) spec: ContainerSpec,
+pub(crate) struct Meta {
+    pub(crate) id: ContainerId,
+    pub(crate) pid: u32,
+    pub(crate) spec: ContainerSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup: Option<PathBuf>,
+    pub(crate) cgroup: Option<PathBuf>,
+    /// The stop grace of the container (its spec's `stop_grace`), in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) grace_ms: Option<u64>,
 }
 
 impl Meta {
     /// Writes the record atomically.
-    pub(super) fn write(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> std::io::Result<()> {
         use std::{io::Write, os::unix::fs::OpenOptionsExt};
         let tmp = path.with_extension("json.tmp");
         // Owner only: the spec holds the environment (secrets included).
@@ -192,33 +199,36 @@ impl Meta {
 /// What a kept container is found by: its name, and for a job's
 /// container the execution it runs (`name@execution`), since executions
 /// of one job run at once under one name.
-pub(super) fn adopt_key(spec: &ContainerSpec) -> String {
+pub(crate) fn adopt_key(spec: &ContainerSpec) -> String {
     match spec.labels.get("execution") {
         Some(execution) => format!("{}@{execution}", spec.name),
         None => spec.name.clone(),
     }
 }
 
-pub(super) fn same_spec(a: &ContainerSpec, b: &ContainerSpec) -> bool {
+pub(crate) fn same_spec(a: &ContainerSpec, b: &ContainerSpec) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
 /// A connection to a keeper: its messages are lines.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
 }
 
 /// What a keeper says first.
-pub(super) enum Hello {
+pub(crate) enum Hello {
     /// The program runs (or ran) as `pid`; its stdout and stderr.
     Running { pid: u32, pipes: [OwnedFd; 2] },
     /// The program could not be started.
     Failed(Cause),
+    /// The set-up program (`runc create`, with `--pid-file`) ended with
+    /// this status: there is no container.
+    SetUpFailed(ExitStatus),
 }
 
 impl Conn {
-    pub(super) fn new(stream: StdUnixStream) -> std::io::Result<Self> {
+    pub(crate) fn new(stream: StdUnixStream) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
         Ok(Self {
             stream: UnixStream::from_std(stream)?,
@@ -227,13 +237,23 @@ impl Conn {
     }
 
     /// Sends `bytes` to the keeper.
-    pub(super) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(bytes).await
     }
 
     /// Reads the keeper's first message, with the pipes it attaches.
-    pub(super) async fn hello(&mut self, program: &str) -> std::io::Result<Hello> {
+    pub(crate) async fn hello(&mut self, program: &str) -> std::io::Result<Hello> {
+        self.hello_within(program, HELLO_LIMIT).await
+    }
+
+    /// [`Conn::hello`], waiting at most `limit` (a set-up program such as
+    /// `runc create` takes its time).
+    pub(crate) async fn hello_within(
+        &mut self,
+        program: &str,
+        limit: Duration,
+    ) -> std::io::Result<Hello> {
         let mut received: Vec<OwnedFd> = Vec::new();
         let read = async {
             loop {
@@ -275,11 +295,9 @@ impl Conn {
                 }
             }
         };
-        let line = tokio::time::timeout(HELLO_LIMIT, read)
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "the keeper did not answer")
-            })??;
+        let line = tokio::time::timeout(limit, read).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the keeper did not answer")
+        })??;
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("pid"), Some(pid), None) => {
@@ -291,6 +309,10 @@ impl Conn {
                 })?;
                 Ok(Hello::Running { pid, pipes })
             }
+            (Some("failed"), Some(raw), None) => match raw.parse() {
+                Ok(raw) => Ok(Hello::SetUpFailed(raw_status(raw))),
+                Err(_) => Err(std::io::Error::other(format!("the keeper said {line:?}"))),
+            },
             (Some("error"), Some(errno), stage) => {
                 let errno = errno.parse().unwrap_or(0);
                 let stage: Vec<&str> = stage.into_iter().chain(words).collect();
@@ -309,7 +331,7 @@ impl Conn {
     }
 
     /// The next line, or `None` when the keeper is gone.
-    pub(super) async fn line(&mut self) -> Option<String> {
+    pub(crate) async fn line(&mut self) -> Option<String> {
         loop {
             if let Some(line) = self.take_line() {
                 return Some(line);
@@ -328,7 +350,7 @@ impl Conn {
     }
 
     /// The exit the keeper reports, or `None` if it is gone without one.
-    pub(super) async fn exit(&mut self) -> Option<ExitStatus> {
+    pub(crate) async fn exit(&mut self) -> Option<ExitStatus> {
         while let Some(line) = self.line().await {
             if let Some(raw) = line
                 .strip_prefix("exit ")
@@ -341,7 +363,7 @@ impl Conn {
     }
 
     /// Waits until the keeper is gone (the container is drained).
-    pub(super) async fn closed(&mut self) {
+    pub(crate) async fn closed(&mut self) {
         while self.line().await.is_some() {}
     }
 
@@ -353,7 +375,7 @@ impl Conn {
 }
 
 /// A raw wait status as an [`ExitStatus`].
-pub(super) fn raw_status(raw: i32) -> ExitStatus {
+pub(crate) fn raw_status(raw: i32) -> ExitStatus {
     ExitStatus::from(std::process::ExitStatus::from_raw(raw))
 }
 
@@ -368,25 +390,34 @@ fn read_exit(path: &Path) -> Option<ExitStatus> {
 }
 
 /// A kept container a previous agent left, waiting to be adopted.
-pub(super) struct Left {
-    pub(super) meta: Option<Meta>,
-    pub(super) files: KeeperFiles,
+pub(crate) struct Left {
+    pub(crate) meta: Option<Meta>,
+    pub(crate) files: KeeperFiles,
     /// `None` when its keeper is gone (the container ended while no agent
     /// watched, or its keeper was killed).
-    pub(super) keeper: Option<(Conn, u32, [OwnedFd; 2])>,
-    pub(super) exit: Option<ExitStatus>,
+    pub(crate) keeper: Option<(Conn, u32, [OwnedFd; 2])>,
+    pub(crate) exit: Option<ExitStatus>,
 }
 
 impl Left {
-    pub(super) fn key(&self) -> Option<String> {
+    pub(crate) fn key(&self) -> Option<String> {
         self.meta.as_ref().map(|m| adopt_key(&m.spec))
+    }
+
+    /// How long a stop of it waits before SIGKILL: its recorded grace,
+    /// else `default`.
+    pub(crate) fn grace(&self, default: Duration) -> Duration {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.grace_ms)
+            .map_or(default, Duration::from_millis)
     }
 }
 
 /// Finds what previous agents left in the keepers directory: every kept
 /// container by name (a record whose spec cannot be read is listed under
 /// its file name, to be stopped).
-pub(super) async fn scan(keepers: &Keepers) -> HashMap<String, Left> {
+pub(crate) async fn scan(keepers: &Keepers) -> HashMap<String, Left> {
     let mut found = HashMap::new();
     let Ok(entries) = std::fs::read_dir(&keepers.dir) else {
         return found;
@@ -421,6 +452,10 @@ pub(super) async fn scan(keepers: &Keepers) -> HashMap<String, Left> {
                         Ok(Hello::Running { pid, pipes }) => Some((conn, pid, pipes)),
                         Ok(Hello::Failed(c)) => {
                             tracing::warn!(keeper = %files.socket.display(), error = %c, "a keeper reported a failed start");
+                            None
+                        }
+                        Ok(Hello::SetUpFailed(status)) => {
+                            tracing::warn!(keeper = %files.socket.display(), %status, "a keeper reported a failed set-up");
                             None
                         }
                         Err(e) => {
@@ -459,7 +494,7 @@ pub(super) async fn scan(keepers: &Keepers) -> HashMap<String, Left> {
 
 /// The cgroups of the kept containers recorded in the keepers directory
 /// (spared by the start-up sweep of what crashed nodes left).
-pub(super) fn kept_cgroups(keepers: Option<&Keepers>) -> Vec<PathBuf> {
+pub(crate) fn kept_cgroups(keepers: Option<&Keepers>) -> Vec<PathBuf> {
     let Some(Ok(entries)) = keepers.map(|k| std::fs::read_dir(&k.dir)) else {
         return Vec::new();
     };
