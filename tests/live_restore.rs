@@ -45,6 +45,37 @@ fn marked_pid(state: &Path, service: &str, replica: &str) -> Option<(String, i32
     })
 }
 
+/// How many start markers (`started`/`re-adopted`) `replica`'s log has.
+fn markers(state: &Path, service: &str, replica: &str) -> usize {
+    std::fs::read_to_string(replica_dir(state, service, replica).join("full.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" [ARBOR] ") && l.contains(&format!(" {replica} (pid ")))
+        .count()
+}
+
+/// [`marked_pid`] of the first marker after the first `before` ones.
+fn marked_after(
+    state: &Path,
+    service: &str,
+    replica: &str,
+    before: usize,
+) -> Option<(String, i32)> {
+    eventually("a new start marker", || {
+        markers(state, service, replica) > before
+    });
+    marked_pid(state, service, replica)
+}
+
+/// [`marked_pid`], once the replica's log has a marker (it is written
+/// as the replica starts, and can come after the agent listens).
+fn wait_marked(state: &Path, service: &str, replica: &str) -> (String, i32) {
+    eventually("the replica's start marker", || {
+        marked_pid(state, service, replica).is_some()
+    });
+    marked_pid(state, service, replica).unwrap()
+}
+
 fn alive(pid: i32) -> bool {
     // Not a zombie: a reaped or zombie process no longer runs.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -100,7 +131,7 @@ fn services_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
     });
     let pids: Vec<i32> = ["web-0", "web-1"]
         .iter()
-        .map(|r| marked_pid(&state, "web", r).expect("a started marker").1)
+        .map(|r| wait_marked(&state, "web", r).1)
         .collect();
     // A job printing a line every 100 ms for 5 s, killed in the middle.
     let job = trigger(&agent, "ticker");
@@ -114,6 +145,10 @@ fn services_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
         assert!(alive(*pid), "pid {pid} died with the agent");
     }
     let at_kill = numbers(&state, "web-0").len();
+    let before: Vec<usize> = ["web-0", "web-1"]
+        .iter()
+        .map(|r| markers(&state, "web", r))
+        .collect();
 
     let agent = Agent::start(&spec, &state, &[]);
     let events = Lines::spawn({
@@ -121,9 +156,9 @@ fn services_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
         cmd.args(["--agent", &agent.socket, "events", "--json"]);
         cmd
     });
-    for (replica, pid) in ["web-0", "web-1"].iter().zip(&pids) {
+    for ((replica, pid), before) in ["web-0", "web-1"].iter().zip(&pids).zip(before) {
         assert_eq!(
-            marked_pid(&state, "web", replica),
+            marked_after(&state, "web", replica, before),
             Some(("re-adopted".to_owned(), *pid)),
             "{replica} was not adopted"
         );
@@ -194,7 +229,7 @@ fn sigusr2_leaves_services_running_for_the_next_agent() {
     );
     let state = dir.path().join("state");
     let mut agent = Agent::start(&spec, &state, &[]);
-    let (_, pid) = marked_pid(&state, "web", "web-0").expect("started");
+    let (_, pid) = wait_marked(&state, "web", "web-0");
     // The records hold the replicas' environment: owner only.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -207,9 +242,10 @@ fn sigusr2_leaves_services_running_for_the_next_agent() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert!(alive(pid), "the service stopped with the agent");
 
+    let before = markers(&state, "web", "web-0");
     let agent = Agent::start(&spec, &state, &[]);
     assert_eq!(
-        marked_pid(&state, "web", "web-0"),
+        marked_after(&state, "web", "web-0", before),
         Some(("re-adopted".to_owned(), pid))
     );
     assert_eq!(agent.service("web")["running"], 1);
@@ -232,7 +268,7 @@ fn an_exit_while_no_agent_watches_is_reported_with_its_status_after_adoption() {
     );
     let state = dir.path().join("state");
     let mut agent = Agent::start(&spec, &state, &[]);
-    let (_, pid) = marked_pid(&state, "quitter", "quitter-0").expect("started");
+    let (_, pid) = wait_marked(&state, "quitter", "quitter-0");
     kill9(&mut agent);
     std::fs::write(&go, "").unwrap();
     eventually("the service to exit while no agent runs", || !alive(pid));
@@ -267,9 +303,10 @@ fn a_changed_or_removed_service_is_not_adopted_and_its_old_process_stops() {
     );
     let state = dir.path().join("state");
     let mut agent = Agent::start(&spec, &state, &[]);
-    let (_, a) = marked_pid(&state, "a", "a-0").expect("a started");
-    let (_, b) = marked_pid(&state, "b", "b-0").expect("b started");
+    let (_, a) = wait_marked(&state, "a", "a-0");
+    let (_, b) = wait_marked(&state, "b", "b-0");
     kill9(&mut agent);
+    let before = markers(&state, "a", "a-0");
 
     let changed = write_file(
         dir.path(),
@@ -277,7 +314,7 @@ fn a_changed_or_removed_service_is_not_adopted_and_its_old_process_stops() {
         "services:\n  a:\n    command: [\"sleep\", \"3603\"]\n",
     );
     let agent = Agent::start(&changed, &state, &[]);
-    let (how, new_a) = marked_pid(&state, "a", "a-0").expect("a started again");
+    let (how, new_a) = marked_after(&state, "a", "a-0", before).expect("a started again");
     assert_eq!(how, "started");
     assert_ne!(new_a, a);
     assert!(!alive(a), "the old a still runs beside the new one");
@@ -311,7 +348,7 @@ fn a_replica_left_without_an_agent_past_the_orphan_timeout_is_stopped_and_report
     );
     let state = dir.path().join("state");
     let mut agent = Agent::start(&spec, &state, &["--orphan-timeout", "1s"]);
-    let (_, pid) = marked_pid(&state, "lonely", "lonely-0").expect("started");
+    let (_, pid) = wait_marked(&state, "lonely", "lonely-0");
     kill9(&mut agent);
     eventually("the keeper to stop its orphaned replica", || !alive(pid));
     eventually("the keeper to leave, its exit on disk", || {
@@ -373,7 +410,7 @@ fn without_arbor_keeper_beside_it_the_agent_binary_keeps_replicas_itself() {
     );
     let state = dir.path().join("state");
     let mut agent = agent_from(&bin, &spec, &state);
-    let (_, pid) = marked_pid(&state, "web", "web-0").expect("started");
+    let (_, pid) = wait_marked(&state, "web", "web-0");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let ppid: i32 = stat
         .rsplit_once(')')
@@ -390,9 +427,10 @@ fn without_arbor_keeper_beside_it_the_agent_binary_keeps_replicas_itself() {
     agent.kill().unwrap();
     agent.wait().unwrap();
 
+    let before = markers(&state, "web", "web-0");
     let mut agent = agent_from(&bin, &spec, &state);
     assert_eq!(
-        marked_pid(&state, "web", "web-0"),
+        marked_after(&state, "web", "web-0", before),
         Some(("re-adopted".to_owned(), pid))
     );
     nix::sys::signal::kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
@@ -420,10 +458,15 @@ services:
     let mut pids: Option<Vec<i32>> = None;
     let mut flaky_restarts = 0;
     for round in 0..5 {
+        let before: Vec<usize> = ["web-0", "web-1"]
+            .iter()
+            .map(|r| markers(&state, "web", r))
+            .collect();
         let mut agent = Agent::start(&spec, &state, &[]);
         let now: Vec<i32> = ["web-0", "web-1"]
             .iter()
-            .map(|r| marked_pid(&state, "web", r).expect("a marker").1)
+            .zip(before)
+            .map(|(r, n)| marked_after(&state, "web", r, n).expect("a marker").1)
             .collect();
         match &pids {
             None => pids = Some(now),
@@ -737,5 +780,72 @@ jobs:
     let agent = Agent::start(&spec, &state, &[]);
     assert_eq!(status(&agent, &id)["state"]["status"], "cancelled");
     assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}
+
+/// The number in `notified-0`'s status (`tick N`), as the tree shows it.
+fn tick(agent: &Agent) -> Option<u64> {
+    let tree = agent.arbor(["tree"]).stdout;
+    let line = tree
+        .lines()
+        .find(|l| l.contains("notified-0 [container]"))?;
+    line.split("(tick ")
+        .nth(1)?
+        .trim_end_matches(')')
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_notify_service_is_adopted_ready_and_its_watchdog_pings_reach_the_next_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let arbor = env!("CARGO_BIN_EXE_arbor");
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        &format!(
+            r#"
+services:
+  notified:
+    command: [sh, -c, '{arbor} notify --ready; i=0; while :; do i=$((i+1)); {arbor} notify --watchdog --status "tick $i"; sleep 0.1; done']
+    notify: true
+    watchdog: 1s
+"#
+        ),
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &[]);
+    eventually("ready", || agent.service("notified")["ready"] == 1);
+    let (_, pid) = wait_marked(&state, "notified", "notified-0");
+    kill9(&mut agent);
+
+    let before = markers(&state, "notified", "notified-0");
+    let agent = Agent::start(&spec, &state, &[]);
+    // Its NOTIFY_SOCKET is the same path: its spec is unchanged, so it is
+    // adopted, and it counts as ready (it said READY=1 once).
+    assert_eq!(
+        marked_after(&state, "notified", "notified-0", before),
+        Some(("re-adopted".to_owned(), pid))
+    );
+    eventually("ready under the new agent", || {
+        agent.service("notified")["ready"] == 1
+    });
+    // Its pings reach the new agent: the status moves on, past several
+    // watchdog periods, with no restart.
+    eventually("a status from the adopted process", || {
+        tick(&agent).is_some()
+    });
+    let first = tick(&agent).unwrap();
+    eventually("30 more pings (3 watchdog periods)", || {
+        tick(&agent).is_some_and(|t| t >= first + 30)
+    });
+    let service = agent.service("notified");
+    assert_eq!(service["restarts"], 0, "{service}");
+    assert_eq!(
+        marked_pid(&state, "notified", "notified-0"),
+        Some(("re-adopted".to_owned(), pid))
+    );
+    assert_eq!(agent.stop(), 0);
+    eventually("the service to stop", || !alive(pid));
     assert_eq!(keepers_left(&state), Vec::<String>::new());
 }

@@ -75,6 +75,37 @@ fn marked_pid(state: &Path, service: &str, replica: &str) -> Option<(String, i32
     })
 }
 
+/// How many start markers (`started`/`re-adopted`) `replica`'s log has.
+fn markers(state: &Path, service: &str, replica: &str) -> usize {
+    std::fs::read_to_string(replica_dir(state, service, replica).join("full.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" [ARBOR] ") && l.contains(&format!(" {replica} (pid ")))
+        .count()
+}
+
+/// [`marked_pid`] of the first marker after the first `before` ones.
+fn marked_after(
+    state: &Path,
+    service: &str,
+    replica: &str,
+    before: usize,
+) -> Option<(String, i32)> {
+    eventually("a new start marker", || {
+        markers(state, service, replica) > before
+    });
+    marked_pid(state, service, replica)
+}
+
+/// [`marked_pid`], once the replica's log has a marker (it is written
+/// as the replica starts, and can come after the agent listens).
+fn wait_marked(state: &Path, service: &str, replica: &str) -> (String, i32) {
+    eventually("the replica's start marker", || {
+        marked_pid(state, service, replica).is_some()
+    });
+    marked_pid(state, service, replica).unwrap()
+}
+
 fn alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -149,9 +180,9 @@ fn containers_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
     });
     let pids: Vec<i32> = ["box-0", "box-1"]
         .iter()
-        .map(|r| marked_pid(&state, "box", r).expect("a started marker").1)
+        .map(|r| wait_marked(&state, "box", r).1)
         .collect();
-    let (_, quitter) = marked_pid(&state, "quitter", "quitter-0").expect("started");
+    let (_, quitter) = wait_marked(&state, "quitter", "quitter-0");
     let containers = runc_list(&state);
     assert_eq!(containers.len(), 3, "{containers:?}");
     eventually("some output", || numbers(&state).len() > 5);
@@ -175,11 +206,15 @@ fn containers_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
     nix::sys::signal::kill(Pid::from_raw(quitter), Signal::SIGTERM).unwrap();
     eventually("quitter to exit while no agent runs", || !alive(quitter));
     let at_kill = numbers(&state).len();
+    let before: Vec<usize> = ["box-0", "box-1"]
+        .iter()
+        .map(|r| markers(&state, "box", r))
+        .collect();
 
     let agent = Agent::start(&spec, &state, &["--runtime", "oci"]);
-    for (replica, pid) in ["box-0", "box-1"].iter().zip(&pids) {
+    for ((replica, pid), before) in ["box-0", "box-1"].iter().zip(&pids).zip(before) {
         assert_eq!(
-            marked_pid(&state, "box", replica),
+            marked_after(&state, "box", replica, before),
             Some(("re-adopted".to_owned(), *pid)),
             "{replica} was not adopted"
         );
@@ -263,8 +298,8 @@ fn sigusr2_leaves_containers_running_and_a_changed_one_is_replaced() {
     );
     let mut agent = Agent::start(&spec, &state, &["--runtime", "oci"]);
     eventually("two containers", || runc_list(&state).len() == 2);
-    let (_, a) = marked_pid(&state, "a", "a-0").expect("started");
-    let (_, b) = marked_pid(&state, "b", "b-0").expect("started");
+    let (_, a) = wait_marked(&state, "a", "a-0");
+    let (_, b) = wait_marked(&state, "b", "b-0");
     nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
     let status = agent.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -277,15 +312,16 @@ fn sigusr2_leaves_containers_running_and_a_changed_one_is_replaced() {
         "spec.yaml",
         "services:\n  a:\n    image: busybox:kept\n    command: [sleep, '600']\n    stop_timeout: 300ms\n  b:\n    image: busybox:kept\n    command: [sleep, '601']\n    stop_timeout: 300ms\n",
     );
+    let before = (markers(&state, "a", "a-0"), markers(&state, "b", "b-0"));
     let agent = Agent::start(&spec, &state, &["--runtime", "oci"]);
     assert_eq!(
-        marked_pid(&state, "a", "a-0"),
+        marked_after(&state, "a", "a-0", before.0),
         Some(("re-adopted".to_owned(), a))
     );
     eventually("the changed container replaced", || {
         !alive(b) && agent.service("b")["running"] == 1
     });
-    let (how, new_b) = marked_pid(&state, "b", "b-0").expect("started");
+    let (how, new_b) = marked_after(&state, "b", "b-0", before.1).unwrap();
     assert_eq!(how, "started");
     assert_ne!(new_b, b);
     eventually("two containers in runc", || runc_list(&state).len() == 2);

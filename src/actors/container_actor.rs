@@ -136,6 +136,12 @@ pub struct Probes {
     /// With `notify`: `WATCHDOG=1` expected at least this often, else the
     /// replica failed.
     pub watchdog: Option<Duration>,
+    /// With `notify`: where the replicas' sockets go, at a path stable
+    /// across agents (`<state-dir>/notify`), so that an adopted replica's
+    /// `NOTIFY_SOCKET` (and so its spec) is unchanged and its later
+    /// messages reach the next agent. `None`: a private directory of this
+    /// agent.
+    pub notify_dir: Option<std::path::PathBuf>,
 }
 
 impl Probes {
@@ -349,6 +355,7 @@ impl ContainerActorState {
             }
             match self.runtime.adopt(&spec).await {
                 Ok(Some(id)) => {
+                    self.adopted();
                     let owned = Owned {
                         guard: AbandonGuard::new(self.runtime.clone(), id.clone()),
                         id,

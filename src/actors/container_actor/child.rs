@@ -124,6 +124,7 @@ impl ServiceSpec {
             startup: self.startup.clone(),
             notify: self.notify,
             watchdog: self.watchdog,
+            notify_dir: None,
         }
     }
 
@@ -201,12 +202,14 @@ impl ServiceSpec {
             self.exit_rules(),
             self.shutdown(),
         );
+        let mut probes = self.probes();
+        probes.notify_dir = state_dir.map(|d| d.join("notify"));
         let spec = SupervisorSpec::service_replicas(
             name,
             runtime,
             container,
             self.replicas,
-            Arc::new(self.probes()),
+            Arc::new(probes),
             output,
         )
         .flags(self.flags())

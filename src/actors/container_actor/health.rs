@@ -46,14 +46,52 @@ pub(super) struct Health {
 /// directory, read by a task that hands each message to the actor.
 struct NotifySocket {
     path: PathBuf,
+    /// The socket file bound (device, inode): removed on drop only if the
+    /// path still names it (a later replica of the same name may have
+    /// bound the same stable path since).
+    file: Option<(u64, u64)>,
     reader: AbortHandle,
 }
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
         self.reader.abort();
-        let _ = std::fs::remove_file(&self.path);
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if now.is_some() && now == self.file {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// The longest path a Unix socket address holds.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// Where replica `name`'s notify socket goes: in `stable` (the node's
+/// `<state-dir>/notify`, so the next agent binds the same path and a
+/// replica it adopts keeps notifying it) when that fits in a socket
+/// address, else in a private directory of this agent with a random name.
+fn socket_path(stable: Option<&std::path::Path>, name: &str) -> std::io::Result<PathBuf> {
+    use sha2::Digest;
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = stable {
+        let hash = sha2::Sha256::digest(name.as_bytes());
+        let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("{hex}.sock"));
+        if path.as_os_str().len() <= SOCKET_PATH_MAX {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            // What a killed agent left at this path.
+            let _ = std::fs::remove_file(&path);
+            return Ok(path);
+        }
+    }
+    let uuid = uuid::Uuid::new_v4().simple().to_string();
+    Ok(socket_dir()?.join(format!("{}.sock", &uuid[..16])))
 }
 
 /// Where replicas' notify sockets live: a directory of this agent's own,
@@ -84,10 +122,14 @@ impl ContainerActorState {
             return Ok(());
         }
         let fail = |e: std::io::Error| format!("failed to create the notify socket: {e}");
-        let dir = socket_dir().map_err(fail)?;
-        let uuid = uuid::Uuid::new_v4().simple().to_string();
-        let path = dir.join(format!("{}.sock", &uuid[..16]));
+        let path = socket_path(self.probes.notify_dir.as_deref(), &self.name).map_err(fail)?;
         let socket = UnixDatagram::bind(&path).map_err(fail)?;
+        let file = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(&path)
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
         let me = myself.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -106,6 +148,7 @@ impl ContainerActorState {
         }
         self.health.socket = Some(NotifySocket {
             path,
+            file,
             reader: reader.abort_handle(),
         });
         Ok(())
@@ -121,6 +164,10 @@ impl ContainerActorState {
         };
         self.spawn_probes(myself, first).await;
         self.arm_watchdog(myself);
+        if self.probes.notify && self.health.notified {
+            // Adopted: ready once nothing else gates it.
+            self.update_ready(myself, None);
+        }
     }
 
     /// Starts the probe actors of `kinds` that the replica has.
@@ -319,5 +366,13 @@ impl ContainerActorState {
     /// Drops the notify socket (the replica ended).
     pub(super) fn close_notify(&mut self) {
         self.health.socket = None;
+    }
+
+    /// The replica was adopted from a previous agent: it sent `READY=1`
+    /// to that agent, if ever, and does not send it again, so a `notify`
+    /// replica counts as notified (systemd keeps this state across a
+    /// re-exec too).
+    pub(super) fn adopted(&mut self) {
+        self.health.notified = true;
     }
 }
