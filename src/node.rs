@@ -903,6 +903,9 @@ impl Node {
             }
         }
         self.inner.root.shutdown().await;
+        if let Some(store) = &self.inner.supervision {
+            store.stopped();
+        }
         if let Some(store) = &self.inner.supervision
             && let Err(e) = store.flush().await
         {

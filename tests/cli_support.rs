@@ -147,16 +147,32 @@ pub struct Agent {
     pub token: String,
 }
 
+/// Where an agent's log goes: a file under `$ARBOR_TEST_AGENT_LOGS`, else
+/// nowhere.
+fn debug_log() -> Stdio {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Some(dir) = std::env::var_os("ARBOR_TEST_AGENT_LOGS") else {
+        return Stdio::null();
+    };
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{}-{n}.log", std::process::id());
+    std::fs::File::create(Path::new(&dir).join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
 impl Agent {
     /// `arbor agent --spec SPEC --listen 127.0.0.1:0 --state-dir STATE`,
     /// once it printed `listening on ADDR`; `extra` are more flags.
+    /// Its log (stderr) goes to `$ARBOR_TEST_AGENT_LOGS/<pid>.log` when
+    /// that variable names a directory (for debugging a failed run).
     pub fn start(spec: &Path, state: &Path, extra: &[&str]) -> Self {
-        Self::spawn(spec, state, extra, Stdio::null(), &[])
+        Self::spawn(spec, state, extra, debug_log(), &[])
     }
 
     /// Like [`Agent::start`] with more environment variables.
     pub fn start_with_env(spec: &Path, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn(spec, state, extra, Stdio::null(), env)
+        Self::spawn(spec, state, extra, debug_log(), env)
     }
 
     /// Like [`Agent::start`], its stderr lines (the log) arriving on the

@@ -849,3 +849,103 @@ services:
     eventually("the service to stop", || !alive(pid));
     assert_eq!(keepers_left(&state), Vec::<String>::new());
 }
+
+#[test]
+fn a_transient_service_that_completed_is_not_run_again_after_a_kill_but_is_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    // Its first run completes; a second one would keep running.
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        &format!(
+            "services:\n  once:\n    command: [sh, -c, 'echo run >> {0}; [ $(wc -l < {0}) -ge 2 ] && exec sleep 600; exit 0']\n    restart: transient\n",
+            runs.display()
+        ),
+    );
+    let state = dir.path().join("state");
+    let runs_seen = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let child_state = |agent: &Agent| agent.service("once")["tree"]["children"][0]["state"].clone();
+    let mut agent = Agent::start(&spec, &state, &[]);
+    eventually("it completed", || child_state(&agent) == "completed");
+    // The record says so on disk (written in batches).
+    eventually("the state on disk", || {
+        std::fs::read(state.join("supervision.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["scopes"]["once"]["once-0"]["done"] == true)
+    });
+    kill9(&mut agent);
+
+    // Killed: the next agent does not run it again.
+    let agent = Agent::start(&spec, &state, &[]);
+    assert_eq!(
+        child_state(&agent),
+        "completed",
+        "{}",
+        agent.service("once")
+    );
+    assert_eq!(runs_seen(), 1);
+
+    // Stopped gracefully: the next agent starts everything afresh.
+    assert_eq!(agent.stop(), 0);
+    let agent = Agent::start(&spec, &state, &[]);
+    eventually("it runs again", || agent.service("once")["running"] == 1);
+    assert_eq!(runs_seen(), 2);
+    assert_eq!(agent.stop(), 0);
+}
+
+#[cfg_attr(
+    not(arbor_root),
+    ignore = "needs root: resource limits use cgroups (run the tests as root, as .ci/run does)"
+)]
+#[test]
+fn an_oom_kill_of_an_adopted_replica_is_reported_as_out_of_memory() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (resource limits use cgroups)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Each hog waits for its go file, then allocates 64 MiB under 32 MiB.
+    let hog = |name: &str| {
+        let go = dir.path().join(name);
+        format!(
+            "  {name}:\n    command: [sh, -c, 'while [ ! -e {0} ]; do sleep 0.05; done; rm {0}; a=$(head -c 67108864 /dev/zero | tr \"\\0\" x); echo survived']\n    resources: {{ memory: 32Mi }}\n",
+            go.display()
+        )
+    };
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        &format!("services:\n{}{}", hog("away"), hog("adopted")),
+    );
+    let state = dir.path().join("state");
+    let mut agent = Agent::start(&spec, &state, &[]);
+    let (_, away) = wait_marked(&state, "away", "away-0");
+    let (_, adopted) = wait_marked(&state, "adopted", "adopted-0");
+    kill9(&mut agent);
+    // `away` is OOM-killed while no agent runs.
+    std::fs::write(dir.path().join("away"), "").unwrap();
+    eventually("away to be killed while no agent runs", || !alive(away));
+
+    let before = markers(&state, "adopted", "adopted-0");
+    let agent = Agent::start(&spec, &state, &[]);
+    assert_eq!(
+        marked_after(&state, "adopted", "adopted-0", before),
+        Some(("re-adopted".to_owned(), adopted))
+    );
+    // `adopted` is OOM-killed under the new agent.
+    std::fs::write(dir.path().join("adopted"), "").unwrap();
+    for service in ["away", "adopted"] {
+        eventually("the OOM kill reported", || {
+            agent.service(service)["tree"]["children"][0]["last_exit"]["oom_killed"] == true
+        });
+    }
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(keepers_left(&state), Vec::<String>::new());
+}

@@ -172,6 +172,12 @@ pub(crate) struct Meta {
     pub(crate) spec: ContainerSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cgroup: Option<PathBuf>,
+    /// Its v1 limit cgroups (process runtime, as root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) limit_dirs: Vec<PathBuf>,
+    /// Where its memory controller counts OOM kills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) oom_file: Option<PathBuf>,
     /// The stop grace of the container (its spec's `stop_grace`), in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) grace_ms: Option<u64>,

@@ -89,6 +89,13 @@ pub struct ChildRecord {
     /// its panic action is `fail`): the next agent leaves it down too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failed: bool,
+    /// True when it ended for good (a transient child's normal exit, a
+    /// temporary child's exit): the next agent does not start it again,
+    /// unless the agent before it stopped gracefully or the machine
+    /// rebooted since (then everything starts afresh, as systemd starts
+    /// its units after a reboot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
     /// Its one-line status (`gave up after 3 crash loops`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -99,6 +106,35 @@ pub struct ChildRecord {
 struct File {
     version: u32,
     scopes: BTreeMap<String, BTreeMap<String, ChildRecord>>,
+    /// The kernel's boot id when it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
+    /// Written by an agent that stopped gracefully (its services stopped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    stopped: bool,
+}
+
+/// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// What an earlier agent left, as this agent restores it: children that
+/// ended for good stay done only if that agent did not stop gracefully and
+/// the machine did not reboot since (`boot`: this boot's id); else they
+/// start afresh.
+fn restorable(mut file: File, boot: Option<&str>) -> File {
+    let same_run = !file.stopped && boot.is_some() && file.boot_id.as_deref() == boot;
+    if !same_run {
+        for record in file.scopes.values_mut().flat_map(|s| s.values_mut()) {
+            record.done = false;
+        }
+    }
+    file.stopped = false;
+    file.boot_id = boot.map(str::to_owned);
+    file
 }
 
 /// The handle of the writer (cheap to clone).
@@ -113,6 +149,7 @@ enum Op {
     Take(String, oneshot::Sender<BTreeMap<String, ChildRecord>>),
     Forget(String),
     Retain(Vec<String>),
+    Stopped,
     Flush(oneshot::Sender<io::Result<()>>),
 }
 
@@ -122,7 +159,7 @@ impl SupervisionStore {
     /// writer task. Must be called inside a tokio runtime.
     pub fn open(dir: &Path) -> Self {
         let path = dir.join(SUPERVISION_FILE);
-        let file = load(&path);
+        let file = restorable(load(&path), boot_id().as_deref());
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(path, file, rx));
         Self { tx }
@@ -158,6 +195,12 @@ impl SupervisionStore {
         let _ = self.tx.send(Op::Retain(scopes));
     }
 
+    /// The agent stopped its services gracefully: the next one starts
+    /// every child afresh, done ones too (written with the next write).
+    pub fn stopped(&self) {
+        let _ = self.tx.send(Op::Stopped);
+    }
+
     /// Writes what is pending now and waits for it.
     pub async fn flush(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
@@ -190,12 +233,15 @@ fn load(path: &Path) -> File {
 
 /// Owns the state: applies each change, writes in batches.
 async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let boot_id = restorable.boot_id.clone();
     let mut restorable = restorable.scopes;
     // What is written: the restorable scopes not taken yet, plus the live
     // ones (taken scopes are replaced by what their supervisor reports).
     let mut live = File {
         version: 1,
         scopes: restorable.clone(),
+        boot_id,
+        stopped: false,
     };
     let mut dirty = false;
     let mut due: Option<tokio::time::Instant> = None;
@@ -242,6 +288,10 @@ async fn writer(path: PathBuf, restorable: File, mut rx: mpsc::UnboundedReceiver
                 let before = live.scopes.len();
                 live.scopes.retain(|s, _| scopes.contains(s));
                 dirty |= live.scopes.len() != before;
+            }
+            Op::Stopped => {
+                live.stopped = true;
+                dirty = true;
             }
             Op::Flush(reply) => {
                 let result = if dirty {
@@ -299,4 +349,59 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with_done(boot: Option<&str>, stopped: bool) -> File {
+        let record = ChildRecord {
+            restart_count: 2,
+            done: true,
+            ..ChildRecord::default()
+        };
+        File {
+            version: 1,
+            scopes: BTreeMap::from([(
+                "once".to_owned(),
+                BTreeMap::from([("once-0".to_owned(), record)]),
+            )]),
+            boot_id: boot.map(str::to_owned),
+            stopped,
+        }
+    }
+
+    fn done(file: &File) -> bool {
+        file.scopes["once"]["once-0"].done
+    }
+
+    #[test]
+    fn a_done_child_stays_done_after_an_agent_that_did_not_stop_in_the_same_boot() {
+        let f = restorable(file_with_done(Some("b1"), false), Some("b1"));
+        assert!(done(&f));
+        assert_eq!(f.scopes["once"]["once-0"].restart_count, 2);
+    }
+
+    #[test]
+    fn a_done_child_starts_afresh_after_a_graceful_stop() {
+        let f = restorable(file_with_done(Some("b1"), true), Some("b1"));
+        assert!(!done(&f));
+        assert!(!f.stopped, "the new agent's file starts as not stopped");
+    }
+
+    #[test]
+    fn a_done_child_starts_afresh_after_a_reboot() {
+        let f = restorable(file_with_done(Some("b1"), false), Some("b2"));
+        assert!(!done(&f));
+        assert_eq!(f.boot_id.as_deref(), Some("b2"));
+        // Restart counts are history: they stay.
+        assert_eq!(f.scopes["once"]["once-0"].restart_count, 2);
+    }
+
+    #[test]
+    fn without_a_boot_id_a_done_child_starts_afresh() {
+        let f = restorable(file_with_done(None, false), None);
+        assert!(!done(&f));
+    }
 }

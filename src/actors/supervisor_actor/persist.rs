@@ -1,8 +1,9 @@
 //! A supervisor's children's restart state kept on disk (see
 //! [`crate::store::supervision`]): reported when a child starts, begins a
-//! back-off or is left failed, and taken back before the first start, so
-//! that restart counts, the intensity window, a crash loop's back-off and a
-//! failure continue across agent restarts.
+//! back-off, is left failed or ends for good, and taken back before the
+//! first start, so that restart counts, the intensity window, a crash
+//! loop's back-off, a failure and a completion continue across agent
+//! restarts.
 
 use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
 
@@ -76,6 +77,7 @@ impl SupervisorState {
             started_at: slot.started_at.map(|t| to_wall(t, now, wall)),
             last_exit: slot.last_exit.clone(),
             failed: slot.state == ChildState::Failed,
+            done: slot.state == ChildState::Completed,
             status: slot.status.clone(),
         };
         p.store.update(&p.scope, &slot.spec.id, record);
@@ -139,6 +141,14 @@ impl SupervisorState {
                 tracing::info!(child = %slot.spec.id, "an earlier agent left this child failed; it stays down");
                 continue;
             }
+            if record.done {
+                // It ended for good under an earlier agent that did not
+                // stop (killed, or left its services running): it is not
+                // run again.
+                slot.state = ChildState::Completed;
+                tracing::info!(child = %slot.spec.id, "this child ended for good under an earlier agent; it is not started again");
+                continue;
+            }
             let Some(next) = record.next_restart else {
                 continue;
             };
@@ -175,9 +185,10 @@ impl SupervisorState {
     }
 
     /// Whether the first start skips child `key`: restored in a back-off
-    /// (its retry starts it) or left failed.
+    /// (its retry starts it), left failed, or done.
     pub(super) fn held_back(&self, key: Key) -> bool {
-        self.slot(key)
-            .is_some_and(|s| s.retry.is_some() || s.state == ChildState::Failed)
+        self.slot(key).is_some_and(|s| {
+            s.retry.is_some() || matches!(s.state, ChildState::Failed | ChildState::Completed)
+        })
     }
 }

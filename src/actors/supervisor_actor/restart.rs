@@ -112,6 +112,7 @@ impl SupervisorState {
         match decision {
             Decision::Complete => {
                 slot.state = ChildState::Completed;
+                self.persist(key, None);
                 self.publish(Event::ChildCompleted {
                     supervisor,
                     child: id,
@@ -122,6 +123,9 @@ impl SupervisorState {
             }
             Decision::Drop => {
                 let class = classify(&exit, &slot.spec.exit_rules);
+                // Kept as done: the next agent does not start it again.
+                slot.state = ChildState::Completed;
+                self.persist(key, None);
                 self.remove(key);
                 if class != ExitClass::Abnormal {
                     self.publish(Event::ChildCompleted {

@@ -172,6 +172,8 @@ impl OciRuntime {
             pid,
             spec: spec.clone(),
             cgroup: None,
+            limit_dirs: Vec::new(),
+            oom_file: None,
             grace_ms: spec.stop_grace.map(|g| g.as_millis() as u64),
         };
         if let Err(e) = meta.write(&files.meta) {

@@ -190,6 +190,13 @@ impl ProcessRuntime {
             pid,
             spec: spec.clone(),
             cgroup: cgroup.as_ref().map(|c| c.path().to_owned()),
+            limit_dirs: limited
+                .as_ref()
+                .map(|l| l.dirs().to_vec())
+                .unwrap_or_default(),
+            oom_file: limited
+                .as_ref()
+                .and_then(|l| l.oom_file().map(ToOwned::to_owned)),
             grace_ms: spec.stop_grace.map(|g| g.as_millis() as u64),
         };
         if let Err(e) = meta.write(&files.meta) {
@@ -268,6 +275,9 @@ impl ProcessRuntime {
             if let Some(mut k) = keeper {
                 let _ = k.wait().await;
             }
+            if let Some(l) = &limited {
+                l.remember_oom_kills();
+            }
             if let Some(cg) = &cgroup {
                 cg.remove();
             }
@@ -310,6 +320,12 @@ impl ProcessRuntime {
             .as_deref()
             .and_then(|p| Cgroup::open(p).ok())
             .map(Arc::new);
+        let limited = (meta.oom_file.is_some() || !meta.limit_dirs.is_empty()).then(|| {
+            Arc::new(Limited::reopen(
+                meta.limit_dirs.clone(),
+                meta.oom_file.clone(),
+            ))
+        });
         let entry = Arc::new(Entry {
             id: meta.id.clone(),
             spec: spec.clone(),
@@ -328,7 +344,7 @@ impl ProcessRuntime {
                     Some(pipes),
                     pid,
                     cgroup,
-                    None,
+                    limited,
                     found.files,
                     Some(conn),
                     None,
@@ -339,17 +355,24 @@ impl ProcessRuntime {
                     .exit
                     .unwrap_or(ExitStatus::Signal(Signal::SIGKILL as i32));
                 tracing::info!(container = %meta.id, %status, "a container the previous agent left ended while no agent watched");
+                // Its OOM kills are read before its cgroups go.
+                if let Some(l) = &limited {
+                    l.remember_oom_kills();
+                }
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                if let Some(l) = &limited {
+                    l.remove();
+                }
                 let _ = entry.run.set(Run {
                     pgid: meta.pid as i32,
                     cgroup: None,
-                    limited: None,
+                    limited,
                     readers: Vec::new(),
                     eof: watch::channel(2u8).1,
                     keeper: Some(found.files),
                 });
-                if let Some(cg) = &cgroup {
-                    cg.remove();
-                }
                 entry.state.send_replace(ProcState::Exited { status });
                 entry.drained.send_replace(true);
             }
@@ -437,6 +460,10 @@ async fn stop_left(left: Left) {
         if let Some(cg) = &cgroup {
             cg.remove();
         }
+    }
+    // Its limit cgroups (v1), empty now.
+    if let Some(m) = &left.meta {
+        Limited::reopen(m.limit_dirs.clone(), None).remove();
     }
     left.files.remove();
 }

@@ -26,7 +26,7 @@ use std::{
     io,
     os::fd::{AsRawFd, RawFd},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use crate::spec::Resources;
@@ -57,6 +57,8 @@ pub(crate) struct Limited {
     procs: Vec<File>,
     /// Where the memory controller's OOM counter is.
     oom_file: Option<PathBuf>,
+    /// The counter as last read before its cgroup went away.
+    remembered: AtomicU64,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -91,12 +93,17 @@ impl Limiter {
     }
 
     /// Sets `limits` on container `id`. On v2, `membership` is the
-    /// container's own cgroup directory.
+    /// container's own cgroup directory. On v1, a kept container's cgroups
+    /// go in directory `kept` beside this runtime's own (which the next
+    /// agent's sweep of a dead agent's `arbor-<pid>-<n>` would remove once
+    /// empty, with the OOM count of a container that ended while no agent
+    /// ran).
     pub(crate) fn apply(
         &self,
         id: &str,
         limits: &Resources,
         membership: Option<&Path>,
+        kept: Option<&str>,
     ) -> io::Result<Limited> {
         match self {
             Self::V2 { own, base } => {
@@ -119,13 +126,20 @@ impl Limiter {
                     dirs: Vec::new(),
                     procs: Vec::new(),
                     oom_file: Some(dir.join("memory.events")),
+                    remembered: AtomicU64::new(0),
                 })
             }
             Self::V1 { memory, cpu, pids } => {
+                let beside = |base: &PathBuf| match kept {
+                    Some(k) => base.parent().map_or_else(|| base.join(k), |p| p.join(k)),
+                    None => base.clone(),
+                };
+                let (memory, cpu, pids) = (&beside(memory), &beside(cpu), &beside(pids));
                 let mut limited = Limited {
                     dirs: Vec::new(),
                     procs: Vec::new(),
                     oom_file: None,
+                    remembered: AtomicU64::new(0),
                 };
                 let mut join = |base: &Path, files: &[(&str, String)]| -> io::Result<PathBuf> {
                     fs::create_dir_all(base)?;
@@ -192,6 +206,27 @@ impl Drop for Limiter {
 }
 
 impl Limited {
+    /// A kept container's limit cgroups as its record names them, for the
+    /// agent that adopts it: read for OOM kills, removed once it is drained.
+    pub(crate) fn reopen(dirs: Vec<PathBuf>, oom_file: Option<PathBuf>) -> Self {
+        Self {
+            dirs,
+            procs: Vec::new(),
+            oom_file,
+            remembered: AtomicU64::new(0),
+        }
+    }
+
+    /// The v1 directories created for it.
+    pub(crate) fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Where its OOM counter is.
+    pub(crate) fn oom_file(&self) -> Option<&Path> {
+        self.oom_file.as_deref()
+    }
+
     /// The `cgroup.procs` files the child writes `0` to before `exec`.
     pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
@@ -202,8 +237,20 @@ impl Limited {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
-    /// How many times the kernel OOM-killed a process of the container.
+    /// How many times the kernel OOM-killed a process of the container
+    /// (as remembered once its cgroups are gone).
     pub(crate) fn oom_kills(&self) -> u64 {
+        self.read_oom_kills()
+            .max(self.remembered.load(Ordering::Acquire))
+    }
+
+    /// Reads the counter now, before the cgroup holding it is removed.
+    pub(crate) fn remember_oom_kills(&self) {
+        self.remembered
+            .fetch_max(self.read_oom_kills(), Ordering::AcqRel);
+    }
+
+    fn read_oom_kills(&self) -> u64 {
         let Some(file) = &self.oom_file else {
             return 0;
         };
@@ -220,6 +267,7 @@ impl Limited {
 
     /// Removes the v1 cgroups (once the container is drained).
     pub(crate) fn remove(&self) {
+        self.remember_oom_kills();
         for dir in &self.dirs {
             if let Err(e) = fs::remove_dir(dir)
                 && e.kind() != io::ErrorKind::NotFound

@@ -235,6 +235,7 @@ impl ProcessRuntime {
                 &id.0,
                 &entry.spec.resources,
                 cgroup.as_deref().map(|c| c.path()),
+                kept,
             ) {
                 Ok(l) => Some(Arc::new(l)),
                 Err(e) => {
