@@ -484,3 +484,105 @@ where
         .unwrap();
     (Running(child), line.trim().to_owned())
 }
+
+// ------------------------------------------------- replicas of a real agent
+
+/// `<state>/services/<service>/<replica>`: a replica's log directory.
+pub fn replica_dir(state: &Path, service: &str, replica: &str) -> PathBuf {
+    state.join("services").join(service).join(replica)
+}
+
+/// The pid of the last `started`/`re-adopted` marker of `replica`.
+pub fn marked_pid(state: &Path, service: &str, replica: &str) -> Option<(String, i32)> {
+    let full =
+        std::fs::read_to_string(replica_dir(state, service, replica).join("full.log")).ok()?;
+    full.lines().rev().find_map(|l| {
+        let (_, rest) = l.split_once(" [ARBOR] ")?;
+        let (how, rest) = rest.split_once(&format!(" {replica} (pid "))?;
+        let pid = rest.trim_end_matches(')').parse().ok()?;
+        Some((how.to_owned(), pid))
+    })
+}
+
+/// How many start markers (`started`/`re-adopted`) `replica`'s log has.
+pub fn markers(state: &Path, service: &str, replica: &str) -> usize {
+    std::fs::read_to_string(replica_dir(state, service, replica).join("full.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" [ARBOR] ") && l.contains(&format!(" {replica} (pid ")))
+        .count()
+}
+
+/// [`marked_pid`] of the first marker after the first `before` ones.
+pub fn marked_after(
+    state: &Path,
+    service: &str,
+    replica: &str,
+    before: usize,
+) -> Option<(String, i32)> {
+    eventually("a new start marker", || {
+        markers(state, service, replica) > before
+    });
+    marked_pid(state, service, replica)
+}
+
+/// [`marked_pid`], once the replica's log has a marker (it is written
+/// as the replica starts, and can come after the agent listens).
+pub fn wait_marked(state: &Path, service: &str, replica: &str) -> (String, i32) {
+    eventually("the replica's start marker", || {
+        marked_pid(state, service, replica).is_some()
+    });
+    marked_pid(state, service, replica).unwrap()
+}
+
+pub fn alive(pid: i32) -> bool {
+    // Not a zombie: a reaped or zombie process no longer runs.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_owned()))
+        .is_some_and(|r| !r.starts_with('Z'))
+}
+
+// ------------------------------------------------------------ OCI containers
+
+/// The containers in the agent's runc root (`<state>/oci/runc`), sorted.
+pub fn runc_list(state: &Path) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(state.join("oci/runc"))
+        .args(["list", "--quiet"])
+        .output()
+        .unwrap();
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Builds a busybox image (from /bin/busybox, no download) as an image
+/// tarball under `dir` and imports it as `name` into `state` with `arbor
+/// image import`, as a user would.
+pub fn import_busybox_as_a_user_would(dir: &Path, state: &Path, name: &str) {
+    let build = dir.join("build");
+    arbor::image::build::busybox_rootfs(Path::new("/bin/busybox"), &build.join("rootfs")).unwrap();
+    let config = arbor::image::ImageConfig {
+        cmd: vec!["sh".into()],
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    };
+    let layout =
+        arbor::image::pack_layout(&build.join("rootfs"), name, &config, &build.join("layout"))
+            .unwrap();
+    let tarball = dir.join("busybox.tar");
+    arbor::image::write_tarball(&layout, &tarball).unwrap();
+    arbor_out([
+        "image",
+        "import",
+        tarball.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ])
+    .expect(0);
+}

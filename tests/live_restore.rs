@@ -7,7 +7,10 @@ mod cli_support;
 
 use std::path::{Path, PathBuf};
 
-use cli_support::{Agent, Lines, eventually, write_file};
+use cli_support::{
+    Agent, Lines, alive, eventually, marked_after, marked_pid, markers, replica_dir, wait_marked,
+    write_file,
+};
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
 
@@ -28,61 +31,6 @@ jobs:
   ticker:
     command: ["sh", "-c", "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
 "#;
-
-fn replica_dir(state: &Path, service: &str, replica: &str) -> PathBuf {
-    state.join("services").join(service).join(replica)
-}
-
-/// The pid of the last `started`/`re-adopted` marker of `replica`.
-fn marked_pid(state: &Path, service: &str, replica: &str) -> Option<(String, i32)> {
-    let full =
-        std::fs::read_to_string(replica_dir(state, service, replica).join("full.log")).ok()?;
-    full.lines().rev().find_map(|l| {
-        let (_, rest) = l.split_once(" [ARBOR] ")?;
-        let (how, rest) = rest.split_once(&format!(" {replica} (pid "))?;
-        let pid = rest.trim_end_matches(')').parse().ok()?;
-        Some((how.to_owned(), pid))
-    })
-}
-
-/// How many start markers (`started`/`re-adopted`) `replica`'s log has.
-fn markers(state: &Path, service: &str, replica: &str) -> usize {
-    std::fs::read_to_string(replica_dir(state, service, replica).join("full.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(" [ARBOR] ") && l.contains(&format!(" {replica} (pid ")))
-        .count()
-}
-
-/// [`marked_pid`] of the first marker after the first `before` ones.
-fn marked_after(
-    state: &Path,
-    service: &str,
-    replica: &str,
-    before: usize,
-) -> Option<(String, i32)> {
-    eventually("a new start marker", || {
-        markers(state, service, replica) > before
-    });
-    marked_pid(state, service, replica)
-}
-
-/// [`marked_pid`], once the replica's log has a marker (it is written
-/// as the replica starts, and can come after the agent listens).
-fn wait_marked(state: &Path, service: &str, replica: &str) -> (String, i32) {
-    eventually("the replica's start marker", || {
-        marked_pid(state, service, replica).is_some()
-    });
-    marked_pid(state, service, replica).unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    // Not a zombie: a reaped or zombie process no longer runs.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_owned()))
-        .is_some_and(|r| !r.starts_with('Z'))
-}
 
 /// The numbers of `line N` in a replica's stdout.log, in order.
 fn numbers(state: &Path, replica: &str) -> Vec<u64> {

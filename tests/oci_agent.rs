@@ -5,22 +5,9 @@
 
 mod cli_support;
 
-use std::{fs, path::Path, process::Command};
+use std::fs;
 
-use cli_support::{Agent, arbor, arbor_out, eventually, output};
-
-fn runc_list(state: &Path) -> Vec<String> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(state.join("oci/runc"))
-        .args(["list", "--quiet"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
+use cli_support::{Agent, arbor, eventually, import_busybox_as_a_user_would, output, runc_list};
 
 #[cfg_attr(
     not(all(arbor_root, arbor_runc)),
@@ -35,30 +22,7 @@ fn the_agent_runs_a_service_and_a_job_as_containers_and_leaves_none_after_a_stop
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     // The image comes in through the CLI, as a user would import it.
-    let build = tmp.path().join("build");
-    arbor::image::build::busybox_rootfs(Path::new("/bin/busybox"), &build.join("rootfs")).unwrap();
-    let config = arbor::image::ImageConfig {
-        cmd: vec!["sh".into()],
-        env: vec!["PATH=/bin".into()],
-        ..Default::default()
-    };
-    let layout = arbor::image::pack_layout(
-        &build.join("rootfs"),
-        "busybox:agent",
-        &config,
-        &build.join("layout"),
-    )
-    .unwrap();
-    let tarball = tmp.path().join("busybox.tar");
-    arbor::image::write_tarball(&layout, &tarball).unwrap();
-    arbor_out([
-        "image",
-        "import",
-        tarball.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ])
-    .expect(0);
+    import_busybox_as_a_user_would(tmp.path(), &state, "busybox:agent");
 
     let spec = tmp.path().join("node.yaml");
     fs::write(

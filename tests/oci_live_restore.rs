@@ -7,111 +7,13 @@
 
 mod cli_support;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
+use std::{fs, path::Path};
+
+use cli_support::{
+    Agent, alive, eventually, import_busybox_as_a_user_would, marked_after, markers, replica_dir,
+    runc_list, wait_marked, write_file,
 };
-
-use cli_support::{Agent, arbor_out, eventually, write_file};
 use nix::{sys::signal::Signal, unistd::Pid};
-
-fn runc_list(state: &Path) -> Vec<String> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(state.join("oci/runc"))
-        .args(["list", "--quiet"])
-        .output()
-        .unwrap();
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    ids.sort();
-    ids
-}
-
-/// Imports a busybox image as `busybox:kept` into `state`, as a user would.
-fn import_busybox(dir: &Path, state: &Path) {
-    let build = dir.join("build");
-    arbor::image::build::busybox_rootfs(Path::new("/bin/busybox"), &build.join("rootfs")).unwrap();
-    let config = arbor::image::ImageConfig {
-        cmd: vec!["sh".into()],
-        env: vec!["PATH=/bin".into()],
-        ..Default::default()
-    };
-    let layout = arbor::image::pack_layout(
-        &build.join("rootfs"),
-        "busybox:kept",
-        &config,
-        &build.join("layout"),
-    )
-    .unwrap();
-    let tarball = dir.join("busybox.tar");
-    arbor::image::write_tarball(&layout, &tarball).unwrap();
-    arbor_out([
-        "image",
-        "import",
-        tarball.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ])
-    .expect(0);
-}
-
-fn replica_dir(state: &Path, service: &str, replica: &str) -> PathBuf {
-    state.join("services").join(service).join(replica)
-}
-
-/// How the last `started`/`re-adopted` marker of `replica` names it, and
-/// its pid.
-fn marked_pid(state: &Path, service: &str, replica: &str) -> Option<(String, i32)> {
-    let full = fs::read_to_string(replica_dir(state, service, replica).join("full.log")).ok()?;
-    full.lines().rev().find_map(|l| {
-        let (_, rest) = l.split_once(" [ARBOR] ")?;
-        let (how, rest) = rest.split_once(&format!(" {replica} (pid "))?;
-        let pid = rest.trim_end_matches(')').parse().ok()?;
-        Some((how.to_owned(), pid))
-    })
-}
-
-/// How many start markers (`started`/`re-adopted`) `replica`'s log has.
-fn markers(state: &Path, service: &str, replica: &str) -> usize {
-    std::fs::read_to_string(replica_dir(state, service, replica).join("full.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(" [ARBOR] ") && l.contains(&format!(" {replica} (pid ")))
-        .count()
-}
-
-/// [`marked_pid`] of the first marker after the first `before` ones.
-fn marked_after(
-    state: &Path,
-    service: &str,
-    replica: &str,
-    before: usize,
-) -> Option<(String, i32)> {
-    eventually("a new start marker", || {
-        markers(state, service, replica) > before
-    });
-    marked_pid(state, service, replica)
-}
-
-/// [`marked_pid`], once the replica's log has a marker (it is written
-/// as the replica starts, and can come after the agent listens).
-fn wait_marked(state: &Path, service: &str, replica: &str) -> (String, i32) {
-    eventually("the replica's start marker", || {
-        marked_pid(state, service, replica).is_some()
-    });
-    marked_pid(state, service, replica).unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_owned()))
-        .is_some_and(|r| !r.starts_with('Z'))
-}
 
 /// The numbers of `line N` in `box-0`'s stdout.log, in order.
 fn numbers(state: &Path) -> Vec<u64> {
@@ -171,7 +73,7 @@ fn containers_outlive_a_killed_agent_and_the_next_agent_adopts_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    import_busybox(dir.path(), &state);
+    import_busybox_as_a_user_would(dir.path(), &state, "busybox:kept");
     let spec = write_file(dir.path(), "spec.yaml", SPEC);
 
     let mut agent = Agent::start(&spec, &state, &["--runtime", "oci"]);
@@ -290,7 +192,7 @@ fn sigusr2_leaves_containers_running_and_a_changed_one_is_replaced() {
     }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    import_busybox(dir.path(), &state);
+    import_busybox_as_a_user_would(dir.path(), &state, "busybox:kept");
     let spec = write_file(
         dir.path(),
         "spec.yaml",

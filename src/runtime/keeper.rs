@@ -102,6 +102,25 @@ impl Keepers {
         &self.dir
     }
 
+    /// Creates the keepers' directory (owner only: the records hold the
+    /// containers' environment); the error names it.
+    pub(crate) fn create_dir(&self) -> Result<(), Cause> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| {
+                Cause::io(
+                    format!(
+                        "failed to create the keepers directory {}",
+                        self.dir.display()
+                    ),
+                    e,
+                )
+            })
+    }
+
     /// The cgroup directory (beside the node's per-process ones) of the
     /// containers kept in this directory: `arbor-kept-<hash of the path>`.
     pub(crate) fn cgroup_dir(&self) -> String {

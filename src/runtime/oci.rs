@@ -226,7 +226,7 @@ impl OciRuntimeBuilder {
                 log_bytes: self.log_bytes.unwrap_or(256 * 1024),
                 orphans_removed: AtomicU64::new(removed as u64),
                 keepers,
-                left: tokio::sync::Mutex::new(left),
+                left: Owned::spawn(left),
             }),
         })
     }
@@ -267,7 +267,7 @@ struct Shared {
     keepers: Option<Keepers>,
     /// What previous agents left under keepers, by adoption key, until it
     /// is adopted or released.
-    left: tokio::sync::Mutex<HashMap<String, Left>>,
+    left: Owned<HashMap<String, Left>>,
 }
 
 fn new_id(name: &str) -> ContainerId {

@@ -61,19 +61,8 @@ impl OciRuntime {
         let fail = |cause: Cause| RuntimeError::new(Op::Create, id, cause);
         let runc = &self.shared.runc;
         let files = keepers.files(id);
-        if let Err(e) = {
-            use std::os::unix::fs::DirBuilderExt;
-            // Owner only: the records hold the containers' environment.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(keepers.dir())
-        } {
-            let context = format!(
-                "failed to create the keepers directory {}",
-                keepers.dir().display()
-            );
-            return Err((bundle, fail(Cause::io(context, e))));
+        if let Err(cause) = keepers.create_dir() {
+            return Err((bundle, fail(cause)));
         }
         let (ours, theirs) = match StdUnixStream::pair() {
             Ok(p) => p,
@@ -205,7 +194,14 @@ impl OciRuntime {
         if self.shared.keepers.is_none() {
             return Ok(None);
         }
-        let Some(found) = self.shared.left.lock().await.remove(&adopt_key(spec)) else {
+        let key = adopt_key(spec);
+        let Some(found) = self
+            .shared
+            .left
+            .call(move |t| t.remove(&key))
+            .await
+            .flatten()
+        else {
             return Ok(None);
         };
         let Some(meta) = found.meta.clone() else {
@@ -304,11 +300,9 @@ impl OciRuntime {
         let all: Vec<Left> = self
             .shared
             .left
-            .lock()
+            .call(|t| t.drain().map(|(_, l)| l).collect())
             .await
-            .drain()
-            .map(|(_, l)| l)
-            .collect();
+            .unwrap_or_default();
         let n = all.len();
         for l in &all {
             if let Some(m) = &l.meta {

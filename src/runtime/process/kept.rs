@@ -17,10 +17,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    net::unix::pipe,
-    sync::{Mutex, watch},
-};
+use tokio::{net::unix::pipe, sync::watch};
 
 use super::{
     DRAIN_LIMIT, ProcessRuntime,
@@ -29,6 +26,7 @@ use super::{
     resources::Limited,
     spawn::open_netns,
 };
+use crate::owned::Owned;
 use crate::runtime::{
     Cause, ContainerId, ContainerSpec, ExitStatus, LogBuffer, Op, RuntimeError, Signal,
     keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, adopt_key, same_spec, scan},
@@ -39,8 +37,9 @@ use crate::runtime::{
 /// its record has no grace.
 pub(super) const LEFT_GRACE: Duration = Duration::from_secs(10);
 
-/// What previous agents left, by container name (scanned once).
-pub(super) type LeftTable = tokio::sync::OnceCell<Mutex<HashMap<String, Left>>>;
+/// What previous agents left, by container name (scanned once), owned by
+/// one task.
+pub(super) type LeftTable = tokio::sync::OnceCell<Owned<HashMap<String, Left>>>;
 
 impl ProcessRuntime {
     /// Starts `entry` through a keeper.
@@ -74,22 +73,9 @@ impl ProcessRuntime {
             }
         };
         let files = keepers.files(id);
-        if let Err(e) = {
-            use std::os::unix::fs::DirBuilderExt;
-            // Owner only: the records hold the replicas' environment.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(keepers.dir())
-        } {
+        if let Err(cause) = keepers.create_dir() {
             cleanup(&cgroup, &limited);
-            return Err(fail(Cause::io(
-                format!(
-                    "failed to create the keepers directory {}",
-                    keepers.dir().display()
-                ),
-                e,
-            )));
+            return Err(fail(cause));
         }
         let (ours, theirs) = match StdUnixStream::pair() {
             Ok(p) => p,
@@ -298,9 +284,10 @@ impl ProcessRuntime {
         let left = self
             .shared
             .left
-            .get_or_init(|| async { Mutex::new(scan(keepers).await) })
+            .get_or_init(|| async { Owned::spawn(scan(keepers).await) })
             .await;
-        let Some(found) = left.lock().await.remove(&adopt_key(spec)) else {
+        let key = adopt_key(spec);
+        let Some(found) = left.call(move |t| t.remove(&key)).await.flatten() else {
             return Ok(None);
         };
         let Some(meta) = found.meta.clone() else {
@@ -397,9 +384,12 @@ impl ProcessRuntime {
         let left = self
             .shared
             .left
-            .get_or_init(|| async { Mutex::new(scan(keepers).await) })
+            .get_or_init(|| async { Owned::spawn(scan(keepers).await) })
             .await;
-        let all: Vec<Left> = left.lock().await.drain().map(|(_, l)| l).collect();
+        let all: Vec<Left> = left
+            .call(|t| t.drain().map(|(_, l)| l).collect())
+            .await
+            .unwrap_or_default();
         let n = all.len();
         for l in &all {
             if let Some(m) = &l.meta {
