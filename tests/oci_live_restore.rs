@@ -2,7 +2,8 @@
 //! container's init runs under a keeper, so it outlives an agent that is
 //! killed or leaves on SIGUSR2, and the next agent on the same state dir
 //! adopts it: same pid, still in runc's state, output still captured, an
-//! exit while no agent ran reported with its status. Needs root, runc and
+//! exit while no agent ran reported with its status (an OOM kill as such).
+//! Needs root, runc and
 //! /bin/busybox (skipped otherwise, saying how to enable it).
 
 mod cli_support;
@@ -231,4 +232,55 @@ fn sigusr2_leaves_containers_running_and_a_changed_one_is_replaced() {
     assert!(!alive(a) && !alive(new_b));
     assert_eq!(runc_list(&state), Vec::<String>::new());
     assert_eq!(files_in(&state.join("oci/keepers")), Vec::<String>::new());
+}
+
+#[cfg_attr(
+    not(all(arbor_root, arbor_runc)),
+    ignore = "needs root, runc and /bin/busybox (apt-get install runc busybox-static; run the tests as root, as .ci/run does)"
+)]
+#[test]
+fn an_oom_kill_of_an_adopted_container_is_reported_as_out_of_memory() {
+    if let Some(why) = arbor::testing::oci_unavailable() {
+        eprintln!("{why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    import_busybox_as_a_user_would(dir.path(), &state, "busybox:kept");
+    // Each hog (sh as the container's init) allocates 64 MiB under a
+    // 32 MiB limit on SIGUSR1.
+    let hog = |name: &str| {
+        format!(
+            "  {name}:\n    image: busybox:kept\n    command: [sh, -c, 'hog() {{ a=$(head -c 67108864 /dev/zero | tr \\\\0 x); }}; trap hog USR1; while :; do sleep 0.1; done']\n    resources: {{memory: 32Mi}}\n    stop_timeout: 200ms\n"
+        )
+    };
+    let spec = write_file(
+        dir.path(),
+        "spec.yaml",
+        &format!("services:\n{}{}", hog("away"), hog("adopted")),
+    );
+    let mut agent = Agent::start(&spec, &state, &["--runtime", "oci"]);
+    let (_, away) = wait_marked(&state, "away", "away-0");
+    let (_, adopted) = wait_marked(&state, "adopted", "adopted-0");
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    // `away` is OOM-killed while no agent runs.
+    nix::sys::signal::kill(Pid::from_raw(away), Signal::SIGUSR1).unwrap();
+    eventually("away to be killed while no agent runs", || !alive(away));
+
+    let before = markers(&state, "adopted", "adopted-0");
+    let agent = Agent::start(&spec, &state, &["--runtime", "oci"]);
+    assert_eq!(
+        marked_after(&state, "adopted", "adopted-0", before),
+        Some(("re-adopted".to_owned(), adopted))
+    );
+    // `adopted` is OOM-killed under the new agent.
+    nix::sys::signal::kill(Pid::from_raw(adopted), Signal::SIGUSR1).unwrap();
+    for service in ["away", "adopted"] {
+        eventually("the OOM kill reported", || {
+            agent.service(service)["tree"]["children"][0]["last_exit"]["oom_killed"] == true
+        });
+    }
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(runc_list(&state), Vec::<String>::new());
 }
