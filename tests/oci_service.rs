@@ -36,8 +36,13 @@ async fn a_crashing_container_is_restarted_under_back_off_and_shutdown_removes_e
             reset_after: Duration::from_secs(600),
             give_up_after: None,
         });
-    let (sup, _) = SupervisorRef::start(spec).await.expect("start");
-    let mut events = sup.events();
+    // Subscribed before the start: the first crash can come before
+    // `start` returns.
+    let bus = arbor::events::EventBus::new();
+    let mut events = bus.subscribe();
+    let (sup, _) = SupervisorRef::start_with_events(spec, bus)
+        .await
+        .expect("start");
     let e = within(
         "a crash-loop back-off",
         events.wait_for(event_of("crash_loop_back_off", "crash-0")),
@@ -71,8 +76,13 @@ async fn isolate_keeps_the_crashed_container_in_runc_until_shutdown() {
     };
     let spec = SupervisorSpec::service("iso", Arc::new(rt.clone()), crashing("iso"), 1)
         .map_children(|c| c.on_panic(PanicAction::Isolate));
-    let (sup, _) = SupervisorRef::start(spec).await.expect("start");
-    let mut events = sup.events();
+    // Subscribed before the start: the first crash can come before
+    // `start` returns.
+    let bus = arbor::events::EventBus::new();
+    let mut events = bus.subscribe();
+    let (sup, _) = SupervisorRef::start_with_events(spec, bus)
+        .await
+        .expect("start");
     let e = within(
         "the isolation",
         events.wait_for(event_of("child_isolated", "iso-0")),
