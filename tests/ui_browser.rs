@@ -143,15 +143,30 @@ async fn until(c: &Client, what: &str, expr: &str, within: Duration) -> (Value, 
     }
 }
 
+/// Clicks the element `css` names. The page re-renders its rows on every
+/// tree update, so the element found can be replaced before the click
+/// reaches it (WebDriver's "stale element reference"); it is then looked up
+/// again, as a user's second click would find the new row.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let start = Instant::now();
+    loop {
+        let element = c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(e)
+                if e.to_string().contains("stale element")
+                    && start.elapsed() < Duration::from_secs(20) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 /// The pids of `replica`'s starts, oldest first, read from the service's
