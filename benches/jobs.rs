@@ -724,6 +724,10 @@ enum RecordsMsg {
     Latest(String, RpcReplyPort<Option<ExecutionRecord>>),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for RecordsMsg {}
+
 struct RecordsState {
     by_id: HashMap<ExecutionId, ExecutionRecord>,
     latest: HashMap<String, ExecutionId>,

@@ -306,11 +306,18 @@ async fn spawn_raw() -> Value {
     json!({"us_per_actor": micros(elapsed) / ACTORS as f64, "rss_per_actor": rss / ACTORS as f64})
 }
 
-/// A plain ractor actor that spawns a linked `Noop` for each message.
+/// A plain ractor actor that spawns a linked `Noop` for each `Spawn`.
 struct Spawner;
 
+enum SpawnerMsg {
+    Spawn,
+    Done(ractor::RpcReplyPort<()>),
+}
+
+impl ractor::Message for SpawnerMsg {}
+
 impl Actor for Spawner {
-    type Msg = Option<ractor::RpcReplyPort<()>>;
+    type Msg = SpawnerMsg;
     type State = ();
     type Arguments = ();
 
@@ -325,10 +332,10 @@ impl Actor for Spawner {
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            None => {
+            SpawnerMsg::Spawn => {
                 Noop::spawn_linked(None, Noop, (), myself.get_cell()).await?;
             }
-            Some(done) => {
+            SpawnerMsg::Done(done) => {
                 let _ = done.send(());
             }
         }
@@ -349,9 +356,9 @@ async fn spawn_raw_handler() -> Value {
     let (spawner, _) = Spawner::spawn(None, Spawner, ()).await.unwrap();
     let t0 = Instant::now();
     for _ in 0..ACTORS {
-        spawner.cast(None).unwrap();
+        spawner.cast(SpawnerMsg::Spawn).unwrap();
     }
-    ractor::call!(spawner, Some).unwrap();
+    ractor::call!(spawner, SpawnerMsg::Done).unwrap();
     json!({"us_per_actor": micros(t0.elapsed()) / ACTORS as f64})
 }
 

@@ -18,6 +18,10 @@ enum ParserMsg {
     Parsed(RpcReplyPort<u64>),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for ParserMsg {}
+
 impl Actor for Parser {
     type Msg = ParserMsg;
     type State = u64;

@@ -1,5 +1,6 @@
 //! The actors of a node. Each owns its state; others read it through calls.
 
+pub mod cluster_actor;
 pub mod container_actor;
 pub mod cron_actor;
 pub mod deployment_actor;

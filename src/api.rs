@@ -278,6 +278,7 @@ fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Rout
     let v1 = Router::new()
         .route("/health", get(node::health))
         .route("/tree", get(node::tree))
+        .route("/cluster", get(node::cluster))
         .route("/services", get(services::list))
         .route("/services/{name}", get(services::get))
         .route("/services/{name}/restart", post(services::restart))

@@ -237,6 +237,37 @@ pub enum Event {
         /// What failed.
         message: String,
     },
+    /// A cluster peer answered a heartbeat: first seen, or back from
+    /// suspect or down.
+    NodeUp {
+        /// The peer's name.
+        node: String,
+        /// The address it advertises.
+        addr: String,
+    },
+    /// A cluster peer has not answered for `suspect_after`.
+    NodeSuspect {
+        /// The peer's name.
+        node: String,
+        /// How long it has been silent, in milliseconds.
+        silent_ms: u64,
+    },
+    /// A cluster peer has not answered for `suspect_after` plus the grace.
+    NodeDown {
+        /// The peer's name.
+        node: String,
+        /// How long it has been silent, in milliseconds.
+        silent_ms: u64,
+    },
+    /// This node's share of the cluster-placed services changed.
+    PlacementChanged {
+        /// The placement's epoch.
+        epoch: u64,
+        /// Whether this node lost its majority (it runs none of them).
+        fenced: bool,
+        /// Replicas this node runs, per cluster-placed service.
+        replicas: std::collections::BTreeMap<String, usize>,
+    },
 }
 
 impl Event {
@@ -259,6 +290,10 @@ impl Event {
         "execution_started",
         "execution_finished",
         "overlay_warning",
+        "node_up",
+        "node_suspect",
+        "node_down",
+        "placement_changed",
     ];
 
     /// The event's name as in its serialized `event` field.
@@ -281,6 +316,10 @@ impl Event {
             Self::ExecutionStarted { .. } => "execution_started",
             Self::ExecutionFinished { .. } => "execution_finished",
             Self::OverlayWarning { .. } => "overlay_warning",
+            Self::NodeUp { .. } => "node_up",
+            Self::NodeSuspect { .. } => "node_suspect",
+            Self::NodeDown { .. } => "node_down",
+            Self::PlacementChanged { .. } => "placement_changed",
         }
     }
 
@@ -290,6 +329,27 @@ impl Event {
         match self {
             Self::OverlayWarning { id, job, message } => {
                 tracing::warn!(target: T, event, id, job, message, "overlay warning")
+            }
+            Self::NodeUp { node, addr } => {
+                tracing::info!(target: T, event, node, addr, "cluster node up")
+            }
+            Self::NodeSuspect { node, silent_ms } => {
+                tracing::warn!(target: T, event, node, silent_ms, "cluster node suspect")
+            }
+            Self::NodeDown { node, silent_ms } => {
+                tracing::warn!(target: T, event, node, silent_ms, "cluster node down")
+            }
+            Self::PlacementChanged {
+                epoch,
+                fenced,
+                replicas,
+            } => {
+                let replicas = format!("{replicas:?}");
+                if *fenced {
+                    tracing::warn!(target: T, event, epoch, fenced, replicas, "fenced: this node does not see a majority of the cluster; its cluster-placed replicas stop")
+                } else {
+                    tracing::info!(target: T, event, epoch, fenced, replicas, "placement changed")
+                }
             }
             Self::ChildStarted {
                 supervisor,

@@ -4,6 +4,7 @@ pub mod actors;
 pub mod api;
 pub mod args;
 pub mod chaos;
+pub mod cluster;
 pub mod cron;
 pub mod error;
 pub mod events;

@@ -12,6 +12,8 @@
 //! ├── node:jobs             job supervisor     (dynamic; one job actor per execution)
 //! ├── node:cron             cron actor         (the executor puts the schedules back)
 //! ├── node:deployment       deployment actor   (the applied spec; diff and apply)
+//! ├── node:cluster          cluster actor      (with a cluster only; ractor_cluster's
+//! │                                             node server and peer sessions under it)
 //! └── <service>             one supervisor per service (back-off by default)
 //! ```
 //!
@@ -81,6 +83,8 @@ pub struct NodeConfig {
     pub flags: SupervisorFlags,
     /// The node's name (the root of the tree).
     pub name: String,
+    /// Join a cluster (`None`: this node is alone).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl NodeConfig {
@@ -96,6 +100,7 @@ impl NodeConfig {
             clock: Arc::new(SystemClock),
             flags: SupervisorFlags::default(),
             name: "node".into(),
+            cluster: None,
         }
     }
 
@@ -138,6 +143,12 @@ impl NodeConfig {
     /// The node's name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Joins a cluster: the node gets the part `node:cluster`.
+    pub fn cluster(mut self, cluster: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 }
@@ -269,6 +280,11 @@ struct Inner {
     shutting_down: tokio::sync::watch::Sender<bool>,
     /// Where service supervisors keep their restart state (with a state dir).
     supervision: Option<crate::store::supervision::SupervisionStore>,
+    /// The cluster actor's view (`None` outside a cluster, or while the
+    /// actor restarts).
+    cluster: tokio::sync::watch::Receiver<Option<crate::cluster::ClusterView>>,
+    /// Whether the node has the part `node:cluster`.
+    clustered: bool,
 }
 
 /// The overlay backend `mode` asks for, decided once at node start.
@@ -471,6 +487,7 @@ impl Node {
             .map(crate::store::supervision::SupervisionStore::open);
         let deployed = DeploymentMemory::default();
         let shutting_down = tokio::sync::watch::Sender::new(false);
+        let clustered = config.cluster.is_some();
         {
             let stopping = shutting_down.subscribe();
             let state_dir = config.state_dir.clone();
@@ -501,11 +518,44 @@ impl Node {
                         stopping: stopping.clone(),
                         state_dir: state_dir.clone(),
                         supervision: supervision.clone(),
+                        clustered,
                     };
                     async move {
                         let (actor, _) =
                             Actor::spawn_linked(None, DeploymentActor, args, ctx.supervisor)
                                 .await?;
+                        Ok(actor.get_cell())
+                    }
+                },
+            ));
+        }
+
+        let cluster_view = Arc::new(tokio::sync::watch::Sender::new(None));
+        if let Some(mut cluster) = config.cluster {
+            if cluster.state_file.is_none() {
+                cluster.state_file = config.state_dir.as_ref().map(|d| d.join("cluster.json"));
+            }
+            let (view, events) = (cluster_view.clone(), events.clone());
+            let (deployment, deployed) = (deployment.clone(), deployed.clone());
+            parts.push(part_child(
+                "cluster",
+                Shutdown::WORKER_DEFAULT,
+                move |ctx| {
+                    let args = crate::actors::cluster_actor::ClusterArgs {
+                        config: cluster.clone(),
+                        events: events.clone(),
+                        view: view.clone(),
+                        deployment: deployment.clone(),
+                        deployed: deployed.subscribe(),
+                    };
+                    async move {
+                        let (actor, _) = Actor::spawn_linked(
+                            None,
+                            crate::actors::cluster_actor::ClusterActor,
+                            args,
+                            ctx.supervisor,
+                        )
+                        .await?;
                         Ok(actor.get_cell())
                     }
                 },
@@ -536,8 +586,15 @@ impl Node {
                 runtime: config.runtime,
                 shutting_down,
                 supervision,
+                cluster: cluster_view.subscribe(),
+                clustered,
             }),
         })
+    }
+
+    /// This node's view of its cluster (`None` when it is not in one).
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterView> {
+        self.inner.cluster.borrow().clone()
     }
 
     /// The node's name.
@@ -631,7 +688,7 @@ impl Node {
 
     /// The deployment applied last.
     pub async fn deployment(&self) -> Deployment {
-        self.inner.deployed.get().current.clone()
+        self.inner.deployed.get().spec.clone()
     }
 
     /// Stops a service (its replicas in reverse order, each with its grace)
@@ -782,6 +839,10 @@ impl Node {
         parts.insert("cron".into(), self.inner.cron.is_up());
         parts.insert("deployment".into(), self.inner.deployment.is_up());
         parts.insert("overlay".into(), self.inner.overlay.part().is_up());
+        if self.inner.clustered {
+            // The view is published while the cluster actor runs.
+            parts.insert("cluster".into(), self.inner.cluster.borrow().is_some());
+        }
         let shutting_down = *self.inner.shutting_down.borrow();
         Health {
             ok: !shutting_down && parts.values().all(|v| *v),

@@ -18,7 +18,7 @@ pub(crate) use backoff::fmt as fmt_duration;
 pub use container::{BindMount, PullPolicy, Resources, RuntimeKind};
 pub use deployment::{
     Changes, Deployment, DeploymentDiff, LogLimits, MAX_NAME_LEN, MAX_REPLICAS, MAX_SPEC_FILE,
-    ServiceSpec, StartTimeoutAction,
+    Placement, PlacementScope, ServiceSpec, Spread, StartTimeoutAction,
 };
 pub use error::{SpecError, SpecErrors};
 pub use flags::{

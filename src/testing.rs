@@ -40,6 +40,10 @@ pub enum ProbeMsg {
     Ping(RpcReplyPort<String>),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for ProbeMsg {}
+
 /// Arguments of a [`Probe`].
 #[derive(Clone)]
 pub struct ProbeArgs {

@@ -31,6 +31,7 @@ const COMMANDS: &[&[&str]] = &[
     &["cancel"],
     &["list"],
     &["tree"],
+    &["cluster"],
     &["services"],
     &["jobs"],
     &["jobs", "trigger"],

@@ -13,6 +13,10 @@ enum CounterMsg {
     Get(RpcReplyPort<u64>),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for CounterMsg {}
+
 impl Actor for Counter {
     type Msg = CounterMsg;
     type State = u64;

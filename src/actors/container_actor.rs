@@ -66,6 +66,10 @@ use crate::{
 /// actor's own code.
 pub struct ContainerMsg(Msg);
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for ContainerMsg {}
+
 enum Msg {
     /// Pull, create and start the container (sent once, by the starter).
     Start(RpcReplyPort<Result<(), String>>),

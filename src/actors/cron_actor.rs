@@ -85,6 +85,10 @@ pub enum CronMsg {
     Internal(InternalMsg),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for CronMsg {}
+
 /// A message the cron actor sends to itself.
 pub struct InternalMsg(Internal);
 

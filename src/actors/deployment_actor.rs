@@ -56,18 +56,38 @@ pub enum DeploymentMsg {
     /// An operator sets a deployed service's replicas (until the next
     /// deploy of a spec says otherwise).
     Scale(String, usize, RpcReplyPort<Result<(), Error>>),
+    /// The cluster's placement of cluster-placed services: how many
+    /// replicas of each this node runs, under an epoch that must be newer
+    /// than the last one applied.
+    Place(
+        u64,
+        BTreeMap<String, usize>,
+        RpcReplyPort<Result<DeployReport, Error>>,
+    ),
     /// Fault injection for tests: panic in the handler.
     #[doc(hidden)]
     InjectPanic,
 }
+
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for DeploymentMsg {}
 
 /// The services a node runs, in start order, and the deployment applied.
 #[derive(Debug, Clone, Default)]
 pub struct Deployed {
     /// Service names in start order.
     pub order: Vec<String>,
-    /// The deployment applied last.
+    /// The deployment applied last, as given (`GET /v1/deployment`).
+    pub spec: Deployment,
+    /// What runs of it here: `spec` with each cluster-placed service at
+    /// this node's share (left out when that is 0).
     pub current: Deployment,
+    /// This node's share of each cluster-placed service, from the last
+    /// placement applied.
+    pub placed: BTreeMap<String, usize>,
+    /// The epoch of that placement.
+    pub epoch: u64,
     /// Services an operator stopped: left stopped by reloads until started.
     pub stopped: std::collections::BTreeSet<String>,
 }
@@ -112,6 +132,10 @@ pub struct DeploymentArgs {
     pub state_dir: Option<std::path::PathBuf>,
     /// Where service supervisors keep their children's restart state.
     pub supervision: Option<crate::store::supervision::SupervisionStore>,
+    /// Whether the node is in a cluster: cluster-placed services then run
+    /// this node's share (none until the cluster places them); alone, a
+    /// node runs all their replicas.
+    pub clustered: bool,
 }
 
 /// The actor's state.
@@ -125,6 +149,7 @@ pub struct DeploymentState {
     stopping: watch::Receiver<bool>,
     state_dir: Option<std::path::PathBuf>,
     supervision: Option<crate::store::supervision::SupervisionStore>,
+    clustered: bool,
 }
 
 /// The deployment actor.
@@ -177,6 +202,7 @@ impl Actor for DeploymentActor {
             stopping: args.stopping,
             state_dir: args.state_dir,
             supervision: args.supervision,
+            clustered: args.clustered,
         };
         state.publish();
         Ok(state)
@@ -224,6 +250,11 @@ impl Actor for DeploymentActor {
                 state.publish();
                 let _ = reply.send(result);
             }
+            DeploymentMsg::Place(epoch, shares, reply) => {
+                let result = state.place(epoch, shares).await;
+                state.publish();
+                let _ = reply.send(result);
+            }
             DeploymentMsg::InjectPanic => panic!("injected fault in the deployment actor"),
         }
         Ok(())
@@ -237,7 +268,60 @@ impl DeploymentState {
             .send_replace(Arc::new(self.deployed.clone()));
     }
 
-    async fn deploy(&mut self, deployment: &Deployment) -> Result<DeployReport, Error> {
+    /// Applies `spec` as given: what runs here is its [`Self::effective`]
+    /// form.
+    async fn deploy(&mut self, spec: &Deployment) -> Result<DeployReport, Error> {
+        spec.validate()?;
+        let effective = self.effective(spec);
+        let report = self.apply(&effective).await?;
+        self.deployed.spec = spec.clone();
+        Ok(report)
+    }
+
+    /// `spec` with each cluster-placed service at this node's share: the
+    /// last placement's (0 before the first: left out), or all its
+    /// replicas when the node is not in a cluster.
+    fn effective(&self, spec: &Deployment) -> Deployment {
+        let mut d = spec.clone();
+        d.services.retain(|name, s| {
+            let Some(p) = s.placement.as_ref().filter(|p| p.is_cluster()) else {
+                return true;
+            };
+            let n = if self.clustered {
+                self.deployed.placed.get(name).copied().unwrap_or(0)
+            } else {
+                p.replicas
+            };
+            // Here, it is a service of `n` replicas like any other.
+            s.replicas = n;
+            s.placement = None;
+            n > 0
+        });
+        d
+    }
+
+    /// Applies the cluster's placement: this node's share of each
+    /// cluster-placed service (an older epoch than the last applied is
+    /// refused).
+    async fn place(
+        &mut self,
+        epoch: u64,
+        shares: BTreeMap<String, usize>,
+    ) -> Result<DeployReport, Error> {
+        if epoch <= self.deployed.epoch {
+            return Err(Error::Conflict(format!(
+                "stale placement: epoch {epoch} is not newer than the applied {}",
+                self.deployed.epoch
+            )));
+        }
+        self.deployed.epoch = epoch;
+        self.deployed.placed = shares;
+        let effective = self.effective(&self.deployed.spec.clone());
+        self.apply(&effective).await
+    }
+
+    /// Makes what runs here `deployment` (already in its effective form).
+    async fn apply(&mut self, deployment: &Deployment) -> Result<DeployReport, Error> {
         deployment.validate()?;
         let diff = self.deployed.current.diff(deployment);
         let mut report = DeployReport::default();
@@ -484,6 +568,17 @@ impl DeploymentState {
     /// Gives deployed service `name` `replicas` replicas, in place.
     async fn scale(&mut self, name: &str, replicas: usize) -> Result<(), Error> {
         self.known(name)?;
+        if self
+            .deployed
+            .spec
+            .services
+            .get(name)
+            .is_some_and(|s| s.is_cluster_placed())
+        {
+            return Err(Error::Conflict(format!(
+                "service {name:?} is placed by the cluster: change its placement.replicas in the spec"
+            )));
+        }
         let Some(service) = self.deployed.current.services.get(name) else {
             return Err(Error::Conflict(format!(
                 "service {name:?} was started from code, not from a spec: scale it there"
@@ -500,6 +595,9 @@ impl DeploymentState {
             self.root.replace_child_spec(child).await?;
         } else {
             self.scale_service(name, spec, &next).await?;
+        }
+        if let Some(s) = self.deployed.spec.services.get_mut(name) {
+            s.replicas = replicas;
         }
         self.deployed.current = next;
         Ok(())

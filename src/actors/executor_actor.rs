@@ -183,6 +183,10 @@ pub enum ExecutorMsg {
     CronRestarted,
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for ExecutorMsg {}
+
 /// A message the executor sends to itself.
 pub struct InternalMsg(Internal);
 

@@ -94,6 +94,10 @@ pub enum JobMsg {
     Internal(InternalMsg),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for JobMsg {}
+
 /// A message the job actor sends to itself.
 pub struct InternalMsg(Internal);
 

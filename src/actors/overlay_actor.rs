@@ -260,6 +260,10 @@ pub enum OverlayMsg {
     Internal(InternalMsg),
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for OverlayMsg {}
+
 /// A message the overlay actor sends to itself.
 pub struct InternalMsg(Internal);
 

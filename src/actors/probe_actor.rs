@@ -36,6 +36,10 @@ pub enum ProbeMsg {
     Check,
 }
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for ProbeMsg {}
+
 /// What a probe reports to its owner when its verdict changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {

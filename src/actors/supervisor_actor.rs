@@ -120,6 +120,10 @@ pub(crate) type ChildReply = RpcReplyPort<Result<(), SupervisorError>>;
 /// supervisor itself): nothing outside can forge a retry or a start report.
 pub struct SupervisorMsg(pub(crate) Msg);
 
+// Local only: never sent to another node (the `cluster` feature of
+// ractor asks every message type to say so).
+impl ractor::Message for SupervisorMsg {}
+
 /// What a supervisor handles.
 pub(crate) enum Msg {
     /// Adds a child at the end and starts it; with no reply port, a failure

@@ -24,6 +24,10 @@
 //! | `arbor_node_part_restarts` | gauge | `part` |
 //! | `arbor_shutting_down` | gauge | |
 //! | `arbor_events_dropped_total` | counter | (events lost by stalled subscribers) |
+//! | `arbor_cluster_peer_state` | gauge | `node`, `state` (always 1; in a cluster) |
+//! | `arbor_cluster_peer_rtt_seconds` | gauge | `node` (last heartbeat round trip) |
+//! | `arbor_cluster_heartbeats_answered_total` | counter | `node` |
+//! | `arbor_cluster_heartbeats_missed_total` | counter | `node` |
 //!
 //! Counters start at zero when the router is built.
 
@@ -385,6 +389,9 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         "arbor_events_dropped_total {}",
         state.node.event_bus().dropped()
     );
+    if let Some(view) = state.node.cluster() {
+        cluster_metrics(&mut out, &view);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -392,4 +399,56 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         )],
         out,
     ))
+}
+
+/// Per-peer figures of this node's cluster view.
+fn cluster_metrics(out: &mut String, view: &crate::cluster::ClusterView) {
+    let peers = || view.members.iter().filter(|m| !m.is_self);
+    describe(
+        out,
+        "arbor_cluster_peer_state",
+        "1 for each cluster peer's state as this node sees it (up, suspect, down).",
+        "gauge",
+    );
+    for m in peers() {
+        let _ = writeln!(
+            out,
+            "arbor_cluster_peer_state{{node=\"{}\",state=\"{}\"}} 1",
+            escape(&m.name),
+            m.state
+        );
+    }
+    describe(
+        out,
+        "arbor_cluster_peer_rtt_seconds",
+        "Round trip of the last heartbeat a cluster peer answered.",
+        "gauge",
+    );
+    for m in peers() {
+        if let Some(rtt) = m.rtt_ms {
+            let _ = writeln!(
+                out,
+                "arbor_cluster_peer_rtt_seconds{{node=\"{}\"}} {}",
+                escape(&m.name),
+                rtt / 1e3
+            );
+        }
+    }
+    for (name, help, value) in [
+        (
+            "arbor_cluster_heartbeats_answered_total",
+            "Heartbeats a cluster peer answered.",
+            (|m: &crate::cluster::MemberView| m.answered) as fn(&crate::cluster::MemberView) -> u64,
+        ),
+        (
+            "arbor_cluster_heartbeats_missed_total",
+            "Heartbeats a cluster peer left unanswered (timed out or failed).",
+            |m| m.missed_total,
+        ),
+    ] {
+        describe(out, name, help, "counter");
+        for m in peers() {
+            let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", escape(&m.name), value(m));
+        }
+    }
 }

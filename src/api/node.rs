@@ -22,6 +22,18 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
     (status, Json(health)).into_response()
 }
 
+/// This node's view of its cluster ([`ClusterView`](crate::cluster::ClusterView)):
+/// members with their state, round trip and missed heartbeats, and the
+/// `--join` addresses; 404 when the node is not in a cluster.
+pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.node.cluster() {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(ApiError::not_found(
+            "this node is not in a cluster (start the agent with --cluster-listen and --cluster-cookie-file)",
+        )),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TreeQuery {

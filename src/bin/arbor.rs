@@ -124,6 +124,10 @@ enum Command {
     List(commands::List),
     /// Draw the agent's supervision tree, with states and restart counts.
     Tree(commands::Tree),
+    /// Show this node's cluster: each member with its state (up, suspect,
+    /// down), heartbeat round trip and missed beats, and the --join
+    /// addresses.
+    Cluster(commands::Cluster),
     /// List the agent's services: state, running and ready replicas,
     /// restarts; or stop, start, restart or scale one.
     Services(commands::Services),
@@ -251,7 +255,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let (default_level, json) = match &cli.command {
-        Command::Agent(a) => ("info", a.log_format() == agent::LogFormat::Json),
+        // ractor_cluster logs every session step at info; arbor says
+        // what matters (sessions authenticated and closed, node events).
+        Command::Agent(a) => (
+            "info,ractor_cluster=warn",
+            a.log_format() == agent::LogFormat::Json,
+        ),
         _ => ("warn", false),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -323,6 +332,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => runtime.block_on(commands::cancel(url, args)),
         Command::List(args) => runtime.block_on(commands::list(url, args)),
         Command::Tree(args) => runtime.block_on(commands::tree(url, args)),
+        Command::Cluster(args) => runtime.block_on(commands::cluster(url, args)),
         Command::Services(args) => runtime.block_on(commands::services(url, args)),
         Command::Deploy(args) => runtime.block_on(commands::deploy(url, args)),
         Command::Jobs(args) => runtime.block_on(commands::jobs(url, args)),

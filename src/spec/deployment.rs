@@ -25,6 +25,7 @@
 mod diff;
 mod host;
 mod parse;
+mod placement;
 mod service;
 mod validate;
 
@@ -33,6 +34,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use serde::{Deserialize, Serialize};
 
 pub use diff::{Changes, DeploymentDiff};
+pub use placement::{Placement, PlacementScope, Spread};
 pub use service::{LogLimits, MAX_REPLICAS, ServiceSpec, StartTimeoutAction};
 pub use validate::MAX_NAME_LEN;
 

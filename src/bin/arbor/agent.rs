@@ -120,6 +120,73 @@ pub struct Agent {
     /// Where segment subnets (/24 each) come from.
     #[arg(long, default_value = "10.213.0.0/16")]
     network_pool: arbor::overlay::Ipv4Net,
+    /// Join a cluster: accept peer agents on ADDR (a fixed port). Needs
+    /// --cluster-cookie-file. Printed as `cluster listening on ADDR as
+    /// NAME`.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "cluster_cookie_file",
+        help_heading = "Cluster"
+    )]
+    cluster_listen: Option<SocketAddr>,
+    /// Peer agents to dial (HOST:PORT, comma-separated or repeated); each
+    /// is dialed again, with a jittered back-off, whenever its connection
+    /// is lost. Peers of peers are connected to as well.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        requires = "cluster_listen",
+        help_heading = "Cluster"
+    )]
+    join: Vec<String>,
+    /// The cluster's shared secret: the first line of FILE, which only its
+    /// owner may read (mode 0600 or 0400). A peer with another cookie is
+    /// refused.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cluster_listen",
+        help_heading = "Cluster"
+    )]
+    cluster_cookie_file: Option<PathBuf>,
+    /// This node's name in the cluster (default: the host name); unique in
+    /// the cluster. Letters, digits, '.', '_', '-'.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "cluster_listen",
+        help_heading = "Cluster"
+    )]
+    node_name: Option<String>,
+    /// A label of this node, KEY=VALUE (repeatable), matched by services'
+    /// `placement.constraints`.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        requires = "cluster_listen",
+        help_heading = "Cluster"
+    )]
+    node_label: Vec<String>,
+    /// The HOST:PORT peers dial to reach this node (default: the
+    /// --cluster-listen address; needed when that is 0.0.0.0).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        requires = "cluster_listen",
+        help_heading = "Cluster"
+    )]
+    cluster_advertise: Option<String>,
+    /// How often each peer is pinged (each ping's timeout too).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::common::parse_duration, help_heading = "Cluster")]
+    heartbeat_interval: Duration,
+    /// A peer silent this long is `suspect`.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = crate::common::parse_duration, help_heading = "Cluster")]
+    suspect_after: Duration,
+    /// A suspect peer silent this much longer is `down`.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::common::parse_duration, help_heading = "Cluster")]
+    down_grace: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,6 +293,40 @@ pub fn load(path: &Path) -> Result<Deployment, Vec<String>> {
     Ok(d)
 }
 
+/// The cluster settings of `arbor agent`, checked.
+fn cluster_config(
+    args: &Agent,
+    listen: SocketAddr,
+) -> Result<arbor::cluster::ClusterConfig, arbor::cluster::ClusterError> {
+    // clap requires the cookie file with --cluster-listen.
+    let cookie_file = args.cluster_cookie_file.as_deref().unwrap_or(Path::new(""));
+    let cookie = arbor::cluster::read_cookie(cookie_file)?;
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .map(|h| h.split('.').next().unwrap_or(&h).to_string())
+            .unwrap_or_else(|| "node".into()),
+    };
+    let mut c = arbor::cluster::ClusterConfig::new(listen, &name, cookie, args.join.clone())?
+        .labels(args.node_label.iter().map(String::as_str))?;
+    if let Some(a) = &args.cluster_advertise {
+        c = c.advertise(a)?;
+    } else if listen.ip().is_unspecified() {
+        return Err(arbor::cluster::ClusterError::Invalid {
+            field: "--cluster-listen",
+            value: listen.to_string(),
+            reason: "listens on every address: say which one peers dial with --cluster-advertise HOST:PORT".into(),
+        });
+    }
+    c.timing(arbor::cluster::Timing {
+        interval: args.heartbeat_interval,
+        suspect_after: args.suspect_after,
+        down_grace: args.down_grace,
+    })
+}
+
 pub fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/arbor"))
 }
@@ -326,6 +427,21 @@ pub async fn agent(args: Agent) -> ExitCode {
     let mut config = NodeConfig::new(Arc::new(router))
         .state_dir(&state_dir)
         .network(args.network);
+    if let Some(listen) = args.cluster_listen {
+        match cluster_config(&args, listen) {
+            Ok(c) => config = config.cluster(c),
+            Err(e) => {
+                eprintln!("arbor: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        // The usual mistake (a port in use) is a start-up error, not a
+        // part of the tree failing over and over.
+        if let Err(e) = std::net::TcpListener::bind(listen) {
+            eprintln!("arbor: failed to listen for cluster peers on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     config.overlay_config.pool = args.network_pool;
     let config = config
         .flags(deployment.supervisor.clone())
@@ -385,6 +501,9 @@ pub async fn agent(args: Agent) -> ExitCode {
             let _ = writeln!(out, "listening on {addr}");
         }
         let _ = writeln!(out, "listening on unix:{}", socket_path.display());
+        if let Some(view) = node.cluster() {
+            let _ = writeln!(out, "cluster listening on {} as {}", view.addr, view.node);
+        }
         let _ = out.flush();
     }
     tracing::info!(tcp = ?addr, socket = %socket_path.display(), spec = %args.spec.display(), state_dir = %state_dir.display(), "{}", deployment.summary());

@@ -460,6 +460,110 @@ pub async fn tree(url: &AgentUrl, a: Tree) -> Outcome {
 }
 
 #[derive(Args)]
+pub struct Cluster {
+    /// Print the view as JSON (node, addr, heartbeat, members, seeds).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `arbor cluster`.
+pub async fn cluster(url: &AgentUrl, a: Cluster) -> Outcome {
+    let c = a.conn.client(url)?;
+    let view = c.get_value("/v1/cluster").await?;
+    if a.json {
+        print_json(&view);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Ok(view) = serde_json::from_value::<arbor::cluster::ClusterView>(view.clone()) else {
+        print_json(&view);
+        return Ok(ExitCode::SUCCESS);
+    };
+    print!("{}", cluster_table(&view));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The members (this node marked `*`), then the `--join` addresses.
+fn cluster_table(view: &arbor::cluster::ClusterView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let hb = &view.heartbeat;
+    let _ = writeln!(
+        out,
+        "node {} at {} (heartbeat every {} ms, suspect after {} ms, down {} ms later)",
+        view.node, view.addr, hb.interval_ms, hb.suspect_after_ms, hb.down_grace_ms
+    );
+    let _ = writeln!(
+        out,
+        "{:<2}{:<20} {:<22} {:<8} {:>9} {:>10} {:>7}",
+        "", "NODE", "ADDR", "STATE", "RTT", "LAST SEEN", "MISSED"
+    );
+    for m in &view.members {
+        let rtt = m
+            .rtt_ms
+            .map(|r| format!("{r:.2}ms"))
+            .unwrap_or_else(|| "-".into());
+        let seen = m
+            .last_seen_ms_ago
+            .map(|s| format!("{:.1}s ago", s as f64 / 1e3))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<2}{:<20} {:<22} {:<8} {:>9} {:>10} {:>7}",
+            if m.is_self { "*" } else { "" },
+            m.name,
+            m.addr,
+            m.state,
+            rtt,
+            seen,
+            m.missed_total
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} of {} known members live{}",
+        view.live,
+        view.known,
+        if view.fenced {
+            ": FENCED (no majority): this node runs no cluster-placed replica"
+        } else {
+            ""
+        }
+    );
+    for (service, nodes) in &view.placements {
+        let spread: Vec<String> = nodes.iter().map(|(n, k)| format!("{n} x{k}")).collect();
+        let _ = writeln!(
+            out,
+            "placement {service}: {}",
+            if spread.is_empty() {
+                "nowhere".to_string()
+            } else {
+                spread.join(", ")
+            }
+        );
+    }
+    for s in &view.seeds {
+        let _ = writeln!(
+            out,
+            "join {}: {}{}",
+            s.addr,
+            if s.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            match (&s.node, &s.last_error) {
+                (_, Some(e)) if !s.connected => format!(" ({e})"),
+                (Some(n), _) => format!(" to {n}"),
+                _ => String::new(),
+            }
+        );
+    }
+    out
+}
+
+#[derive(Args)]
 pub struct Services {
     #[command(subcommand)]
     action: Option<ServicesAction>,

@@ -172,6 +172,10 @@ pub struct ServiceSpec {
     /// segment (default segment: the service's name), as for jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+    /// Where the replicas run: here (default), or spread over a cluster
+    /// (`{scope: cluster, replicas: 3, spread: node}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::placement::Placement>,
 }
 
 /// How much of each replica's output is kept on disk, per log file
@@ -267,6 +271,7 @@ impl Default for ServiceSpec {
             on_limit: service_on_limit(),
             labels: BTreeMap::new(),
             network: None,
+            placement: None,
             liveness: None,
             readiness: None,
             startup: None,
@@ -291,6 +296,11 @@ impl ServiceSpec {
             command: argv.into_iter().map(Into::into).collect(),
             ..Self::default()
         }
+    }
+
+    /// Whether a cluster places this service's replicas.
+    pub fn is_cluster_placed(&self) -> bool {
+        self.placement.as_ref().is_some_and(|p| p.is_cluster())
     }
 
     /// `sh -c script`.

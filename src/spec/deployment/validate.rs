@@ -154,6 +154,9 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
         crate::spec::check::duration(&mut found, "watchdog", w);
     }
     crate::spec::check::argv(&mut found, "on_failure", &s.on_failure);
+    if let Some(p) = &s.placement {
+        found.extend(p.validate(s.replicas));
+    }
     if s.logs.max_size.as_u64() < 4096 {
         found.push(SpecError::new(
             "logs.max_size",
@@ -224,6 +227,10 @@ fn service_errors(d: &Deployment, name: &str, s: &ServiceSpec, errors: &mut Vec<
             Some("a service cannot depend on itself".to_owned())
         } else if let Some(first) = s.depends_on[..i].iter().position(|d| d == dep) {
             Some(format!("listed twice (also depends_on[{first}])"))
+        } else if d.services.get(dep).is_some_and(|x| x.is_cluster_placed()) {
+            Some(format!(
+                "{dep:?} is placed by the cluster (it may run on another node): a service cannot depend on it"
+            ))
         } else if d.services.contains_key(dep) {
             None
         } else if d.jobs.contains_key(dep) {

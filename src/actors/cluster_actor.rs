@@ -1,0 +1,985 @@
+//! The node's cluster member (`node:cluster`): the one remotable actor of a
+//! node.
+//!
+//! It starts ractor_cluster's `NodeServer` as its own linked child (so the
+//! listener and every peer session live under `node:cluster` in the tree),
+//! joins the `pg` group [`GROUP`](crate::cluster::GROUP) through which
+//! peers find it, keeps each `--join` address dialed, and pings every
+//! peer's cluster actor once per heartbeat interval. Peer state changes
+//! ([`Membership`]) become `node_up` / `node_suspect` / `node_down` events,
+//! and the node's [`ClusterView`] is published on a watch channel that the
+//! API reads without calling the actor.
+//!
+//! Messages from peers arrive as bytes ([`ClusterMsg::Remote`],
+//! [`ClusterMsg::RemoteCall`]) and are decoded here
+//! ([`Envelope::decode`]); a bad frame is logged and dropped.
+//!
+//! On failure, hook by hook:
+//! - `pre_start`: fails when the node server cannot listen (the port is
+//!   taken, an address not on this machine); the root supervisor then
+//!   restarts `node:cluster` within its intensity, and the agent reports
+//!   the root giving up. The agent checks the port before it starts the
+//!   node, so that the usual mistake is a clear start-up error instead.
+//! - `handle`: never returns an error; a peer's bad message, a failed dial,
+//!   an unanswered ping are logged and counted.
+//! - `handle_supervisor_evt`: the node server (or its listener) dying is a
+//!   failure of this actor: it fails too, and is restarted with a new
+//!   server.
+//! - `post_stop`: kills the node server and its sessions (the listener's
+//!   accept loop does not take a stop message while it waits), which
+//!   closes every peer connection; peers see this node go silent.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    message::{BoxedDowncastErr, SerializedMessage},
+};
+use ractor_cluster::{
+    NodeEventSubscription, NodeServer, NodeServerMessage, node::NodeServerSessionInformation,
+};
+use tokio::sync::watch;
+
+use crate::{
+    actors::deployment_actor::{Deployed, DeploymentMsg},
+    cluster::{
+        ClusterConfig, ClusterView, GROUP, HeartbeatView, MAX_FRAME, MemberView, SCOPE, SeedView,
+        dial,
+        envelope::{Body, Envelope},
+        membership::{Membership, PeerState, Transition},
+        placement::{self, Candidate, Plan},
+    },
+    events::{Event, EventBus},
+    part::Part,
+};
+
+/// Messages of the cluster actor. `Remote` and `RemoteCall` are what peers
+/// send (as bytes, see [`Envelope`]); the others are local.
+pub enum ClusterMsg {
+    /// A one-way message from a peer.
+    Remote(Vec<u8>),
+    /// A call from a peer (a heartbeat), answered with an envelope.
+    RemoteCall(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// Time to ping every peer and judge silences.
+    Tick,
+    /// A ping's outcome.
+    Answered {
+        /// The ractor_cluster node id of the session it went through.
+        node_id: u64,
+        /// When it was sent.
+        sent: Instant,
+        /// The answer's bytes, or why there was none.
+        result: Result<Vec<u8>, String>,
+    },
+    /// Dial the `--join` address at this index (if no session covers it).
+    Dial(usize),
+    /// A dial's outcome: the peer address of the connection opened.
+    Dialed(usize, Result<String, String>),
+    /// A session event from the node server.
+    Session(SessionEvent, Box<NodeServerSessionInformation>),
+    /// The applied spec changed (its cluster-placed services may have).
+    SpecChanged,
+    /// The deployment actor did not apply the placement of this epoch.
+    PlaceFailed(u64),
+}
+
+/// What happened to a peer session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A connection opened (not yet authenticated).
+    Opened,
+    /// It authenticated (the cookie matched).
+    Authenticated,
+    /// It closed.
+    Closed,
+}
+
+/// The variant name of arbor's envelopes in ractor_cluster's frames.
+const VARIANT: &str = "arbor";
+
+impl ractor::Message for ClusterMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            Self::Remote(args) => Ok(SerializedMessage::Cast {
+                variant: VARIANT.into(),
+                args,
+                metadata: None,
+            }),
+            Self::RemoteCall(args, reply) => Ok(SerializedMessage::Call {
+                variant: VARIANT.into(),
+                args,
+                reply,
+                metadata: None,
+            }),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+
+    // Keeps the bytes as they came: decoding happens in `handle`, where
+    // a bad frame is an error, not a panic.
+    fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        match bytes {
+            SerializedMessage::Cast { args, .. } => Ok(Self::Remote(args)),
+            SerializedMessage::Call { args, reply, .. } => Ok(Self::RemoteCall(args, reply)),
+            SerializedMessage::CallReply(..) => Err(BoxedDowncastErr),
+        }
+    }
+}
+
+/// What the cluster actor starts with.
+pub struct ClusterArgs {
+    /// How to join.
+    pub config: ClusterConfig,
+    /// Where `node_*` events go.
+    pub events: EventBus,
+    /// Where the view is published.
+    pub view: Arc<watch::Sender<Option<ClusterView>>>,
+    /// Where placements are applied.
+    pub deployment: Part<DeploymentMsg>,
+    /// The applied spec (which services the cluster places).
+    pub deployed: watch::Receiver<Arc<Deployed>>,
+}
+
+/// One `--join` address.
+struct Seed {
+    addr: String,
+    /// The session our last dial opened, until it closes.
+    session: Option<ActorId>,
+    /// The peer address of our last dial's connection, until its session
+    /// is known.
+    pending: Option<String>,
+    dialing: bool,
+    /// The node found there.
+    node: Option<String>,
+    failures: u32,
+    last_error: Option<String>,
+    /// Whether a `Dial` is scheduled.
+    scheduled: bool,
+    /// A member's address learned from its answers (not a `--join`): kept
+    /// dialed too, so that sessions come back after a cut whoever
+    /// dialed them first.
+    learned: bool,
+}
+
+/// A peer session as the node server reported it.
+struct Session {
+    node_id: u64,
+    peer_addr: String,
+    is_server: bool,
+    /// `name` of `name@host`, once authenticated.
+    node: Option<String>,
+    /// The peer's advertised `host:port`, once authenticated.
+    connection_string: Option<String>,
+}
+
+/// The cluster actor's state.
+pub struct ClusterState {
+    config: ClusterConfig,
+    events: EventBus,
+    view: Arc<watch::Sender<Option<ClusterView>>>,
+    server: ActorRef<NodeServerMessage>,
+    membership: Membership,
+    seeds: Vec<Seed>,
+    sessions: HashMap<ActorId, Session>,
+    seq: u64,
+    random: u64,
+    ticker: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
+    deployment: Part<DeploymentMsg>,
+    deployed: watch::Receiver<Arc<Deployed>>,
+    /// Peers' labels, from their answers.
+    labels: HashMap<String, std::collections::BTreeMap<String, String>>,
+    /// The last placement sent to the deployment actor.
+    plan: Option<Plan>,
+    /// When this actor started (placement waits to hear the cluster).
+    started: Instant,
+    /// Whether a peer has answered since the start.
+    heard: bool,
+    /// When this node last got its majority back (or first placed).
+    unfenced_at: Option<Instant>,
+    /// When a peer last changed state: placement waits for the view to
+    /// hold still for one interval, so that nodes joining one after the
+    /// other do not start replicas that the next answer moves.
+    last_change: Instant,
+}
+
+/// The cluster actor.
+pub struct ClusterActor;
+
+impl Actor for ClusterActor {
+    type Msg = ClusterMsg;
+    type State = ClusterState;
+    type Arguments = ClusterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ClusterMsg>,
+        args: ClusterArgs,
+    ) -> Result<ClusterState, ActorProcessingErr> {
+        let config = args.config;
+        let server = NodeServer::new(
+            config.listen.port(),
+            config.cookie.clone(),
+            config.node_name.clone(),
+            config.advertised_host().to_string(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(config.listen.ip())
+        .with_max_inbound_frame_size(MAX_FRAME);
+        let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell())
+            .await
+            .map_err(|e| -> ActorProcessingErr {
+                Box::new(crate::cluster::ClusterError::Listen {
+                    addr: config.listen,
+                    reason: e.to_string(),
+                })
+            })?;
+        server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "arbor".into(),
+            subscription: Box::new(Forward(myself.clone())),
+        })?;
+        ractor::pg::join_scoped(SCOPE.into(), GROUP.into(), vec![myself.get_cell()]);
+        let seeds = config
+            .join
+            .iter()
+            .map(|a| Seed {
+                addr: a.clone(),
+                session: None,
+                pending: None,
+                dialing: false,
+                node: None,
+                failures: 0,
+                last_error: None,
+                scheduled: false,
+                learned: false,
+            })
+            .collect::<Vec<_>>();
+        for i in 0..seeds.len() {
+            myself.cast(ClusterMsg::Dial(i))?;
+        }
+        let mut membership = Membership::new(config.timing);
+        let now = Instant::now();
+        for (name, addr) in remembered(&config) {
+            if name != config.node_name {
+                membership.remember(&name, &addr, now);
+            }
+        }
+        let mut deployed = args.deployed;
+        let watcher = {
+            let (me, mut rx) = (myself.clone(), deployed.clone());
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    if me.cast(ClusterMsg::SpecChanged).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        deployed.mark_unchanged();
+        let interval = config.timing.interval;
+        let me = myself.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if me.cast(ClusterMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(
+            node = %config.node_name,
+            listen = %config.listen,
+            advertise = %config.advertise,
+            join = ?config.join,
+            "cluster: listening for peers"
+        );
+        let state = ClusterState {
+            membership,
+            config,
+            events: args.events,
+            view: args.view,
+            server,
+            seeds,
+            sessions: HashMap::new(),
+            seq: 0,
+            random: uuid::Uuid::new_v4().as_u64_pair().0,
+            ticker,
+            watcher,
+            deployment: args.deployment,
+            deployed,
+            labels: HashMap::new(),
+            plan: None,
+            started: now,
+            heard: false,
+            last_change: now,
+            unfenced_at: None,
+        };
+        state.publish();
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ClusterMsg>,
+        msg: ClusterMsg,
+        state: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ClusterMsg::Remote(bytes) => match Envelope::decode(&bytes) {
+                Ok(e) => tracing::debug!(from = %e.from, body = ?e.body, "cluster: message"),
+                Err(e) => tracing::warn!(error = %e, "cluster: dropped a message from a peer"),
+            },
+            ClusterMsg::RemoteCall(bytes, reply) => match Envelope::decode(&bytes) {
+                Ok(Envelope {
+                    body: Body::Ping { seq },
+                    ..
+                }) => {
+                    let pong = Body::Pong {
+                        seq,
+                        addr: state.config.advertise.clone(),
+                        labels: state.config.labels.clone(),
+                    };
+                    let _ = reply.send(Envelope::new(&state.config.node_name, pong).encode());
+                }
+                Ok(e) => {
+                    tracing::warn!(from = %e.from, body = ?e.body, "cluster: dropped a call that is not a ping")
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: dropped a call from a peer"),
+            },
+            ClusterMsg::Tick => state.tick(&myself),
+            ClusterMsg::Answered {
+                node_id,
+                sent,
+                result,
+            } => state.answered(node_id, sent, result),
+            ClusterMsg::Dial(i) => state.dial(&myself, i),
+            ClusterMsg::Dialed(i, result) => state.dialed(&myself, i, result),
+            ClusterMsg::Session(event, info) => state.session(&myself, event, *info),
+            ClusterMsg::SpecChanged => state.replan(&myself),
+            ClusterMsg::PlaceFailed(epoch) => {
+                if state.plan.as_ref().is_some_and(|p| p.epoch == epoch) {
+                    // Sent again at the next tick.
+                    state.plan = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<ClusterMsg>,
+        event: SupervisionEvent,
+        state: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if cell.get_id() == state.server.get_id() =>
+            {
+                Err(format!("the cluster node server stopped: {reason:?}").into())
+            }
+            SupervisionEvent::ActorFailed(cell, error)
+                if cell.get_id() == state.server.get_id() =>
+            {
+                Err(format!("the cluster node server failed: {error}").into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<ClusterMsg>,
+        state: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        state.watcher.abort();
+        kill_tree(state.server.get_cell()).await;
+        state.view.send_replace(None);
+        Ok(())
+    }
+}
+
+/// The members an earlier run of this node saw (name -> address); none
+/// when the file is missing or unreadable (said in the log).
+fn remembered(config: &ClusterConfig) -> std::collections::BTreeMap<String, String> {
+    let Some(path) = &config.state_file else {
+        return Default::default();
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cluster: failed to read the members seen before");
+            return Default::default();
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct File {
+        members: std::collections::BTreeMap<String, String>,
+    }
+    match serde_json::from_str::<File>(&text) {
+        Ok(f) => f.members,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cluster: failed to read the members seen before");
+            Default::default()
+        }
+    }
+}
+
+/// Kills `cell` and everything under it, children first, and waits.
+async fn kill_tree(cell: ActorCell) {
+    let mut order = vec![cell];
+    let mut i = 0;
+    while i < order.len() {
+        let children = order[i].get_children();
+        order.extend(children);
+        i += 1;
+    }
+    for cell in order.into_iter().rev() {
+        let _ = cell.kill_and_wait(Some(Duration::from_secs(2))).await;
+    }
+}
+
+/// Forwards the node server's session events to the cluster actor.
+struct Forward(ActorRef<ClusterMsg>);
+
+impl Forward {
+    fn send(&self, event: SessionEvent, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(ClusterMsg::Session(event, Box::new(ses)));
+    }
+}
+
+impl NodeEventSubscription for Forward {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Opened, ses);
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Closed, ses);
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Authenticated, ses);
+    }
+}
+
+impl ClusterState {
+    fn now_publish(&mut self, transitions: Vec<Transition>) {
+        if !transitions.is_empty() {
+            self.last_change = Instant::now();
+        }
+        // Each event is also traced by the bus.
+        for t in transitions {
+            let event = match t {
+                Transition::Up { node, addr } => Event::NodeUp { node, addr },
+                Transition::Suspect { node, silent_for } => Event::NodeSuspect {
+                    node,
+                    silent_ms: silent_for.as_millis() as u64,
+                },
+                Transition::Down { node, silent_for } => Event::NodeDown {
+                    node,
+                    silent_ms: silent_for.as_millis() as u64,
+                },
+            };
+            self.events.publish(event);
+        }
+        self.publish();
+    }
+
+    /// Pings every peer's cluster actor, judges silences, and checks that
+    /// every `--join` address is dialed.
+    fn tick(&mut self, myself: &ActorRef<ClusterMsg>) {
+        self.seq += 1;
+        let ping = Envelope::new(&self.config.node_name, Body::Ping { seq: self.seq }).encode();
+        let timeout = self.membership.timing().interval;
+        for cell in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
+            let ActorId::Remote { node_id, .. } = cell.get_id() else {
+                continue;
+            };
+            let peer: ActorRef<ClusterMsg> = cell.into();
+            let (ping, me) = (ping.clone(), myself.clone());
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let result = match peer
+                    .call(|reply| ClusterMsg::RemoteCall(ping, reply), Some(timeout))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(bytes)) => Ok(bytes),
+                    Ok(ractor::rpc::CallResult::Timeout) => Err("timed out".to_string()),
+                    Ok(ractor::rpc::CallResult::SenderError) => Err("no answer".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = me.cast(ClusterMsg::Answered {
+                    node_id,
+                    sent,
+                    result,
+                });
+            });
+        }
+        let transitions = self.membership.tick(Instant::now());
+        self.now_publish(transitions);
+        self.learn();
+        for i in 0..self.seeds.len() {
+            let s = &self.seeds[i];
+            if !s.dialing && !s.scheduled && !self.covered(i) {
+                self.dial(myself, i);
+            }
+        }
+        self.replan(myself);
+    }
+
+    fn answered(&mut self, node_id: u64, sent: Instant, result: Result<Vec<u8>, String>) {
+        let by_session = self
+            .sessions
+            .values()
+            .find(|s| s.node_id == node_id)
+            .and_then(|s| s.node.clone());
+        let decoded = result.and_then(|b| Envelope::decode(&b).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(Envelope {
+                from,
+                body: Body::Pong { addr, labels, .. },
+                ..
+            }) => {
+                if from == self.config.node_name {
+                    tracing::warn!(node = %from, "cluster: another node has this node's name; ignored");
+                    return;
+                }
+                self.heard = true;
+                let now = Instant::now();
+                let first = !self.membership.peers().contains_key(&from);
+                self.labels.insert(from.clone(), labels);
+                let t = self.membership.answered(&from, &addr, now - sent, now);
+                if first {
+                    self.remember();
+                }
+                self.now_publish(t.into_iter().collect());
+            }
+            Ok(e) => {
+                tracing::warn!(from = %e.from, body = ?e.body, "cluster: a ping was answered with something else")
+            }
+            Err(e) => {
+                if let Some(node) = by_session {
+                    tracing::debug!(node = %node, error = %e, "cluster: heartbeat unanswered");
+                    self.membership.missed(&node);
+                }
+            }
+        }
+    }
+
+    /// Adds the address of every member seen that no seed covers.
+    fn learn(&mut self) {
+        for (name, p) in self.membership.peers() {
+            let known = self
+                .seeds
+                .iter()
+                .any(|s| s.node.as_deref() == Some(name.as_str()) || s.addr == p.addr);
+            if !known && !p.addr.is_empty() {
+                self.seeds.push(Seed {
+                    addr: p.addr.clone(),
+                    session: None,
+                    pending: None,
+                    dialing: false,
+                    node: Some(name.clone()),
+                    failures: 0,
+                    last_error: None,
+                    scheduled: false,
+                    learned: true,
+                });
+            }
+        }
+    }
+
+    /// Whether a session with the node at seed `i` is open, whoever dialed.
+    fn covered(&self, i: usize) -> bool {
+        let s = &self.seeds[i];
+        s.session.is_some()
+            || self.sessions.values().any(|x| {
+                x.node.is_some()
+                    && (x.node == s.node || x.connection_string.as_deref() == Some(&s.addr))
+            })
+    }
+
+    fn dial(&mut self, myself: &ActorRef<ClusterMsg>, i: usize) {
+        let Some(seed) = self.seeds.get_mut(i) else {
+            return;
+        };
+        seed.scheduled = false;
+        if seed.dialing {
+            return;
+        }
+        if self.covered(i) {
+            return;
+        }
+        let seed = &mut self.seeds[i];
+        seed.dialing = true;
+        let addr = seed.addr.clone();
+        let (server, me) = (self.server.clone(), myself.clone());
+        let user_timeout = self.config.timing.suspect_after + self.config.timing.down_grace;
+        tokio::spawn(async move {
+            let result = async {
+                let target = tokio::net::lookup_host(&addr)
+                    .await
+                    .map_err(|e| format!("failed to resolve {addr}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("failed to resolve {addr}: no address"))?;
+                let stream = dial::connect(target, user_timeout)
+                    .await
+                    .map_err(|e| format!("failed to connect to {addr}: {e}"))?;
+                let peer_addr = stream.peer_addr().map_err(|e| e.to_string())?;
+                let local_addr = stream.local_addr().map_err(|e| e.to_string())?;
+                server
+                    .cast(NodeServerMessage::ConnectionOpened {
+                        stream: Box::new(ractor_cluster::NetworkStream::Raw {
+                            peer_addr,
+                            local_addr,
+                            stream,
+                        }),
+                        is_server: false,
+                    })
+                    .map_err(|e| format!("the node server is gone: {e}"))?;
+                Ok(peer_addr.to_string())
+            }
+            .await;
+            let _ = me.cast(ClusterMsg::Dialed(i, result));
+        });
+    }
+
+    fn retry_later(&mut self, myself: &ActorRef<ClusterMsg>, i: usize) {
+        let seed = &mut self.seeds[i];
+        if seed.scheduled {
+            return;
+        }
+        seed.scheduled = true;
+        self.random = self
+            .random
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = dial::backoff(seed.failures, self.random);
+        seed.failures = seed.failures.saturating_add(1);
+        myself.send_after(delay, move || ClusterMsg::Dial(i));
+    }
+
+    fn dialed(&mut self, myself: &ActorRef<ClusterMsg>, i: usize, result: Result<String, String>) {
+        let seed = &mut self.seeds[i];
+        seed.dialing = false;
+        match result {
+            Ok(peer_addr) => {
+                // The session may have been reported before this message.
+                let known = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| !s.is_server && s.peer_addr == peer_addr)
+                    .map(|(id, _)| *id);
+                let seed = &mut self.seeds[i];
+                match known {
+                    Some(id) => seed.session = Some(id),
+                    None => seed.pending = Some(peer_addr),
+                }
+            }
+            Err(e) => {
+                if seed.last_error.as_deref() != Some(&e) || seed.failures == 0 {
+                    tracing::warn!(seed = %seed.addr, error = %e, "cluster: failed to join");
+                }
+                seed.last_error = Some(e);
+                self.retry_later(myself, i);
+            }
+        }
+        self.publish();
+    }
+
+    fn session(
+        &mut self,
+        myself: &ActorRef<ClusterMsg>,
+        event: SessionEvent,
+        info: NodeServerSessionInformation,
+    ) {
+        let id = info.actor.get_id();
+        match event {
+            SessionEvent::Opened => {
+                if !info.is_server
+                    && let Some(seed) = self
+                        .seeds
+                        .iter_mut()
+                        .find(|s| s.pending.as_deref() == Some(&info.peer_addr))
+                {
+                    seed.pending = None;
+                    seed.session = Some(id);
+                }
+                self.sessions.insert(
+                    id,
+                    Session {
+                        node_id: info.node_id,
+                        peer_addr: info.peer_addr,
+                        is_server: info.is_server,
+                        node: None,
+                        connection_string: None,
+                    },
+                );
+            }
+            SessionEvent::Authenticated => {
+                let name = info.peer_name.as_ref().map(|n| {
+                    let node = n.name.split('@').next().unwrap_or(&n.name).to_string();
+                    (node, n.connection_string.clone())
+                });
+                let s = self.sessions.entry(id).or_insert_with(|| Session {
+                    node_id: info.node_id,
+                    peer_addr: info.peer_addr.clone(),
+                    is_server: info.is_server,
+                    node: None,
+                    connection_string: None,
+                });
+                if let Some((node, conn)) = name {
+                    tracing::info!(node = %node, peer = %info.peer_addr, "cluster: session authenticated");
+                    s.node = Some(node.clone());
+                    s.connection_string = Some(conn);
+                    if let Some(seed) = self.seeds.iter_mut().find(|x| x.session == Some(id)) {
+                        seed.node = Some(node);
+                        seed.failures = 0;
+                        seed.last_error = None;
+                    }
+                }
+            }
+            SessionEvent::Closed => {
+                let gone = self.sessions.remove(&id);
+                let authenticated = gone.as_ref().is_some_and(|s| s.node.is_some());
+                for i in 0..self.seeds.len() {
+                    if self.seeds[i].session == Some(id) {
+                        self.seeds[i].session = None;
+                        if !authenticated {
+                            // Closed before the handshake ended: a wrong
+                            // cookie, a duplicate connection, or not an
+                            // arbor node.
+                            self.seeds[i].last_error = Some(
+                                "the session closed before it authenticated (wrong cookie?)".into(),
+                            );
+                        }
+                        self.retry_later(myself, i);
+                    }
+                }
+                if let Some(Session {
+                    node: Some(node), ..
+                }) = gone
+                {
+                    tracing::info!(node = %node, "cluster: session closed");
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// Members counted for the majority: (live, known), this node included.
+    fn quorum(&self) -> (usize, usize) {
+        let live = 1 + self
+            .membership
+            .peers()
+            .values()
+            .filter(|p| p.state != PeerState::Down)
+            .count();
+        (live, 1 + self.membership.peers().len())
+    }
+
+    /// Whether this node knows enough to place: it has heard a peer, or
+    /// has no peer to hear from, or waited as long as a peer takes to be
+    /// found down.
+    fn settled(&self) -> bool {
+        let t = self.config.timing;
+        self.heard
+            || (self.config.join.is_empty() && self.membership.peers().is_empty())
+            || self.started.elapsed() >= t.suspect_after + t.down_grace
+    }
+
+    /// Computes the placement from the current view and, when this node's
+    /// share or the fence changed, sends it to the deployment actor under
+    /// a new epoch.
+    fn replan(&mut self, myself: &ActorRef<ClusterMsg>) {
+        if !self.settled() || self.last_change.elapsed() < self.config.timing.interval {
+            // The next tick tries again.
+            return;
+        }
+        let spec = self.deployed.borrow_and_update().spec.clone();
+        let services: Vec<(&str, &crate::spec::Placement)> = spec
+            .services
+            .iter()
+            .filter_map(|(n, s)| {
+                Some((n.as_str(), s.placement.as_ref().filter(|p| p.is_cluster())?))
+            })
+            .collect();
+        let none = std::collections::BTreeMap::new();
+        let t = self.config.timing;
+        // Back from a fence (or placing for the first time): place over
+        // every known member for a while (see `placement`).
+        let holding = self.plan.as_ref().is_none_or(|p| p.fenced)
+            || self
+                .unfenced_at
+                .is_some_and(|at| at.elapsed() < t.suspect_after + t.down_grace);
+        let mut candidates = vec![Candidate {
+            name: &self.config.node_name,
+            labels: &self.config.labels,
+        }];
+        for (name, p) in self.membership.peers() {
+            if p.state != PeerState::Down || holding {
+                candidates.push(Candidate {
+                    name,
+                    labels: self.labels.get(name).unwrap_or(&none),
+                });
+            }
+        }
+        let (live, known) = self.quorum();
+        let mut plan = placement::plan(&candidates, live, known, services, 0);
+        if !plan.fenced && self.plan.as_ref().is_none_or(|p| p.fenced) {
+            self.unfenced_at = Some(Instant::now());
+        }
+        let me = &self.config.node_name;
+        if let Some(last) = &self.plan
+            && last.fenced == plan.fenced
+            && last.services == plan.services
+        {
+            return;
+        }
+        let share = plan.share(me);
+        let unchanged_here = match &self.plan {
+            Some(last) => last.fenced == plan.fenced && last.share(me) == share,
+            None => !plan.fenced && share.is_empty(),
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let applied = self.deployed.borrow().epoch;
+        plan.epoch = now_ms
+            .max(applied + 1)
+            .max(self.plan.as_ref().map_or(0, |p| p.epoch + 1));
+        let epoch = plan.epoch;
+        if !unchanged_here {
+            self.events.publish(Event::PlacementChanged {
+                epoch,
+                fenced: plan.fenced,
+                replicas: share.clone(),
+            });
+            let (deployment, me) = (self.deployment.clone(), myself.clone());
+            tokio::spawn(async move {
+                let result = deployment
+                    .call(
+                        |reply| DeploymentMsg::Place(epoch, share, reply),
+                        // Stops wait for the replicas' graces.
+                        Some(Duration::from_secs(15 * 60)),
+                    )
+                    .await;
+                match result {
+                    Ok(Ok(report)) => tracing::debug!(epoch, ?report, "cluster: placement applied"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(epoch, error = %e, "cluster: failed to apply the placement");
+                        let _ = me.cast(ClusterMsg::PlaceFailed(epoch));
+                    }
+                    Err(e) => {
+                        tracing::warn!(epoch, error = %e, "cluster: failed to apply the placement");
+                        let _ = me.cast(ClusterMsg::PlaceFailed(epoch));
+                    }
+                }
+            });
+        }
+        self.plan = Some(plan);
+        self.publish();
+    }
+
+    /// Writes the members ever seen to the state file.
+    fn remember(&self) {
+        let Some(path) = &self.config.state_file else {
+            return;
+        };
+        let mut members: std::collections::BTreeMap<String, String> = remembered(&self.config);
+        for (name, p) in self.membership.peers() {
+            members.insert(name.clone(), p.addr.clone());
+        }
+        let body = serde_json::json!({ "members": members });
+        let tmp = path.with_extension("json.tmp");
+        let write =
+            std::fs::write(&tmp, body.to_string()).and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = write {
+            tracing::warn!(file = %path.display(), error = %e, "cluster: failed to remember the members");
+        }
+    }
+
+    /// Publishes this node's view.
+    fn publish(&self) {
+        let now = Instant::now();
+        let t = self.membership.timing();
+        let mut members = vec![MemberView {
+            name: self.config.node_name.clone(),
+            addr: self.config.advertise.clone(),
+            state: PeerState::Up.to_string(),
+            is_self: true,
+            connected: true,
+            rtt_ms: None,
+            last_seen_ms_ago: None,
+            missed: 0,
+            missed_total: 0,
+            answered: 0,
+        }];
+        members.extend(self.membership.peers().iter().map(|(name, p)| {
+            MemberView {
+                name: name.clone(),
+                addr: p.addr.clone(),
+                state: p.state.to_string(),
+                is_self: false,
+                connected: self
+                    .sessions
+                    .values()
+                    .any(|s| s.node.as_deref() == Some(name.as_str())),
+                rtt_ms: Some(p.rtt.as_secs_f64() * 1e3),
+                last_seen_ms_ago: Some(now.saturating_duration_since(p.last_ok).as_millis() as u64),
+                missed: p.missed,
+                missed_total: p.missed_total,
+                answered: p.answered,
+            }
+        }));
+        let seeds = (0..self.seeds.len())
+            .filter(|i| !self.seeds[*i].learned)
+            .map(|i| {
+                let s = &self.seeds[i];
+                SeedView {
+                    addr: s.addr.clone(),
+                    node: s.node.clone(),
+                    connected: self.covered(i),
+                    failures: s.failures,
+                    last_error: s.last_error.clone(),
+                }
+            })
+            .collect();
+        let (live, known) = self.quorum();
+        self.view.send_replace(Some(ClusterView {
+            node: self.config.node_name.clone(),
+            addr: self.config.advertise.clone(),
+            labels: self.config.labels.clone(),
+            live,
+            known,
+            fenced: self.plan.as_ref().is_some_and(|p| p.fenced),
+            epoch: self.plan.as_ref().map(|p| p.epoch),
+            placements: self
+                .plan
+                .as_ref()
+                .map(|p| p.services.clone())
+                .unwrap_or_default(),
+            heartbeat: HeartbeatView {
+                interval_ms: t.interval.as_millis() as u64,
+                suspect_after_ms: t.suspect_after.as_millis() as u64,
+                down_grace_ms: t.down_grace.as_millis() as u64,
+            },
+            members,
+            seeds,
+        }));
+    }
+}
