@@ -344,6 +344,46 @@ pub struct MemberView {
     pub answered: u64,
 }
 
+/// One member's supervision tree (`GET /v1/cluster/tree`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeTree {
+    /// The member.
+    pub node: String,
+    /// Its state as this node sees it (`up`, `suspect`, `down`).
+    pub state: String,
+    /// Whether it is this node.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// Its tree, when it answered.
+    pub tree: Option<crate::TreeNode>,
+    /// Why there is no tree (not reachable, timed out).
+    pub error: Option<String>,
+}
+
+/// Every member's tree as text: a line per member, then its tree drawn
+/// as `GET /v1/tree?format=text` draws it, indented.
+pub fn draw_trees(trees: &[NodeTree]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster ({} members)", trees.len());
+    for t in trees {
+        let me = if t.is_self { ", this node" } else { "" };
+        match (&t.tree, &t.error) {
+            (Some(tree), _) => {
+                let _ = writeln!(out, "{} ({}{me})", t.node, t.state);
+                for line in tree.to_string().lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+            (None, e) => {
+                let why = e.as_deref().unwrap_or("no tree");
+                let _ = writeln!(out, "{} ({}{me}): {why}", t.node, t.state);
+            }
+        }
+    }
+    out
+}
+
 /// One `--join` address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedView {

@@ -283,6 +283,8 @@ struct Inner {
     /// The cluster actor's view (`None` outside a cluster, or while the
     /// actor restarts).
     cluster: tokio::sync::watch::Receiver<Option<crate::cluster::ClusterView>>,
+    /// The cluster actor, with a cluster.
+    cluster_part: Part<crate::actors::cluster_actor::ClusterMsg>,
     /// Whether the node has the part `node:cluster`.
     clustered: bool,
 }
@@ -531,12 +533,16 @@ impl Node {
         }
 
         let cluster_view = Arc::new(tokio::sync::watch::Sender::new(None));
+        let cluster_part: Part<crate::actors::cluster_actor::ClusterMsg> =
+            Part::new("cluster actor");
         if let Some(mut cluster) = config.cluster {
             if cluster.state_file.is_none() {
                 cluster.state_file = config.state_dir.as_ref().map(|d| d.join("cluster.json"));
             }
             let (view, events) = (cluster_view.clone(), events.clone());
-            let (deployment, deployed) = (deployment.clone(), deployed.clone());
+            let (deployment, deployed, me) =
+                (deployment.clone(), deployed.clone(), cluster_part.clone());
+            let name = config.name.clone();
             parts.push(part_child(
                 "cluster",
                 Shutdown::WORKER_DEFAULT,
@@ -547,6 +553,12 @@ impl Node {
                         view: view.clone(),
                         deployment: deployment.clone(),
                         deployed: deployed.subscribe(),
+                        root: SupervisorRef::from_cell(
+                            ctx.supervisor.clone(),
+                            name.clone(),
+                            ctx.events.clone(),
+                        ),
+                        me: me.clone(),
                     };
                     async move {
                         let (actor, _) = Actor::spawn_linked(
@@ -587,6 +599,7 @@ impl Node {
                 shutting_down,
                 supervision,
                 cluster: cluster_view.subscribe(),
+                cluster_part,
                 clustered,
             }),
         })
@@ -595,6 +608,25 @@ impl Node {
     /// This node's view of its cluster (`None` when it is not in one).
     pub fn cluster(&self) -> Option<crate::cluster::ClusterView> {
         self.inner.cluster.borrow().clone()
+    }
+
+    /// Every cluster member's supervision tree, this node first (a member
+    /// that does not answer within 2 s is listed with why). `None` when
+    /// the node is not in a cluster.
+    pub async fn cluster_trees(&self) -> Option<Result<Vec<crate::cluster::NodeTree>, Error>> {
+        if !self.inner.clustered {
+            return None;
+        }
+        Some(
+            self.inner
+                .cluster_part
+                .call(
+                    crate::actors::cluster_actor::ClusterMsg::Trees,
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+                .map_err(|e| Error::Restarting(e.to_string())),
+        )
     }
 
     /// The node's name.

@@ -199,6 +199,30 @@ fn three_agents_joined_through_one_see_each_other_up_and_the_cli_lists_them() {
     // The tree shows the cluster part.
     let tree = a.agent.arbor(["tree"]).expect(0).stdout;
     assert!(tree.contains("node:cluster"), "{tree}");
+
+    // Every member's tree, from any member.
+    let all = g.agent.arbor(["tree", "--cluster"]).expect(0).stdout;
+    assert!(all.starts_with("cluster (3 members)"), "{all}");
+    for header in ["gamma (up, this node)", "alpha (up)", "beta (up)"] {
+        assert!(all.lines().any(|l| l == header), "{header} not in\n{all}");
+    }
+    assert_eq!(all.matches("node:cluster").count(), 3, "{all}");
+    assert_eq!(
+        all.matches("idle-0 [container] running").count(),
+        3,
+        "{all}"
+    );
+    let json = g
+        .agent
+        .arbor(["tree", "--cluster", "--json"])
+        .expect(0)
+        .json();
+    let nodes = json["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(
+        nodes.iter().all(|n| n["tree"]["name"] == "member"),
+        "{json}"
+    );
 }
 
 #[test]
@@ -239,6 +263,14 @@ fn a_hung_agent_is_suspect_then_down_by_its_silence_and_up_again_when_it_resumes
     // Its sessions stayed open: the detection was not TCP's.
     assert_eq!(member_of(&a, "gamma")["connected"], true);
     assert_eq!(member_of(&b, "gamma")["connected"], true);
+
+    // The cluster tree lists it with why it has no tree.
+    let all = a.agent.arbor(["tree", "--cluster"]).expect(0).stdout;
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("gamma (down): no answer within")),
+        "{all}"
+    );
 
     nix::sys::signal::kill(g.pid(), Signal::SIGCONT).unwrap();
     for m in [&a, &b] {
@@ -542,6 +574,9 @@ fn an_agent_without_a_cluster_runs_every_replica_of_a_cluster_service_itself() {
     let (status, body) = agent.http("GET", "/v1/cluster", "");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not in a cluster"), "{body}");
+    let out = agent.arbor(["tree", "--cluster"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not in a cluster"), "{}", out.stderr);
 }
 
 #[test]

@@ -85,6 +85,8 @@ pub enum ClusterMsg {
     SpecChanged,
     /// The deployment actor did not apply the placement of this epoch.
     PlaceFailed(u64),
+    /// Every member's supervision tree, this node first.
+    Trees(RpcReplyPort<Vec<crate::cluster::NodeTree>>),
 }
 
 /// What happened to a peer session.
@@ -146,6 +148,10 @@ pub struct ClusterArgs {
     pub deployment: Part<DeploymentMsg>,
     /// The applied spec (which services the cluster places).
     pub deployed: watch::Receiver<Arc<Deployed>>,
+    /// The node's root supervisor (its tree is what peers ask for).
+    pub root: crate::actors::supervisor_actor::SupervisorRef,
+    /// The handle the node reaches this actor through.
+    pub me: Part<ClusterMsg>,
 }
 
 /// One `--join` address.
@@ -195,6 +201,7 @@ pub struct ClusterState {
     watcher: tokio::task::JoinHandle<()>,
     deployment: Part<DeploymentMsg>,
     deployed: watch::Receiver<Arc<Deployed>>,
+    root: crate::actors::supervisor_actor::SupervisorRef,
     /// Peers' labels, from their answers.
     labels: HashMap<String, std::collections::BTreeMap<String, String>>,
     /// The last placement sent to the deployment actor.
@@ -248,6 +255,7 @@ impl Actor for ClusterActor {
             subscription: Box::new(Forward(myself.clone())),
         })?;
         ractor::pg::join_scoped(SCOPE.into(), GROUP.into(), vec![myself.get_cell()]);
+        args.me.set(myself.clone());
         let seeds = config
             .join
             .iter()
@@ -318,6 +326,7 @@ impl Actor for ClusterActor {
             watcher,
             deployment: args.deployment,
             deployed,
+            root: args.root,
             labels: HashMap::new(),
             plan: None,
             started: now,
@@ -352,6 +361,25 @@ impl Actor for ClusterActor {
                     };
                     let _ = reply.send(Envelope::new(&state.config.node_name, pong).encode());
                 }
+                Ok(Envelope {
+                    body: Body::TreeRequest,
+                    ..
+                }) => {
+                    let (root, me) = (state.root.clone(), state.config.node_name.clone());
+                    tokio::spawn(async move {
+                        let body = match root.snapshot().await {
+                            Ok(t) => Body::Tree {
+                                tree: serde_json::to_value(t).ok(),
+                                error: None,
+                            },
+                            Err(e) => Body::Tree {
+                                tree: None,
+                                error: Some(e.to_string()),
+                            },
+                        };
+                        let _ = reply.send(Envelope::new(me, body).encode());
+                    });
+                }
                 Ok(e) => {
                     tracing::warn!(from = %e.from, body = ?e.body, "cluster: dropped a call that is not a ping")
                 }
@@ -367,6 +395,7 @@ impl Actor for ClusterActor {
             ClusterMsg::Dialed(i, result) => state.dialed(&myself, i, result),
             ClusterMsg::Session(event, info) => state.session(&myself, event, *info),
             ClusterMsg::SpecChanged => state.replan(&myself),
+            ClusterMsg::Trees(reply) => state.trees(reply),
             ClusterMsg::PlaceFailed(epoch) => {
                 if state.plan.as_ref().is_some_and(|p| p.epoch == epoch) {
                     // Sent again at the next tick.
@@ -577,6 +606,103 @@ impl ClusterState {
                 }
             }
         }
+    }
+
+    /// Gathers every member's tree (peers answer within 2 s, or are
+    /// listed with why not) and replies, off the actor.
+    fn trees(&self, reply: RpcReplyPort<Vec<crate::cluster::NodeTree>>) {
+        use crate::cluster::NodeTree;
+        const PATIENCE: Duration = Duration::from_secs(2);
+        let cells: HashMap<u64, ActorCell> =
+            ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string())
+                .into_iter()
+                .filter_map(|c| match c.get_id() {
+                    ActorId::Remote { node_id, .. } => Some((node_id, c)),
+                    ActorId::Local(_) => None,
+                })
+                .collect();
+        // Each known member, with the cell of its open session if any.
+        let peers: Vec<(String, String, Option<ActorCell>)> = self
+            .membership
+            .peers()
+            .iter()
+            .map(|(name, p)| {
+                let cell = self
+                    .sessions
+                    .values()
+                    .find(|s| s.node.as_deref() == Some(name.as_str()))
+                    .and_then(|s| cells.get(&s.node_id).cloned());
+                (name.clone(), p.state.to_string(), cell)
+            })
+            .collect();
+        let (root, me) = (self.root.clone(), self.config.node_name.clone());
+        let request = Envelope::new(&me, Body::TreeRequest).encode();
+        tokio::spawn(async move {
+            let own = match tokio::time::timeout(PATIENCE, root.snapshot()).await {
+                Ok(Ok(t)) => (Some(t), None),
+                Ok(Err(e)) => (None, Some(e.to_string())),
+                Err(_) => (None, Some(format!("no answer within {PATIENCE:?}"))),
+            };
+            let mut out = vec![NodeTree {
+                node: me,
+                state: PeerState::Up.to_string(),
+                is_self: true,
+                tree: own.0,
+                error: own.1,
+            }];
+            let asks = peers.into_iter().map(|(node, state, cell)| {
+                let request = request.clone();
+                async move {
+                    let Some(cell) = cell else {
+                        return NodeTree {
+                            node,
+                            state,
+                            is_self: false,
+                            tree: None,
+                            error: Some("no session with it".into()),
+                        };
+                    };
+                    let peer: ActorRef<ClusterMsg> = cell.into();
+                    let answer = peer
+                        .call(|r| ClusterMsg::RemoteCall(request, r), Some(PATIENCE))
+                        .await;
+                    let (tree, error) = match answer {
+                        Ok(ractor::rpc::CallResult::Success(bytes)) => {
+                            match Envelope::decode(&bytes) {
+                                Ok(Envelope {
+                                    body: Body::Tree { tree, error },
+                                    ..
+                                }) => match tree.map(serde_json::from_value::<crate::TreeNode>) {
+                                    Some(Ok(t)) => (Some(t), None),
+                                    Some(Err(e)) => {
+                                        (None, Some(format!("an unreadable tree: {e}")))
+                                    }
+                                    None => (None, error),
+                                },
+                                Ok(_) => (None, Some("an unexpected answer".into())),
+                                Err(e) => (None, Some(e.to_string())),
+                            }
+                        }
+                        Ok(ractor::rpc::CallResult::Timeout) => {
+                            (None, Some(format!("no answer within {PATIENCE:?}")))
+                        }
+                        Ok(ractor::rpc::CallResult::SenderError) => {
+                            (None, Some("no answer".into()))
+                        }
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    NodeTree {
+                        node,
+                        state,
+                        is_self: false,
+                        tree,
+                        error,
+                    }
+                }
+            });
+            out.extend(futures::future::join_all(asks).await);
+            let _ = reply.send(out);
+        });
     }
 
     /// Adds the address of every member seen that no seed covers.

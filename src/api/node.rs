@@ -34,6 +34,28 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, A
     }
 }
 
+/// Every member's tree (`?format=text`: drawn), this node first; 404
+/// outside a cluster.
+pub(crate) async fn cluster_tree(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<TreeQuery>,
+) -> Result<Response, ApiError> {
+    let Some(trees) = state.node.cluster_trees().await else {
+        return Err(ApiError::not_found(
+            "this node is not in a cluster (start the agent with --cluster-listen and --cluster-cookie-file)",
+        ));
+    };
+    let trees = trees?;
+    Ok(match q.format {
+        TreeFormat::Json => Json(serde_json::json!({ "nodes": trees })).into_response(),
+        TreeFormat::Text => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::cluster::draw_trees(&trees),
+        )
+            .into_response(),
+    })
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TreeQuery {

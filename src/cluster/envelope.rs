@@ -48,6 +48,15 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         labels: std::collections::BTreeMap<String, String>,
     },
+    /// Asks for the node's supervision tree (`arbor tree --cluster`).
+    TreeRequest,
+    /// The answer: the tree as `GET /v1/tree` gives it, or why not.
+    Tree {
+        /// The tree (JSON of a `TreeNode`).
+        tree: Option<serde_json::Value>,
+        /// Why there is none.
+        error: Option<String>,
+    },
 }
 
 /// Why an envelope was refused.

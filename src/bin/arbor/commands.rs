@@ -444,6 +444,10 @@ pub struct Tree {
     /// children).
     #[arg(long)]
     json: bool,
+    /// Every cluster member's tree, each under its name and state (a
+    /// member that does not answer within 2 s is listed with why).
+    #[arg(long)]
+    cluster: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -451,10 +455,15 @@ pub struct Tree {
 /// `arbor tree`.
 pub async fn tree(url: &AgentUrl, a: Tree) -> Outcome {
     let c = a.conn.client(url)?;
-    if a.json {
-        print_json(&c.get_value("/v1/tree").await?);
+    let path = if a.cluster {
+        "/v1/cluster/tree"
     } else {
-        print!("{}", c.get_text("/v1/tree?format=text").await?);
+        "/v1/tree"
+    };
+    if a.json {
+        print_json(&c.get_value(path).await?);
+    } else {
+        print!("{}", c.get_text(&format!("{path}?format=text")).await?);
     }
     Ok(ExitCode::SUCCESS)
 }
