@@ -18,16 +18,30 @@
 //!   Each `--join` address is dialed again after a jittered back-off
 //!   whenever no session to that peer is open, on sockets with TCP
 //!   keepalive and `TCP_USER_TIMEOUT`.
+//! - **Finding peers of peers.** Each heartbeat answer names the members
+//!   the answering node sees; a node dials the ones it has no session with
+//!   (of two nodes, the one with the smaller name), so that nodes joined
+//!   through different peers meet. ractor_cluster's own transitive mode is
+//!   off: its plain connections would bypass TLS.
+//! - **Its own cluster port** ([`listen`]), in front of the node server:
+//!   handshakes in tasks with a deadline (ractor_cluster's listener
+//!   handshakes inline, so one silent client would hold every peer back),
+//!   keepalive on accepted sockets too, and mutual TLS ([`tls`]).
 //! - **Versioned envelopes decoded fallibly** ([`envelope`]): a bad frame
 //!   from a peer is logged and dropped, never a panic.
+//! - **Placement** of cluster services ([`placement`]): rendezvous hashing
+//!   over the live members, a majority to place anything (self-fencing),
+//!   epochs on every placement applied.
 //!
 //! The membership is each node's own view: there is no leader and no
 //! consensus. Two nodes may briefly disagree about a third.
 
 pub mod dial;
 pub mod envelope;
+pub mod listen;
 pub mod membership;
 pub mod placement;
+pub mod tls;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -61,6 +75,9 @@ pub struct ClusterConfig {
     pub timing: Timing,
     /// This node's labels, matched by services' `placement.constraints`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// TLS between nodes (`None`: plain TCP; the cookie still
+    /// authenticates).
+    pub tls: Option<tls::ClusterTls>,
     /// Where the members ever seen are kept (`<state-dir>/cluster.json`
     /// for a node with a state dir), so that a restarted node knows how
     /// many make a majority before it hears from them.
@@ -95,6 +112,12 @@ pub enum ClusterError {
         /// Its value.
         value: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS files are unusable.
+    #[error("{reason}")]
+    Tls {
+        /// Which file and why.
         reason: String,
     },
     /// The node server could not start (often: the port is taken).
@@ -143,6 +166,7 @@ impl ClusterConfig {
             node_name: node_name.to_string(),
             timing: Timing::default(),
             labels: Default::default(),
+            tls: None,
             state_file: None,
         })
     }

@@ -441,6 +441,32 @@ fn bad_cluster_flags_are_refused_with_the_value() {
             "--join: \"nohost\"",
         ),
         (vec!["--cluster-listen", &listen], "--cluster-cookie-file"),
+        (
+            vec![
+                "--cluster-listen",
+                &listen,
+                "--cluster-cookie-file",
+                good.to_str().unwrap(),
+                "--cluster-tls-cert",
+                "/nonexistent/cert.pem",
+                "--cluster-tls-key",
+                "/nonexistent/key.pem",
+                "--cluster-ca",
+                "/nonexistent/ca.pem",
+            ],
+            "--cluster-tls-cert /nonexistent/cert.pem: failed to read it",
+        ),
+        (
+            vec![
+                "--cluster-listen",
+                &listen,
+                "--cluster-cookie-file",
+                good.to_str().unwrap(),
+                "--cluster-tls-cert",
+                "/nonexistent/cert.pem",
+            ],
+            "--cluster-tls-key",
+        ),
     ];
     for (flags, expected) in cases {
         let out = cli_support::arbor_out(
@@ -514,14 +540,14 @@ fn cluster_services_are_spread_over_the_members_and_follow_a_new_spec() {
         running(&a, "db") == 1 && running(&g, "db") == 1
     });
     assert_eq!(running(&b, "db"), 0);
+    // Every node computes the same placement (once its view settled).
+    eventually("every node's placement of db is alpha and gamma", || {
+        nodes
+            .iter()
+            .all(|m| m.view()["placements"]["db"] == serde_json::json!({"alpha": 1, "gamma": 1}))
+    });
     let view = b.view();
-    assert_eq!(
-        view["placements"]["db"],
-        serde_json::json!({"alpha": 1, "gamma": 1}),
-        "{view}"
-    );
     assert_eq!(view["fenced"], false);
-    // Every node computed the same placement.
     assert_eq!(a.view()["placements"], view["placements"]);
     assert_eq!(g.view()["placements"], view["placements"]);
     let labels = &a.view()["labels"];
@@ -610,4 +636,108 @@ fn bad_placements_are_refused_with_their_field() {
         assert_eq!(out.code, 1, "{spec}: {out:?}");
         assert!(out.stderr.contains(field), "{spec}: {}", out.stderr);
     }
+}
+
+/// A CA (its PEM) and, for each name, a certificate for 127.0.0.1 it
+/// signed, with its key: `(ca.pem, [(cert.pem, key.pem)])` under `dir`.
+fn cluster_pki(dir: &Path, tag: &str, names: &[&str]) -> (PathBuf, Vec<(PathBuf, PathBuf)>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = write_file(dir, &format!("{tag}-ca.pem"), &ca_cert.pem());
+    let issuer = Issuer::new(ca_params, ca_key);
+    let certs = names
+        .iter()
+        .map(|n| {
+            let key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            let c = write_file(dir, &format!("{tag}-{n}.pem"), &cert.pem());
+            let k = write_file(dir, &format!("{tag}-{n}.key"), &key.serialize_pem());
+            (c, k)
+        })
+        .collect();
+    (ca, certs)
+}
+
+fn tls_args(ca: &Path, cert: &(PathBuf, PathBuf)) -> Vec<String> {
+    vec![
+        "--cluster-tls-cert".into(),
+        cert.0.display().to_string(),
+        "--cluster-tls-key".into(),
+        cert.1.display().to_string(),
+        "--cluster-ca".into(),
+        ca.display().to_string(),
+    ]
+}
+
+#[test]
+fn agents_with_tls_join_and_a_peer_without_the_cluster_ca_or_without_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cookie(dir.path(), "cookie", "a shared secret");
+    let (ca, certs) = cluster_pki(dir.path(), "good", &["alpha", "beta", "gamma"]);
+    let (_, rogue) = cluster_pki(dir.path(), "rogue", &["mallory"]);
+    let args = |i: usize| tls_args(&ca, &certs[i]);
+    let a_args = args(0);
+    let a = member_with(
+        dir.path(),
+        "alpha",
+        &c,
+        None,
+        SPEC,
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let b_args = args(1);
+    let b = member_with(
+        dir.path(),
+        "beta",
+        &c,
+        Some(a.port),
+        SPEC,
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let g_args = args(2);
+    let g = member_with(
+        dir.path(),
+        "gamma",
+        &c,
+        Some(a.port),
+        SPEC,
+        &g_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // beta and gamma find each other through alpha's answers, over TLS.
+    all_up(&[&a, &b, &g]);
+
+    // The right cookie, a certificate from another CA (trusting ours).
+    let m_args = tls_args(&ca, &rogue[0]);
+    let m = member_with(
+        dir.path(),
+        "mallory",
+        &c,
+        Some(a.port),
+        SPEC,
+        &m_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // The right cookie, no TLS at all.
+    let p = member(dir.path(), "plain", &c, Some(a.port));
+    for x in [&m, &p] {
+        eventually(&format!("{} failed to join twice", x.name), || {
+            let seed = &x.view()["seeds"][0];
+            seed["failures"].as_u64().unwrap_or(0) >= 2 && seed["connected"] == false
+        });
+        assert_eq!(x.view()["members"].as_array().unwrap().len(), 1);
+    }
+    let err = m.view()["seeds"][0]["last_error"].clone();
+    assert!(
+        err.as_str().unwrap_or("").contains("TLS certificate"),
+        "{err}"
+    );
+    let err = p.view()["seeds"][0]["last_error"].clone();
+    assert!(err.as_str().unwrap_or("").contains("wants TLS"), "{err}");
+    for name in ["mallory", "plain"] {
+        assert_eq!(a.state_of(name), None);
+    }
+    assert_eq!(a.view()["live"], 3);
 }

@@ -1,11 +1,15 @@
 //! The node's cluster member (`node:cluster`): the one remotable actor of a
 //! node.
 //!
-//! It starts ractor_cluster's `NodeServer` as its own linked child (so the
-//! listener and every peer session live under `node:cluster` in the tree),
-//! joins the `pg` group [`GROUP`](crate::cluster::GROUP) through which
-//! peers find it, keeps each `--join` address dialed, and pings every
-//! peer's cluster actor once per heartbeat interval. Peer state changes
+//! It starts ractor_cluster's `NodeServer` as its own linked child (so
+//! every peer session lives under `node:cluster` in the tree) and accepts
+//! peers on the cluster port itself ([`crate::cluster::listen`]), joins the
+//! `pg` group [`GROUP`](crate::cluster::GROUP) through which peers find
+//! it, keeps each `--join` address (and each member it learns of) dialed,
+//! pings every peer's cluster actor once per heartbeat interval, and
+//! places cluster services: after each tick, when the placement of this
+//! node's share changed, it sends it to the deployment actor under a new
+//! epoch. Peer state changes
 //! ([`Membership`]) become `node_up` / `node_suspect` / `node_down` events,
 //! and the node's [`ClusterView`] is published on a watch channel that the
 //! API reads without calling the actor.
@@ -15,8 +19,8 @@
 //! ([`Envelope::decode`]); a bad frame is logged and dropped.
 //!
 //! On failure, hook by hook:
-//! - `pre_start`: fails when the node server cannot listen (the port is
-//!   taken, an address not on this machine); the root supervisor then
+//! - `pre_start`: fails when the cluster port cannot be bound (taken, an
+//!   address not on this machine) or the node server cannot start; the root supervisor then
 //!   restarts `node:cluster` within its intensity, and the agent reports
 //!   the root giving up. The agent checks the port before it starts the
 //!   node, so that the usual mistake is a clear start-up error instead.
@@ -25,9 +29,11 @@
 //! - `handle_supervisor_evt`: the node server (or its listener) dying is a
 //!   failure of this actor: it fails too, and is restarted with a new
 //!   server.
-//! - `post_stop`: kills the node server and its sessions (the listener's
-//!   accept loop does not take a stop message while it waits), which
-//!   closes every peer connection; peers see this node go silent.
+//! - `post_stop`: stops the accept loop and kills the node server and its
+//!   sessions (its listener's accept loop does not take a stop message
+//!   while it waits), which closes every peer connection; peers see this
+//!   node go silent. Replicas it placed keep running: the deployment
+//!   actor owns them; a restarted cluster actor places again.
 
 use std::{
     collections::HashMap,
@@ -199,6 +205,9 @@ pub struct ClusterState {
     random: u64,
     ticker: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<()>,
+    acceptor: tokio::task::JoinHandle<()>,
+    /// Members named in peers' answers (name -> address).
+    heard_of: std::collections::BTreeMap<String, String>,
     deployment: Part<DeploymentMsg>,
     deployed: watch::Receiver<Arc<Deployed>>,
     root: crate::actors::supervisor_actor::SupervisorRef,
@@ -232,24 +241,40 @@ impl Actor for ClusterActor {
         args: ClusterArgs,
     ) -> Result<ClusterState, ActorProcessingErr> {
         let config = args.config;
+        let listen_error = |reason: String| -> ActorProcessingErr {
+            Box::new(crate::cluster::ClusterError::Listen {
+                addr: config.listen,
+                reason,
+            })
+        };
+        // The cluster port is arbor's (see `cluster::listen`); the node
+        // server's own listener gets an ephemeral loopback port. Peers are
+        // found by arbor (the --join addresses and the members that
+        // answers name), not by ractor_cluster's transitive mode, whose
+        // plain connections would bypass TLS.
+        let listener = crate::cluster::listen::bind(config.listen)
+            .await
+            .map_err(|e| listen_error(e.to_string()))?;
         let server = NodeServer::new(
-            config.listen.port(),
+            0,
             config.cookie.clone(),
             config.node_name.clone(),
             config.advertised_host().to_string(),
             None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(config.listen.ip())
+        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
         .with_max_inbound_frame_size(MAX_FRAME);
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell())
             .await
-            .map_err(|e| -> ActorProcessingErr {
-                Box::new(crate::cluster::ClusterError::Listen {
-                    addr: config.listen,
-                    reason: e.to_string(),
-                })
-            })?;
+            .map_err(|e| listen_error(e.to_string()))?;
+        let user_timeout = config.timing.suspect_after + config.timing.down_grace;
+        let acceptor = tokio::spawn(crate::cluster::listen::accept_loop(
+            listener,
+            config.tls.as_ref().map(|t| t.server.clone()),
+            server.clone(),
+            user_timeout,
+        ));
         server.cast(NodeServerMessage::SubscribeToEvents {
             id: "arbor".into(),
             subscription: Box::new(Forward(myself.clone())),
@@ -324,6 +349,8 @@ impl Actor for ClusterActor {
             random: uuid::Uuid::new_v4().as_u64_pair().0,
             ticker,
             watcher,
+            acceptor,
+            heard_of: Default::default(),
             deployment: args.deployment,
             deployed,
             root: args.root,
@@ -354,10 +381,18 @@ impl Actor for ClusterActor {
                     body: Body::Ping { seq },
                     ..
                 }) => {
+                    let members = state
+                        .membership
+                        .peers()
+                        .iter()
+                        .filter(|(_, p)| p.state != PeerState::Down)
+                        .map(|(n, p)| (n.clone(), p.addr.clone()))
+                        .collect();
                     let pong = Body::Pong {
                         seq,
                         addr: state.config.advertise.clone(),
                         labels: state.config.labels.clone(),
+                        members,
                     };
                     let _ = reply.send(Envelope::new(&state.config.node_name, pong).encode());
                 }
@@ -434,6 +469,7 @@ impl Actor for ClusterActor {
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
         state.watcher.abort();
+        state.acceptor.abort();
         kill_tree(state.server.get_cell()).await;
         state.view.send_replace(None);
         Ok(())
@@ -579,9 +615,20 @@ impl ClusterState {
         match decoded {
             Ok(Envelope {
                 from,
-                body: Body::Pong { addr, labels, .. },
+                body:
+                    Body::Pong {
+                        addr,
+                        labels,
+                        members,
+                        ..
+                    },
                 ..
             }) => {
+                for (name, addr) in members {
+                    if name != self.config.node_name {
+                        self.heard_of.insert(name, addr);
+                    }
+                }
                 if from == self.config.node_name {
                     tracing::warn!(node = %from, "cluster: another node has this node's name; ignored");
                     return;
@@ -705,20 +752,34 @@ impl ClusterState {
         });
     }
 
-    /// Adds the address of every member seen that no seed covers.
+    /// Adds the address of every member seen, or named by a peer, that no
+    /// seed covers (and that this node is the one to dial).
     fn learn(&mut self) {
-        for (name, p) in self.membership.peers() {
+        let members = self
+            .membership
+            .peers()
+            .iter()
+            .map(|(n, p)| (n.clone(), p.addr.clone()))
+            .chain(self.heard_of.iter().map(|(n, a)| (n.clone(), a.clone())))
+            .collect::<Vec<_>>();
+        for (name, addr) in members {
+            // Of two nodes that learned of each other, the one with the
+            // smaller name dials: both dialing at once would make
+            // ractor_cluster close one of the two sessions.
+            if name.as_str() < self.config.node_name.as_str() {
+                continue;
+            }
             let known = self
                 .seeds
                 .iter()
-                .any(|s| s.node.as_deref() == Some(name.as_str()) || s.addr == p.addr);
-            if !known && !p.addr.is_empty() {
+                .any(|s| s.node.as_deref() == Some(name.as_str()) || s.addr == addr);
+            if !known && !addr.is_empty() {
                 self.seeds.push(Seed {
-                    addr: p.addr.clone(),
+                    addr: addr.clone(),
                     session: None,
                     pending: None,
                     dialing: false,
-                    node: Some(name.clone()),
+                    node: Some(name),
                     failures: 0,
                     last_error: None,
                     scheduled: false,
@@ -754,6 +815,7 @@ impl ClusterState {
         let addr = seed.addr.clone();
         let (server, me) = (self.server.clone(), myself.clone());
         let user_timeout = self.config.timing.suspect_after + self.config.timing.down_grace;
+        let tls = self.config.tls.as_ref().map(|t| t.client.clone());
         tokio::spawn(async move {
             let result = async {
                 let target = tokio::net::lookup_host(&addr)
@@ -766,13 +828,38 @@ impl ClusterState {
                     .map_err(|e| format!("failed to connect to {addr}: {e}"))?;
                 let peer_addr = stream.peer_addr().map_err(|e| e.to_string())?;
                 let local_addr = stream.local_addr().map_err(|e| e.to_string())?;
-                server
-                    .cast(NodeServerMessage::ConnectionOpened {
-                        stream: Box::new(ractor_cluster::NetworkStream::Raw {
+                let stream = match tls {
+                    None => ractor_cluster::NetworkStream::Raw {
+                        peer_addr,
+                        local_addr,
+                        stream,
+                    },
+                    Some(client) => {
+                        let name = crate::cluster::tls::server_name(&addr)?;
+                        let handshake =
+                            tokio_rustls::TlsConnector::from(client).connect(name, stream);
+                        let stream = tokio::time::timeout(
+                            crate::cluster::listen::HANDSHAKE_TIMEOUT,
+                            handshake,
+                        )
+                        .await
+                        .map_err(|_| {
+                            format!(
+                                "no TLS handshake with {addr} within {:?}",
+                                crate::cluster::listen::HANDSHAKE_TIMEOUT
+                            )
+                        })?
+                        .map_err(|e| format!("TLS with {addr} failed: {e}"))?;
+                        ractor_cluster::NetworkStream::TlsClient {
                             peer_addr,
                             local_addr,
                             stream,
-                        }),
+                        }
+                    }
+                };
+                server
+                    .cast(NodeServerMessage::ConnectionOpened {
+                        stream: Box::new(stream),
                         is_server: false,
                     })
                     .map_err(|e| format!("the node server is gone: {e}"))?;
@@ -888,9 +975,11 @@ impl ClusterState {
                             // Closed before the handshake ended: a wrong
                             // cookie, a duplicate connection, or not an
                             // arbor node.
-                            self.seeds[i].last_error = Some(
-                                "the session closed before it authenticated (wrong cookie?)".into(),
-                            );
+                            self.seeds[i].last_error = Some(if self.config.tls.is_some() {
+                                "the session closed before it authenticated (wrong cookie, or the peer refused this node's TLS certificate)".into()
+                            } else {
+                                "the session closed before it authenticated (wrong cookie, or the peer wants TLS)".into()
+                            });
                         }
                         self.retry_later(myself, i);
                     }

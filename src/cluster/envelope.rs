@@ -47,6 +47,10 @@ pub enum Body {
         /// Its labels (`--node-label`).
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         labels: std::collections::BTreeMap<String, String>,
+        /// The members it sees (name -> address, not `down`): how nodes
+        /// that joined through different peers find each other.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        members: std::collections::BTreeMap<String, String>,
     },
     /// Asks for the node's supervision tree (`arbor tree --cluster`).
     TreeRequest,
@@ -123,6 +127,7 @@ mod tests {
                 seq: 7,
                 addr: "10.0.0.2:7100".into(),
                 labels: [("zone".to_string(), "a".to_string())].into(),
+                members: [("n3".to_string(), "10.0.0.3:7100".to_string())].into(),
             },
         );
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);

@@ -169,6 +169,29 @@ pub struct Agent {
         help_heading = "Cluster"
     )]
     node_label: Vec<String>,
+    /// Talk to peers over mutual TLS: this node's PEM certificate chain
+    /// (with --cluster-tls-key and --cluster-ca). The certificate names the
+    /// address peers dial (an IP SAN or a DNS name). Every node of the
+    /// cluster needs TLS once one has it.
+    #[arg(long, value_name = "FILE", requires_all = ["cluster_listen", "cluster_tls_key", "cluster_ca"], help_heading = "Cluster")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --cluster-tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cluster_tls_cert",
+        help_heading = "Cluster"
+    )]
+    cluster_tls_key: Option<PathBuf>,
+    /// The PEM certificate(s) of the CA that signs every node's
+    /// certificate: peers must present one it signed.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cluster_tls_cert",
+        help_heading = "Cluster"
+    )]
+    cluster_ca: Option<PathBuf>,
     /// The HOST:PORT peers dial to reach this node (default: the
     /// --cluster-listen address; needed when that is 0.0.0.0).
     #[arg(
@@ -311,6 +334,13 @@ fn cluster_config(
     };
     let mut c = arbor::cluster::ClusterConfig::new(listen, &name, cookie, args.join.clone())?
         .labels(args.node_label.iter().map(String::as_str))?;
+    if let (Some(cert), Some(key), Some(ca)) = (
+        &args.cluster_tls_cert,
+        &args.cluster_tls_key,
+        &args.cluster_ca,
+    ) {
+        c.tls = Some(arbor::cluster::tls::ClusterTls::load(cert, key, ca)?);
+    }
     if let Some(a) = &args.cluster_advertise {
         c = c.advertise(a)?;
     } else if listen.ip().is_unspecified() {
