@@ -234,6 +234,52 @@ impl ClusterConfig {
     }
 }
 
+/// What a node keeps in `<state-dir>/cluster.json`: the members it saw
+/// (a majority is counted over them after a restart) and its last share of
+/// the cluster-placed services (run, and adopted, at once by the next
+/// agent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Remembered {
+    /// Members ever seen, name -> address (this node left out).
+    #[serde(default)]
+    pub members: std::collections::BTreeMap<String, String>,
+    /// The epoch of `placed`.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Replicas this node ran of each cluster-placed service.
+    #[serde(default)]
+    pub placed: std::collections::BTreeMap<String, usize>,
+}
+
+impl Remembered {
+    /// The file's content; `None` when it is missing or unreadable (said
+    /// in the log).
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cluster: failed to read what this node remembers");
+                return None;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cluster: failed to read what this node remembers");
+                None
+            }
+        }
+    }
+
+    /// Writes it (whole: a temp file renamed over it).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
 /// Reads a cookie file: its first line, which must not be empty, from a
 /// file only its owner may read (as Erlang requires of `.erlang.cookie`).
 pub fn read_cookie(path: &Path) -> Result<String, ClusterError> {

@@ -259,6 +259,12 @@ pub enum Event {
         /// How long it has been silent, in milliseconds.
         silent_ms: u64,
     },
+    /// A cluster peer said it leaves (a graceful stop): it is forgotten,
+    /// and its replicas are placed on the others at once.
+    NodeLeft {
+        /// The peer's name.
+        node: String,
+    },
     /// This node's share of the cluster-placed services changed.
     PlacementChanged {
         /// The placement's epoch.
@@ -293,6 +299,7 @@ impl Event {
         "node_up",
         "node_suspect",
         "node_down",
+        "node_left",
         "placement_changed",
     ];
 
@@ -319,6 +326,7 @@ impl Event {
             Self::NodeUp { .. } => "node_up",
             Self::NodeSuspect { .. } => "node_suspect",
             Self::NodeDown { .. } => "node_down",
+            Self::NodeLeft { .. } => "node_left",
             Self::PlacementChanged { .. } => "placement_changed",
         }
     }
@@ -338,6 +346,9 @@ impl Event {
             }
             Self::NodeDown { node, silent_ms } => {
                 tracing::warn!(target: T, event, node, silent_ms, "cluster node down")
+            }
+            Self::NodeLeft { node } => {
+                tracing::info!(target: T, event, node, "cluster node left")
             }
             Self::PlacementChanged {
                 epoch,

@@ -487,7 +487,15 @@ impl Node {
             .state_dir
             .as_deref()
             .map(crate::store::supervision::SupervisionStore::open);
-        let deployed = DeploymentMemory::default();
+        let deployed = match config
+            .cluster
+            .as_ref()
+            .and(config.state_dir.as_ref())
+            .and_then(|d| crate::cluster::Remembered::read(&d.join("cluster.json")))
+        {
+            Some(r) => DeploymentMemory::with_placement(r.epoch, r.placed),
+            None => DeploymentMemory::default(),
+        };
         let shutting_down = tokio::sync::watch::Sender::new(false);
         let clustered = config.cluster.is_some();
         {
@@ -973,6 +981,18 @@ impl Node {
             return;
         }
         tracing::info!(node = %self.inner.name, "shutting down");
+        // A cluster member says it leaves, so that the others place its
+        // replicas now rather than after the grace.
+        if self.inner.clustered {
+            let _ = self
+                .inner
+                .cluster_part
+                .call(
+                    crate::actors::cluster_actor::ClusterMsg::Leave,
+                    Some(Duration::from_secs(3)),
+                )
+                .await;
+        }
         // Bounded: executions get the deadline, then their cancel with its
         // grace (a minute at most); past that the executor and its job
         // actors are killed and their drop guards abandon the containers.

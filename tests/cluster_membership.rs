@@ -74,7 +74,12 @@ fn member_with(
     if let Some(j) = &join {
         args.extend(["--join", j]);
     }
-    args.extend(TIMING);
+    // A flag in `more` replaces the same one of TIMING.
+    for pair in TIMING.chunks(2) {
+        if !more.contains(&pair[0]) {
+            args.extend(pair);
+        }
+    }
     args.extend(more);
     let agent = Agent::start(&spec, &dir.join(name), &args);
     Member {
@@ -740,4 +745,124 @@ fn agents_with_tls_join_and_a_peer_without_the_cluster_ca_or_without_tls_is_refu
         assert_eq!(a.state_of(name), None);
     }
     assert_eq!(a.view()["live"], 3);
+}
+
+#[test]
+fn a_member_stopped_gracefully_leaves_and_its_replicas_move_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cookie(dir.path(), "cookie", "a shared secret");
+    // A long grace: only the leave message can move replicas in time.
+    let slow = ["--down-grace", "60s"];
+    let a = member_with(dir.path(), "alpha", &c, None, PLACED, &slow);
+    let b = member_with(dir.path(), "beta", &c, Some(a.port), PLACED, &slow);
+    let g = member_with(dir.path(), "gamma", &c, Some(a.port), PLACED, &slow);
+    all_up(&[&a, &b, &g]);
+    eventually("web runs once per node", || {
+        [&a, &b, &g].iter().all(|m| running(m, "web") == 1)
+    });
+
+    let Member { agent, .. } = g;
+    assert_eq!(agent.stop(), 0);
+    eventually("alpha and beta run the 3 web replicas", || {
+        running(&a, "web") + running(&b, "web") == 3
+    });
+    for m in [&a, &b] {
+        let left = m
+            .agent
+            .http("GET", "/v1/events/recent?kind=node_left", "")
+            .1;
+        assert!(left.contains("\"gamma\""), "{left}");
+        let view = m.view();
+        assert_eq!(view["known"], 2, "{view}");
+        assert!(m.state_of("gamma").is_none(), "{view}");
+    }
+
+    // The last but one leaves: alone, alpha still has its majority (of 1).
+    let Member { agent, .. } = b;
+    assert_eq!(agent.stop(), 0);
+    eventually("alpha runs the 3 web replicas alone", || {
+        running(&a, "web") == 3
+    });
+    let view = a.view();
+    assert_eq!(
+        (view["known"].clone(), view["fenced"].clone()),
+        (1.into(), false.into()),
+        "{view}"
+    );
+}
+
+/// The pids `replica` of `service` was started with on `m`, oldest first
+/// (`[ARBOR] started NAME (pid N)` in its log).
+fn starts(m: &Member, service: &str, replica: &str) -> Vec<i64> {
+    let (status, body) = m.agent.http(
+        "GET",
+        &format!("/v1/services/{service}/logs?replica={replica}&tail=1000"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let marker = format!("[ARBOR] started {replica} (pid ");
+    v["lines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l["text"].as_str()?.split_once(&marker))
+        .filter_map(|(_, rest)| rest.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+#[test]
+fn an_agent_replaced_with_sigusr2_adopts_its_share_of_a_cluster_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cookie(dir.path(), "cookie", "a shared secret");
+    let a = member_with(dir.path(), "alpha", &c, None, PLACED, &[]);
+    let b = member_with(dir.path(), "beta", &c, Some(a.port), PLACED, &[]);
+    let g = member_with(dir.path(), "gamma", &c, Some(a.port), PLACED, &[]);
+    all_up(&[&a, &b, &g]);
+    eventually("web runs once per node", || {
+        [&a, &b, &g].iter().all(|m| running(m, "web") == 1)
+    });
+    eventually("beta's web-0 logged its start", || {
+        starts(&b, "web", "web-0").len() == 1
+    });
+    let before = starts(&b, "web", "web-0");
+
+    // SIGUSR2: beta's agent leaves its replicas running; the next one,
+    // on the same state dir and port, adopts them.
+    let Member {
+        mut agent, port, ..
+    } = b;
+    nix::sys::signal::kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGUSR2).unwrap();
+    eventually("beta's agent left", || {
+        matches!(agent.child.try_wait(), Ok(Some(_)))
+    });
+    drop(agent);
+    let spec = dir.path().join("beta.yaml");
+    let listen = format!("127.0.0.1:{port}");
+    let join = format!("127.0.0.1:{}", a.port);
+    let mut args = vec![
+        "--cluster-listen",
+        &listen,
+        "--cluster-cookie-file",
+        c.to_str().unwrap(),
+        "--node-name",
+        "beta",
+        "--join",
+        &join,
+    ];
+    args.extend(TIMING);
+    let b = Member {
+        agent: Agent::start(&spec, &dir.path().join("beta"), &args),
+        name: "beta".into(),
+        port,
+    };
+    all_up(&[&a, &b, &g]);
+    eventually("beta runs its web replica again", || {
+        running(&b, "web") == 1
+    });
+    // Adopted, not started again: the same single start.
+    assert_eq!(starts(&b, "web", "web-0"), before);
+    let total: u64 = [&a, &b, &g].iter().map(|m| running(m, "web")).sum();
+    assert_eq!(total, 3);
 }

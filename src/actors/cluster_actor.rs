@@ -93,6 +93,9 @@ pub enum ClusterMsg {
     PlaceFailed(u64),
     /// Every member's supervision tree, this node first.
     Trees(RpcReplyPort<Vec<crate::cluster::NodeTree>>),
+    /// The node stops gracefully: tell the peers (answered once they
+    /// acknowledged, or after a second), stop answering heartbeats.
+    Leave(RpcReplyPort<()>),
 }
 
 /// What happened to a peer session.
@@ -219,6 +222,11 @@ pub struct ClusterState {
     started: Instant,
     /// Whether a peer has answered since the start.
     heard: bool,
+    /// This node is leaving: it answers no heartbeat and places nothing.
+    leaving: bool,
+    /// Peers that said they left, and when: a heartbeat answer they sent
+    /// before leaving and that arrives late does not bring them back.
+    left: HashMap<String, Instant>,
     /// When this node last got its majority back (or first placed).
     unfenced_at: Option<Instant>,
     /// When a peer last changed state: placement waits for the view to
@@ -360,6 +368,8 @@ impl Actor for ClusterActor {
             heard: false,
             last_change: now,
             unfenced_at: None,
+            leaving: false,
+            left: HashMap::new(),
         };
         state.publish();
         Ok(state)
@@ -377,6 +387,18 @@ impl Actor for ClusterActor {
                 Err(e) => tracing::warn!(error = %e, "cluster: dropped a message from a peer"),
             },
             ClusterMsg::RemoteCall(bytes, reply) => match Envelope::decode(&bytes) {
+                Ok(Envelope {
+                    body: Body::Ping { .. },
+                    ..
+                }) if state.leaving => drop(reply),
+                Ok(Envelope {
+                    from,
+                    body: Body::Leaving,
+                    ..
+                }) => {
+                    state.peer_left(&myself, &from);
+                    let _ = reply.send(Envelope::new(&state.config.node_name, Body::Bye).encode());
+                }
                 Ok(Envelope {
                     body: Body::Ping { seq },
                     ..
@@ -431,6 +453,7 @@ impl Actor for ClusterActor {
             ClusterMsg::Session(event, info) => state.session(&myself, event, *info),
             ClusterMsg::SpecChanged => state.replan(&myself),
             ClusterMsg::Trees(reply) => state.trees(reply),
+            ClusterMsg::Leave(reply) => state.leave(reply),
             ClusterMsg::PlaceFailed(epoch) => {
                 if state.plan.as_ref().is_some_and(|p| p.epoch == epoch) {
                     // Sent again at the next tick.
@@ -479,28 +502,12 @@ impl Actor for ClusterActor {
 /// The members an earlier run of this node saw (name -> address); none
 /// when the file is missing or unreadable (said in the log).
 fn remembered(config: &ClusterConfig) -> std::collections::BTreeMap<String, String> {
-    let Some(path) = &config.state_file else {
-        return Default::default();
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cluster: failed to read the members seen before");
-            return Default::default();
-        }
-    };
-    #[derive(serde::Deserialize)]
-    struct File {
-        members: std::collections::BTreeMap<String, String>,
-    }
-    match serde_json::from_str::<File>(&text) {
-        Ok(f) => f.members,
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cluster: failed to read the members seen before");
-            Default::default()
-        }
-    }
+    config
+        .state_file
+        .as_deref()
+        .and_then(crate::cluster::Remembered::read)
+        .map(|r| r.members)
+        .unwrap_or_default()
 }
 
 /// Kills `cell` and everything under it, children first, and waits.
@@ -633,7 +640,22 @@ impl ClusterState {
                     tracing::warn!(node = %from, "cluster: another node has this node's name; ignored");
                     return;
                 }
+                let interval = self.config.timing.interval;
+                self.left.retain(|_, at| at.elapsed() < interval * 2);
+                if self.left.contains_key(&from) {
+                    return;
+                }
                 self.heard = true;
+                // A --join address this node answers at is this node's,
+                // whichever session answered (the one dialed from it may
+                // have lost to the peer's own dial).
+                for seed in &mut self.seeds {
+                    if seed.node.is_none() && seed.addr == addr {
+                        seed.node = Some(from.clone());
+                        seed.failures = 0;
+                        seed.last_error = None;
+                    }
+                }
                 let now = Instant::now();
                 let first = !self.membership.peers().contains_key(&from);
                 self.labels.insert(from.clone(), labels);
@@ -1020,7 +1042,16 @@ impl ClusterState {
     /// share or the fence changed, sends it to the deployment actor under
     /// a new epoch.
     fn replan(&mut self, myself: &ActorRef<ClusterMsg>) {
-        if !self.settled() || self.last_change.elapsed() < self.config.timing.interval {
+        self.replan_if(myself, false)
+    }
+
+    /// [`Self::replan`]; `urgent` skips the wait for the view to hold
+    /// still (a peer said it leaves: nothing more is coming).
+    fn replan_if(&mut self, myself: &ActorRef<ClusterMsg>, urgent: bool) {
+        if self.leaving
+            || !self.settled()
+            || (!urgent && self.last_change.elapsed() < self.config.timing.interval)
+        {
             // The next tick tries again.
             return;
         }
@@ -1079,6 +1110,7 @@ impl ClusterState {
             .max(self.plan.as_ref().map_or(0, |p| p.epoch + 1));
         let epoch = plan.epoch;
         if !unchanged_here {
+            self.save(Some((epoch, share.clone())));
             self.events.publish(Event::PlacementChanged {
                 epoch,
                 fenced: plan.fenced,
@@ -1112,20 +1144,74 @@ impl ClusterState {
 
     /// Writes the members ever seen to the state file.
     fn remember(&self) {
+        self.save(None);
+    }
+
+    /// Writes the state file: the members ever seen, and this node's share
+    /// (`share`, or the one in the file).
+    fn save(&self, share: Option<(u64, std::collections::BTreeMap<String, usize>)>) {
         let Some(path) = &self.config.state_file else {
             return;
         };
-        let mut members: std::collections::BTreeMap<String, String> = remembered(&self.config);
-        for (name, p) in self.membership.peers() {
-            members.insert(name.clone(), p.addr.clone());
+        let mut r = crate::cluster::Remembered::read(path).unwrap_or_default();
+        r.members = self
+            .membership
+            .peers()
+            .iter()
+            .map(|(n, p)| (n.clone(), p.addr.clone()))
+            .collect();
+        if let Some((epoch, placed)) = share {
+            r.epoch = epoch;
+            r.placed = placed;
         }
-        let body = serde_json::json!({ "members": members });
-        let tmp = path.with_extension("json.tmp");
-        let write =
-            std::fs::write(&tmp, body.to_string()).and_then(|_| std::fs::rename(&tmp, path));
-        if let Err(e) = write {
+        if let Err(e) = r.write(path) {
             tracing::warn!(file = %path.display(), error = %e, "cluster: failed to remember the members");
         }
+    }
+
+    /// `node` said it leaves: forget it and place its replicas now.
+    fn peer_left(&mut self, myself: &ActorRef<ClusterMsg>, node: &str) {
+        self.left.insert(node.to_string(), Instant::now());
+        self.membership.forget(node);
+        self.labels.remove(node);
+        self.heard_of.remove(node);
+        self.seeds
+            .retain(|s| !(s.learned && s.node.as_deref() == Some(node)));
+        self.remember();
+        self.events.publish(Event::NodeLeft {
+            node: node.to_string(),
+        });
+        self.replan_if(myself, true);
+        self.publish();
+    }
+
+    /// Tells every peer this node leaves; replies once they answered, or
+    /// after a second.
+    fn leave(&mut self, reply: RpcReplyPort<()>) {
+        self.leaving = true;
+        let bye = Envelope::new(&self.config.node_name, Body::Leaving).encode();
+        let peers: Vec<ActorRef<ClusterMsg>> =
+            ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string())
+                .into_iter()
+                .filter(|c| !c.get_id().is_local())
+                .map(ActorRef::from)
+                .collect();
+        tracing::info!(peers = peers.len(), "cluster: leaving");
+        tokio::spawn(async move {
+            let asks = peers.into_iter().map(|p| {
+                let bye = bye.clone();
+                async move {
+                    let _ = p
+                        .call(
+                            |r| ClusterMsg::RemoteCall(bye, r),
+                            Some(Duration::from_secs(1)),
+                        )
+                        .await;
+                }
+            });
+            futures::future::join_all(asks).await;
+            let _ = reply.send(());
+        });
     }
 
     /// Publishes this node's view.

@@ -101,6 +101,20 @@ pub struct DeploymentMemory {
 }
 
 impl DeploymentMemory {
+    /// Starts with this node's last share of the cluster-placed services
+    /// (from the state dir), so that an agent that replaces another
+    /// (SIGUSR2, a crash) runs, and adopts, the same replicas before the
+    /// cluster places again.
+    pub fn with_placement(epoch: u64, placed: BTreeMap<String, usize>) -> Self {
+        let memory = Self::default();
+        memory.last.send_modify(|d| {
+            let d = Arc::make_mut(d);
+            d.epoch = epoch;
+            d.placed = placed;
+        });
+        memory
+    }
+
     /// What was applied last.
     pub fn get(&self) -> Arc<Deployed> {
         self.last.borrow().clone()

@@ -52,6 +52,11 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         members: std::collections::BTreeMap<String, String>,
     },
+    /// The sender stops gracefully and leaves the cluster (answered with
+    /// [`Body::Bye`]).
+    Leaving,
+    /// The answer to [`Body::Leaving`].
+    Bye,
     /// Asks for the node's supervision tree (`arbor tree --cluster`).
     TreeRequest,
     /// The answer: the tree as `GET /v1/tree` gives it, or why not.

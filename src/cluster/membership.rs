@@ -189,6 +189,12 @@ impl Membership {
         });
     }
 
+    /// Forgets `node` (it left): it no longer counts, not even for the
+    /// majority. Whether it was known.
+    pub fn forget(&mut self, node: &str) -> bool {
+        self.peers.remove(node).is_some()
+    }
+
     /// A heartbeat to `node` went unanswered (timed out or failed).
     pub fn missed(&mut self, node: &str) {
         if let Some(p) = self.peers.get_mut(node) {
