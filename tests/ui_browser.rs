@@ -211,7 +211,50 @@ jobs:
 async fn web_view(chromium: &Path, driver: &Path) -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_file(dir.path(), "spec.yaml", SPEC);
-    let agent = Agent::start(&spec, &dir.path().join("state"), &[]);
+    // In a cluster with one peer: the Cluster tab follows it.
+    let cookie = write_file(dir.path(), "cookie", "browser test cookie\n");
+    std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (main_port, peer_port): (u16, u16) = (port(()), port(()));
+    let cluster = |name: &str, port: u16, join: Option<u16>| -> Vec<String> {
+        let mut a = vec![
+            "--cluster-listen".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--cluster-cookie-file".into(),
+            cookie.display().to_string(),
+            "--node-name".into(),
+            name.into(),
+            "--heartbeat-interval".into(),
+            "200ms".into(),
+        ];
+        if let Some(j) = join {
+            a.extend(["--join".into(), format!("127.0.0.1:{j}")]);
+        }
+        a
+    };
+    let main_args = cluster("main", main_port, None);
+    let agent = Agent::start(
+        &spec,
+        &dir.path().join("state"),
+        &main_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let peer_spec = write_file(
+        dir.path(),
+        "peer.yaml",
+        "services:\n  idle:\n    command: [sleep, '3000']\n",
+    );
+    let peer_args = cluster("peer", peer_port, Some(main_port));
+    let peer = Agent::start(
+        &peer_spec,
+        &dir.path().join("peer"),
+        &peer_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let driver = start_driver(driver);
 
     let mut caps = serde_json::Map::new();
@@ -229,7 +272,10 @@ async fn web_view(chromium: &Path, driver: &Path) -> Result<(), Failed> {
         .connect(&driver.1)
         .await
         .map_err(|e| format!("failed to start a chromium session: {e}"))?;
-    let result = steps(&c, &agent).await;
+    let result = match steps(&c, &agent).await {
+        Ok(()) => cluster_steps(&c, peer).await,
+        Err(e) => Err(e),
+    };
     let _ = c.close().await;
     drop(driver);
     assert_eq!(agent.stop(), 0);
@@ -427,5 +473,57 @@ async fn steps(c: &Client, agent: &Agent) -> Result<(), Failed> {
     )
     .await;
     shot(c, "narrow.png").await;
+    c.set_window_size(1400, 900)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The Cluster tab: both members up, then the peer leaves and its row
+/// goes, with a `node left` event, without a reload.
+async fn cluster_steps(c: &Client, peer: Agent) -> Result<(), Failed> {
+    let second = Duration::from_secs(1);
+    until(
+        c,
+        "the cluster tab",
+        "!document.getElementById('tab-cluster').hidden",
+        20 * second,
+    )
+    .await;
+    click(c, "#tab-cluster").await;
+    let member =
+        |name: &str| format!("document.querySelector('#members tr[data-member=\"{name}\"]')");
+    until(
+        c,
+        "the peer up in the members table",
+        &format!("{}?.textContent.includes('up')", member("peer")),
+        20 * second,
+    )
+    .await;
+    until(
+        c,
+        "this node in the members table",
+        &format!("{}?.textContent.includes('this node')", member("main")),
+        5 * second,
+    )
+    .await;
+    let loaded = js(c, "window.arborPage.loadedAt").await;
+    shot(c, "cluster.png").await;
+    assert_eq!(peer.stop(), 0);
+    until(
+        c,
+        "the peer's row gone and a node left event",
+        &format!(
+            "!{} && document.getElementById('cluster-events').textContent.includes('node left')",
+            member("peer")
+        ),
+        20 * second,
+    )
+    .await;
+    assert_eq!(
+        js(c, "window.arborPage.loadedAt").await,
+        loaded,
+        "the page reloaded"
+    );
     Ok(())
 }

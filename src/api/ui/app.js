@@ -251,6 +251,7 @@ function onEvent(lines) {
   state.events.push(ev);
   if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
   if (ev.kind.startsWith('execution_')) refreshJobs();
+  else if (ev.kind.startsWith('node_') || ev.kind === 'placement_changed') refreshCluster();
   else refreshTree();
 }
 
@@ -738,8 +739,67 @@ function showTab(tab) {
   for (const t of document.querySelectorAll('.tab')) t.classList.toggle('active', t.dataset.tab === tab);
   $('#view-tree').hidden = tab !== 'tree';
   $('#view-jobs').hidden = tab !== 'jobs';
+  $('#view-cluster').hidden = tab !== 'cluster';
   if (tab === 'jobs') refreshJobs(true);
+  if (tab === 'cluster') refreshCluster();
 }
+
+// ---------------------------------------------------------------------------
+// The cluster (the tab shows only on an agent in a cluster)
+
+const CLUSTER_EVENTS = new Set(['node_up', 'node_suspect', 'node_down', 'node_left', 'placement_changed']);
+const STATE_CLASS = { up: 's-running', suspect: 's-degraded', down: 's-failed' };
+let clusterBusy = false;
+
+async function refreshCluster() {
+  if (clusterBusy) return;
+  clusterBusy = true;
+  try {
+    const view = await api('GET', '/v1/cluster');
+    state.cluster = view;
+    $('#tab-cluster').hidden = false;
+    renderCluster();
+  } catch (e) {
+    if (e.status === 404) {
+      state.cluster = null;
+      $('#tab-cluster').hidden = true;
+    }
+  } finally {
+    clusterBusy = false;
+  }
+}
+
+function renderCluster() {
+  const v = state.cluster;
+  if (!v) return;
+  $('#cluster-status').innerHTML = `<b>${esc(v.node)}</b> at ${esc(v.addr)} · `
+    + `<b>${v.live}</b> of <b>${v.known}</b> known members live`
+    + (v.fenced ? ' · <b class="error">fenced</b>: no majority, this node runs no cluster-placed replica' : '');
+  $('#members tbody').innerHTML = v.members.map((m) => `<tr data-member="${esc(m.name)}">`
+    + `<td>${esc(m.name)}${m.self ? ' <span class="muted">(this node)</span>' : ''}</td>`
+    + `<td>${esc(m.addr)}</td>`
+    + `<td><span class="pill ${STATE_CLASS[m.state] || ''}">${esc(m.state)}</span></td>`
+    + `<td>${m.rtt_ms == null ? '' : esc(m.rtt_ms.toFixed(2) + ' ms')}</td>`
+    + `<td>${m.last_seen_ms_ago == null ? '' : esc((m.last_seen_ms_ago / 1000).toFixed(1) + ' s ago')}</td>`
+    + `<td>${m.self ? '' : esc(m.missed_total)}</td></tr>`).join('');
+  const placed = Object.entries(v.placements || {});
+  $('#placements tbody').innerHTML = placed.length ? placed.map(([svc, nodes]) => {
+    const spread = Object.entries(nodes).map(([n, k]) => `${n} ×${k}`).join(', ') || 'nowhere';
+    return `<tr data-placement="${esc(svc)}"><td>${esc(svc)}</td><td>${esc(spread)}</td></tr>`;
+  }).join('') : '<tr><td colspan="2" class="muted">No service of this spec is placed by the cluster '
+    + '(<code>placement: {scope: cluster}</code>).</td></tr>';
+  const list = state.events.filter((ev) => CLUSTER_EVENTS.has(ev.kind)).slice(-50).reverse();
+  $('#cluster-events').innerHTML = '<h3>Cluster events</h3>' + (list.length
+    ? '<ul class="events">' + list.map((ev) => `<li><time>${ev.at.toLocaleTimeString()}</time>`
+      + `<span class="ek ${ev.kind === 'node_up' ? 'ok' : ev.kind === 'node_down' ? 'bad' : 'warn'}">${esc(ev.kind.replace(/_/g, ' '))}</span>`
+      + `<span>${esc(eventText(ev))}</span></li>`).join('') + '</ul>'
+    : '<p class="empty">No cluster events yet.</p>');
+}
+
+// Ages and round trips move without events.
+setInterval(() => {
+  if (state.tab === 'cluster' && state.cluster) refreshCluster();
+}, 1000);
 
 function toast(text, bad) {
   const t = document.createElement('div');
@@ -780,6 +840,7 @@ async function start() {
   }
   refreshTree(true);
   refreshJobs(true);
+  refreshCluster();
   followEvents();
 }
 
