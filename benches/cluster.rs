@@ -10,8 +10,8 @@
 //!
 //! - **Heartbeat CPU at idle**: three agents in a cluster (default timing:
 //!   a heartbeat per peer every second), each running one idle service;
-//!   the agents' CPU time (user + system, `/proc/PID/stat`) over 10 s,
-//!   per agent. Baseline: the same three agents without a cluster. Unit:
+//!   the agents' CPU time (every thread's `/proc/PID/task/TID/schedstat`)
+//!   over 10 s, per agent. Baseline: the same three agents without a cluster. Unit:
 //!   ms of CPU per second.
 //! - **Placement of 1,000 cluster services**: three agents deploy a spec of
 //!   1,000 services with `placement: {scope: cluster, replicas: 1}`; the
@@ -189,25 +189,35 @@ fn running(agent: &Agent) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system) of `pid` in ms.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
+/// Nanoseconds on a CPU of each thread of `pid`, by thread id (each
+/// thread's `schedstat`: `stat`'s ticks are 10 ms coarse).
+fn cpu_ns(pid: u32) -> std::collections::HashMap<String, f64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Default::default();
     };
-    // utime and stime are fields 14 and 15 (11 and 12 after the name).
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
+    tasks
         .flatten()
-        .unwrap_or(100) as f64;
-    (ticks(11) + ticks(12)) * 1000.0 / hz
+        .filter_map(|t| {
+            let ns = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns = ns.split_whitespace().next()?.parse::<f64>().ok()?;
+            Some((t.file_name().to_string_lossy().to_string(), ns))
+        })
+        .collect()
+}
+
+/// CPU ms of `pid` between two [`cpu_ns`] readings: what each thread alive
+/// at the end used since the start (or since it was born). A thread that
+/// ended in between takes its time with it (the blocking pool's idle
+/// threads, which used next to nothing).
+fn cpu_ms_between(
+    before: &std::collections::HashMap<String, f64>,
+    after: &std::collections::HashMap<String, f64>,
+) -> f64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns - before.get(tid).copied().unwrap_or(0.0))
+        .sum::<f64>()
+        / 1e6
 }
 
 /// Mean CPU ms per second of each of three idle agents over [`IDLE`].
@@ -227,12 +237,16 @@ fn idle_cpu(dir: &Path, cookie: Option<&Path>) -> f64 {
     }
     // Let start-up settle.
     std::thread::sleep(Duration::from_secs(2));
-    let before: Vec<f64> = agents.iter().map(|a| cpu_ms(a.child.id())).collect();
+    let before: Vec<_> = agents.iter().map(|a| cpu_ns(a.child.id())).collect();
     let t0 = Instant::now();
     std::thread::sleep(IDLE);
-    let after: Vec<f64> = agents.iter().map(|a| cpu_ms(a.child.id())).collect();
+    let after: Vec<_> = agents.iter().map(|a| cpu_ns(a.child.id())).collect();
     let secs = t0.elapsed().as_secs_f64();
-    let total: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let total: f64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| cpu_ms_between(b, a))
+        .sum();
     total / 3.0 / secs
 }
 
