@@ -280,6 +280,7 @@ fn build(node: Node, config: ApiConfig, stopping: watch::Receiver<bool>) -> Rout
         .route("/tree", get(node::tree))
         .route("/cluster", get(node::cluster))
         .route("/cluster/tree", get(node::cluster_tree))
+        .route("/cluster/members/{name}/forget", post(node::cluster_forget))
         .route("/services", get(services::list))
         .route("/services/{name}", get(services::get))
         .route("/services/{name}/restart", post(services::restart))

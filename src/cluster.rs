@@ -234,6 +234,24 @@ impl ClusterConfig {
     }
 }
 
+/// Why a member could not be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    /// This node never saw it.
+    #[error("failed to forget {0:?}: no such member")]
+    Unknown(String),
+    /// It is not down.
+    #[error(
+        "failed to forget {node:?}: it is {state}; only a member that is down can be forgotten (a running node leaves by itself when stopped with SIGTERM)"
+    )]
+    NotDown {
+        /// The member.
+        node: String,
+        /// Its state.
+        state: String,
+    },
+}
+
 /// What a node keeps in `<state-dir>/cluster.json`: the members it saw
 /// (a majority is counted over them after a restart) and its last share of
 /// the cluster-placed services (run, and adopted, at once by the next

@@ -637,6 +637,27 @@ impl Node {
         )
     }
 
+    /// Forgets a cluster member that is down for good: it no longer
+    /// counts for the majority (`Ok(None)`: the node is not in a cluster).
+    pub async fn cluster_forget(
+        &self,
+        node: &str,
+    ) -> Result<Option<Result<(), crate::cluster::ForgetError>>, Error> {
+        if !self.inner.clustered {
+            return Ok(None);
+        }
+        let node = node.to_string();
+        self.inner
+            .cluster_part
+            .call(
+                |r| crate::actors::cluster_actor::ClusterMsg::Forget(node, r),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+            .map(Some)
+            .map_err(|e| Error::Restarting(e.to_string()))
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -32,6 +32,7 @@ const COMMANDS: &[&[&str]] = &[
     &["list"],
     &["tree"],
     &["cluster"],
+    &["cluster", "forget"],
     &["services"],
     &["jobs"],
     &["jobs", "trigger"],

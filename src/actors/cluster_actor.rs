@@ -98,6 +98,12 @@ pub enum ClusterMsg {
     PlaceFailed(u64),
     /// Every member's supervision tree, this node first.
     Trees(RpcReplyPort<Vec<crate::cluster::NodeTree>>),
+    /// An operator forgets a member that is down for good (it no longer
+    /// counts for the majority).
+    Forget(
+        String,
+        RpcReplyPort<Result<(), crate::cluster::ForgetError>>,
+    ),
     /// The node stops gracefully: tell the peers (answered once they
     /// acknowledged, or after a second), stop answering heartbeats.
     Leave(RpcReplyPort<()>),
@@ -459,6 +465,9 @@ impl Actor for ClusterActor {
             ClusterMsg::SpecChanged => state.replan(&myself),
             ClusterMsg::Trees(reply) => state.trees(reply),
             ClusterMsg::Leave(reply) => state.leave(reply),
+            ClusterMsg::Forget(node, reply) => {
+                let _ = reply.send(state.forget(&myself, &node));
+            }
             ClusterMsg::PlaceFailed(epoch) => {
                 if state.plan.as_ref().is_some_and(|p| p.epoch == epoch) {
                     // Sent again at the next tick.

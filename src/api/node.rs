@@ -34,6 +34,27 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, A
     }
 }
 
+/// `POST /v1/cluster/members/{name}/forget`: forgets a member that is down
+/// for good (404 unknown, 409 not down, 404 outside a cluster).
+pub(crate) async fn cluster_forget(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    match state.node.cluster_forget(&name).await? {
+        None => Err(ApiError::not_found(
+            "this node is not in a cluster (start the agent with --cluster-listen and --cluster-cookie-file)",
+        )),
+        Some(Ok(())) => Ok(Json(serde_json::json!({ "forgotten": name })).into_response()),
+        Some(Err(e @ crate::cluster::ForgetError::Unknown(_))) => {
+            Err(ApiError::not_found(e.to_string()))
+        }
+        Some(Err(e)) => Err(ApiError::new(
+            super::error::ErrorCode::Conflict,
+            e.to_string(),
+        )),
+    }
+}
+
 /// Every member's tree (`?format=text`: drawn), this node first; 404
 /// outside a cluster.
 pub(crate) async fn cluster_tree(

@@ -173,6 +173,28 @@ impl ClusterState {
         self.publish();
     }
 
+    /// Forgets `node`, which must be `down`: a member that answers is
+    /// stopped gracefully instead (it leaves by itself).
+    pub(super) fn forget(
+        &mut self,
+        myself: &ActorRef<ClusterMsg>,
+        node: &str,
+    ) -> Result<(), crate::cluster::ForgetError> {
+        use crate::cluster::ForgetError;
+        let Some(p) = self.membership.peers().get(node) else {
+            return Err(ForgetError::Unknown(node.to_string()));
+        };
+        if p.state != PeerState::Down {
+            return Err(ForgetError::NotDown {
+                node: node.to_string(),
+                state: p.state.to_string(),
+            });
+        }
+        tracing::info!(node, "cluster: forgetting a member that is down");
+        self.peer_left(myself, node);
+        Ok(())
+    }
+
     /// Tells every peer this node leaves; replies once they answered, or
     /// after a second.
     pub(super) fn leave(&mut self, reply: RpcReplyPort<()>) {

@@ -470,6 +470,8 @@ pub async fn tree(url: &AgentUrl, a: Tree) -> Outcome {
 
 #[derive(Args)]
 pub struct Cluster {
+    #[command(subcommand)]
+    action: Option<ClusterAction>,
     /// Print the view as JSON (node, addr, heartbeat, members, seeds).
     #[arg(long)]
     json: bool,
@@ -477,8 +479,36 @@ pub struct Cluster {
     conn: Conn,
 }
 
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Forget a member that is down for good, so that it no longer counts
+    /// for the majority (a running node leaves by itself when stopped with
+    /// SIGTERM). Each node keeps its own view: forget it on every node.
+    Forget(ForgetMember),
+}
+
+#[derive(Args)]
+struct ForgetMember {
+    /// The member's name.
+    #[arg(value_name = "NODE")]
+    node: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
 /// `arbor cluster`.
 pub async fn cluster(url: &AgentUrl, a: Cluster) -> Outcome {
+    if let Some(ClusterAction::Forget(f)) = a.action {
+        let c = f.conn.client(url)?;
+        let _: serde_json::Value = c
+            .post(
+                &format!("/v1/cluster/members/{}/forget", f.node),
+                None::<&()>,
+            )
+            .await?;
+        println!("forgot {}", f.node);
+        return Ok(ExitCode::SUCCESS);
+    }
     let c = a.conn.client(url)?;
     let view = c.get_value("/v1/cluster").await?;
     if a.json {
