@@ -939,6 +939,10 @@ impl Node {
                 .cast(CronMsg::Internal(cron_actor::InternalMsg::inject_panic()))
                 .is_ok(),
             "deployment" => i.deployment.cast(DeploymentMsg::InjectPanic).is_ok(),
+            "cluster" => i
+                .cluster_part
+                .cast(crate::actors::cluster_actor::ClusterMsg::InjectPanic)
+                .is_ok(),
             "jobs" => match i.jobs.current() {
                 Some(actor) => {
                     SupervisorRef::from_cell(actor.get_cell(), "jobs", i.events.clone())

@@ -59,6 +59,18 @@ fn member_with(
     spec: &str,
     more: &[&str],
 ) -> Member {
+    member_env(dir, name, cookie, join, spec, more, &[])
+}
+
+fn member_env(
+    dir: &Path,
+    name: &str,
+    cookie: &Path,
+    join: Option<u16>,
+    spec: &str,
+    more: &[&str],
+    env: &[(&str, &str)],
+) -> Member {
     let spec = write_file(dir, &format!("{name}.yaml"), spec);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -82,7 +94,7 @@ fn member_with(
         }
     }
     args.extend(more);
-    let agent = Agent::start(&spec, &dir.join(name), &args);
+    let agent = Agent::start_with_env(&spec, &dir.join(name), &args, env);
     Member {
         agent,
         name: name.into(),
@@ -879,4 +891,45 @@ fn an_agent_replaced_with_sigusr2_adopts_its_share_of_a_cluster_service() {
     assert_eq!(starts(&b, "web", "web-0"), before);
     let total: u64 = [&a, &b, &g].iter().map(|m| running(m, "web")).sum();
     assert_eq!(total, 3);
+}
+
+#[test]
+fn a_cluster_part_that_fails_is_restarted_on_its_port_and_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cookie(dir.path(), "cookie", "a shared secret");
+    let a = member_env(
+        dir.path(),
+        "alpha",
+        &c,
+        None,
+        SPEC,
+        &[],
+        &[("ARBOR_TEST_PANIC", "cluster")],
+    );
+    let b = member(dir.path(), "beta", &c, Some(a.port));
+    all_up(&[&a, &b]);
+    let restarts = |m: &Member| -> u64 {
+        let tree: Value = serde_json::from_str(&m.agent.http("GET", "/v1/tree", "").1).unwrap();
+        tree["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "node:cluster")
+            .map(|c| c["restarts"].as_u64().unwrap())
+            .unwrap()
+    };
+    for round in 1..=2 {
+        nix::sys::signal::kill(a.pid(), Signal::SIGUSR2).unwrap();
+        eventually("node:cluster restarted", || restarts(&a) == round);
+        // The new actor bound the same port and is a member again.
+        eventually("alpha sees beta up again", || {
+            a.state_of("beta").as_deref() == Some("up")
+        });
+    }
+    assert_eq!(b.state_of("alpha").as_deref(), Some("up"));
+    // A newcomer joins through alpha's port.
+    let g = member(dir.path(), "gamma", &c, Some(a.port));
+    all_up(&[&a, &b, &g]);
+    let (status, body) = a.agent.http("GET", "/v1/health", "");
+    assert_eq!(status, 200, "{body}");
 }

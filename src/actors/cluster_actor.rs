@@ -104,6 +104,9 @@ pub enum ClusterMsg {
         String,
         RpcReplyPort<Result<(), crate::cluster::ForgetError>>,
     ),
+    /// Fault injection for tests: panic in the handler.
+    #[doc(hidden)]
+    InjectPanic,
     /// The node stops gracefully: tell the peers (answered once they
     /// acknowledged, or after a second), stop answering heartbeats.
     Leave(RpcReplyPort<()>),
@@ -217,9 +220,9 @@ pub struct ClusterState {
     sessions: HashMap<ActorId, Session>,
     seq: u64,
     random: u64,
-    ticker: tokio::task::JoinHandle<()>,
-    watcher: tokio::task::JoinHandle<()>,
-    acceptor: tokio::task::JoinHandle<()>,
+    ticker: Task,
+    watcher: Task,
+    acceptor: Task,
     /// Members named in peers' answers (name -> address).
     heard_of: std::collections::BTreeMap<String, String>,
     deployment: Part<DeploymentMsg>,
@@ -366,9 +369,9 @@ impl Actor for ClusterActor {
             sessions: HashMap::new(),
             seq: 0,
             random: uuid::Uuid::new_v4().as_u64_pair().0,
-            ticker,
-            watcher,
-            acceptor,
+            ticker: Task(ticker),
+            watcher: Task(watcher),
+            acceptor: Task(acceptor),
             heard_of: Default::default(),
             deployment: args.deployment,
             deployed,
@@ -465,6 +468,7 @@ impl Actor for ClusterActor {
             ClusterMsg::SpecChanged => state.replan(&myself),
             ClusterMsg::Trees(reply) => state.trees(reply),
             ClusterMsg::Leave(reply) => state.leave(reply),
+            ClusterMsg::InjectPanic => panic!("injected fault in the cluster actor"),
             ClusterMsg::Forget(node, reply) => {
                 let _ = reply.send(state.forget(&myself, &node));
             }
@@ -504,12 +508,24 @@ impl Actor for ClusterActor {
         _: ActorRef<ClusterMsg>,
         state: &mut ClusterState,
     ) -> Result<(), ActorProcessingErr> {
-        state.ticker.abort();
-        state.watcher.abort();
-        state.acceptor.abort();
+        state.ticker.0.abort();
+        state.watcher.0.abort();
+        state.acceptor.0.abort();
         kill_tree(state.server.get_cell()).await;
         state.view.send_replace(None);
         Ok(())
+    }
+}
+
+/// A task of the actor's, aborted when the state goes: also when the actor
+/// fails (a panic, an error), where `post_stop` does not run. The accept
+/// loop holds the cluster port: a restarted actor must be able to bind it.
+/// (ractor kills the linked node server and its sessions itself.)
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -25,8 +25,8 @@
 //! and stops the rest. `--no-live-restore` turns it off.
 //!
 //! Fault injection for tests: with `ARBOR_TEST_PANIC=<part>` in its
-//! environment (`executor`, `overlay`, `cron`, `jobs`, `deployment`, or the
-//! root `supervisor`), each SIGUSR2 makes that part of the node panic instead;
+//! environment (`executor`, `overlay`, `cron`, `jobs`, `deployment`,
+//! `cluster`, or the root `supervisor`), each SIGUSR2 makes that part of the node panic instead;
 //! `supervisor-stall` makes the root supervisor unresponsive for 30 s.
 //!
 //! Under systemd (`Type=notify`, see `packaging/arbor.service`) the agent
