@@ -398,18 +398,28 @@ impl ProcessRuntime {
         }
         futures::future::join_all(all.into_iter().map(stop_left)).await;
         // Cgroups of kept containers no record speaks of (a start cut
-        // short): killed and removed.
+        // short): killed and removed. Listed before the table is read: a
+        // container is in the table before its cgroup exists, so a start
+        // running meanwhile is never taken for one cut short (reading the
+        // table first once removed the cgroup of a replica restarting at
+        // that moment, and its keeper failed to open it).
         if let Some(cgroups) = &self.shared.cgroups {
             let dir = cgroups.kept_dir(&keepers.cgroup_dir());
+            let found: Vec<_> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|c| c.path().is_dir())
+                .collect();
             let live: std::collections::HashSet<String> = self
                 .shared
                 .table
                 .call(|t| t.keys().map(|k| k.0.clone()).collect())
                 .await
                 .unwrap_or_default();
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            for child in found {
                 let name = child.file_name().to_string_lossy().into_owned();
-                if child.path().is_dir() && !live.contains(&name) {
+                if !live.contains(&name) {
                     let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
                     let _ = std::fs::remove_dir(child.path());
                 }
