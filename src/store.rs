@@ -6,10 +6,15 @@
 //! | file | what | written |
 //! | --- | --- | --- |
 //! | `meta.json` | [`ExecutionMeta`] | once, at create |
-//! | `state.json` | [`ExecutionStatus`] | atomically (temp file, fsync, rename) on every change |
+//! | `state.json` | [`ExecutionStatus`] | atomically (temp file, rename) on every change |
 //! | `stdout.log`, `stderr.log` | the raw bytes of each stream | as they are read |
 //! | `full.log` | both streams line by line, `<RFC 3339 time> [STDOUT] line` | as lines complete |
 //! | `completion_event.json` | the [`CompletionEvent`] and each sink's [`Delivery`] | at the end |
+//!
+//! Terminal statuses are made durable by a group commit: `state.json`
+//! without fsync, plus one line in `<state_dir>/records.log`, fsynced once
+//! for every execution finishing at the same time; the load replays it
+//! (see `store/commit.rs`).
 //!
 //! A full disk: a log that cannot be written stops (the first error of
 //! each file is kept, with the bytes it kept, and the terminal status says
@@ -31,6 +36,7 @@ use std::{
 
 use crate::execution::{ExecutionId, ExecutionMeta, ExecutionRecord, ExecutionStatus};
 
+mod commit;
 mod completion;
 mod env;
 mod files;
@@ -42,6 +48,7 @@ pub mod service_log;
 mod snapshot;
 pub mod supervision;
 
+pub use commit::{CHECKPOINT_BYTES, RECORDS_LOG, Replayed};
 pub use completion::{
     CompletionEvent, CompletionRecord, DEFAULT_NOTIFY_TIMEOUT, Delivery, DeliverySink, deliver,
 };
@@ -191,6 +198,9 @@ struct StoreRoot {
     executions: PathBuf,
     /// Room kept for records when the disk fills.
     reserve: Arc<reserve::Reserve>,
+    /// The group commit of terminal records; `None` when `records.log`
+    /// cannot be opened (each terminal record is then fsynced alone).
+    committer: Option<Arc<commit::Committer>>,
 }
 
 impl Store {
@@ -210,11 +220,19 @@ impl Store {
                 source,
             })?;
         let reserve = Arc::new(reserve::Reserve::open(&state_dir));
+        let committer = match commit::Committer::for_dir(&state_dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no group commit: each terminal record is fsynced alone");
+                None
+            }
+        };
         Ok(Store {
             root: Arc::new(StoreRoot {
                 state_dir,
                 executions,
                 reserve,
+                committer,
             }),
         })
     }
@@ -249,7 +267,7 @@ impl Store {
                 path: dir.clone(),
                 source,
             })?;
-        let files = ExecutionFiles::with_reserve(meta.id, dir, self.root.reserve.clone());
+        let files = self.files_in(meta.id, dir, Some(meta.clone()));
         // Made durable with the terminal status (see `write_state`).
         files::write_json_atomic(&files.meta_path(), meta, false)?;
         files.write_state(status)?;
@@ -262,11 +280,35 @@ impl Store {
         if !dir.is_dir() {
             return Err(StoreError::NotFound { id, path: dir });
         }
-        Ok(ExecutionFiles::with_reserve(
+        Ok(self.files_in(id, dir, None))
+    }
+
+    fn files_in(
+        &self,
+        id: ExecutionId,
+        dir: PathBuf,
+        meta: Option<ExecutionMeta>,
+    ) -> ExecutionFiles {
+        ExecutionFiles::in_store(
             id,
             dir,
             self.root.reserve.clone(),
-        ))
+            self.root.committer.clone(),
+            meta,
+        )
+    }
+
+    /// Puts back the terminal records `records.log` holds where a crash
+    /// lost them (see [`commit`](self)), then empties it. [`Store::load_all`]
+    /// and its variants do this first; blocking.
+    pub fn replay(&self) -> Result<Replayed, StoreError> {
+        let log = self.root.state_dir.join(RECORDS_LOG);
+        let replayed = commit::replay(&log, &self.root.executions)?;
+        if let Some(c) = &self.root.committer {
+            c.checkpoint()
+                .map_err(|e| StoreError::write(log, io::Error::other(e)))?;
+        }
+        Ok(replayed)
     }
 
     /// Reads one execution's record back, as is (no recovery).
@@ -324,6 +366,9 @@ impl Store {
     /// Deletes the directory of execution `id` and everything in it (a
     /// missing directory is not an error).
     pub fn remove(&self, id: ExecutionId) -> Result<(), StoreError> {
+        if let Some(c) = &self.root.committer {
+            c.note(&commit::Entry::Removed(id));
+        }
         let dir = self.dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

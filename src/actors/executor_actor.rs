@@ -131,6 +131,9 @@ pub enum ExecutorMsg {
     ),
     /// Replies when no execution is active.
     WaitAll(RpcReplyPort<()>),
+    /// Replies once the execution's records are on disk (it left
+    /// `pending`), at once without a state dir or for an unknown id.
+    WaitRecorded(ExecutionId, RpcReplyPort<()>),
     /// Refuses new work, drains within the deadline, cancels the rest, stops.
     Shutdown(Duration, RpcReplyPort<()>),
     /// Leaves the executions a keeper keeps to the next agent; replies how
@@ -272,6 +275,8 @@ pub struct ExecutorState {
     shutdown: Option<Vec<RpcReplyPort<()>>>,
     waiters: BTreeMap<ExecutionId, Vec<RpcReplyPort<Result<ExecutionRecord, ExecutorError>>>>,
     idle_waiters: Vec<RpcReplyPort<()>>,
+    /// Waiting for an execution's records to be written.
+    recorded_waiters: BTreeMap<ExecutionId, Vec<RpcReplyPort<()>>>,
     expiry_timer: Option<(Instant, tokio::task::JoinHandle<()>)>,
     /// Retention of jobs no longer (or not yet) registered.
     default_spec: Arc<JobSpec>,
@@ -337,6 +342,7 @@ impl Actor for ExecutorActor {
             shutdown: None,
             waiters: BTreeMap::new(),
             idle_waiters: Vec::new(),
+            recorded_waiters: BTreeMap::new(),
             expiry_timer: None,
             default_spec: Arc::new(JobSpec::command("-", ["-"])),
             cron: args.cron,
@@ -512,6 +518,17 @@ impl Actor for ExecutorActor {
                 }
                 Some(_) => state.waiters.entry(id).or_default().push(reply),
             },
+            ExecutorMsg::WaitRecorded(id, reply) => match state.table.execs.get(&id) {
+                Some(e)
+                    if state.services.store.is_some()
+                        && matches!(e.record.status.state, JobState::Pending) =>
+                {
+                    state.recorded_waiters.entry(id).or_default().push(reply);
+                }
+                _ => {
+                    let _ = reply.send(());
+                }
+            },
             ExecutorMsg::WaitAll(reply) => {
                 if state.table.active_count() == 0 && state.pending_retries() == 0 {
                     let _ = reply.send(());
@@ -580,6 +597,11 @@ impl Actor for ExecutorActor {
                     exec.record.status = status;
                     if output.is_some() {
                         exec.output = output;
+                    }
+                    if !matches!(exec.record.status.state, JobState::Pending) {
+                        for w in state.recorded_waiters.remove(&id).unwrap_or_default() {
+                            let _ = w.send(());
+                        }
                     }
                 }
             }

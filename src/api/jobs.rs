@@ -128,7 +128,7 @@ async fn info(
 }
 
 /// Starts an execution of a registered job, recorded as triggered by the
-/// caller's address: 202 with its id.
+/// caller's address: 202 with its id, once its records are on disk.
 pub(crate) async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,7 +137,11 @@ pub(crate) async fn trigger(
     let trigger = JobTrigger::Endpoint {
         remote_addr: caller.remote_addr(),
     };
-    let id = state.node.executor().trigger(&name, trigger).await?;
+    let exec = state.node.executor();
+    let id = exec.trigger(&name, trigger).await?;
+    // Accepted means recorded: a crash after this answer keeps the run.
+    // (An executor restarting meanwhile does not undo the trigger.)
+    let _ = exec.recorded(id).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(TriggerResponse {

@@ -138,6 +138,9 @@ pub(crate) async fn run(
         remote_addr: caller.remote_addr(),
     };
     let id = exec.run(spec, trigger).await?;
+    // Accepted means recorded: a crash after this answer keeps the run.
+    // (An executor restarting meanwhile does not undo the trigger.)
+    let _ = exec.recorded(id).await;
     let record = exec.get(id).await?;
     let dir = state
         .config

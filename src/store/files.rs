@@ -7,7 +7,7 @@ use std::{
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -17,9 +17,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     COMPLETION_FILE, CompletionRecord, ExecutionOutput, FULL_LOG_FILE, KEPT_FILE, META_FILE,
     STATE_FILE, STDERR_FILE, STDOUT_FILE, StoreError,
+    commit::{Committer, Entry},
 };
 use crate::{
-    execution::{ExecutionId, ExecutionStatus},
+    execution::{ExecutionId, ExecutionMeta, ExecutionStatus},
     spec::JobSpec,
 };
 
@@ -53,6 +54,10 @@ struct Inner {
     dir_synced: AtomicBool,
     /// Room to free when a record finds the disk full.
     reserve: Option<Arc<super::reserve::Reserve>>,
+    /// The group commit of terminal records (see [`super::commit`]).
+    committer: Option<Arc<Committer>>,
+    /// What `meta.json` holds, once known.
+    meta: OnceLock<ExecutionMeta>,
 }
 
 impl ExecutionFiles {
@@ -63,16 +68,21 @@ impl ExecutionFiles {
                 dir,
                 dir_synced: AtomicBool::new(false),
                 reserve: None,
+                committer: None,
+                meta: OnceLock::new(),
             }),
         }
     }
 
     /// The files of `id` in `dir`, freeing `reserve` when a record finds
-    /// the disk full (see [`super::reserve`]).
-    pub(crate) fn with_reserve(
+    /// the disk full (see [`super::reserve`]) and committing terminal
+    /// records through `committer` (see [`super::commit`]).
+    pub(crate) fn in_store(
         id: ExecutionId,
         dir: PathBuf,
         reserve: Arc<super::reserve::Reserve>,
+        committer: Option<Arc<Committer>>,
+        meta: Option<ExecutionMeta>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -80,6 +90,8 @@ impl ExecutionFiles {
                 dir,
                 dir_synced: AtomicBool::new(false),
                 reserve: Some(reserve),
+                committer,
+                meta: meta.map(OnceLock::from).unwrap_or_default(),
             }),
         }
     }
@@ -154,30 +166,60 @@ impl ExecutionFiles {
     /// Replaces `state.json` atomically: a reader (or a node restarted at any
     /// instant) sees the old status or the new one, never a mix.
     ///
-    /// A terminal status is made durable: the file, `meta.json`, this
-    /// directory and its parent are fsynced before this returns, so a
-    /// finished execution survives a power loss. Active statuses are
-    /// written and renamed without fsync: a crash of the node process loses
-    /// nothing that reached the page cache, and after a power loss the
-    /// processes are gone too, so an older active status is recovered the
-    /// same way ("node restarted"). This saves two or three fsyncs per run.
+    /// A terminal status is made durable before this returns, so a
+    /// finished execution survives a power loss. In a store, it goes
+    /// through the group commit (see [`super::commit`]): `state.json` is
+    /// written without fsync and the record is appended to `records.log`,
+    /// made durable with the records of every execution finishing at the
+    /// same time (one `fdatasync`). Without one (or when the log cannot be
+    /// written, e.g. a full disk), the file, `meta.json`, this directory and
+    /// its parent are fsynced. Active statuses are written and renamed
+    /// without fsync: a crash of the node process loses nothing that
+    /// reached the page cache, and after a power loss the processes are
+    /// gone too, so an older active status is recovered the same way
+    /// ("node restarted").
     ///
     /// Blocking: from async code, call it from `spawn_blocking`, or accept a
-    /// stall of the worker thread (up to four fsyncs for a terminal status).
+    /// stall of the worker thread (one group commit, or up to four fsyncs).
     pub fn write_state(&self, status: &ExecutionStatus) -> Result<(), StoreError> {
-        let durable = status.state.is_terminal();
-        match write_json_atomic(&self.state_path(), status, durable) {
+        let terminal = status.state.is_terminal();
+        let committer = self.inner.committer.as_ref().filter(|_| terminal);
+        let sync_file = terminal && committer.is_none();
+        match write_json_atomic(&self.state_path(), status, sync_file) {
             // The disk is full: free the room kept for records, once, and
             // try again, so that the record tells what happened.
             Err(StoreError::Write { source, .. })
                 if super::reserve::is_full(&source)
                     && self.inner.reserve.as_ref().is_some_and(|r| r.release()) =>
             {
-                write_json_atomic(&self.state_path(), status, durable)?;
+                write_json_atomic(&self.state_path(), status, sync_file)?;
             }
             result => result?,
         }
-        if durable && !self.inner.dir_synced.swap(true, Ordering::AcqRel) {
+        if !terminal {
+            return Ok(());
+        }
+        if let Some(committer) = committer {
+            let committed = self.meta().and_then(|meta| {
+                committer
+                    .commit(&Entry::Record {
+                        meta: Box::new(meta),
+                        status: Box::new(status.clone()),
+                    })
+                    .map_err(|e| StoreError::write(committer.path(), std::io::Error::other(e)))
+            });
+            match committed {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(execution = %self.id(), error = %e, "terminal record not logged: syncing state.json instead");
+                    let state = self.state_path();
+                    File::open(&state)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| StoreError::write(state, e))?;
+                }
+            }
+        }
+        if !self.inner.dir_synced.swap(true, Ordering::AcqRel) {
             let meta = self.meta_path();
             File::open(&meta)
                 .and_then(|f| f.sync_all())
@@ -188,6 +230,15 @@ impl ExecutionFiles {
             }
         }
         Ok(())
+    }
+
+    /// `meta.json`'s contents (read once).
+    fn meta(&self) -> Result<ExecutionMeta, StoreError> {
+        if let Some(meta) = self.inner.meta.get() {
+            return Ok(meta.clone());
+        }
+        let meta: ExecutionMeta = read_json(&self.meta_path())?;
+        Ok(self.inner.meta.get_or_init(|| meta).clone())
     }
 
     /// Reads `state.json`.

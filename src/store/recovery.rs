@@ -153,6 +153,10 @@ pub(crate) fn load_all(store: &Store, recover: bool) -> Result<Loaded, StoreErro
 
 /// Reads every execution, doing `mode` to the active ones.
 pub(crate) fn load_all_with(store: &Store, mode: Mode) -> Result<Loaded, StoreError> {
+    // What a crash took from the files, the log gives back.
+    if let Err(e) = store.replay() {
+        tracing::warn!(error = %e, "failed to replay records.log");
+    }
     let root = store.executions_dir();
     let entries = fs::read_dir(root).map_err(|e| StoreError::read(root, e))?;
     let now = Utc::now();

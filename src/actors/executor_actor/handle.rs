@@ -353,6 +353,14 @@ impl Executor {
         }
     }
 
+    /// Waits until the execution's records are on disk (its directory,
+    /// `meta.json` and first `state.json`), so that an agent killed after
+    /// this returns still knows it. Returns at once without a state dir, or
+    /// when the executor does not know `id`.
+    pub async fn recorded(&self, id: ExecutionId) -> Result<(), ExecutorError> {
+        self.wait_for(|r| ExecutorMsg::WaitRecorded(id, r)).await
+    }
+
     /// Waits until no execution is active and no retry is pending.
     pub async fn wait_all(&self) -> Result<(), ExecutorError> {
         self.wait_for(ExecutorMsg::WaitAll).await

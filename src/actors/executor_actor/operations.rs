@@ -209,6 +209,9 @@ impl ExecutorState {
         for w in self.waiters.remove(&id).unwrap_or_default() {
             let _ = w.send(Ok(record.clone()));
         }
+        for w in self.recorded_waiters.remove(&id).unwrap_or_default() {
+            let _ = w.send(());
+        }
         // Retry a failure (not a cancel, not a replaced run) within the limit.
         let retry = matches!(record.status.state, JobState::Failed { .. })
             && !matches!(
