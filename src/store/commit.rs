@@ -24,9 +24,11 @@
 //! truncated. A checkpoint runs after a replay and whenever the log passes
 //! [`CHECKPOINT_BYTES`], in the writer thread, so it never races an append.
 //!
-//! One writer per state dir in the process (a second store opened on the
-//! same dir, as a restarted executor does, shares it), so truncation never
-//! drops another writer's line.
+//! One writer per state dir: it holds an exclusive `flock` on the log for
+//! its life, so truncation never drops another writer's line. A second
+//! store opened on the same dir while the first lives (the node opens one
+//! and shares it with every executor restart, so only a program opening two
+//! gets here) has no group commit: it fsyncs each terminal record alone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -34,8 +36,10 @@ use std::{
     io::{self, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock, Weak, mpsc},
+    sync::{Arc, mpsc},
 };
+
+use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,31 +83,30 @@ enum Request {
     },
 }
 
-/// The writer of one state dir's log. Cheap to share; its thread ends when
-/// the last handle goes.
+/// The writer of one state dir's log. Cheap to share; its thread ends
+/// (and the lock goes) when the last handle goes.
 #[derive(Debug)]
 pub(crate) struct Committer {
-    tx: mpsc::Sender<Request>,
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
 }
 
-/// The live writers, by state dir: one per dir in the process, whatever
-/// opens it (see the module docs). Touched only when a store opens.
-fn writers() -> &'static Mutex<HashMap<PathBuf, Weak<Committer>>> {
-    static WRITERS: OnceLock<Mutex<HashMap<PathBuf, Weak<Committer>>>> = OnceLock::new();
-    WRITERS.get_or_init(Default::default)
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // The thread ends once its channel closes: wait for it, so that the
+        // lock is free for the next store on this dir when this returns.
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Committer {
-    /// The writer of `state_dir` (started when there is none yet).
+    /// Starts the writer of `state_dir`; fails when another holds its log.
     pub(crate) fn for_dir(state_dir: &Path) -> Result<Arc<Committer>, StoreError> {
-        let key = fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
-        let mut writers = writers().lock().unwrap_or_else(|e| e.into_inner());
-        writers.retain(|_, w| w.strong_count() > 0);
-        if let Some(c) = writers.get(&key).and_then(Weak::upgrade) {
-            return Ok(c);
-        }
-        let path = key.join(RECORDS_LOG);
+        let path = state_dir.join(RECORDS_LOG);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -111,19 +114,27 @@ impl Committer {
             .mode(0o600)
             .open(&path)
             .map_err(|e| StoreError::write(&path, e))?;
-        let dir = File::open(&key).map_err(|e| StoreError::read(&key, e))?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            StoreError::write(
+                &path,
+                io::Error::other(format!("held by another store ({errno})")),
+            )
+        })?;
+        let dir = File::open(state_dir).map_err(|e| StoreError::read(state_dir, e))?;
         let len = file
             .metadata()
             .map_err(|e| StoreError::read(&path, e))?
             .len();
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("arbor-records".into())
-            .spawn(move || run(file, dir, len, rx))
+            .spawn(move || run(&file, dir, len, rx))
             .map_err(|e| StoreError::write(&path, e))?;
-        let committer = Arc::new(Committer { tx, path });
-        writers.insert(key, Arc::downgrade(&committer));
-        Ok(committer)
+        Ok(Arc::new(Committer {
+            tx: Some(tx),
+            thread: Some(thread),
+            path,
+        }))
     }
 
     /// `records.log`.
@@ -133,8 +144,10 @@ impl Committer {
 
     fn send(&self, request: Request) -> Result<(), String> {
         self.tx
-            .send(request)
-            .map_err(|_| "the records writer has stopped".to_owned())
+            .as_ref()
+            .ok_or(())
+            .and_then(|tx| tx.send(request).map_err(|_| ()))
+            .map_err(|()| "the records writer has stopped".to_owned())
     }
 
     /// Appends `entry` and returns once it is durable. Blocking.
@@ -178,7 +191,7 @@ fn line(entry: &Entry) -> Result<Vec<u8>, String> {
 
 /// The writer thread: takes what is waiting, appends it in one write, one
 /// `fdatasync` when someone waits, acknowledges.
-fn run(file: File, dir: File, mut len: u64, rx: mpsc::Receiver<Request>) {
+fn run(file: &File, dir: File, mut len: u64, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut bytes = Vec::new();
         let mut waiting = Vec::new();
@@ -193,14 +206,14 @@ fn run(file: File, dir: File, mut len: u64, rx: mpsc::Receiver<Request>) {
             }
         }
         if !bytes.is_empty() {
-            let result = append(&file, &bytes, &mut len, !waiting.is_empty())
+            let result = append(file, &bytes, &mut len, !waiting.is_empty())
                 .map_err(|e| format!("failed to append to {RECORDS_LOG}: {e}"));
             for done in waiting {
                 let _ = done.send(result.clone());
             }
         }
         if !checkpoints.is_empty() || len >= CHECKPOINT_BYTES {
-            let result = checkpoint(&file, &dir, &mut len)
+            let result = checkpoint(file, &dir, &mut len)
                 .map_err(|e| format!("failed to checkpoint {RECORDS_LOG}: {e}"));
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "records.log not emptied");
