@@ -87,7 +87,7 @@ fn bad_arguments_exit_2_and_name_the_problem() {
     let out = arbor().args(["supervise"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a command is required");
 
-    for replicas in ["0", "1001"] {
+    for replicas in ["0", "10001"] {
         let out = arbor()
             .args(["supervise", "--replicas", replicas, "--", "true"])
             .output()
@@ -95,7 +95,7 @@ fn bad_arguments_exit_2_and_name_the_problem() {
         assert_eq!(out.status.code(), Some(2), "--replicas {replicas}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("--replicas") && stderr.contains("between 1 and 1000"),
+            stderr.contains("--replicas") && stderr.contains("between 1 and 10000"),
             "{stderr}"
         );
     }

@@ -471,7 +471,7 @@ fn zero_replicas_are_refused() {
 #[test]
 fn more_replicas_than_the_limit_are_refused() {
     let errors = invalid(&web_with("replicas: 1000000"));
-    check(&errors[0], "services.web.replicas", "1000000", "<= 1000");
+    check(&errors[0], "services.web.replicas", "1000000", "<= 10000");
 }
 
 #[test]

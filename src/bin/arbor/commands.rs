@@ -645,7 +645,7 @@ struct Scale {
     /// The service's name.
     #[arg(value_name = "NAME")]
     name: String,
-    /// How many replicas (1 to 1000).
+    /// How many replicas (1 to 10000).
     #[arg(value_name = "REPLICAS")]
     replicas: usize,
     /// Print the service as JSON once done.

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The most replicas one service may ask for.
-pub const MAX_REPLICAS: usize = 1000;
+pub const MAX_REPLICAS: usize = 10_000;
 
 /// A long-running service: `replicas` copies of one command (or image),
 /// under a supervisor of their own.
