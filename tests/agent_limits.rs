@@ -1,7 +1,9 @@
 //! The real binaries at the limits: under `ulimit -n 1024` the agent
 //! raises its own open files limit and runs 300 replicas (its children
 //! keep 1024); `arbor supervise --replicas 1000` stopped one second after
-//! its start leaves no process behind.
+//! its start leaves no process behind; under a hard limit of 96, replicas
+//! that cannot start say "too many open files", the limit and how to raise
+//! it.
 
 mod cli_support;
 
@@ -116,4 +118,69 @@ fn supervise_with_1000_replicas_stopped_a_second_after_its_start_leaves_nothing(
         "{} left",
         procfs::with_env("MARK", &mark).len()
     );
+}
+
+#[test]
+fn replicas_past_the_open_files_limit_fail_to_start_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::new_v4().to_string();
+    let spec = dir.path().join("node.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "services:\n  many:\n    command: [sleep, \"302\"]\n    replicas: 40\n    env: {{MARK: \"{mark}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    // Soft and hard: the agent cannot raise it.
+    let mut agent = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 96 && exec '{}' agent --spec '{}' --state-dir '{}'",
+            env!("CARGO_BIN_EXE_arbor"),
+            spec.display(),
+            state.display()
+        ))
+        .env_remove("ARBOR_STATE_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reasons = || -> Vec<String> {
+        let mut cmd = cli_support::arbor();
+        cmd.env("ARBOR_STATE_DIR", &state)
+            .args(["services", "--json"]);
+        let out = cli_support::output(cmd);
+        if out.code != 0 {
+            return Vec::new();
+        }
+        let services: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        services[0]["tree"]["children"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["last_exit"]["reason"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut seen = Vec::new();
+    eventually("a replica failed to start for lack of open files", || {
+        seen = reasons();
+        seen.iter().any(|r| r.contains("too many open files"))
+    });
+    let said = seen
+        .iter()
+        .find(|r| r.contains("too many open files"))
+        .unwrap();
+    assert!(said.contains("the limit is 96"), "{said}");
+    assert!(said.contains("ulimit -n"), "{said}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(60)), 0);
+    eventually("no replica is left", || {
+        procfs::with_env("MARK", &mark).is_empty()
+    });
 }

@@ -107,10 +107,11 @@ impl OciRuntime {
         let mut keeper = match spawned {
             Ok(k) => k,
             Err(e) => {
-                return Err((
-                    bundle,
-                    fail(Cause::io("failed to spawn the container's keeper", e)),
-                ));
+                let what = crate::runtime::process::os_failed(
+                    "failed to spawn the container's keeper",
+                    &e,
+                );
+                return Err((bundle, fail(Cause::io(what, e))));
             }
         };
         let hello = match Conn::new(ours) {

@@ -138,7 +138,8 @@ impl ProcessRuntime {
             Ok(k) => k,
             Err(e) => {
                 cleanup(&cgroup, &limited);
-                return Err(fail(Cause::io("failed to spawn the container's keeper", e)));
+                let what = super::spawn::os_failed("failed to spawn the container's keeper", &e);
+                return Err(fail(Cause::io(what, e)));
             }
         };
         let hello = match Conn::new(ours) {
