@@ -22,6 +22,16 @@ fn soft_nofile(pid: i32) -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// The agent, ended (SIGTERM first) if a test fails before it stops it:
+/// a failed run must not leave an agent and its replicas behind.
+struct Ending(std::process::Child);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        cli_support::end_gracefully(&mut self.0);
+    }
+}
+
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
     let start = Instant::now();
     loop {
@@ -56,23 +66,25 @@ fn under_ulimit_1024_the_agent_runs_300_replicas_and_its_children_keep_1024() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    let mut agent = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -Sn 1024 && exec '{}' agent --spec '{}' --state-dir '{}'",
-            env!("CARGO_BIN_EXE_arbor"),
-            spec.display(),
-            state.display()
-        ))
-        .env_remove("ARBOR_STATE_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = Ending(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -Sn 1024 && exec '{}' agent --spec '{}' --state-dir '{}'",
+                env!("CARGO_BIN_EXE_arbor"),
+                spec.display(),
+                state.display()
+            ))
+            .env_remove("ARBOR_STATE_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     eventually("300 replicas run", || {
         procfs::with_env("MARK", &mark).len() == 300
     });
-    let agent_pid = agent.id() as i32;
+    let agent_pid = agent.0.id() as i32;
     assert!(
         soft_nofile(agent_pid).unwrap() > 1024,
         "the agent raised its limit"
@@ -92,7 +104,7 @@ fn under_ulimit_1024_the_agent_runs_300_replicas_and_its_children_keep_1024() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert_eq!(wait_exit(&mut agent, Duration::from_secs(60)), 0);
+    assert_eq!(wait_exit(&mut agent.0, Duration::from_secs(60)), 0);
     assert!(procfs::with_env("MARK", &mark).is_empty());
 }
 
@@ -134,19 +146,21 @@ fn replicas_past_the_open_files_limit_fail_to_start_saying_so() {
     .unwrap();
     let state = dir.path().join("state");
     // Soft and hard: the agent cannot raise it.
-    let mut agent = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 96 && exec '{}' agent --spec '{}' --state-dir '{}'",
-            env!("CARGO_BIN_EXE_arbor"),
-            spec.display(),
-            state.display()
-        ))
-        .env_remove("ARBOR_STATE_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = Ending(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n 96 && exec '{}' agent --spec '{}' --state-dir '{}'",
+                env!("CARGO_BIN_EXE_arbor"),
+                spec.display(),
+                state.display()
+            ))
+            .env_remove("ARBOR_STATE_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let reasons = || -> Vec<String> {
         let mut cmd = cli_support::arbor();
         cmd.env("ARBOR_STATE_DIR", &state)
@@ -175,11 +189,11 @@ fn replicas_past_the_open_files_limit_fail_to_start_saying_so() {
     assert!(said.contains("the limit is 96"), "{said}");
     assert!(said.contains("ulimit -n"), "{said}");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::unistd::Pid::from_raw(agent.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert_eq!(wait_exit(&mut agent, Duration::from_secs(60)), 0);
+    assert_eq!(wait_exit(&mut agent.0, Duration::from_secs(60)), 0);
     eventually("no replica is left", || {
         procfs::with_env("MARK", &mark).is_empty()
     });
