@@ -419,12 +419,28 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// An I/O failure with what was being done.
+    /// An I/O failure with what was being done. The text says what was
+    /// being done and the OS error; for "too many open files" also the
+    /// limit and how to raise it, since that is what a user must change.
     pub fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
-        Self::Io {
-            context: context.into(),
-            source: source.into(),
-        }
+        let source = source.into();
+        let context = format!("{}: {}", context.into(), os_error_text(&source));
+        Self::Io { context, source }
+    }
+}
+
+/// What an OS error says to a user: its text, or for EMFILE the limit of
+/// open files and how to raise it.
+fn os_error_text(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EMFILE) {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft.to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        format!(
+            "too many open files (the limit is {limit}; a running replica holds about 5, 3 more while it writes output: raise it with `ulimit -n` or LimitNOFILE=)"
+        )
+    } else {
+        e.to_string()
     }
 }
 

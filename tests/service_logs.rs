@@ -311,7 +311,7 @@ services:
     );
     let agent = Agent::start(&spec, &state, &[]);
     eventually("the replica runs", || {
-        state.join("services/chatty/chatty-0/stdout.log").exists()
+        state.join("services/chatty/chatty-0/full.log").exists()
     });
     let follow = Lines::spawn({
         let mut cmd = arbor();
@@ -387,4 +387,56 @@ fn output_held_at_a_start_is_written_after_the_started_line() {
     drop(log);
     let text = std::fs::read_to_string(dir.path().join("full.log")).unwrap();
     assert!(text.trim_end().ends_with("[STDOUT] third"), "{text}");
+}
+
+/// The files of this process open under `dir`.
+fn open_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+#[test]
+fn a_replica_log_holds_files_open_only_while_a_stream_is() {
+    use arbor::runtime::{LogStream, OutputSink};
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        arbor::store::service_log::ServiceLog::open(dir.path(), arbor::spec::LogLimits::default())
+            .unwrap();
+    assert!(open_under(dir.path()).is_empty());
+    // A start that fails: one marker line, no file left open.
+    log.hold();
+    log.mark("failed to start: too many open files");
+    assert!(open_under(dir.path()).is_empty());
+    // A run: its files are open while it writes.
+    log.hold();
+    log.mark("started quick-0 (pid 42)");
+    log.write(LogStream::Stdout, b"out\n");
+    log.write(LogStream::Stderr, b"err\n");
+    assert_eq!(
+        open_under(dir.path()).len(),
+        3,
+        "{:?}",
+        open_under(dir.path())
+    );
+    log.close(LogStream::Stdout);
+    assert_eq!(open_under(dir.path()).len(), 2);
+    log.close(LogStream::Stderr);
+    log.mark("exited: exit code 0");
+    assert!(open_under(dir.path()).is_empty());
+    let text = std::fs::read_to_string(dir.path().join("full.log")).unwrap();
+    let ends: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(
+        ends,
+        [
+            "[ARBOR] failed to start: too many open files",
+            "[ARBOR] started quick-0 (pid 42)",
+            "[STDOUT] out",
+            "[STDERR] err",
+            "[ARBOR] exited: exit code 0"
+        ]
+    );
 }

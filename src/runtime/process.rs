@@ -58,7 +58,6 @@ use super::{
     Logs, Op, Runtime, RuntimeError, Signal, StopOutcome, check_spec,
 };
 use crate::owned::Owned;
-pub(crate) use spawn::os_failed;
 
 /// How long `remove` waits for a container's last processes to be reaped
 /// before it gives up on them (they are then held by a process outside the

@@ -9,8 +9,16 @@
 //!
 //! Like job capture, writes are plain blocking `write` calls on the
 //! runtime's reader thread (page cache, not synced), one per chunk and
-//! file; `full.log` lines of one chunk share one timestamp. A write error
-//! stops that file (logged once); the service runs on.
+//! file; `full.log` lines of one chunk share one timestamp.
+//!
+//! Files are open only while a stream of the replica is: a stream's file
+//! opens at its first chunk and closes when the stream ends, `full.log`
+//! stays open while either stream is, and a marker line written between
+//! runs opens, appends and closes it. A replica that is not running (in
+//! back-off, failing to start) holds no file, so replicas that cannot
+//! start for lack of open files do not keep the others from starting. A
+//! file that cannot be opened or written is logged and skipped until the
+//! replica's next run; the service runs on.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -39,10 +47,12 @@ pub struct ServiceLog {
     full: Mutex<Full>,
 }
 
-/// `full.log`, and the lines held back until the next marker.
+/// `full.log`, the lines held back until the next marker, and which
+/// streams are open (output seen, end not yet).
 struct Full {
-    file: Option<Rotating>,
+    file: Lazy,
     held: Option<Vec<u8>>,
+    open: [bool; 2],
 }
 
 /// Held lines are written anyway past this size.
@@ -50,9 +60,57 @@ const MAX_HELD: usize = 1 << 20;
 
 struct Stream {
     label: &'static str,
-    file: Option<Rotating>,
+    /// Output seen and the end not yet.
+    open: bool,
+    file: Lazy,
     partial: Vec<u8>,
     scratch: Vec<u8>,
+}
+
+/// A log file opened on first use and closed by [`Lazy::release`]; one
+/// that failed stays unused until then.
+struct Lazy {
+    path: PathBuf,
+    limits: LogLimits,
+    file: Option<Rotating>,
+    failed: bool,
+}
+
+impl Lazy {
+    fn new(path: PathBuf, limits: LogLimits) -> Self {
+        Self {
+            path,
+            limits,
+            file: None,
+            failed: false,
+        }
+    }
+
+    /// Appends `bytes`, opening the file first if needed. A failure is
+    /// logged once; the file is then skipped until it is released.
+    fn write(&mut self, bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        let result = match &mut self.file {
+            Some(f) => f.write(bytes),
+            None => Rotating::open(self.path.clone(), self.limits).and_then(|f| {
+                let f = self.file.insert(f);
+                f.write(bytes)
+            }),
+        };
+        if let Err(e) = result {
+            tracing::warn!(file = %self.path.display(), error = %e, "failed to write a service log; it is not written until the replica's next run");
+            self.file = None;
+            self.failed = true;
+        }
+    }
+
+    /// Closes the file (it opens again at the next write).
+    fn release(&mut self) {
+        self.file = None;
+        self.failed = false;
+    }
 }
 
 /// A log file that rotates by size.
@@ -151,23 +209,25 @@ impl ServiceLog {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let file = |name: &str| Rotating::open(dir.join(name), limits);
+        let file = |name: &str| Lazy::new(dir.join(name), limits);
         let stream = |label, file| {
             Mutex::new(Stream {
                 label,
-                file: Some(file),
+                open: false,
+                file,
                 partial: Vec::new(),
                 scratch: Vec::new(),
             })
         };
         Ok(Self {
             streams: [
-                stream(" [STDOUT] ", file("stdout.log")?),
-                stream(" [STDERR] ", file("stderr.log")?),
+                stream(" [STDOUT] ", file("stdout.log")),
+                stream(" [STDERR] ", file("stderr.log")),
             ],
             full: Mutex::new(Full {
-                file: Some(file("full.log")?),
+                file: file("full.log"),
                 held: None,
+                open: [false; 2],
             }),
         })
     }
@@ -192,11 +252,13 @@ impl ServiceLog {
     }
 
     fn write_file(full: &mut Full, bytes: &[u8]) {
-        if let Some(f) = full.file.as_mut()
-            && let Err(e) = f.write(bytes)
-        {
-            tracing::warn!(file = %f.path.display(), error = %e, "failed to write a service log; it is no longer written");
-            full.file = None;
+        full.file.write(bytes);
+    }
+
+    /// Closes `full.log` unless a stream is open.
+    fn release_idle(full: &mut Full) {
+        if full.open == [false; 2] {
+            full.file.release();
         }
     }
 
@@ -222,6 +284,7 @@ impl Drop for ServiceLog {
         if let Some(held) = full.held.take() {
             Self::write_file(full, &held);
         }
+        full.file.release();
     }
 }
 
@@ -236,12 +299,11 @@ impl OutputSink for ServiceLog {
         };
         let mut guard = lock(&self.streams[i]);
         let s = &mut *guard;
-        if let Some(f) = s.file.as_mut()
-            && let Err(e) = f.write(bytes)
-        {
-            tracing::warn!(file = %f.path.display(), error = %e, "failed to write a service log; it is no longer written");
-            s.file = None;
+        if !s.open {
+            s.open = true;
+            lock(&self.full).open[i] = true;
         }
+        s.file.write(bytes);
         let Some(first_nl) = memchr::memchr(b'\n', bytes) else {
             s.partial.extend_from_slice(bytes);
             if s.partial.len() >= MAX_PARTIAL {
@@ -276,6 +338,11 @@ impl OutputSink for ServiceLog {
         };
         let mut guard = lock(&self.streams[i]);
         self.flush_partial(&mut guard);
+        guard.file.release();
+        guard.open = false;
+        let mut full = lock(&self.full);
+        full.open[i] = false;
+        Self::release_idle(&mut full);
     }
 
     fn mark(&self, line: &str) {
@@ -288,6 +355,7 @@ impl OutputSink for ServiceLog {
         if let Some(held) = held {
             Self::write_file(&mut full, &held);
         }
+        Self::release_idle(&mut full);
     }
 
     fn hold(&self) {

@@ -107,11 +107,10 @@ impl OciRuntime {
         let mut keeper = match spawned {
             Ok(k) => k,
             Err(e) => {
-                let what = crate::runtime::process::os_failed(
-                    "failed to spawn the container's keeper",
-                    &e,
-                );
-                return Err((bundle, fail(Cause::io(what, e))));
+                return Err((
+                    bundle,
+                    fail(Cause::io("failed to spawn the container's keeper", e)),
+                ));
             }
         };
         let hello = match Conn::new(ours) {

@@ -138,8 +138,7 @@ impl ProcessRuntime {
             Ok(k) => k,
             Err(e) => {
                 cleanup(&cgroup, &limited);
-                let what = super::spawn::os_failed("failed to spawn the container's keeper", &e);
-                return Err(fail(Cause::io(what, e)));
+                return Err(fail(Cause::io("failed to spawn the container's keeper", e)));
             }
         };
         let hello = match Conn::new(ours) {

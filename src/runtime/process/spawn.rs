@@ -128,7 +128,7 @@ impl ProcessRuntime {
                 _ if e.kind() == std::io::ErrorKind::NotFound => {
                     Cause::CommandNotFound(program.clone())
                 }
-                _ => Cause::io(os_failed(&format!("failed to spawn {program:?}"), &e), e),
+                _ => Cause::io(format!("failed to spawn {program:?}"), e),
             };
             RuntimeError::new(Op::Start, id, cause)
         })?;
@@ -221,10 +221,7 @@ impl ProcessRuntime {
             (None, _) => None,
         }
         .transpose()
-        .map_err(|e| {
-            let what = os_failed("failed to create its cgroup", &e);
-            RuntimeError::new(Op::Start, id, Cause::io(what, e))
-        })?
+        .map_err(|e| RuntimeError::new(Op::Start, id, Cause::io("failed to create its cgroup", e)))?
         .map(Arc::new);
         let limited = match (&self.shared.limiter, entry.spec.resources.is_empty()) {
             (Some(limiter), false) => match limiter.apply(
@@ -399,24 +396,4 @@ pub(super) fn missing_cwd(dir: &Path) -> Cause {
         dir.display(),
         "must be an existing directory",
     )))
-}
-
-/// The soft limit of open files of this process.
-/// What a failed start step says: `what` and the OS error; for "too many
-/// open files", the limit and how to raise it.
-pub(crate) fn os_failed(what: &str, e: &std::io::Error) -> String {
-    if e.raw_os_error() == Some(libc::EMFILE) {
-        format!(
-            "{what}: too many open files (the limit is {}; each replica holds about 4, 8 with its keeper: raise it with `ulimit -n` or LimitNOFILE=)",
-            open_files_limit()
-        )
-    } else {
-        format!("{what}: {e}")
-    }
-}
-
-fn open_files_limit() -> String {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft.to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
