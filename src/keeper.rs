@@ -68,6 +68,9 @@ struct Args {
     /// The program only sets the container up (`runc create`): once it
     /// exited 0, the container is the process whose pid it wrote here.
     pid_file: Option<CString>,
+    /// The soft open files limit to take (the agent raised its own; the
+    /// program gets the one the agent had).
+    nofile: Option<u64>,
 }
 
 /// What to run, as the agent sends it.
@@ -85,11 +88,13 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Args> {
     let mut netns = None;
     let mut orphan_timeout = None;
     let mut pid_file = None;
+    let mut nofile = None;
     while let Some(arg) = args.next() {
         match arg.as_bytes() {
             b"--join" => joins.push(cstr(args.next()?)?),
             b"--pid-file" => pid_file = Some(cstr(args.next()?)?),
             b"--netns" => netns = Some(cstr(args.next()?)?),
+            b"--nofile" => nofile = Some(args.next()?.to_str()?.parse().ok()?),
             b"--orphan-timeout-ms" => {
                 let ms: u64 = args.next()?.to_str()?.parse().ok()?;
                 orphan_timeout = Some(Duration::from_millis(ms));
@@ -104,6 +109,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Args> {
         netns,
         orphan_timeout,
         pid_file,
+        nofile,
     })
 }
 
@@ -459,7 +465,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     let Some(args) = parse(args) else {
         send(FIRST_AGENT, b"error 22 usage\n");
         eprintln!(
-            "usage: arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] [--orphan-timeout-ms MS] [--pid-file PATH] (run by the arbor agent, which sends what to run on fd 0)"
+            "usage: arbor-keeper SOCKET EXIT_FILE [--join CGROUP_PROCS]... [--netns PATH] [--orphan-timeout-ms MS] [--pid-file PATH] [--nofile SOFT_LIMIT] (run by the arbor agent, which sends what to run on fd 0)"
         );
         return ExitCode::from(2);
     };
@@ -475,6 +481,18 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
 fn keep(args: &Args) -> Result<(), (i32, &'static str)> {
     // SAFETY: process-wide settings of this single-threaded program.
     let sigfd = unsafe {
+        // Its own session, taken here rather than between the agent's
+        // fork and exec: the agent then spawns keepers with posix_spawn,
+        // whose cost does not grow with the agent's memory. No signal
+        // meant for the agent's group or terminal reaches the keeper.
+        libc::setsid();
+        if let Some(soft) = args.nofile {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && soft < limit.rlim_cur {
+                limit.rlim_cur = soft;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         for sig in [libc::SIGPIPE, libc::SIGHUP, libc::SIGINT] {
             libc::signal(sig, libc::SIG_IGN);

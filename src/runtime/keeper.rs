@@ -136,15 +136,20 @@ impl Keepers {
         cmd
     }
 
-    /// The keeper's options after its two paths.
+    /// The keeper's options after its two paths: its orphan timeout, and
+    /// the open files limit its program gets (the agent's before it raised
+    /// its own, see [`crate::runtime::process::limits::raise_nofile`]).
     pub(crate) fn options(&self) -> Vec<OsString> {
-        match self.orphan_timeout {
-            Some(t) => vec![
-                "--orphan-timeout-ms".into(),
-                t.as_millis().max(1).to_string().into(),
-            ],
-            None => Vec::new(),
+        let mut options: Vec<OsString> = Vec::new();
+        if let Some(t) = self.orphan_timeout {
+            options.push("--orphan-timeout-ms".into());
+            options.push(t.as_millis().max(1).to_string().into());
         }
+        if let Some(limit) = crate::runtime::process::limits::inherited_nofile() {
+            options.push("--nofile".into());
+            options.push(limit.rlim_cur.to_string().into());
+        }
+        options
     }
 
     /// The files of container `id` (named by the end of its id, to keep the

@@ -81,15 +81,8 @@ impl OciRuntime {
             .stderr(Stdio::null())
             .env_clear()
             .kill_on_drop(false);
-        // SAFETY: runs in the forked child before exec; setsid(2) is a plain
-        // system call. Its own session: no signal meant for the agent's
-        // group or terminal reaches the keeper.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        // No `pre_exec`: the keeper takes its own session, so this spawn is
+        // a posix_spawn (vfork), not a fork of the agent.
         let argv = runc.create_argv(&id.0, &bundle.dir, &pid_file, &log);
         let launch = crate::keeper::launch_message(
             runc.binary.as_os_str().as_encoded_bytes(),

@@ -16,7 +16,6 @@
 use std::{
     fs::{self, File, OpenOptions},
     io,
-    os::fd::{AsRawFd, RawFd},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -34,7 +33,6 @@ pub(crate) struct Cgroup {
     /// The end of its path as `/proc/<pid>/cgroup` shows it:
     /// `/arbor-<node pid>-<n>/<container id>`.
     suffix: String,
-    procs: File,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -62,9 +60,6 @@ impl Cgroups {
     pub(crate) fn create(&self, id: &str) -> io::Result<Cgroup> {
         let path = self.base.join(id);
         fs::create_dir(&path)?;
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))?;
         let base_name = self
             .base
             .file_name()
@@ -73,7 +68,6 @@ impl Cgroups {
         Ok(Cgroup {
             path,
             suffix: format!("/{base_name}/{id}"),
-            procs,
         })
     }
 
@@ -86,13 +80,9 @@ impl Cgroups {
         fs::create_dir_all(&parent)?;
         let path = parent.join(id);
         fs::create_dir(&path)?;
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))?;
         Ok(Cgroup {
             path,
             suffix: format!("/{dir}/{id}"),
-            procs,
         })
     }
 
@@ -122,9 +112,7 @@ impl Drop for Cgroups {
 impl Cgroup {
     /// The existing cgroup at `path` (a kept container's, adopted).
     pub(crate) fn open(path: &Path) -> io::Result<Cgroup> {
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))?;
+        fs::metadata(path.join("cgroup.procs"))?;
         let name = |p: Option<&Path>| {
             p.and_then(|p| p.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
@@ -133,7 +121,6 @@ impl Cgroup {
         Ok(Cgroup {
             path: path.to_owned(),
             suffix: format!("/{}/{}", name(path.parent()), name(Some(path))),
-            procs,
         })
     }
 
@@ -142,9 +129,13 @@ impl Cgroup {
         &self.path
     }
 
-    /// The open `cgroup.procs` file the child writes `0` to before `exec`.
-    pub(crate) fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    /// Its `cgroup.procs`, opened for the child to write `0` to before
+    /// `exec`: opened for each spawn, not held, so a running container
+    /// costs the node no descriptor for it.
+    pub(crate) fn open_procs(&self) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
     }
 
     /// Kills every process in the cgroup (`cgroup.kill`, which also catches

@@ -121,16 +121,8 @@ impl ProcessRuntime {
                 kv
             }),
         );
-        super::spawn::inherit_nofile(&mut cmd);
-        // SAFETY: runs in the forked child before exec; setsid(2) is a plain
-        // system call. Its own session: no signal meant for the agent's
-        // group or terminal reaches the keeper.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        // No `pre_exec`: the keeper takes its session and limit itself, so
+        // this spawn is a posix_spawn (vfork), not a fork of the agent.
         let spawned = cmd.spawn();
         // The keeper's end of the pair must not stay open here.
         drop(cmd);

@@ -60,8 +60,25 @@ impl ProcessRuntime {
             .kill_on_drop(false);
         environment(&mut cmd, spec);
         inherit_nofile(&mut cmd);
-        if let Some(cg) = &cgroup {
-            let fd = cg.procs_fd();
+        // Open until the spawn returned (the child writes to it).
+        let procs = match cgroup.as_ref().map(|cg| cg.open_procs()).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                if let Some(l) = &limited {
+                    l.remove();
+                }
+                return Err(RuntimeError::new(
+                    Op::Start,
+                    id,
+                    Cause::io("failed to open its cgroup", e),
+                ));
+            }
+        };
+        if let Some(procs) = &procs {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(procs);
             // SAFETY: runs in the forked child before exec; write(2) is
             // async-signal-safe and `fd` stays open (the parent holds it).
             unsafe {
@@ -132,6 +149,7 @@ impl ProcessRuntime {
             };
             RuntimeError::new(Op::Start, id, cause)
         })?;
+        drop(procs);
         let Some(pid) = child.id() else {
             // Unreachable for a child that was not waited on; treat it as gone.
             return Err(RuntimeError::new(
