@@ -169,14 +169,14 @@ impl LogBuffer {
         echo: Option<Arc<str>>,
     ) {
         let mut pending: Vec<u8> = Vec::new();
-        let mut chunk = vec![0u8; 8192];
+        let mut buf = ReadBuf::new(8192);
         let mut cut = false;
         loop {
-            let n = match reader.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let chunk = match buf.read(&mut reader).await {
+                Ok([]) | Err(_) => break,
+                Ok(chunk) => chunk,
             };
-            for &b in &chunk[..n] {
+            for &b in chunk {
                 if b == b'\n' {
                     self.push_bytes(stream, &pending, cut, echo.as_deref());
                     pending.clear();
@@ -227,11 +227,11 @@ pub(crate) async fn pump_output(
     match (pipe, sink) {
         (Some(mut pipe), Some(sink)) => {
             // A pipe holds 64 KiB by default: one read can drain it.
-            let mut chunk = vec![0u8; 64 * 1024];
+            let mut buf = ReadBuf::new(64 * 1024);
             loop {
-                match pipe.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink.0.write(stream, &chunk[..n]),
+                match buf.read(&mut pipe).await {
+                    Ok([]) | Err(_) => break,
+                    Ok(chunk) => sink.0.write(stream, chunk),
                 }
             }
             sink.0.close(stream);
@@ -242,9 +242,87 @@ pub(crate) async fn pump_output(
     }
 }
 
+/// A read buffer that costs little while its stream is quiet: reads go to
+/// a small inline buffer until one fills it, then to a large one on the
+/// heap, which is dropped again after a read the small one would have
+/// held. Ten thousand idle replicas so hold 2 KiB each for their two
+/// streams, not two large buffers.
+struct ReadBuf {
+    small: [u8; 1024],
+    large: Vec<u8>,
+    large_len: usize,
+    shrink: bool,
+}
+
+impl ReadBuf {
+    fn new(large_len: usize) -> Self {
+        Self {
+            small: [0; 1024],
+            large: Vec::new(),
+            large_len,
+            shrink: false,
+        }
+    }
+
+    /// The next chunk of `reader` (empty at its end).
+    async fn read<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        reader: &mut R,
+    ) -> std::io::Result<&[u8]> {
+        if self.shrink {
+            self.large = Vec::new();
+            self.shrink = false;
+        }
+        if self.large.is_empty() {
+            let n = reader.read(&mut self.small).await?;
+            if n == self.small.len() {
+                self.large = vec![0; self.large_len];
+            }
+            Ok(&self.small[..n])
+        } else {
+            let n = reader.read(&mut self.large).await?;
+            self.shrink = n < self.small.len();
+            Ok(&self.large[..n])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_buffer_grows_for_a_burst_and_shrinks_when_it_is_quiet_again() {
+        let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = &input[..];
+        let mut buf = ReadBuf::new(64 * 1024);
+        let mut out = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let chunk = buf.read(&mut reader).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            sizes.push(chunk.len());
+            out.extend_from_slice(chunk);
+        }
+        assert_eq!(out, input, "every byte once, in order");
+        assert_eq!(sizes[0], 1024, "a quiet stream reads into the small buffer");
+        assert_eq!(
+            sizes[1],
+            64 * 1024,
+            "a full small read brings the large one"
+        );
+        // 200,000 = 1,024 + 3 x 65,536 + 2,368: the last read is short but
+        // larger than the small buffer, then the end.
+        assert_eq!(&sizes[2..], [65536, 65536, 2368]);
+        // The last (empty) read was short: the large buffer goes at the
+        // next read, which the small one serves.
+        assert!(buf.shrink && !buf.large.is_empty());
+        let mut rest = &b"tail"[..];
+        assert_eq!(buf.read(&mut rest).await.unwrap(), b"tail");
+        assert!(buf.large.is_empty());
+    }
 
     #[test]
     fn tail_keeps_the_newest_lines_and_counts_evictions() {
