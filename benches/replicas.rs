@@ -19,8 +19,8 @@
 //!   same agent with no service subtracted), beside the goal's 32 KiB; and
 //!   the agent's whole resident set beside the goal's 16 MiB + 32 KiB per
 //!   replica. Unit: KiB.
-//! - **Open files** per replica, beside the 4 a running replica needs
-//!   (two pipes, pidfd, keeper socket). Unit: fds.
+//! - **Open files** per replica, beside the 3 a running replica needs
+//!   (two pipes, its keeper's socket). Unit: fds.
 //! - **Idle wakeups**: context switches of all the agent's threads in 5 s
 //!   with every replica running, beside those of this bench process's own
 //!   threads over the same 5 s (which only sleeps). Unit: per s.
@@ -28,7 +28,7 @@
 //!   it is left, beside killing and reaping the raw loop's N. Unit: s.
 //!
 //! The bench raises its open files limit (as root, the hard one too) to
-//! about 5 per replica; a hard limit too low for N replicas is reported,
+//! about 4 per replica; a hard limit too low for N replicas is reported,
 //! and the bench stops.
 
 use std::{
@@ -53,11 +53,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let hard = raise_nofile((n as u64) * 5 + 1024);
-    if hard < (n as u64) * 5 + 1024 {
+    let hard = raise_nofile((n as u64) * 4 + 1024);
+    if hard < (n as u64) * 4 + 1024 {
         eprintln!(
             "the hard open files limit is {hard}; {n} replicas need about {}: raise it (ulimit -Hn) or set BENCH_REPLICAS lower",
-            n * 5 + 1024
+            n * 4 + 1024
         );
         std::process::exit(2);
     }
@@ -182,7 +182,7 @@ fn main() {
         &json!(fds as f64 / n as f64),
         "fds",
         "needed_by_a_running_replica",
-        &json!(4.0),
+        &json!(3.0),
     );
     figure(
         "agent_idle_wakeups",

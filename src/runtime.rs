@@ -437,7 +437,7 @@ fn os_error_text(e: &std::io::Error) -> String {
             .map(|(soft, _)| soft.to_string())
             .unwrap_or_else(|_| "unknown".into());
         format!(
-            "too many open files (the limit is {limit}; a running replica holds about 4, 3 more while it writes output: raise it with `ulimit -n` or LimitNOFILE=)"
+            "too many open files (the limit is {limit}; a running replica holds about 3, 3 more while it writes output: raise it with `ulimit -n` or LimitNOFILE=)"
         )
     } else {
         e.to_string()

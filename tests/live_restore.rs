@@ -906,3 +906,38 @@ fn an_oom_kill_of_an_adopted_replica_is_reported_as_out_of_memory() {
     assert_eq!(agent.stop(), 0);
     assert_eq!(keepers_left(&state), Vec::<String>::new());
 }
+
+#[test]
+fn the_keepers_of_ended_replicas_are_reaped_while_the_agent_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // Ends at once and restarts quickly: a keeper per run.
+    let spec = write_file(
+        dir.path(),
+        "node.yaml",
+        r#"
+services:
+  brief:
+    command: ["sh", "-c", "echo hi"]
+    max_restarts: 1000
+    backoff: {initial: 10ms, max: 10ms, jitter: 0}
+"#,
+    );
+    let agent = Agent::start(&spec, &state, &[]);
+    let agent_pid = agent.child.id() as i32;
+    eventually("five runs of the replica", || {
+        markers(&state, "brief", "brief-0") >= 5
+    });
+    // Every keeper but the one of the run now is gone, not a zombie.
+    let zombie_children = || -> Vec<i32> {
+        arbor::runtime::process::procfs::all()
+            .into_iter()
+            .filter(|p| p.ppid == agent_pid && p.is_zombie())
+            .map(|p| p.pid)
+            .collect()
+    };
+    eventually("no zombie child of the agent is left", || {
+        zombie_children().len() <= 1
+    });
+    assert_eq!(agent.stop(), 0);
+}

@@ -130,8 +130,11 @@ impl Keepers {
         format!("arbor-kept-{hex}")
     }
 
-    pub(crate) fn command(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.program);
+    /// The keeper's command. Callers add no `pre_exec` (the keeper takes
+    /// its session and limit itself), so std spawns it with posix_spawn,
+    /// whose cost does not grow with the agent's memory as a fork's does.
+    pub(crate) fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
         cmd.args(&self.args);
         cmd
     }
@@ -168,6 +171,31 @@ impl Keepers {
             exit: self.dir.join(format!("{short}.exit")),
             socket: self.dir.join(format!("{short}.sock")),
         }
+    }
+}
+
+/// A keeper this agent spawned: a plain child, without the pidfd a tokio
+/// child holds (a running replica so costs the agent one descriptor
+/// fewer). Its exit is not watched: it is reaped once it is known to be
+/// leaving (it closed its socket, reported a failure, or was killed).
+pub(crate) struct KeeperProcess(std::process::Child);
+
+impl KeeperProcess {
+    /// Spawns `cmd` (a posix_spawn: see [`Keepers::command`]).
+    pub(crate) fn spawn(cmd: &mut std::process::Command) -> std::io::Result<Self> {
+        cmd.spawn().map(Self)
+    }
+
+    /// Sends it SIGKILL.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.0.kill();
+    }
+
+    /// Reaps it, on the blocking pool: call it only once it is leaving.
+    /// One already reaped (by the reaper's sweep of a cgroup) is fine.
+    pub(crate) async fn reaped(self) {
+        let mut child = self.0;
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     }
 }
 

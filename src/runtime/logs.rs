@@ -244,15 +244,20 @@ pub(crate) async fn pump_output(
 
 /// A read buffer that costs little while its stream is quiet: reads go to
 /// a small inline buffer until one fills it, then to a large one on the
-/// heap, which is dropped again after a read the small one would have
-/// held. Ten thousand idle replicas so hold 2 KiB each for their two
-/// streams, not two large buffers.
+/// heap, which is dropped again after [`SHRINK_AFTER`] reads in a row that
+/// the small one would have held (not after one: a fast writer's reads
+/// alternate between full and short ones). Ten thousand idle replicas so
+/// hold 2 KiB each for their two streams, not two large buffers.
 struct ReadBuf {
     small: [u8; 1024],
     large: Vec<u8>,
     large_len: usize,
-    shrink: bool,
+    /// Reads in a row the small buffer would have held.
+    short: u32,
 }
+
+/// See [`ReadBuf`].
+const SHRINK_AFTER: u32 = 64;
 
 impl ReadBuf {
     fn new(large_len: usize) -> Self {
@@ -260,7 +265,7 @@ impl ReadBuf {
             small: [0; 1024],
             large: Vec::new(),
             large_len,
-            shrink: false,
+            short: 0,
         }
     }
 
@@ -269,9 +274,9 @@ impl ReadBuf {
         &mut self,
         reader: &mut R,
     ) -> std::io::Result<&[u8]> {
-        if self.shrink {
+        if self.short >= SHRINK_AFTER {
             self.large = Vec::new();
-            self.shrink = false;
+            self.short = 0;
         }
         if self.large.is_empty() {
             let n = reader.read(&mut self.small).await?;
@@ -281,7 +286,11 @@ impl ReadBuf {
             Ok(&self.small[..n])
         } else {
             let n = reader.read(&mut self.large).await?;
-            self.shrink = n < self.small.len();
+            if n < self.small.len() {
+                self.short += 1;
+            } else {
+                self.short = 0;
+            }
             Ok(&self.large[..n])
         }
     }
@@ -316,9 +325,13 @@ mod tests {
         // 200,000 = 1,024 + 3 x 65,536 + 2,368: the last read is short but
         // larger than the small buffer, then the end.
         assert_eq!(&sizes[2..], [65536, 65536, 2368]);
-        // The last (empty) read was short: the large buffer goes at the
-        // next read, which the small one serves.
-        assert!(buf.shrink && !buf.large.is_empty());
+        // Short reads in a row (a quiet stream): the large buffer goes, and
+        // the small one serves the next read.
+        for _ in 1..SHRINK_AFTER {
+            let mut quiet = &b"x"[..];
+            assert_eq!(buf.read(&mut quiet).await.unwrap(), b"x");
+            assert!(!buf.large.is_empty(), "one short read keeps it");
+        }
         let mut rest = &b"tail"[..];
         assert_eq!(buf.read(&mut rest).await.unwrap(), b"tail");
         assert!(buf.large.is_empty());

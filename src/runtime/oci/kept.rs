@@ -37,7 +37,7 @@ use super::{
 };
 use crate::runtime::{
     Cause, ContainerId, ContainerSpec, ExitStatus, LogBuffer, Op, RuntimeError, Signal,
-    keeper::{Conn, Hello, Keepers, Left, Meta, adopt_key, same_spec},
+    keeper::{Conn, Hello, KeeperProcess, Keepers, Left, Meta, adopt_key, same_spec},
 };
 
 /// How long a kept container nobody adopted gets to stop on `SIGTERM` when
@@ -79,8 +79,7 @@ impl OciRuntime {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .env_clear()
-            .kill_on_drop(false);
+            .env_clear();
         // No `pre_exec`: the keeper takes its own session, so this spawn is
         // a posix_spawn (vfork), not a fork of the agent.
         let argv = runc.create_argv(&id.0, &bundle.dir, &pid_file, &log);
@@ -94,7 +93,7 @@ impl OciRuntime {
                 kv
             }),
         );
-        let spawned = cmd.spawn();
+        let spawned = KeeperProcess::spawn(&mut cmd);
         // The keeper's end of the pair must not stay open here.
         drop(cmd);
         let mut keeper = match spawned {
@@ -125,12 +124,12 @@ impl OciRuntime {
                     }
                     Ok((Hello::Failed(cause), _)) => cause,
                     Err(e) => {
-                        let _ = keeper.start_kill();
+                        keeper.kill();
                         Cause::io("the container's keeper failed", e)
                     }
                     Ok((Hello::Running { .. }, _)) => unreachable!("matched above"),
                 };
-                let _ = keeper.wait().await;
+                keeper.reaped().await;
                 // A half-created container may be in runc's state: delete it.
                 let _ = runc.run(&["delete", "--force", &id.0]).await;
                 files.remove();
@@ -141,7 +140,7 @@ impl OciRuntime {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
                 let _ = runc.run(&["delete", "--force", &id.0]).await;
-                let _ = keeper.wait().await;
+                keeper.reaped().await;
                 files.remove();
                 return Err((
                     bundle,
@@ -360,7 +359,7 @@ impl OciRuntime {
 
 /// Watches a kept container's keeper: its exit, then (for a keeper this
 /// agent started) the keeper's own end.
-fn watch_kept(entry: Arc<Entry>, mut conn: Conn, keeper: Option<tokio::process::Child>) {
+fn watch_kept(entry: Arc<Entry>, mut conn: Conn, keeper: Option<KeeperProcess>) {
     tokio::spawn(async move {
         let status = conn.exit().await.unwrap_or_else(|| {
             tracing::warn!(cgroup = %entry.cgroup, "the keeper of a container ended without its exit status; reported killed");
@@ -368,8 +367,8 @@ fn watch_kept(entry: Arc<Entry>, mut conn: Conn, keeper: Option<tokio::process::
         });
         entry.record_exit(status);
         conn.closed().await;
-        if let Some(mut k) = keeper {
-            let _ = k.wait().await;
+        if let Some(k) = keeper {
+            k.reaped().await;
         }
     });
 }

@@ -29,7 +29,9 @@ use super::{
 use crate::owned::Owned;
 use crate::runtime::{
     Cause, ContainerId, ContainerSpec, ExitStatus, LogBuffer, Op, RuntimeError, Signal,
-    keeper::{Conn, Hello, KeeperFiles, Keepers, Left, Meta, adopt_key, same_spec, scan},
+    keeper::{
+        Conn, Hello, KeeperFiles, KeeperProcess, Keepers, Left, Meta, adopt_key, same_spec, scan,
+    },
     logs::AsyncReadSend,
 };
 
@@ -106,8 +108,7 @@ impl ProcessRuntime {
         cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .env_clear()
-            .kill_on_drop(false);
+            .env_clear();
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }
@@ -123,7 +124,7 @@ impl ProcessRuntime {
         );
         // No `pre_exec`: the keeper takes its session and limit itself, so
         // this spawn is a posix_spawn (vfork), not a fork of the agent.
-        let spawned = cmd.spawn();
+        let spawned = KeeperProcess::spawn(&mut cmd);
         // The keeper's end of the pair must not stay open here.
         drop(cmd);
         let mut keeper = match spawned {
@@ -143,13 +144,13 @@ impl ProcessRuntime {
         let (pid, pipes, conn) = match hello {
             Ok((Hello::Running { pid, pipes }, conn)) => (pid, pipes, conn),
             Ok((Hello::Failed(cause), _)) => {
-                let _ = keeper.wait().await;
+                keeper.reaped().await;
                 cleanup(&cgroup, &limited);
                 return Err(fail(cause));
             }
             Ok((Hello::SetUpFailed(status), _)) => {
                 // Only a keeper given `--pid-file` says this.
-                let _ = keeper.wait().await;
+                keeper.reaped().await;
                 cleanup(&cgroup, &limited);
                 return Err(fail(Cause::io(
                     format!("the keeper of {program:?} reported a failed set-up ({status})"),
@@ -157,8 +158,8 @@ impl ProcessRuntime {
                 )));
             }
             Err(e) => {
-                let _ = keeper.start_kill();
-                let _ = keeper.wait().await;
+                keeper.kill();
+                keeper.reaped().await;
                 cleanup(&cgroup, &limited);
                 return Err(fail(Cause::io("the container's keeper failed", e)));
             }
@@ -205,7 +206,7 @@ impl ProcessRuntime {
         limited: Option<Arc<Limited>>,
         files: KeeperFiles,
         conn: Option<Conn>,
-        keeper: Option<tokio::process::Child>,
+        keeper: Option<KeeperProcess>,
     ) {
         let (readers, eof) = match pipes {
             Some([out, err]) => {
@@ -250,8 +251,8 @@ impl ProcessRuntime {
             if let Some(mut conn) = conn {
                 conn.closed().await;
             }
-            if let Some(mut k) = keeper {
-                let _ = k.wait().await;
+            if let Some(k) = keeper {
+                k.reaped().await;
             }
             if let Some(l) = &limited {
                 l.remember_oom_kills();

@@ -1,7 +1,7 @@
 //! The open files limit: a node with many replicas needs more than the
-//! usual soft limit of 1024 (a running replica holds about four
-//! descriptors: two pipes, a pidfd, its keeper's socket;
-//! three log files more while it writes output), so the agent raises its soft limit
+//! usual soft limit of 1024 (a running replica holds about three
+//! descriptors: two pipes and its keeper's socket, or a pidfd without a
+//! keeper; three log files more while it writes output), so the agent raises its soft limit
 //! to the hard one at start, as systemd does for itself. Its children get
 //! the limit they would have had: many programs still use `select(2)`,
 //! which breaks past 1024.
