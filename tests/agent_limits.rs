@@ -2,8 +2,9 @@
 //! raises its own open files limit and runs 300 replicas (its children
 //! keep 1024); `arbor supervise --replicas 1000` stopped one second after
 //! its start leaves no process behind; under a hard limit of 96, the
-//! replicas that fit run and those that cannot start say "too many open
-//! files", the limit and how to raise it.
+//! replicas that fit run, those that cannot start say "too many open
+//! files", the limit and how to raise it, and the API still answers (the
+//! agent keeps its last descriptors for itself).
 
 mod cli_support;
 
@@ -181,7 +182,7 @@ fn under_an_open_files_limit_the_replicas_that_fit_run_and_the_others_say_why_th
     let seen = loop {
         let seen = reasons();
         let running = procfs::with_env("MARK", &mark).len();
-        if seen.iter().any(|r| r.contains("too many open files")) && running >= 5 {
+        if seen.iter().any(|r| r.contains("too many open files")) && running >= 3 {
             break seen;
         }
         assert!(

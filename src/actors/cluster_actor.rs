@@ -511,6 +511,8 @@ impl Actor for ClusterActor {
         state.ticker.0.abort();
         state.watcher.0.abort();
         state.acceptor.0.abort();
+        // Gone (its listener closed) before a restarted actor binds.
+        let _ = (&mut state.acceptor.0).await;
         kill_tree(state.server.get_cell()).await;
         state.view.send_replace(None);
         Ok(())

@@ -84,12 +84,30 @@ pub async fn accept_loop(
     }
 }
 
-/// Binds the cluster port (the error says which address).
+/// How long a bind waits for its port while it is in use: the accept loop
+/// of a cluster actor that just failed holds it until its task, aborted,
+/// is dropped, which the runtime may do after the restarted actor binds.
+const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Binds the cluster port (the error says which address), waiting up to
+/// [`BIND_WAIT`] while it is in use.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, super::ClusterError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| super::ClusterError::Listen {
-            addr,
-            reason: e.to_string(),
-        })
+    let deadline = tokio::time::Instant::now() + BIND_WAIT;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                return Err(super::ClusterError::Listen {
+                    addr,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
 }

@@ -369,6 +369,14 @@ impl Runtime for ProcessRuntime {
             ));
         }
         let result = match &self.shared.keepers {
+            _ if let Err(e) = limits::check_headroom() => Err(RuntimeError::new(
+                Op::Start,
+                id,
+                Cause::io(
+                    "not started: the agent keeps its last open files for itself",
+                    e,
+                ),
+            )),
             Some(k) if entry.spec.live_restore && k.fits() => self.spawn_kept(&entry, k).await,
             _ => self.spawn_command(&entry),
         };
