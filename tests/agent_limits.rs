@@ -33,6 +33,25 @@ impl Drop for Ending {
     }
 }
 
+/// The agent on `spec` and `state`, started by `sh` after `ulimit`.
+fn agent_under(ulimit: &str, spec: &std::path::Path, state: &std::path::Path) -> Ending {
+    Ending(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{ulimit} && exec '{}' agent --spec '{}' --state-dir '{}'",
+                env!("CARGO_BIN_EXE_arbor"),
+                spec.display(),
+                state.display()
+            ))
+            .env_remove("ARBOR_STATE_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
     let start = Instant::now();
     loop {
@@ -67,21 +86,7 @@ fn under_ulimit_1024_the_agent_runs_300_replicas_and_its_children_keep_1024() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    let mut agent = Ending(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -Sn 1024 && exec '{}' agent --spec '{}' --state-dir '{}'",
-                env!("CARGO_BIN_EXE_arbor"),
-                spec.display(),
-                state.display()
-            ))
-            .env_remove("ARBOR_STATE_DIR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut agent = agent_under("ulimit -Sn 1024", &spec, &state);
     eventually("300 replicas run", || {
         procfs::with_env("MARK", &mark).len() == 300
     });
@@ -147,21 +152,7 @@ fn under_an_open_files_limit_the_replicas_that_fit_run_and_the_others_say_why_th
     .unwrap();
     let state = dir.path().join("state");
     // Soft and hard: the agent cannot raise it.
-    let mut agent = Ending(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n 96 && exec '{}' agent --spec '{}' --state-dir '{}'",
-                env!("CARGO_BIN_EXE_arbor"),
-                spec.display(),
-                state.display()
-            ))
-            .env_remove("ARBOR_STATE_DIR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut agent = agent_under("ulimit -n 96", &spec, &state);
     let reasons = || -> Vec<String> {
         let mut cmd = cli_support::arbor();
         cmd.env("ARBOR_STATE_DIR", &state)
