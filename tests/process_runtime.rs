@@ -845,3 +845,43 @@ async fn a_netns_that_is_missing_or_not_a_namespace_is_a_create_error_naming_the
         assert!(text.contains("netns"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_that_never_answers_is_killed_with_what_it_started() {
+    // A keeper that starts a program in its session and never answers:
+    // the start fails when the answer does not come (5 s), and neither
+    // the keeper nor the program is left running.
+    let unique = 3_000_000 + (std::process::id() % 100_000);
+    let script = format!("sleep {unique} & exec sleep {}", unique + 1);
+    let dir = scratch("silent-keepers");
+    let keepers = arbor::runtime::process::Keepers::new(
+        "/usr/bin/setsid",
+        vec!["sh".into(), "-c".into(), script.into()],
+        &dir,
+    );
+    let rt = ProcessRuntime::builder()
+        .keepers(keepers)
+        .build()
+        .expect("process runtime");
+    let spec = ContainerSpec {
+        name: "silent".into(),
+        command: vec!["true".into()],
+        live_restore: true,
+        ..ContainerSpec::default()
+    };
+    let id = rt.create(&spec).await.expect("create");
+    let err = rt.start(&id).await.expect_err("the keeper never answers");
+    assert!(err.to_string().contains("keeper"), "{err}");
+    let sleeping = || {
+        procfs::all()
+            .into_iter()
+            .filter(|p| {
+                let cmd = procfs::cmdline(p.pid);
+                !p.is_zombie()
+                    && (cmd == format!("sleep {unique}") || cmd == format!("sleep {}", unique + 1))
+            })
+            .count()
+    };
+    eventually("nothing the keeper started runs", || sleeping() == 0).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -191,6 +191,23 @@ impl KeeperProcess {
         let _ = self.0.kill();
     }
 
+    /// Sends SIGKILL to it and to every process of its session: a keeper
+    /// that failed to answer may have started the program already (in its
+    /// session, which the keeper made), and killing the keeper alone
+    /// would leave that running with nobody to stop it.
+    pub(crate) fn kill_session(&mut self) {
+        let sid = self.0.id() as i32;
+        for p in crate::runtime::process::procfs::all() {
+            if p.session == sid && p.pid != sid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        self.kill();
+    }
+
     /// Reaps it, on the blocking pool: call it only once it is leaving.
     /// One already reaped (by the reaper's sweep of a cgroup) is fine.
     pub(crate) async fn reaped(self) {

@@ -527,6 +527,16 @@ impl Runtime for OciRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
         check_spec(spec)?;
+        if let Err(e) = crate::runtime::process::limits::check_headroom() {
+            return Err(RuntimeError::new(
+                Op::Create,
+                &spec.name,
+                Cause::io(
+                    "not created: the agent keeps its last open files for itself",
+                    e,
+                ),
+            ));
+        }
         let record = self.image(Op::Create, spec).await?;
         let image_root = self.shared.images.rootfs(&record);
         let id = new_id(&spec.name);

@@ -158,7 +158,12 @@ impl ProcessRuntime {
                 )));
             }
             Err(e) => {
-                keeper.kill();
+                // The program may run already: in the cgroup, if any, and
+                // in the keeper's session.
+                if let Some(cg) = &cgroup {
+                    cg.kill();
+                }
+                keeper.kill_session();
                 keeper.reaped().await;
                 cleanup(&cgroup, &limited);
                 return Err(fail(Cause::io("the container's keeper failed", e)));
