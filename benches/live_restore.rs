@@ -23,14 +23,9 @@
 #[allow(dead_code)]
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use common::{figure, quantile};
+use common::{figure, quantile, start_agent, stop_agent};
 use serde_json::json;
 
 const SERVICES: usize = 200;
@@ -57,13 +52,13 @@ fn main() {
     for round in 0..ROUNDS {
         // Fresh start without keepers: the baseline.
         let plain = dir.path().join(format!("plain-{round}"));
-        let (agent, t) = start(&spec_path, &plain, &["--no-live-restore"]);
+        let (agent, t) = start_agent(&spec_path, &plain, &["--no-live-restore"]);
         fresh_plain.push(t);
-        stop(agent);
+        stop_agent(agent);
 
         // Fresh start with keepers.
         let kept = dir.path().join(format!("kept-{round}"));
-        let (mut agent, t) = start(&spec_path, &kept, &[]);
+        let (mut agent, t) = start_agent(&spec_path, &kept, &[]);
         fresh_kept.push(t);
         let keepers = keeper_pids(agent.id());
         assert_eq!(keepers.len(), SERVICES, "one keeper per replica");
@@ -77,14 +72,14 @@ fn main() {
         // Killed, then adopted.
         agent.kill().expect("kill -9");
         agent.wait().expect("reaped");
-        let (agent, t) = start(&spec_path, &kept, &[]);
+        let (agent, t) = start_agent(&spec_path, &kept, &[]);
         adopted.push(t);
         let still = keeper_pids(0)
             .into_iter()
             .filter(|k| keepers.contains(k))
             .count();
         assert_eq!(still, SERVICES, "every keeper survived and was adopted");
-        stop(agent);
+        stop_agent(agent);
     }
     let median = |v: &[Duration]| {
         let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
@@ -115,37 +110,6 @@ fn main() {
         "fresh_start_200_services_without_keepers",
         &ms(fresh_plain),
     );
-}
-
-/// Starts an agent; returns it and the time until it listened (the spec
-/// deployed).
-fn start(spec: &Path, state: &Path, extra: &[&str]) -> (Child, Duration) {
-    let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .arg("agent")
-        .arg("--spec")
-        .arg(spec)
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a line");
-    assert!(line.starts_with("listening on"), "{line:?}");
-    (child, t0.elapsed())
-}
-
-fn stop(mut agent: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = agent.wait();
 }
 
 /// The keepers running now (children of `parent`, or any when 0).

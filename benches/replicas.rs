@@ -32,8 +32,6 @@
 //! and the bench stops.
 
 use std::{
-    io::{BufRead, BufReader},
-    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -42,7 +40,7 @@ use std::{
 #[allow(dead_code)]
 mod common;
 
-use common::figure;
+use common::{figure, start_agent, stop_agent};
 use serde_json::json;
 
 fn main() {
@@ -96,10 +94,10 @@ fn main() {
     // The agent with nothing to run: its resident set to subtract.
     let empty = dir.path().join("empty.yaml");
     std::fs::write(&empty, "services: {}\n").expect("spec");
-    let agent = start(&empty, &dir.path().join("state-empty"));
+    let (agent, _) = start_agent(&empty, &dir.path().join("state-empty"), &[]);
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss = rss_kib(agent.id());
-    stop(agent);
+    stop_agent(agent);
 
     let spec = dir.path().join("spec.yaml");
     std::fs::write(
@@ -108,7 +106,7 @@ fn main() {
     )
     .expect("spec");
     let t0 = Instant::now();
-    let agent = start(&spec, &dir.path().join("state"));
+    let (agent, _) = start_agent(&spec, &dir.path().join("state"), &[]);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let running = sleeps(&mark).len();
@@ -117,7 +115,7 @@ fn main() {
         }
         if Instant::now() > deadline {
             eprintln!("only {running} of {n} replicas ran within 300 s");
-            stop(agent);
+            stop_agent(agent);
             std::process::exit(1);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -141,7 +139,7 @@ fn main() {
         )
     };
     let t0 = Instant::now();
-    stop(agent);
+    stop_agent(agent);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !sleeps(&mark).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -214,34 +212,6 @@ fn raise_nofile(want: u64) -> u64 {
     }
     let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     hard
-}
-
-/// Starts an agent; returns once it listens (its spec deployed).
-fn start(spec: &Path, state: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .arg("agent")
-        .arg("--spec")
-        .arg(spec)
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a line");
-    assert!(line.starts_with("listening on"), "{line:?}");
-    child
-}
-
-fn stop(mut agent: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = agent.wait();
 }
 
 /// The `sleep MARK` processes running now.

@@ -33,6 +33,20 @@ impl Drop for Ending {
     }
 }
 
+/// A spec of one service, `many`: `replicas` of `sleep 300` with `MARK`
+/// in their environment (how the tests find them); its path.
+fn sleepers(dir: &std::path::Path, replicas: u32, mark: &str) -> std::path::PathBuf {
+    let spec = dir.join("node.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "services:\n  many:\n    command: [sleep, \"300\"]\n    replicas: {replicas}\n    env: {{MARK: \"{mark}\"}}\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
 /// The agent on `spec` and `state`, started by `sh` after `ulimit`.
 fn agent_under(ulimit: &str, spec: &std::path::Path, state: &std::path::Path) -> Ending {
     Ending(
@@ -77,14 +91,7 @@ fn under_ulimit_1024_the_agent_runs_300_replicas_and_its_children_keep_1024() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = dir.path().join("node.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "services:\n  many:\n    command: [sleep, \"301\"]\n    replicas: 300\n    env: {{MARK: \"{mark}\"}}\n"
-        ),
-    )
-    .unwrap();
+    let spec = sleepers(dir.path(), 300, &mark);
     let state = dir.path().join("state");
     let mut agent = agent_under("ulimit -Sn 1024", &spec, &state);
     eventually("300 replicas run", || {
@@ -142,14 +149,7 @@ fn supervise_with_1000_replicas_stopped_a_second_after_its_start_leaves_nothing(
 fn under_an_open_files_limit_the_replicas_that_fit_run_and_the_others_say_why_they_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let mark = uuid::Uuid::new_v4().to_string();
-    let spec = dir.path().join("node.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "services:\n  many:\n    command: [sleep, \"302\"]\n    replicas: 40\n    env: {{MARK: \"{mark}\"}}\n"
-        ),
-    )
-    .unwrap();
+    let spec = sleepers(dir.path(), 40, &mark);
     let state = dir.path().join("state");
     // Soft and hard: the agent cannot raise it.
     let mut agent = agent_under("ulimit -n 96", &spec, &state);

@@ -86,3 +86,43 @@ pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     samples[((samples.len() as f64 - 1.0) * q).round() as usize]
 }
+
+/// Starts the agent binary on `spec` and `state` (with `extra` flags);
+/// returns it and the time until it listened (its spec deployed). (Only
+/// the benches of the real agent use it.)
+#[allow(dead_code)]
+pub fn start_agent(
+    spec: &std::path::Path,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, std::time::Duration) {
+    use std::io::BufRead;
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .arg("agent")
+        .arg("--spec")
+        .arg(spec)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    assert!(line.starts_with("listening on"), "{line:?}");
+    (child, t0.elapsed())
+}
+
+/// Stops an agent (SIGTERM) and waits for it.
+#[allow(dead_code)]
+pub fn stop_agent(mut agent: std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
+}

@@ -77,21 +77,13 @@ impl ProcessRuntime {
                 ));
             }
         };
-        if let Some(procs) = &procs {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(procs);
-            // SAFETY: runs in the forked child before exec; write(2) is
-            // async-signal-safe and `fd` stays open (the parent holds it).
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        for fd in limited.as_ref().map(|l| l.procs_fds()).unwrap_or_default() {
+        // The child joins its cgroup (and the resource controllers' ones)
+        // by writing `0` to each `cgroup.procs`.
+        let joins = procs
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .chain(limited.as_ref().map(|l| l.procs_fds()).unwrap_or_default());
+        for fd in joins {
             // SAFETY: runs in the forked child before exec; write(2) is
             // async-signal-safe and `fd` stays open (the parent holds it).
             unsafe {
