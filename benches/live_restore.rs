@@ -25,7 +25,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{figure, quantile, start_agent, stop_agent};
+use common::{figure, pids_where, quantile, start_agent, stop_agent};
 use serde_json::json;
 
 const SERVICES: usize = 200;
@@ -114,21 +114,13 @@ fn main() {
 
 /// The keepers running now (children of `parent`, or any when 0).
 fn keeper_pids(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let is_keeper = cmd
-                .split(|b| *b == 0)
-                .next()
-                .is_some_and(|argv0| argv0.ends_with(b"arbor-keeper"));
-            is_keeper && (parent == 0 || parent_of(*pid) == Some(parent))
-        })
-        .collect()
+    pids_where(|pid, cmd| {
+        let is_keeper = cmd
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|argv0| argv0.ends_with(b"arbor-keeper"));
+        is_keeper && (parent == 0 || parent_of(pid) == Some(parent))
+    })
 }
 
 fn parent_of(pid: u32) -> Option<u32> {

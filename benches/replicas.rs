@@ -40,7 +40,7 @@ use std::{
 #[allow(dead_code)]
 mod common;
 
-use common::{figure, start_agent, stop_agent};
+use common::{figure, pids_where, start_agent, stop_agent};
 use serde_json::json;
 
 fn main() {
@@ -217,16 +217,7 @@ fn raise_nofile(want: u64) -> u64 {
 /// The `sleep MARK` processes running now.
 fn sleeps(mark: &str) -> Vec<u32> {
     let want = format!("sleep\0{mark}\0");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
-        })
-        .collect()
+    pids_where(|_, cmd| cmd == want.as_bytes())
 }
 
 /// VmRSS of `pid` in KiB.

@@ -126,3 +126,20 @@ pub fn stop_agent(mut agent: std::process::Child) {
     );
     let _ = agent.wait();
 }
+
+/// The processes whose command line (`/proc/PID/cmdline`, NUL-separated)
+/// `keep` accepts.
+#[allow(dead_code)]
+pub fn pids_where(keep: impl Fn(u32, &[u8]) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            keep(*pid, &cmd)
+        })
+        .collect()
+}

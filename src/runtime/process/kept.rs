@@ -25,6 +25,7 @@ use super::{
     entry::{Entry, ProcState, Run, kill_group},
     resources::Limited,
     spawn::open_netns,
+    spawn::remove_cgroups,
 };
 use crate::owned::Owned;
 use crate::runtime::{
@@ -66,23 +67,15 @@ impl ProcessRuntime {
             None => None,
         };
         let (cgroup, limited) = self.container_cgroups(entry, Some(&keepers.cgroup_dir()))?;
-        let cleanup = |cgroup: &Option<Arc<Cgroup>>, limited: &Option<Arc<Limited>>| {
-            if let Some(cg) = cgroup {
-                cg.remove();
-            }
-            if let Some(l) = limited {
-                l.remove();
-            }
-        };
         let files = keepers.files(id);
         if let Err(cause) = keepers.create_dir() {
-            cleanup(&cgroup, &limited);
+            remove_cgroups(&cgroup, &limited);
             return Err(fail(cause));
         }
         let (ours, theirs) = match StdUnixStream::pair() {
             Ok(p) => p,
             Err(e) => {
-                cleanup(&cgroup, &limited);
+                remove_cgroups(&cgroup, &limited);
                 return Err(fail(Cause::io("failed to create a socket pair", e)));
             }
         };
@@ -130,7 +123,7 @@ impl ProcessRuntime {
         let mut keeper = match spawned {
             Ok(k) => k,
             Err(e) => {
-                cleanup(&cgroup, &limited);
+                remove_cgroups(&cgroup, &limited);
                 return Err(fail(Cause::io("failed to spawn the container's keeper", e)));
             }
         };
@@ -145,13 +138,13 @@ impl ProcessRuntime {
             Ok((Hello::Running { pid, pipes }, conn)) => (pid, pipes, conn),
             Ok((Hello::Failed(cause), _)) => {
                 keeper.reaped().await;
-                cleanup(&cgroup, &limited);
+                remove_cgroups(&cgroup, &limited);
                 return Err(fail(cause));
             }
             Ok((Hello::SetUpFailed(status), _)) => {
                 // Only a keeper given `--pid-file` says this.
                 keeper.reaped().await;
-                cleanup(&cgroup, &limited);
+                remove_cgroups(&cgroup, &limited);
                 return Err(fail(Cause::io(
                     format!("the keeper of {program:?} reported a failed set-up ({status})"),
                     std::io::Error::other("unexpected keeper answer"),
@@ -165,7 +158,7 @@ impl ProcessRuntime {
                 }
                 keeper.kill_session();
                 keeper.reaped().await;
-                cleanup(&cgroup, &limited);
+                remove_cgroups(&cgroup, &limited);
                 return Err(fail(Cause::io("the container's keeper failed", e)));
             }
         };

@@ -64,12 +64,7 @@ impl ProcessRuntime {
         let procs = match cgroup.as_ref().map(|cg| cg.open_procs()).transpose() {
             Ok(p) => p,
             Err(e) => {
-                if let Some(cg) = &cgroup {
-                    cg.remove();
-                }
-                if let Some(l) = &limited {
-                    l.remove();
-                }
+                remove_cgroups(&cgroup, &limited);
                 return Err(RuntimeError::new(
                     Op::Start,
                     id,
@@ -100,9 +95,7 @@ impl ProcessRuntime {
         // setns, which is async-signal-safe) and closed after it.
         let netns = match &spec.netns {
             Some(path) => Some(open_netns(path).map_err(|c| {
-                if let Some(cg) = &cgroup {
-                    cg.remove();
-                }
+                remove_cgroups(&cgroup, &limited);
                 RuntimeError::new(Op::Start, id, c)
             })?),
             None => None,
@@ -124,12 +117,7 @@ impl ProcessRuntime {
         }
         let guard = self.shared.reaper.spawning();
         let mut child = cmd.spawn().map_err(|e| {
-            if let Some(cg) = &cgroup {
-                cg.remove();
-            }
-            if let Some(l) = &limited {
-                l.remove();
-            }
+            remove_cgroups(&cgroup, &limited);
             let cause = match &spec.cwd {
                 // The working directory vanished after `create` checked it:
                 // exec reports ENOENT, which is not about the program.
@@ -208,6 +196,16 @@ impl ProcessRuntime {
 
 /// A container's cgroup and its resource-limit cgroups.
 pub(super) type ContainerCgroups = (Option<Arc<Cgroup>>, Option<Arc<Limited>>);
+
+/// Removes the cgroups of a start that failed.
+pub(super) fn remove_cgroups(cgroup: &Option<Arc<Cgroup>>, limited: &Option<Arc<Limited>>) {
+    if let Some(cg) = cgroup {
+        cg.remove();
+    }
+    if let Some(l) = limited {
+        l.remove();
+    }
+}
 
 impl ProcessRuntime {
     /// The container's cgroup and its resource-limit cgroups (root only).
